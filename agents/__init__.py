@@ -1,0 +1,1 @@
+"""Simulated users: Agent4Rec-style personas, memory, reflection, page decisions, interview, fast user."""

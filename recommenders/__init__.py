@@ -1,0 +1,1 @@
+"""Recommenders facing the simulated users, behind one protocol and a name registry."""

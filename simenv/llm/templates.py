@@ -1,0 +1,56 @@
+"""Versioned prompt templates shipped as package files: `<package>/prompts/<name>.v<version>.j2`.
+
+Templates are Jinja2 with StrictUndefined, so a missing variable is an error, never an empty string.
+A template file may hold several messages separated by lines `--- system ---` / `--- user ---`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jinja2
+
+from simenv.llm.types import Message
+
+_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+_SECTION = re.compile(r"^--- (system|user|assistant) ---\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A loaded template; `render` returns the chat messages."""
+
+    package: str
+    name: str
+    version: int
+    source: str
+
+    @property
+    def version_tag(self) -> str:
+        return f"v{self.version}"
+
+    def render(self, **variables: Any) -> tuple[Message, ...]:
+        try:
+            text = _ENV.from_string(self.source).render(**variables)
+        except jinja2.UndefinedError as exc:
+            raise ValueError(f"template {self.package}/prompts/{self.name}.v{self.version}.j2: {exc}") from exc
+        parts = _SECTION.split(text)
+        if len(parts) == 1:
+            return (Message("user", text.strip()),)
+        messages = []
+        for role, body in zip(parts[1::2], parts[2::2], strict=True):
+            messages.append(Message(role, body.strip()))
+        return tuple(messages)
+
+
+@cache
+def load_template(package: str, name: str, version: int = 1) -> PromptTemplate:
+    """Load `<package>/prompts/<name>.v<version>.j2` from the installed package."""
+    path = resources.files(package) / "prompts" / f"{name}.v{version}.j2"
+    if not path.is_file():
+        raise FileNotFoundError(f"no prompt template {package}/prompts/{name}.v{version}.j2")
+    return PromptTemplate(package=package, name=name, version=version, source=path.read_text(encoding="utf-8"))

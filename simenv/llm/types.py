@@ -1,0 +1,97 @@
+"""The request/response records and the backend protocol of the LLM layer.
+
+One `LLMRequest` object travels through every wrapper (cache, budget, call log, retry) to a backend, so
+wrappers never re-list keyword arguments. `context` carries the structured facts a prompt was rendered
+from (ids, genres, traits); the mock backend answers from it, real backends ignore it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """Everything that determines an answer (plus bookkeeping tags that do not).
+
+    `json_schema` is a JSON-schema dict when a structured answer is wanted. `template`/`template_version`
+    name the prompt file it was rendered from; `purpose` is a free tag (e.g. "page_decision").
+    """
+
+    messages: tuple[Message, ...]
+    template: str
+    template_version: str
+    purpose: str = ""
+    model: str | None = None
+    temperature: float = 0.0
+    max_tokens: int = 256
+    seed: int | None = None
+    json_schema: Mapping[str, Any] | None = None
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+    def prompt_hash(self) -> str:
+        """Hash of the rendered messages only (what the call log records)."""
+        text = json.dumps([[m.role, m.content] for m in self.messages], ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def cache_key(self) -> str:
+        """Hash of everything that determines the answer. Never includes secrets (they are not in requests)."""
+        payload = {
+            "messages": [[m.role, m.content] for m in self.messages],
+            "template": self.template,
+            "template_version": self.template_version,
+            "model": self.model,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+            "json_schema": self.json_schema,
+            "context": self.context,
+        }
+        text = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class LLMResponse:
+    """A backend's answer. `parsed` is the decoded JSON when the request had a schema and it decoded."""
+
+    text: str
+    backend: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cache_hit: bool = False
+    parsed: Any = None
+    call_id: str = ""
+
+
+@runtime_checkable
+class LLM(Protocol):
+    """The whole interface agents and rankers see. Wrappers implement it around another `LLM`."""
+
+    name: str
+
+    def complete(self, request: LLMRequest) -> LLMResponse: ...
+
+    def complete_batch(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
+        """Run many requests concurrently; results in request order."""
+        ...
+
+
+class LLMError(RuntimeError):
+    """A call failed after the backend's bounded retries."""
+
+
+class BudgetExceeded(LLMError):
+    """The run's call or token budget is used up; the run stops cleanly."""

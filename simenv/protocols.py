@@ -1,0 +1,86 @@
+"""Protocols for the pluggable parts: user models, user sessions and recommenders.
+
+Like SB3's `type_aliases`, this is the one place a newcomer reads to learn what each component must
+provide. `simenv` depends only on these protocols; `agents` and `recommenders` implement them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from simenv.records import Interview, Item, Page, PageFeedback, Persona, Recommendation
+
+
+@runtime_checkable
+class UserSession(Protocol):
+    """One simulated user's live session (an episode): reacts to pages, then answers the interview."""
+
+    persona: Persona
+
+    def react(self, page: Page, items: Sequence[Item]) -> PageFeedback:
+        """React to one page; `items` are the catalog records of `page.item_ids`, in order."""
+        ...
+
+    def interview(self) -> Interview:
+        """Satisfaction interview (1..10) at the end of the session."""
+        ...
+
+
+@runtime_checkable
+class UserModel(Protocol):
+    """A factory of user sessions. All randomness comes from the generator passed in."""
+
+    name: str
+
+    def start_session(self, persona: Persona, episode: int, rng: np.random.Generator) -> UserSession:
+        """Begin a session for `persona`; memory may persist across a user's sessions."""
+        ...
+
+    def react_batch(
+        self, sessions: Sequence[UserSession], pages: Sequence[tuple[Page, Sequence[Item]]]
+    ) -> list[PageFeedback]:
+        """React to one page per session at once (LLM users batch their calls); results in input order."""
+        ...
+
+
+@runtime_checkable
+class Recommender(Protocol):
+    """A policy facing simulated users. Item and user ids are the dataset's dense integer ids.
+
+    `fit` trains on interactions (columns user_id, item_id, rating, timestamp) of the train split;
+    `recommend` never returns an id in `exclude` (items already shown or consumed).
+    """
+
+    name: str
+
+    def fit(
+        self,
+        train: pd.DataFrame,
+        n_users: int,
+        n_items: int,
+        valid: pd.DataFrame | None = None,
+    ) -> Recommender: ...
+
+    def score(self, user_id: int, history: Sequence[int]) -> np.ndarray:
+        """Scores for all `n_items` items (higher is better); `history` is the user's session so far."""
+        ...
+
+    def recommend(
+        self,
+        user_id: int,
+        k: int,
+        exclude: Collection[int],
+        rng: np.random.Generator,
+        history: Sequence[int] = (),
+    ) -> Recommendation: ...
+
+    def observe(self, user_id: int, page: Page, feedback: PageFeedback) -> None:
+        """Within-session feedback (sequential models append watched items)."""
+        ...
+
+    def save(self, path: Path) -> None: ...

@@ -1,0 +1,190 @@
+"""Typed experiment configuration: TOML files under `experiments/configs/`, every key also a CLI flag.
+
+Each section is a strict pydantic model (unknown keys and wrong types are errors that name the file,
+section, key and value) so a bad config fails before any work starts. The CLI (pydantic-settings) turns
+every field into a `--section.key` flag; flags override the TOML file, which overrides the defaults.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config file or flag is invalid; the message names the file, key and value."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+
+class RunSection(Section):
+    name: str = "run"
+    """Run name; the run directory is <out_dir>/<name>."""
+    out_dir: Path = Path("runs")
+    """Where run directories go."""
+    seed: int = 0
+    """Master seed: splits, sampling, users and recommenders all derive from it."""
+
+
+class DataSection(Section):
+    dataset: str = "ml-100k"
+    """ml-100k, ml-1m, synthetic, or a directory holding official MovieLens files."""
+    n_personas: int = Field(50, ge=1)
+    """How many users the Agent4Rec split samples (they become the simulated personas)."""
+    cache_dir: Path | None = None
+    """Parsed-data and model cache (default: $SIMREC_CACHE_DIR or ~/.cache/simrec)."""
+
+
+class SimulationSection(Section):
+    pages: int = Field(5, ge=1)
+    """Page limit per session (Agent4Rec: 5)."""
+    page_size: int = Field(4, ge=1)
+    """Items per page (Agent4Rec: 4)."""
+
+
+class UsersSection(Section):
+    model: Literal["llm", "fast"] = "llm"
+    """llm: persona agents with memory and an LLM; fast: the multinomial-logit user (no LLM)."""
+    profile: str = "grounded"
+    """Decision profile from experiments/configs/users.toml (grounded, llm-only, genre, embedding, collab)."""
+    embedder: Literal["minilm", "hashing"] = "minilm"
+    """Text embedder for memory relevance and the embedding signal."""
+
+
+class LLMSection(Section):
+    backend: Literal["mock", "llama-cpp", "transformers", "openai"] = "llama-cpp"
+    """mock (seeded rules), llama-cpp (embedded SmolLM2), transformers (local HF model), openai (endpoint)."""
+    model: str | None = None
+    """Model name (openai), or a model path (llama-cpp GGUF / transformers dir); default: the embedded SmolLM2."""
+    base_url: str | None = None
+    """OpenAI-compatible endpoint; default $OPENAI_BASE_URL. The API key is read from $OPENAI_API_KEY only."""
+    structured_output: Literal["json_schema", "json_object"] = "json_schema"
+    """json_schema (OpenAI, vLLM) or json_object+schema (llama.cpp server)."""
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    """Sampling temperature."""
+    concurrency: int = Field(8, ge=1)
+    """Concurrent requests for batches (endpoint backends)."""
+    timeout_s: float = Field(60.0, gt=0)
+    """Per-request timeout in seconds."""
+    max_retries: int = Field(3, ge=0)
+    """Bounded retries on 429/5xx/timeouts."""
+    cache: bool = True
+    """Persistent response cache (replaying a run hits it 100%)."""
+    max_calls: int | None = Field(None, ge=1)
+    """Budget: stop the run cleanly after this many LLM calls."""
+    max_total_tokens: int | None = Field(None, ge=1)
+    """Budget: stop the run cleanly after this many tokens."""
+
+
+class RecommendersSection(Section):
+    names: tuple[str, ...] = ("random", "pop", "mf", "lightgcn", "sasrec")
+    """Recommenders to compare (registry names)."""
+    config_file: Path | None = None
+    """TOML with per-model hyperparameters (default experiments/configs/recommenders.toml)."""
+
+
+class FidelitySection(Section):
+    n_personas: int = Field(200, ge=1)
+    """Personas scored by the fidelity harness."""
+    ratios: tuple[int, ...] = (1, 2, 3, 9)
+    """Negatives per positive for taste discrimination."""
+    profiles: tuple[str, ...] = ("genre", "embedding", "collab", "grounded", "fast")
+    """Decision profiles to score (fast = the non-LLM user)."""
+
+
+class RLSection(Section):
+    algo: Literal["ppo", "dqn"] = "ppo"
+    """SB3 algorithm: ppo (MultiDiscrete slate) or dqn (Discrete, slot by slot)."""
+    timesteps: int = Field(20_000, ge=1)
+    """Training timesteps on the fast-user env."""
+    eval_personas: int = Field(50, ge=1)
+    """Personas in the evaluation against the persona env."""
+
+
+class PopulationSection(Section):
+    rounds: int = Field(10, ge=1)
+    """Mesa rounds (each: log in, one page, react, retrain)."""
+    recommender: str = "mf"
+    """Recommender retrained between rounds."""
+    retrain: bool = True
+    """Close the loop: refit on train + simulated positives after each round."""
+    login_prob: tuple[float, float, float] = (0.3, 0.6, 0.9)
+    """Log-in probability per activity group (low, mid, high)."""
+
+
+class ExperimentConfig(Section):
+    """Everything one command needs. Sections a command does not use are ignored by it."""
+
+    run: RunSection = RunSection()
+    data: DataSection = DataSection()
+    simulation: SimulationSection = SimulationSection()
+    users: UsersSection = UsersSection()
+    llm: LLMSection = LLMSection()
+    recommenders: RecommendersSection = RecommendersSection()
+    fidelity: FidelitySection = FidelitySection()
+    rl: RLSection = RLSection()
+    population: PopulationSection = PopulationSection()
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Nested dict update: values in `override` win; sections merge key by key."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for e in error.errors():
+        where = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  [{where}] unknown key (value {e['input']!r})")
+        else:
+            lines.append(f"  [{where}] {e['msg']} (got {e['input']!r})")
+    return "\n".join(lines)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file, naming the file and line on a syntax error."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path}: {exc}") from exc
+
+
+def resolve_config_path(path: Path) -> Path:
+    """A config given by bare name ('demo') resolves to experiments/configs/demo.toml."""
+    if path.is_file():
+        return path
+    candidate = CONFIG_DIR / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
+    return candidate if candidate.is_file() else path
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Defaults, then the TOML file, then `overrides` (explicit CLI flags), validated as one."""
+    data: dict[str, Any] = {}
+    source = "(defaults)"
+    if path is not None:
+        path = resolve_config_path(path)
+        data = read_toml(path)
+        source = str(path)
+    if overrides:
+        data = deep_merge(data, overrides)
+        source += " + command-line flags"
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None

@@ -1,0 +1,262 @@
+"""Numeric, fixed-shape observations of a recommendation session, and the per-episode state they are built from.
+
+The observation is a flat `gymnasium.spaces.Dict` of `Box`es with every value in [0, 1] (SB3's
+`MultiInputPolicy` takes it as is). With G genres, C candidates and a history of H pages' items:
+
+| key          | shape      | content                                                                         |
+|--------------|------------|---------------------------------------------------------------------------------|
+| `persona`    | (9 + 2G,)  | activity, conformity, diversity groups one-hot (3 each); liked and disliked genres |
+| `candidates` | (C*(G+4),) | genre vector, log-popularity (train, scaled to [0, 1]), mean train rating / 5,  |
+|              |            | shown on an earlier page, chosen for the page being filled (sequential mode)    |
+| `history`    | (H*(G+3),) | most recent shown items first: genre vector, watched, rating / 5, row-in-use   |
+| `session`    | (6,)       | page index / max pages, slot / page size, watch rate, like rate, mean rating / 5, |
+|              |            | watch rate of the last page (fatigue and satisfaction signals)                  |
+
+`candidates` and `history` are row-major flattenings of (C, G + 4) and (H, G + 3) tables (SB3 wants 1-D
+vectors); `obs["candidates"].reshape(C, -1)` recovers the table. Everything comes from the training split
+and the session so far; no text ever enters an observation.
+`SessionState` is shared by the env and by `simenv.policies.SB3Recommender`, which rebuilds the same
+observations outside an env.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+
+from simenv.data.dataset import Dataset
+from simenv.records import PageFeedback, Persona
+
+N_TRAIT_FEATURES = 9
+N_SESSION_FEATURES = 6
+CANDIDATE_EXTRA = 4  # log-popularity, mean rating, shown, on current page
+HISTORY_EXTRA = 3  # watched, rating, in use
+
+
+@dataclass(frozen=True, eq=False)
+class ItemFeatures:
+    """Static per-item features computed once from the training split (never from held-out ratings).
+
+    `table` is (n_items, G + 2): genre vector, log-popularity scaled to [0, 1], mean train rating / 5
+    (the global train mean for items nobody rated in train). `popularity_order` lists item ids by
+    train rating count, most popular first (ties by id).
+    """
+
+    genre_vocabulary: tuple[str, ...]
+    genres: np.ndarray
+    table: np.ndarray
+    popularity_order: np.ndarray
+
+    @property
+    def n_items(self) -> int:
+        return int(self.genres.shape[0])
+
+    @property
+    def n_genres(self) -> int:
+        return int(self.genres.shape[1])
+
+    @classmethod
+    def from_train(cls, dataset: Dataset, train: pd.DataFrame) -> ItemFeatures:
+        missing = {"item_id", "rating"} - set(train.columns)
+        if missing:
+            raise ValueError(f"train interactions: missing column(s) {sorted(missing)}")
+        n_items = dataset.n_items
+        item_ids = train["item_id"].to_numpy(dtype=np.int64)
+        if len(item_ids) and (item_ids.min() < 0 or item_ids.max() >= n_items):
+            bad = int(item_ids[(item_ids < 0) | (item_ids >= n_items)][0])
+            raise ValueError(f"train interactions: item_id {bad} outside the catalog of {n_items} items")
+        ratings = train["rating"].to_numpy(dtype=np.float64)
+        counts = np.bincount(item_ids, minlength=n_items).astype(np.float64)
+        sums = np.bincount(item_ids, weights=ratings, minlength=n_items)
+        global_mean = float(ratings.mean()) if len(ratings) else 3.0
+        mean = np.where(counts > 0, sums / np.maximum(counts, 1.0), global_mean)
+        log_pop = np.log1p(counts)
+        log_pop = log_pop / log_pop.max() if log_pop.max() > 0 else log_pop
+        genres = dataset.genre_matrix.astype(np.float32)
+        table = np.concatenate([genres, log_pop[:, None], (mean / 5.0)[:, None]], axis=1).astype(np.float32)
+        order = np.lexsort((np.arange(n_items), -counts)).astype(np.int64)
+        return cls(dataset.genre_vocabulary, genres, table, order)
+
+
+def persona_features(persona: Persona, genre_vocabulary: tuple[str, ...]) -> np.ndarray:
+    """(9 + 2G,) float32: trait groups one-hot, then liked and disliked genre indicators."""
+    index = {g: j for j, g in enumerate(genre_vocabulary)}
+    n = len(genre_vocabulary)
+    out = np.zeros(N_TRAIT_FEATURES + 2 * n, dtype=np.float32)
+    for k, (name, group) in enumerate(
+        (("activity", persona.activity), ("conformity", persona.conformity), ("diversity", persona.diversity))
+    ):
+        if group not in (1, 2, 3):
+            raise ValueError(f"persona {persona.user_id}: field {name}={group!r}, expected 1, 2 or 3")
+        out[3 * k + group - 1] = 1.0
+    for offset, field_name, genres in (
+        (0, "liked_genres", persona.liked_genres),
+        (n, "disliked_genres", persona.disliked_genres),
+    ):
+        for g in genres:
+            if g not in index:
+                raise ValueError(f"persona {persona.user_id}: field {field_name} has genre {g!r} not in the dataset")
+            out[N_TRAIT_FEATURES + offset + index[g]] = 1.0
+    return out
+
+
+def observation_space(n_genres: int, n_candidates: int, history_len: int) -> gym.spaces.Dict:
+    """The Dict space described in the module docstring."""
+
+    def box(*shape: int) -> gym.spaces.Box:
+        return gym.spaces.Box(0.0, 1.0, shape=shape, dtype=np.float32)
+
+    return gym.spaces.Dict(
+        {
+            "persona": box(N_TRAIT_FEATURES + 2 * n_genres),
+            "candidates": box(n_candidates * (n_genres + CANDIDATE_EXTRA)),
+            "history": box(history_len * (n_genres + HISTORY_EXTRA)),
+            "session": box(N_SESSION_FEATURES),
+        }
+    )
+
+
+class SessionState:
+    """Mutable state of one session: candidate set, what was shown, history and running counts.
+
+    Candidate indices (0..C-1) are what actions refer to; `candidate_ids` maps them to item ids.
+    """
+
+    def __init__(
+        self,
+        persona: Persona,
+        persona_vector: np.ndarray,
+        candidate_ids: np.ndarray,
+        features: ItemFeatures,
+        page_size: int,
+        max_pages: int,
+        history_len: int,
+    ) -> None:
+        self.persona = persona
+        self.candidate_ids = candidate_ids
+        self.page_size = page_size
+        self.max_pages = max_pages
+        self.page_index = 0
+        self.pending: list[int] = []
+        n_c = len(candidate_ids)
+        g = features.n_genres
+        self._features = features
+        self.shown = np.zeros(n_c, dtype=bool)
+        self._persona = persona_vector
+        self._candidates = np.zeros((n_c, g + CANDIDATE_EXTRA), dtype=np.float32)
+        self._candidates[:, : g + 2] = features.table[candidate_ids]
+        self._history = np.zeros((history_len, g + HISTORY_EXTRA), dtype=np.float32)
+        # Template history row per candidate: genres, watched, rating (filled per page), in-use = 1.
+        self._history_rows = np.zeros((n_c, g + HISTORY_EXTRA), dtype=np.float32)
+        self._history_rows[:, :g] = self._candidates[:, :g]
+        self._history_rows[:, -1] = 1.0
+        self._session = np.zeros(N_SESSION_FEATURES, dtype=np.float32)
+        self._g = g
+        self.n_shown = 0
+        self.n_watched = 0
+        self.n_liked = 0
+        self.rating_sum = 0.0
+        self.n_rated = 0
+        self.watched_items: list[int] = []
+        self.shown_items: list[int] = []
+        self._position: dict[int, int] | None = None
+
+    def candidate_index(self, item_id: int) -> int | None:
+        """Index of `item_id` in the candidate set, or None if it is not a candidate."""
+        if self._position is None:
+            self._position = {int(item): k for k, item in enumerate(self.candidate_ids.tolist())}
+        return self._position.get(int(item_id))
+
+    def action_mask(self) -> np.ndarray:
+        """True for candidates that may still be chosen (not shown, not already on the page being filled)."""
+        mask = ~self.shown
+        if self.pending:
+            mask[self.pending] = False
+        return mask
+
+    def first_available(self, taken: set[int]) -> int:
+        """Lowest-index candidate not shown and not in `taken` (the best by candidate order)."""
+        for k in np.flatnonzero(~self.shown):
+            if int(k) not in taken:
+                return int(k)
+        raise RuntimeError("no candidate left to show; n_candidates must be >= page_size * max_pages")
+
+    def set_pending(self, pending: list[int]) -> None:
+        """Candidates chosen so far for the page being filled (sequential mode)."""
+        if self.pending:
+            self._candidates[self.pending, -1] = 0.0
+        self.pending = pending
+        if pending:
+            self._candidates[pending, -1] = 1.0
+
+    def record_page(self, chosen: list[int], feedback: PageFeedback) -> None:
+        """Mark the chosen candidates shown and push the page's items onto the history (most recent first)."""
+        idx = np.array(chosen, dtype=np.intp)
+        self.shown[idx] = True
+        cand = self._candidates
+        cand[idx, -2] = 1.0
+        if self.pending:
+            cand[self.pending, -1] = 0.0
+            self.pending = []
+        watched = [r.watched for r in feedback.reactions]
+        ratings = [(r.rating or 0) if r.watched else 0 for r in feedback.reactions]
+        n = len(chosen)
+        hist = self._history
+        h = len(hist)
+        if h:
+            rows = min(n, h)
+            if h > n:
+                hist[n:] = hist[: h - n]
+            # Most recent first: the page's last item goes on top.
+            block = self._history_rows[idx[::-1][:rows]]
+            g = self._g
+            block[:, g] = watched[::-1][:rows]
+            block[:, g + 1] = ratings[::-1][:rows]
+            block[:, g + 1] *= 0.2
+            hist[:rows] = block
+        item_list = self.candidate_ids[idx].tolist()
+        self.shown_items.extend(item_list)
+        page_watched = 0
+        for item, w, r in zip(item_list, watched, ratings, strict=True):
+            if w:
+                page_watched += 1
+                self.watched_items.append(item)
+                if r:
+                    self.rating_sum += r
+                    self.n_rated += 1
+                    if r >= 4:
+                        self.n_liked += 1
+        self.n_shown += n
+        self.n_watched += page_watched
+        self.page_index += 1
+        s = self._session
+        s[2] = self.n_watched / self.n_shown
+        s[3] = self.n_liked / self.n_shown
+        s[4] = (self.rating_sum / self.n_rated / 5.0) if self.n_rated else 0.0
+        s[5] = page_watched / n if n else 0.0
+
+    def observation(self) -> dict[str, np.ndarray]:
+        """A fresh copy of the current observation (safe to keep across steps)."""
+        s = self._session
+        s[0] = min(self.page_index / self.max_pages, 1.0)
+        s[1] = len(self.pending) / self.page_size
+        return {
+            "persona": self._persona.copy(),
+            "candidates": self._candidates.flatten(),
+            "history": self._history.flatten(),
+            "session": s.copy(),
+        }
+
+
+def observation_keys() -> Mapping[str, str]:
+    """One-line meaning of each observation key (for docs and reports)."""
+    return {
+        "persona": "trait groups one-hot; liked and disliked genres",
+        "candidates": "per candidate: genres, log-popularity, mean train rating/5, shown, on current page",
+        "history": "recent shown items, most recent first: genres, watched, rating/5, in use",
+        "session": "page/max_pages, slot/page_size, watch rate, like rate, mean rating/5, last page watch rate",
+    }

@@ -62,8 +62,11 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     session (its rng drawn from `self.np_random`); nothing shown; empty history.
 
     ## Episode End
-    `terminated`: the user left. `truncated`: `max_pages` pages were shown (the registered ids also set
-    `max_episode_steps` to the same limit). At the end the user answers the satisfaction interview
+    `terminated`: the user left. `truncated`: `max_pages` pages were shown. The registered ids set
+    `max_episode_steps` to the same limit (`max_pages`, or `max_pages * page_size` steps in sequential mode);
+    when changing `max_pages` or `page_size` through `gym.make`, pass the matching `max_episode_steps` too, or
+    the TimeLimit wrapper cuts the episode before the env's own end (and its interview).
+    At the end the user answers the satisfaction interview
     (`info["interview_score"]`) unless `interview=False`.
 
     ## Arguments
@@ -163,7 +166,6 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._done = True
         self._rows: dict[str, list[dict[str, Any]]] = {"events": [], "pages": [], "interviews": []}
         self._last_text = ""
-        self._spec_checked = False
 
     # -- gymnasium API -----------------------------------------------------------------------------------
 
@@ -171,7 +173,6 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
-        self._check_time_limit()
         self._flush()
         options = options or {}
         if "user_id" in options:
@@ -242,19 +243,6 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     @property
     def features(self) -> ItemFeatures:
         return self._features
-
-    def _check_time_limit(self) -> None:
-        if self._spec_checked:
-            return
-        self._spec_checked = True
-        steps = self.max_pages * (self.page_size if self.action_mode == "sequential" else 1)
-        limit = self.spec.max_episode_steps if self.spec is not None else None
-        if limit is not None and limit != steps:
-            raise ValueError(
-                f"max_episode_steps={limit} disagrees with the env's own limit of {steps} steps "
-                f"(max_pages={self.max_pages}, action_mode={self.action_mode!r}); "
-                f"pass max_episode_steps={steps} to gym.make together with max_pages"
-            )
 
     def _slate_indices(self, action: Any) -> list[int]:
         arr = np.asarray(action)

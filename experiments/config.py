@@ -36,8 +36,10 @@ class RunSection(Section):
 class DataSection(Section):
     dataset: str = "ml-100k"
     """ml-100k, ml-1m, synthetic, or a directory holding official MovieLens files."""
+    split_users: int | None = Field(None, ge=1)
+    """Users in the Agent4Rec split (recommenders train on their 40% train part); None = every eligible user."""
     n_personas: int = Field(50, ge=1)
-    """How many users the Agent4Rec split samples (they become the simulated personas)."""
+    """How many of the split's users are simulated as personas (a seeded sample)."""
     cache_dir: Path | None = None
     """Parsed-data and model cache (default: $SIMREC_CACHE_DIR or ~/.cache/simrec)."""
 

@@ -1,0 +1,160 @@
+"""Wiring shared by the commands: data + personas, the LLM, user models and (cached) trained recommenders.
+
+This is the only place that knows how the layers fit together; each command module stays a short script.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from agents.persona import build_personas
+
+from agents.config import load_fast_user_config, load_llm_user_config
+from agents.decision import GroundedDecider, ItemVectors
+from agents.embedding import CachedEmbedder, Embedder, HashingEmbedder, MiniLMEmbedder
+from agents.fast_user import FastUserModel
+from agents.llm_user import LLMUserModel
+from experiments.config import CONFIG_DIR, ExperimentConfig
+from recommenders import registry
+from simenv.data import Dataset, Split, agent4rec_split, load_dataset
+from simenv.llm import LLM, LLMConfig, make_llm
+from simenv.protocols import Recommender, UserModel
+from simenv.records import Persona
+
+log = logging.getLogger(__name__)
+
+
+def cache_root(config: ExperimentConfig) -> Path:
+    """Parsed data, trained models, embeddings and LLM responses live here (never in git)."""
+    if config.data.cache_dir is not None:
+        return Path(config.data.cache_dir)
+    return Path(os.environ.get("SIMREC_CACHE_DIR", Path.home() / ".cache" / "simrec"))
+
+
+@dataclass(frozen=True)
+class World:
+    """The data side of an experiment: dataset, split, and the sampled personas (train split only)."""
+
+    dataset: Dataset
+    split: Split
+    personas: dict[int, Persona]
+
+
+def build_world(config: ExperimentConfig) -> World:
+    """Load the dataset, make the Agent4Rec split, build personas and sample `n_personas` of them (seeded)."""
+    dataset = load_dataset(config.data.dataset, cache_dir=cache_root(config) / "data")
+    split = agent4rec_split(dataset, n_users=config.data.split_users, seed=config.run.seed)
+    n = min(config.data.n_personas, len(split.users))
+    rng = np.random.default_rng([config.run.seed, 1])
+    chosen = np.sort(rng.choice(split.users, size=n, replace=False))
+    all_personas = build_personas(split)
+    return World(dataset, split, {int(u): all_personas[int(u)] for u in chosen})
+
+
+def build_embedder(config: ExperimentConfig) -> Embedder:
+    if config.users.embedder == "hashing":
+        return HashingEmbedder()
+    return CachedEmbedder(MiniLMEmbedder(), cache_root(config) / "embeddings")
+
+
+def llm_config(config: ExperimentConfig) -> LLMConfig:
+    """The LLM layer's config from the experiment's [llm] section (the API key stays in the environment)."""
+    section = config.llm
+    return LLMConfig(
+        backend=section.backend,
+        model=section.model if section.backend == "openai" else None,
+        model_path=section.model if section.backend in ("llama-cpp", "transformers") else None,
+        base_url=section.base_url,
+        temperature=section.temperature,
+        concurrency=section.concurrency,
+        timeout_s=section.timeout_s,
+        max_retries=section.max_retries,
+        structured_output=section.structured_output,
+        seed=config.run.seed,
+        cache_dir=str(cache_root(config) / "llm") if section.cache else None,
+        max_calls=section.max_calls,
+        max_total_tokens=section.max_total_tokens,
+    )
+
+
+def build_llm(config: ExperimentConfig) -> LLM:
+    """Backend plus budget and cache wrappers; each policy adds its own call log around it."""
+    return make_llm(llm_config(config))
+
+
+class UserModelFactory:
+    """Builds a fresh user model per policy (fresh memories) sharing the expensive parts (item embeddings)."""
+
+    def __init__(self, config: ExperimentConfig, world: World, llm: LLM | None) -> None:
+        self.config = config
+        self.world = world
+        self.llm = llm
+        self._decider: GroundedDecider | None = None
+
+    def __call__(self, llm: LLM | None = None) -> UserModel:
+        world = self.world
+        if self.config.users.model == "fast":
+            return FastUserModel(
+                world.dataset, load_fast_user_config(), train=world.split.train, personas=world.personas.values()
+            )
+        user_config = load_llm_user_config(self.config.users.profile)
+        if self._decider is None:
+            embedder = build_embedder(self.config)
+            self._decider = GroundedDecider(
+                world.dataset,
+                world.split.train,
+                user_config.decision,
+                embedder=embedder,
+                item_vectors=ItemVectors(world.dataset, embedder),
+            )
+        llm = llm or self.llm
+        assert llm is not None, "the LLM user model needs an LLM"
+        return LLMUserModel(
+            world.dataset,
+            llm,
+            self._decider.embedder,
+            user_config,
+            train=world.split.train,
+            decider=self._decider,
+        )
+
+
+def recommender_settings(config: ExperimentConfig, name: str) -> dict[str, Any]:
+    """Hyperparameters for `name` from recommenders.toml: [models.<name>] then [datasets.<dataset>.<name>]."""
+    path = config.recommenders.config_file or CONFIG_DIR / "recommenders.toml"
+    data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    settings = dict(data.get("models", {}).get(name, {}))
+    settings.update(data.get("datasets", {}).get(config.data.dataset, {}).get(name, {}))
+    return settings
+
+
+def train_recommender(config: ExperimentConfig, world: World, name: str) -> tuple[Recommender, float]:
+    """Fit `name` on the split's train part, or load it from the model cache. Returns (model, train seconds)."""
+    settings = recommender_settings(config, name)
+    key_data = {
+        "name": name,
+        "settings": settings,
+        "dataset": world.dataset.name,
+        "n_interactions": len(world.split.train),
+        "split_users": config.data.split_users,
+        "seed": config.run.seed,
+    }
+    key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = cache_root(config) / "models" / f"{world.dataset.name}-{name}-{key}"
+    if (path / "config.json").is_file():
+        return registry.load(path), 0.0
+    start = time.perf_counter()
+    model = registry.make(name, **settings)
+    model.fit(world.split.train, world.dataset.n_users, world.dataset.n_items, valid=world.split.valid)
+    seconds = time.perf_counter() - start
+    model.save(path)
+    return model, seconds

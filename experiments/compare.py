@@ -1,0 +1,186 @@
+"""`simrec compare`: every recommender faces the same personas; prints the Agent4Rec table and writes a report.
+
+Run directory layout: `experiment.json` (the full config), `reference.json` (real rating histogram),
+`policies/<name>/` (one `simenv.runner` run each: events, pages, interviews, llm_calls, checkpoint),
+`report.md` + `report/*.png`. Each policy starts with fresh user memories, as in Agent4Rec.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from experiments.build import (
+    UserModelFactory,
+    World,
+    build_llm,
+    build_world,
+    train_recommender,
+)
+from experiments.config import ConfigError, ExperimentConfig
+from experiments.report import build_report, llm_summary, metrics_table, read_run
+from simenv.llm import CallLogLLM
+from simenv.metrics import METRICS
+from simenv.runner import run_sessions
+
+log = logging.getLogger(__name__)
+EXPERIMENT_FILE = "experiment.json"
+RUNNER_BATCH = 16  # personas stepped together; a crash redoes at most one batch of one policy
+
+
+@dataclass(frozen=True)
+class Timing:
+    train_s: float
+    simulate_s: float
+
+
+def reference_stats(world: World, user_model: str) -> dict:
+    """What the report compares against: the real train-split rating histogram (1..5 shares)."""
+    ratings = np.rint(world.split.train["rating"].to_numpy()).astype(int)
+    hist = np.bincount(ratings, minlength=6)[1:6].astype(float)
+    return {
+        "dataset": world.dataset.name,
+        "user_model": user_model,
+        "rating_hist": (hist / hist.sum()).round(4).tolist(),
+        "n_personas": len(world.personas),
+    }
+
+
+def prepare_run_dir(config: ExperimentConfig, resume: bool) -> Path:
+    run_dir = Path(config.run.out_dir) / config.run.name
+    path = run_dir / EXPERIMENT_FILE
+    dumped = json.loads(config.model_dump_json())
+    if path.is_file():
+        if not resume:
+            raise ConfigError(
+                f"{run_dir} already holds a run: `simrec resume {run_dir}` to continue it, or set --run.name"
+            )
+        if json.loads(path.read_text()) != dumped:
+            raise ConfigError(f"{path}: the config differs from the run being resumed")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dumped, indent=2))
+    return run_dir
+
+
+def run_compare(config: ExperimentConfig, resume: bool = False, console: Console | None = None) -> Path:
+    """Train/load each recommender, simulate every persona against it, print the table, write the report."""
+    console = console or Console()
+    start = time.perf_counter()
+    run_dir = prepare_run_dir(config, resume)
+    console.print(f"[bold]simrec compare[/] → {run_dir}")
+    world = build_world(config)
+    console.print(
+        f"{world.dataset.name}: {world.dataset.n_users} users, {world.dataset.n_items} items; "
+        f"split {len(world.split.users)} users / {len(world.split.train)} train ratings; "
+        f"{len(world.personas)} personas × ≤{config.simulation.pages} pages × {config.simulation.page_size} items"
+    )
+    (run_dir / "reference.json").write_text(json.dumps(reference_stats(world, config.users.model), indent=2))
+    llm = build_llm(config) if config.users.model == "llm" else None
+    users = UserModelFactory(config, world, llm)
+    train_s = simulate_s = 0.0
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        for name in config.recommenders.names:
+            task = progress.add_task(f"{name:>9}: training", total=len(world.personas), rate="")
+            recommender, seconds = train_recommender(config, world, name)
+            train_s += seconds
+            policy_dir = run_dir / "policies" / name
+            call_log = CallLogLLM(llm, policy_dir / "llm_calls") if llm is not None else None
+            user_model = users(call_log)
+            progress.update(task, description=f"{name:>9}: simulating")
+            t0 = time.perf_counter()
+
+            def on_batch(done: int, pages: int, t0: float = t0, task: int = task, log: CallLogLLM | None = call_log):
+                elapsed = max(time.perf_counter() - t0, 1e-9)
+                calls = f", {log.n_calls / elapsed:.1f} LLM calls/s" if log is not None else ""
+                progress.update(task, completed=done, rate=f"{done / elapsed:.1f} users/s{calls}")
+
+            run_sessions(
+                recommender,
+                user_model,
+                world.personas,
+                world.dataset,
+                world.split.train,
+                policy_dir,
+                n_pages=config.simulation.pages,
+                page_size=config.simulation.page_size,
+                seed=config.run.seed,
+                policy_name=name,
+                resume=resume or (policy_dir / "config.json").is_file(),
+                batch_size=RUNNER_BATCH,
+                progress=on_batch,
+            )
+            if call_log is not None:
+                call_log.close()
+            simulate_s += time.perf_counter() - t0
+            progress.update(task, completed=len(world.personas), description=f"{name:>9}: done")
+    tables = read_run(run_dir)
+    metrics = metrics_table(tables, config.run.seed)
+    print_table(console, metrics, llm_summary(tables.llm_calls))
+    report = build_report(run_dir, seed=config.run.seed)
+    total = time.perf_counter() - start
+    llm_s = float(tables.llm_calls["latency_s"].sum()) if not tables.llm_calls.empty else 0.0
+    console.print(
+        f"wall time {total:.1f} s: training {train_s:.1f} s, simulation {simulate_s:.1f} s (of which LLM {llm_s:.1f} s)"
+    )
+    console.print(f"report: {report}")
+    return run_dir
+
+
+def print_table(console: Console, metrics: pd.DataFrame, llm: pd.DataFrame) -> None:
+    """The Agent4Rec table (mean and 95% interval over users) plus LLM calls, tokens and cache hits."""
+    table = Table(title="Agent4Rec metrics (mean [95% CI] over users)")
+    table.add_column("policy")
+    for metric in METRICS:
+        table.add_column(metric, justify="right")
+    table.add_column("users", justify="right")
+    if not llm.empty:
+        for column in ("LLM calls", "tokens", "cache hits"):
+            table.add_column(column, justify="right")
+    by_policy = metrics.set_index(["policy", "metric"])
+    for policy in sorted(metrics["policy"].unique()):
+        cells = []
+        for metric in METRICS:
+            if (policy, metric) in by_policy.index:
+                r = by_policy.loc[(policy, metric)]
+                cells.append(f"{r['mean']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]")
+            else:
+                cells.append("—")
+        users = int(metrics.loc[metrics["policy"] == policy, "n_users"].max())
+        extra = []
+        if not llm.empty and policy in llm.index:
+            row = llm.loc[policy]
+            extra = [
+                f"{int(row['calls'])}",
+                f"{int(row['prompt_tokens'] + row['completion_tokens'])}",
+                f"{row['cache_hit_rate']:.0%}",
+            ]
+        elif not llm.empty:
+            extra = ["0", "0", "—"]
+        table.add_row(policy, *cells, str(users), *extra)
+    console.print(table)
+
+
+def resume_compare(run_dir: Path) -> Path:
+    """Continue a crashed compare run with exactly the config it was started with."""
+    path = Path(run_dir) / EXPERIMENT_FILE
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: not a compare run directory (no {EXPERIMENT_FILE})")
+    config = ExperimentConfig.model_validate(json.loads(path.read_text()))
+    return run_compare(config, resume=True)

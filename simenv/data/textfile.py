@@ -1,0 +1,184 @@
+"""Read delimited text files whole, with vectorised checks that point at the first bad line.
+
+Every loader goes through `read_table`, so every source reports bad encoding and wrong column counts the
+same way: `DataError("<file> line <n>: ...")`. Values come back as strings; `numeric_column` and
+`check_range` turn them into numbers and complain about the first value that does not fit.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simenv.data.dataset import DataError
+
+_NEWLINE = 0x0A
+# Control bytes that never occur in a text file (everything below 0x20 except tab, LF and CR).
+_BINARY_BYTES = np.zeros(256, dtype=bool)
+_BINARY_BYTES[[b for b in range(0x20) if b not in (0x09, 0x0A, 0x0D)]] = True
+_UNIT_SEPARATOR = b"\x1f"
+_NUMPY_KIND = {"float": np.float64, "int": np.int64}
+
+
+@dataclass(frozen=True)
+class Table:
+    """The rows of one file as string columns; row i came from line `first_line + i` (1-based)."""
+
+    path: Path
+    frame: pd.DataFrame
+    first_line: int
+
+    def line(self, row: int) -> int:
+        return self.first_line + int(row)
+
+    def fail(self, row: int, message: str) -> DataError:
+        """An error naming this file and the line of `row`."""
+        return DataError(f"{self.path} line {self.line(row)}: {message}")
+
+
+def _line_of_offset(raw: bytes, offset: int) -> int:
+    return raw.count(b"\n", 0, offset) + 1
+
+
+def decode_check(path: Path, raw: bytes, encoding: str) -> None:
+    """Raise a DataError naming the line of the first byte that is not valid text in `encoding`.
+
+    latin-1 decodes any byte, so for it (and as a guard for UTF-8 too) a control byte such as NUL - the
+    signature of a UTF-16 or binary file - counts as bad encoding.
+    """
+    data = np.frombuffer(raw, dtype=np.uint8)
+    allowed = raw.count(b"\t") + raw.count(b"\n") + raw.count(b"\r")
+    if np.count_nonzero(data < 0x20) != allowed:
+        offset = int(np.flatnonzero(_BINARY_BYTES[data])[0])
+        raise DataError(
+            f"{path} line {_line_of_offset(raw, offset)}: bad encoding: control byte 0x{raw[offset]:02x} at byte "
+            f"offset {offset} (expected {encoding} text; is the file binary or UTF-16?)"
+        )
+    if encoding.lower().replace("-", "") in ("latin1", "iso88591"):
+        return  # every other byte is a latin-1 character
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path} line {_line_of_offset(raw, exc.start)}: bad encoding: byte 0x{raw[exc.start]:02x} at byte "
+            f"offset {exc.start} is not valid {encoding}"
+        ) from exc
+
+
+def _field_counts(data: np.ndarray, sep: int) -> np.ndarray:
+    """Number of fields on each line of `data` (which ends with a newline)."""
+    newlines = np.flatnonzero(data == _NEWLINE)
+    seps = np.flatnonzero(data == sep)
+    return np.bincount(np.searchsorted(newlines, seps), minlength=newlines.size) + 1
+
+
+def read_table(
+    path: Path,
+    names: tuple[str, ...],
+    sep: str,
+    encoding: str,
+    header: bool = False,
+    numeric: dict[str, str] | None = None,
+) -> Table:
+    """Read a whole delimited file as string columns `names`, checking encoding and field counts first.
+
+    `sep` may be several characters (MovieLens's "::"). Blank lines are errors (they are a wrong column
+    count) except trailing ones at the end of the file. `numeric` maps columns to "float" or "int": they
+    are parsed by the C parser directly (fast), and if any value does not parse the file is re-read as
+    text so that `numeric_column` can name the first bad line.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read file: {exc}") from exc
+    decode_check(path, raw, encoding)
+    sep_bytes = sep.encode(encoding)
+    if len(sep_bytes) > 1:
+        # Control bytes were rejected above, so the unit separator cannot already be in the file.
+        raw = raw.replace(sep_bytes, _UNIT_SEPARATOR)
+        sep_bytes = _UNIT_SEPARATOR
+    raw = raw.rstrip(b"\r\n") + b"\n"
+    first_line = 2 if header else 1
+    data = np.frombuffer(raw, dtype=np.uint8)
+    counts = _field_counts(data, sep_bytes[0])
+    if header:
+        counts = counts[1:]
+    bad = np.flatnonzero(counts != len(names))
+    if bad.size:
+        row = int(bad[0])
+        raise DataError(
+            f"{path} line {first_line + row}: expected {len(names)} fields separated by {sep!r}, found {counts[row]}"
+        )
+    if counts.size == 0 or raw == b"\n":
+        frame = pd.DataFrame({name: pd.Series([], dtype=object) for name in names})
+        return Table(path=path, frame=frame, first_line=first_line)
+    text_sep = sep_bytes.decode(encoding)
+    frame = None
+    if numeric:
+        dtypes = {name: _NUMPY_KIND[numeric[name]] if name in numeric else object for name in names}
+        try:
+            frame = _parse(raw, names, text_sep, encoding, header, dtypes)
+        except (ValueError, OverflowError):
+            frame = None  # some value is not a number: re-read as text below to find it
+        if frame is not None and any(not np.isfinite(frame[c].to_numpy()).all() for c in numeric):
+            frame = None
+    if frame is None:
+        frame = _parse(raw, names, text_sep, encoding, header, dict.fromkeys(names, object))
+    if len(frame) != counts.size:  # defensive: the C parser and the byte count must agree on the rows
+        raise DataError(f"{path}: parsed {len(frame)} rows but the file has {counts.size} lines")
+    return Table(path=path, frame=frame, first_line=first_line)
+
+
+def _parse(
+    raw: bytes, names: tuple[str, ...], sep: str, encoding: str, header: bool, dtypes: dict[str, object]
+) -> pd.DataFrame:
+    return pd.read_csv(
+        io.BytesIO(raw),
+        sep=sep,
+        header=None,
+        names=list(names),
+        skiprows=1 if header else 0,
+        dtype=dtypes,
+        encoding=encoding,
+        quoting=csv.QUOTE_NONE,
+        na_filter=False,
+        skip_blank_lines=False,
+        engine="c",
+    )
+
+
+def numeric_column(table: Table, column: str, kind: str = "float") -> np.ndarray:
+    """Column `column` as float64 (`kind="float"`) or int64 (`kind="int"`); the first bad value is an error."""
+    if pd.api.types.is_numeric_dtype(table.frame[column]):
+        return table.frame[column].to_numpy(dtype=np.int64 if kind == "int" else np.float64)
+    text = table.frame[column].str.strip()
+    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(values)
+    if kind == "int":
+        bad |= np.isfinite(values) & (values != np.round(values))
+    rows = np.flatnonzero(bad)
+    if rows.size:
+        row = int(rows[0])
+        expected = "an integer" if kind == "int" else "a number"
+        raise table.fail(row, f"{column} {table.frame[column].iloc[row]!r} is not {expected}")
+    return values.astype(np.int64) if kind == "int" else values
+
+
+def check_range(table: Table, column: str, values: np.ndarray, low: float, high: float) -> None:
+    """Raise naming the first row whose value lies outside [low, high]."""
+    rows = np.flatnonzero((values < low) | (values > high))
+    if rows.size:
+        row = int(rows[0])
+        raise table.fail(row, f"{column} {table.frame[column].iloc[row]!r} outside {low:g}..{high:g}")
+
+
+def check_nonempty(table: Table, column: str) -> None:
+    """Raise naming the first row whose `column` is empty or blank."""
+    rows = np.flatnonzero((table.frame[column].str.strip() == "").to_numpy())
+    if rows.size:
+        raise table.fail(int(rows[0]), f"{column} is empty")

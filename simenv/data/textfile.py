@@ -174,7 +174,17 @@ def check_range(table: Table, column: str, values: np.ndarray, low: float, high:
     rows = np.flatnonzero((values < low) | (values > high))
     if rows.size:
         row = int(rows[0])
-        raise table.fail(row, f"{column} {table.frame[column].iloc[row]!r} outside {low:g}..{high:g}")
+        raise table.fail(row, f"{column} {shown_value(table, column, row)} outside {low:g}..{high:g}")
+
+
+def shown_value(table: Table, column: str, row: int) -> str:
+    """The value as it appeared in the file, quoted (numbers parsed on the fast path are re-formatted)."""
+    value = table.frame[column].iloc[row]
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, (int, np.integer)) or float(value).is_integer():
+        return repr(str(int(value)))
+    return repr(f"{float(value):g}")
 
 
 def check_nonempty(table: Table, column: str) -> None:

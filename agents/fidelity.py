@@ -1,0 +1,225 @@
+"""Fidelity harness: how believable simulated users are, measured against held-out real ratings.
+
+- Taste discrimination (ARCHITECTURE.md): per persona and ratio 1:m, mix n held-out (test) items the user
+  rated with m*n items the user never rated in any split (sampled with the passed rng), shuffle, show them as
+  pages of at most `page_size` items, and ask which the persona would watch. Counts are pooled over personas
+  (micro average); precision, recall and F1 are 0 (never NaN) when their denominator is 0.
+- Rating fidelity: the persona rates held-out items as if watched; RMSE against the real ratings and
+  KL(real || simulated) of the 1..5 star histograms, each histogram smoothed with a pseudo-count of
+  `KL_PSEUDO_COUNT` = 0.5 per star (Jeffreys prior) so a star the simulator never gives costs a large but finite
+  penalty.
+A subject is anything with `judge_many(asks, rng) -> [(watch bool[n], stars int[n])]` (both user models have
+it); any other `UserModel` with a `dataset` attribute is wrapped by `SessionJudge`, which shows each page in
+a fresh session and only has ratings for the items it watched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from simenv.data.dataset import Split
+from simenv.protocols import UserModel
+from simenv.records import Page, Persona
+
+KL_PSEUDO_COUNT = 0.5
+Ask = tuple[Persona, Sequence[int]]
+
+
+class Judge(Protocol):
+    def judge_many(self, asks: Sequence[Ask], rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per ask (one page at index 0 for a persona): watch flags and 1..5 stars (as if watched)."""
+        ...
+
+
+class SessionJudge:
+    """Adapts any `UserModel`: one fresh session per page; unwatched items get stars 0 (no rating)."""
+
+    def __init__(self, model: UserModel) -> None:
+        self.model = model
+
+    def judge_many(self, asks: Sequence[Ask], rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+        catalog = self.model.dataset.catalog  # type: ignore[attr-defined]
+        sessions = [self.model.start_session(p, 0, rng) for p, _ in asks]
+        pages = [(Page(0, 0, tuple(int(i) for i in ids)), [catalog[int(i)] for i in ids]) for _, ids in asks]
+        out = []
+        for fb in self.model.react_batch(sessions, pages):
+            watch = np.array([r.watched for r in fb.reactions])
+            stars = np.array([r.rating or 0 for r in fb.reactions], dtype=np.int64)
+            out.append((watch, stars))
+        return out
+
+
+def as_judge(subject: Judge | UserModel) -> Judge:
+    return subject if callable(getattr(subject, "judge_many", None)) else SessionJudge(subject)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Discrimination:
+    """Pooled confusion counts and scores for one ratio 1:m."""
+
+    ratio: int
+    n_personas: int
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+
+    @property
+    def accuracy(self) -> float:
+        total = self.tp + self.fp + self.fn + self.tn
+        return (self.tp + self.tn) / total if total else 0.0
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "ratio": self.ratio,
+            "accuracy": self.accuracy,
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "n_personas": self.n_personas,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RatingFidelity:
+    rmse: float
+    kl: float
+    n: int
+    real_hist: tuple[float, ...]
+    sim_hist: tuple[float, ...]
+
+
+def _user_items(frame, users: set[int]) -> dict[int, np.ndarray]:
+    sub = frame[frame["user_id"].isin(users)]
+    return {int(u): g["item_id"].to_numpy(np.int64) for u, g in sub.groupby("user_id")}
+
+
+def _chunks(ids: np.ndarray, size: int) -> list[np.ndarray]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def discrimination(
+    subject: Judge | UserModel,
+    split: Split,
+    personas: Sequence[Persona],
+    rng: np.random.Generator,
+    ratios: Sequence[int] = (1, 2, 3, 9),
+    n_pos: int = 5,
+    page_size: int = 10,
+    heldout: str = "test",
+) -> dict[int, Discrimination]:
+    """Taste discrimination per ratio (see module docstring). `heldout="valid"` tunes without touching test."""
+    if heldout not in ("test", "valid"):
+        raise ValueError(f"heldout must be 'test' or 'valid', got {heldout!r}")
+    judge = as_judge(subject)
+    users = {p.user_id for p in personas}
+    held = _user_items(getattr(split, heldout), users)
+    rated = _user_items(split.dataset.interactions, users)
+    n_items = split.dataset.n_items
+    asks: list[Ask] = []
+    labels: list[np.ndarray] = []
+    tags: list[int] = []
+    counted: dict[int, set[int]] = {m: set() for m in ratios}
+    for persona in personas:
+        pos_pool = held.get(persona.user_id, np.zeros(0, np.int64))
+        if pos_pool.size == 0:
+            continue
+        never = np.setdiff1d(np.arange(n_items), rated[persona.user_id], assume_unique=False)
+        for m in ratios:
+            n = min(n_pos, pos_pool.size)
+            if never.size < m * n:
+                continue
+            pos = rng.choice(pos_pool, size=n, replace=False)
+            neg = rng.choice(never, size=m * n, replace=False)
+            ids = np.concatenate([pos, neg])
+            lab = np.concatenate([np.ones(n, bool), np.zeros(m * n, bool)])
+            order = rng.permutation(ids.size)
+            ids, lab = ids[order], lab[order]
+            for a, b in zip(_chunks(ids, page_size), _chunks(lab, page_size), strict=True):
+                asks.append((persona, [int(i) for i in a]))
+                labels.append(b)
+                tags.append(m)
+            counted[m].add(persona.user_id)
+    answers = judge.judge_many(asks, rng)
+    counts = {m: np.zeros(4, np.int64) for m in ratios}
+    for (watch, _), lab, m in zip(answers, labels, tags, strict=True):
+        watch = np.asarray(watch, bool)
+        counts[m] += [(watch & lab).sum(), (watch & ~lab).sum(), (~watch & lab).sum(), (~watch & ~lab).sum()]
+    return {m: Discrimination(m, len(counted[m]), *(int(x) for x in counts[m])) for m in ratios}
+
+
+def star_histogram(stars: np.ndarray, pseudo_count: float = 0.0) -> np.ndarray:
+    counts = np.bincount(np.clip(np.asarray(stars, np.int64), 1, 5) - 1, minlength=5).astype(np.float64)
+    counts += pseudo_count
+    total = counts.sum()
+    return counts / total if total else counts
+
+
+def kl_divergence(real: np.ndarray, sim: np.ndarray, pseudo_count: float = KL_PSEUDO_COUNT) -> float:
+    """KL(real || sim) in nats between the star histograms of two rating samples."""
+    p = star_histogram(real, pseudo_count)
+    q = star_histogram(sim, pseudo_count)
+    return float(np.sum(p * np.log(p / q)))
+
+
+def rating_fidelity(
+    subject: Judge | UserModel,
+    split: Split,
+    personas: Sequence[Persona],
+    rng: np.random.Generator,
+    n_per_persona: int = 10,
+    page_size: int = 10,
+    heldout: str = "test",
+) -> RatingFidelity:
+    """RMSE and KL(real || simulated) on up to `n_per_persona` held-out rated items per persona."""
+    judge = as_judge(subject)
+    frame = getattr(split, heldout)
+    frame = frame[frame["user_id"].isin({p.user_id for p in personas})]
+    by_user = {int(u): g for u, g in frame.groupby("user_id")}
+    asks: list[Ask] = []
+    truth: list[np.ndarray] = []
+    for persona in personas:
+        g = by_user.get(persona.user_id)
+        if g is None:
+            continue
+        pick = rng.permutation(len(g))[:n_per_persona]
+        ids = g["item_id"].to_numpy(np.int64)[pick]
+        real = g["rating"].to_numpy(np.float64)[pick]
+        for a, b in zip(_chunks(ids, page_size), _chunks(real, page_size), strict=True):
+            asks.append((persona, [int(i) for i in a]))
+            truth.append(b)
+    answers = judge.judge_many(asks, rng)
+    real_all, sim_all = [], []
+    for (_, stars), real in zip(answers, truth, strict=True):
+        stars = np.asarray(stars, np.int64)
+        keep = stars > 0
+        real_all.append(real[keep])
+        sim_all.append(stars[keep])
+    real_v = np.concatenate(real_all) if real_all else np.zeros(0)
+    sim_v = np.concatenate(sim_all).astype(np.float64) if sim_all else np.zeros(0)
+    if real_v.size == 0:
+        raise ValueError(f"rating_fidelity: no simulated ratings of {heldout} items for {len(personas)} personas")
+    return RatingFidelity(
+        rmse=float(np.sqrt(np.mean((real_v - sim_v) ** 2))),
+        kl=kl_divergence(real_v, sim_v),
+        n=int(real_v.size),
+        real_hist=tuple(float(x) for x in star_histogram(real_v)),
+        sim_hist=tuple(float(x) for x in star_histogram(sim_v)),
+    )

@@ -98,6 +98,17 @@ def test_cache_key_follows_file_changes(tmp_path: Path) -> None:
     )
 
 
+def test_corrupt_cache_entry_is_replaced(tmp_path: Path) -> None:
+    root = write_ml1m_dir(tmp_path / "ml")
+    cache = tmp_path / "cache"
+    fresh = load_dataset(root, cache_dir=cache)
+    (entry,) = (cache / "datasets").iterdir()
+    (entry / "interactions.parquet").write_bytes(b"not parquet")
+    again = load_dataset(root, cache_dir=cache)
+    pd.testing.assert_frame_equal(again.interactions, fresh.interactions)
+    pd.testing.assert_frame_equal(pd.read_parquet(entry / "interactions.parquet"), fresh.interactions)
+
+
 def test_cache_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = write_ml1m_dir(tmp_path / "ml")
     monkeypatch.setenv("SIMREC_CACHE_DIR", str(tmp_path / "env-cache"))

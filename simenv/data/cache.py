@@ -51,7 +51,7 @@ def entry_dir(root: Path, name: str, key: str) -> Path:
 
 
 def read_entry(entry: Path) -> Dataset | None:
-    """The cached dataset in `entry`, or None when there is no complete entry (a broken one is logged)."""
+    """The cached dataset in `entry`, or None when there is no complete entry (a broken one is removed)."""
     meta_path = entry / "meta.json"
     if not meta_path.is_file():
         return None
@@ -60,7 +60,8 @@ def read_entry(entry: Path) -> Dataset | None:
         tables = {t: pd.read_parquet(entry / f"{t}.parquet") for t in _TABLES}
         raw = {k: pd.read_parquet(entry / f"{k}.parquet")["raw_id"] for k in ("item_raw_ids", "user_raw_ids")}
     except (OSError, ValueError, KeyError) as exc:
-        log.warning("ignoring unreadable dataset cache %s: %s", entry, exc)
+        log.warning("removing unreadable dataset cache %s: %s", entry, exc)
+        shutil.rmtree(entry, ignore_errors=True)  # so the fresh parse can take its place
         return None
     items = tables["items"]
     items["genres"] = [tuple(g) for g in items["genres"]]

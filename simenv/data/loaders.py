@@ -88,6 +88,8 @@ def _resolve(source: str | Path) -> tuple[str, list[Path], Callable[[], Dataset]
 def load_dataset(source: str | Path, cache_dir: str | Path | None = None, use_cache: bool = True) -> Dataset:
     """Load a dataset by name ("ml-100k", "ml-1m", "synthetic") or from a directory of MovieLens files.
 
+    A `str` equal to a name means the packaged data; pass a `Path` (or "./ml-1m") for a directory of that name.
+
     The parsed result is cached as parquet (see `simenv.data.cache`); `use_cache=False` always parses.
     Bad files raise DataError naming the file, line, field and value; nothing half-loaded is returned.
     """

@@ -232,7 +232,7 @@ def build_personas(
     liked_rows = train[ratings >= LIKED_MIN]
     disliked_rows = train[ratings <= DISLIKED_MAX]
     liked_genres = _top_genres(liked_rows, genre_matrix, vocabulary, n_genres)
-    disliked_all = _top_genres(disliked_rows, genre_matrix, vocabulary, n_genres + n_genres)
+    disliked_all = _top_genres(disliked_rows, genre_matrix, vocabulary, len(vocabulary))  # liked ones removed below
     liked_titles = _top_titles(liked_rows, labels, n_titles, highest_first=True)
     disliked_titles = _top_titles(disliked_rows, labels, n_titles, highest_first=False)
     demographics = _demographics(dataset.users)

@@ -148,3 +148,14 @@ def test_missing_movie_file_is_named(tmp_path: Path) -> None:
     (root / "movies.dat").unlink()
     with pytest.raises(DataError, match=r"movies\.dat: missing file"):
         load_dataset(root, use_cache=False)
+
+
+def test_empty_ratings_file_gives_an_empty_log_and_empty_users_file_names_the_rating(tmp_path: Path) -> None:
+    root = write_ml1m_dir(tmp_path / "ml", ratings=[])
+    (root / "ratings.dat").write_bytes(b"")
+    ds = load_dataset(root, use_cache=False)
+    assert len(ds.interactions) == 0 and ds.n_items == 3
+    root = write_ml1m_dir(tmp_path / "ml2")
+    (root / "users.dat").write_bytes(b"")
+    text = _load_error(root, tmp_path / "cache")
+    assert "ratings.dat line 1: unknown user id '1'" in text

@@ -104,6 +104,8 @@ def read_table(
         sep_bytes = _UNIT_SEPARATOR
     raw = raw.rstrip(b"\r\n") + b"\n"
     first_line = 2 if header else 1
+    if raw == b"\n":  # an empty file has no rows (and no wrong ones)
+        return Table(path=path, frame=pd.DataFrame({n: pd.Series([], dtype=object) for n in names}), first_line=1)
     data = np.frombuffer(raw, dtype=np.uint8)
     counts = _field_counts(data, sep_bytes[0])
     if header:
@@ -114,7 +116,7 @@ def read_table(
         raise DataError(
             f"{path} line {first_line + row}: expected {len(names)} fields separated by {sep!r}, found {counts[row]}"
         )
-    if counts.size == 0 or raw == b"\n":
+    if counts.size == 0:
         frame = pd.DataFrame({name: pd.Series([], dtype=object) for name in names})
         return Table(path=path, frame=frame, first_line=first_line)
     text_sep = sep_bytes.decode(encoding)

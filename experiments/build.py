@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from agents.persona import build_personas
 
 from agents.config import load_fast_user_config, load_llm_user_config
 from agents.decision import GroundedDecider, ItemVectors
 from agents.embedding import CachedEmbedder, Embedder, HashingEmbedder, MiniLMEmbedder
 from agents.fast_user import FastUserModel
 from agents.llm_user import LLMUserModel
+from agents.persona import build_personas
 from experiments.config import CONFIG_DIR, ExperimentConfig
 from recommenders import registry
 from simenv.data import Dataset, Split, agent4rec_split, load_dataset
@@ -92,39 +92,42 @@ def build_llm(config: ExperimentConfig) -> LLM:
 
 
 class UserModelFactory:
-    """Builds a fresh user model per policy (fresh memories) sharing the expensive parts (item embeddings)."""
+    """Builds a fresh user model per policy (fresh memories), sharing the expensive parts across calls:
+    the embedder and item embeddings once, one grounded decider per decision profile."""
 
     def __init__(self, config: ExperimentConfig, world: World, llm: LLM | None) -> None:
         self.config = config
         self.world = world
         self.llm = llm
-        self._decider: GroundedDecider | None = None
+        self._embedder: Embedder | None = None
+        self._item_vectors: ItemVectors | None = None
+        self._deciders: dict[str, GroundedDecider] = {}
 
-    def __call__(self, llm: LLM | None = None) -> UserModel:
+    def __call__(self, llm: LLM | None = None, *, kind: str | None = None, profile: str | None = None) -> UserModel:
+        """A user model of `kind` ("llm" | "fast", default from config) with decision `profile`."""
         world = self.world
-        if self.config.users.model == "fast":
+        if (kind or self.config.users.model) == "fast":
             return FastUserModel(
                 world.dataset, load_fast_user_config(), train=world.split.train, personas=world.personas.values()
             )
-        user_config = load_llm_user_config(self.config.users.profile)
-        if self._decider is None:
-            embedder = build_embedder(self.config)
-            self._decider = GroundedDecider(
+        profile = profile or self.config.users.profile
+        user_config = load_llm_user_config(profile)
+        if self._embedder is None:
+            self._embedder = build_embedder(self.config)
+            self._item_vectors = ItemVectors(world.dataset, self._embedder)
+        if profile not in self._deciders:
+            self._deciders[profile] = GroundedDecider(
                 world.dataset,
                 world.split.train,
                 user_config.decision,
-                embedder=embedder,
-                item_vectors=ItemVectors(world.dataset, embedder),
+                embedder=self._embedder,
+                item_vectors=self._item_vectors,
             )
         llm = llm or self.llm
-        assert llm is not None, "the LLM user model needs an LLM"
+        if llm is None:
+            raise ValueError("the LLM user model needs an LLM ([llm] backend)")
         return LLMUserModel(
-            world.dataset,
-            llm,
-            self._decider.embedder,
-            user_config,
-            train=world.split.train,
-            decider=self._decider,
+            world.dataset, llm, self._embedder, user_config, train=world.split.train, decider=self._deciders[profile]
         )
 
 

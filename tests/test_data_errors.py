@@ -159,3 +159,15 @@ def test_empty_ratings_file_gives_an_empty_log_and_empty_users_file_names_the_ra
     (root / "users.dat").write_bytes(b"")
     text = _load_error(root, tmp_path / "cache")
     assert "ratings.dat line 1: unknown user id '1'" in text
+
+
+@pytest.mark.parametrize(("short", "long"), [(1, 3), (3, 1), (4, 0)])
+def test_short_and_long_lines_that_balance_out_are_caught(tmp_path: Path, short: int, long: int) -> None:
+    lines = list(ML1M_RATINGS)
+    lines[short] = lines[short].rsplit("::", 1)[0]
+    lines[long] = lines[long] + "::1"
+    root = write_ml1m_dir(tmp_path / "ml", ratings=lines)
+    text = _load_error(root, tmp_path / "cache")
+    first = min(short, long)
+    found = 3 if first == short else 5
+    assert f"ratings.dat line {first + 1}: expected 4 fields separated by '::', found {found}" in text, text

@@ -35,6 +35,18 @@ def natural_argsort(raw_ids: pd.Series) -> np.ndarray:
     return np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
 
 
+def _order(user_ids: np.ndarray, timestamp: np.ndarray, item_ids: np.ndarray, n_items: int) -> np.ndarray:
+    """Row order by (user, timestamp, item): one argsort of a packed int64 key when it fits, else lexsort."""
+    if user_ids.size == 0:
+        return np.arange(0)
+    span = int(timestamp.max()) - int(timestamp.min()) + 1
+    n_users = int(user_ids.max()) + 1
+    if n_users * span * n_items < 2**62:
+        packed = (user_ids * span + (timestamp - timestamp.min())) * n_items + item_ids
+        return np.argsort(packed, kind="stable")
+    return np.lexsort((item_ids, timestamp, user_ids))
+
+
 def _map_ids(table: Table, column: str, raw_ids: np.ndarray, what: str) -> np.ndarray:
     codes = pd.Index(raw_ids).get_indexer(table.frame[column])
     unknown = np.flatnonzero(codes < 0)
@@ -92,7 +104,7 @@ def assemble(
             f"{ratings.frame['user'].iloc[row]!r} (first on line {ratings.line(first)})",
         )
 
-    sort = np.lexsort((item_ids, timestamp, user_ids))
+    sort = _order(user_ids, timestamp, item_ids, len(item_raw_ids))
     interactions = pd.DataFrame(
         {
             "user_id": user_ids[sort],

@@ -77,6 +77,16 @@ def _field_counts(data: np.ndarray, sep: int) -> np.ndarray:
     return np.bincount(np.searchsorted(newlines, seps), minlength=newlines.size) + 1
 
 
+def _raise_on_bad_line(path: Path, raw: bytes, sep_byte: bytes, n_fields: int, header: bool, sep: str) -> None:
+    """Count the fields of every line and raise naming the first line that does not have `n_fields`."""
+    counts = _field_counts(np.frombuffer(raw, dtype=np.uint8), sep_byte[0])[1 if header else 0 :]
+    bad = np.flatnonzero(counts != n_fields)
+    if bad.size:
+        row = int(bad[0])
+        line = row + (2 if header else 1)
+        raise DataError(f"{path} line {line}: expected {n_fields} fields separated by {sep!r}, found {counts[row]}")
+
+
 def read_table(
     path: Path,
     names: tuple[str, ...],
@@ -91,6 +101,10 @@ def read_table(
     count) except trailing ones at the end of the file. `numeric` maps columns to "float" or "int": they
     are parsed by the C parser directly (fast), and if any value does not parse the file is re-read as
     text so that `numeric_column` can name the first bad line.
+
+    Field counts: when the file holds exactly (fields - 1) separators per line in total and the first line
+    is right, no line can be short without another being long, and the C parser rejects long lines; only
+    then (or when the totals differ) are separators counted line by line to name the bad line.
     """
     try:
         raw = path.read_bytes()
@@ -104,35 +118,37 @@ def read_table(
         sep_bytes = _UNIT_SEPARATOR
     raw = raw.rstrip(b"\r\n") + b"\n"
     first_line = 2 if header else 1
+    empty = pd.DataFrame({n: pd.Series([], dtype=object) for n in names})
     if raw == b"\n":  # an empty file has no rows (and no wrong ones)
-        return Table(path=path, frame=pd.DataFrame({n: pd.Series([], dtype=object) for n in names}), first_line=1)
-    data = np.frombuffer(raw, dtype=np.uint8)
-    counts = _field_counts(data, sep_bytes[0])
-    if header:
-        counts = counts[1:]
-    bad = np.flatnonzero(counts != len(names))
-    if bad.size:
-        row = int(bad[0])
-        raise DataError(
-            f"{path} line {first_line + row}: expected {len(names)} fields separated by {sep!r}, found {counts[row]}"
-        )
-    if counts.size == 0:
-        frame = pd.DataFrame({name: pd.Series([], dtype=object) for name in names})
-        return Table(path=path, frame=frame, first_line=first_line)
+        return Table(path=path, frame=empty, first_line=1)
+    body = raw.find(b"\n") + 1 if header else 0
+    n_rows = raw.count(b"\n", body)
+    if n_rows == 0:
+        return Table(path=path, frame=empty, first_line=first_line)
+    first_end = raw.find(b"\n", body)
+    k = len(names)
+    if raw.count(sep_bytes, body) != (k - 1) * n_rows or raw.count(sep_bytes, body, first_end) != k - 1:
+        _raise_on_bad_line(path, raw, sep_bytes, k, header, sep)
     text_sep = sep_bytes.decode(encoding)
-    frame = None
-    if numeric:
-        dtypes = {name: _NUMPY_KIND[numeric[name]] if name in numeric else object for name in names}
-        try:
-            frame = _parse(raw, names, text_sep, encoding, header, dtypes)
-        except (ValueError, OverflowError):
-            frame = None  # some value is not a number: re-read as text below to find it
-        if frame is not None and any(not np.isfinite(frame[c].to_numpy()).all() for c in numeric):
-            frame = None
-    if frame is None:
-        frame = _parse(raw, names, text_sep, encoding, header, dict.fromkeys(names, object))
-    if len(frame) != counts.size:  # defensive: the C parser and the byte count must agree on the rows
-        raise DataError(f"{path}: parsed {len(frame)} rows but the file has {counts.size} lines")
+    try:
+        frame = None
+        if numeric:
+            dtypes = {name: _NUMPY_KIND[numeric[name]] if name in numeric else object for name in names}
+            try:
+                frame = _parse(raw, names, text_sep, encoding, header, dtypes)
+            except pd.errors.ParserError:
+                raise
+            except (ValueError, OverflowError):
+                frame = None  # some value is not a number: re-read as text below to find it
+            if frame is not None and any(not np.isfinite(frame[c].to_numpy()).all() for c in numeric):
+                frame = None
+        if frame is None:
+            frame = _parse(raw, names, text_sep, encoding, header, dict.fromkeys(names, object))
+    except pd.errors.ParserError as exc:
+        _raise_on_bad_line(path, raw, sep_bytes, k, header, sep)
+        raise DataError(f"{path}: cannot parse: {exc}") from exc
+    if len(frame) != n_rows:  # defensive: the C parser and the byte count must agree on the rows
+        raise DataError(f"{path}: parsed {len(frame)} rows but the file has {n_rows} lines")
     return Table(path=path, frame=frame, first_line=first_line)
 
 

@@ -1,1 +1,52 @@
-"""simenv: the core of simrec — records, data, the LLM layer and the Gymnasium environment."""
+"""simenv: the core of simrec — records, data, the LLM layer and the Gymnasium environment.
+
+Importing `simenv` registers the environment ids (Gymnasium 1.x has no plugin entry points, so use
+`import simenv` or `gym.make("simenv:simenv/FastRec-v0")`):
+
+| id                          | user model                          | action                      | episode limit |
+|-----------------------------|-------------------------------------|-----------------------------|---------------|
+| `simenv/FastRec-v0`         | fast MNL user (no LLM)              | slate, `MultiDiscrete`      | 5 pages       |
+| `simenv/FastRecSeq-v0`      | fast MNL user                       | one slot, `Discrete` (DQN)  | 5 pages x 4   |
+| `simenv/PersonaRec-v0`      | LLM persona user, mock LLM default  | slate, `MultiDiscrete`      | 5 pages       |
+| `simenv/PersonaRecLive-v0`  | LLM persona user, real model        | slate; `nondeterministic`   | 5 pages       |
+
+Every kwarg of `gym.make` is documented in `simenv.factory` and `simenv.env.RecEnv`. When changing
+`max_pages` (or `page_size` for the sequential id), pass the matching `max_episode_steps` as well.
+"""
+
+from __future__ import annotations
+
+import gymnasium as _gym
+
+PAGES = 5
+PAGE_SIZE = 4
+
+ENV_IDS = ("simenv/FastRec-v0", "simenv/FastRecSeq-v0", "simenv/PersonaRec-v0", "simenv/PersonaRecLive-v0")
+
+
+def _register() -> None:
+    specs = [
+        ("simenv/FastRec-v0", "simenv.factory:make_fast_env", PAGES, {}, False),
+        (
+            "simenv/FastRecSeq-v0",
+            "simenv.factory:make_fast_env",
+            PAGES * PAGE_SIZE,
+            {"action_mode": "sequential"},
+            False,
+        ),
+        ("simenv/PersonaRec-v0", "simenv.factory:make_persona_env", PAGES, {}, False),
+        ("simenv/PersonaRecLive-v0", "simenv.factory:make_live_persona_env", PAGES, {}, True),
+    ]
+    for env_id, entry, steps, kwargs, nondeterministic in specs:
+        if env_id in _gym.registry:
+            continue
+        _gym.register(
+            id=env_id,
+            entry_point=entry,
+            max_episode_steps=steps,
+            nondeterministic=nondeterministic,
+            kwargs={"page_size": PAGE_SIZE, "max_pages": PAGES, **kwargs},
+        )
+
+
+_register()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -85,6 +86,9 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     - `invalid_action`: `"repair"` or `"strict"` (see Action Space).
     - `interview` (True): ask the satisfaction interview at the end of each episode.
     - `users`: optional subset of persona ids to draw from.
+    - `persistent_memory` (False): let a user model with memory (the LLM user) carry memories from one
+      episode to the next; False starts every episode fresh (`start_session(..., reset_memory=True)` when the
+      model supports it) so that `reset(seed=...)` reproduces an episode exactly.
     - `log`: a run directory (or `RunLog`) to write events/pages/interviews to, flushed at each episode end;
       None (default) writes nothing. `policy_name` labels the rows.
     - `render_mode`: None or `"ansi"` (a one-line text summary of the last page).
@@ -112,6 +116,7 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         invalid_action: InvalidActionRule = "repair",
         interview: bool = True,
         users: Sequence[int] | None = None,
+        persistent_memory: bool = False,
         log: str | Path | RunLog | None = None,
         policy_name: str = "env",
         render_mode: str | None = None,
@@ -149,6 +154,9 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         unknown = [u for u in self.users if u not in self.personas]
         if unknown:
             raise ValueError(f"users: ids {unknown[:5]} have no persona")
+        self.persistent_memory = persistent_memory
+        params = inspect.signature(user_model.start_session).parameters
+        self._fresh_memory_kw = {} if persistent_memory or "reset_memory" not in params else {"reset_memory": True}
         self.render_mode = render_mode
         self.policy_name = policy_name
         self._log = RunLog(log) if isinstance(log, str | Path) else log
@@ -198,7 +206,7 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             self.history_len,
         )
         user_rng = np.random.default_rng(self.np_random.integers(0, 2**63))
-        self._session = self.user_model.start_session(persona, self._episode, user_rng)
+        self._session = self.user_model.start_session(persona, self._episode, user_rng, **self._fresh_memory_kw)
         self._done = False
         self._last_text = ""
         info = self._info(0)

@@ -1,0 +1,321 @@
+"""Shared machinery of every recommender: config handling, input checks, exclusion masking, top-k,
+within-session history, and save/load of weights + config in a directory.
+
+A model module then only says how to train (`_fit`) and how to score a batch of users (`score_batch`).
+Implicit feedback: every train interaction whose rating is >= `config.min_rating` (default: all of them)
+counts as a positive; the rating value itself is not used by the models here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self, TypeVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from simenv.records import Page, PageFeedback, Recommendation, as_int_tuple
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+STATE_FILE = "state.pt"
+FORMAT_VERSION = 1
+REQUIRED_COLUMNS = ("user_id", "item_id")
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class RecommenderConfig:
+    """Options every recommender has. `seed` drives all torch randomness in `fit` (never global state)."""
+
+    seed: int = 0
+    min_rating: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"{type(self).__name__}.seed must be a non-negative int, got {self.seed!r}")
+
+
+def build_config(config_cls: type[C], config: C | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> C:
+    """Make a config from an instance or mapping plus keyword overrides; unknown keys are a clear error."""
+    known = {f.name for f in dataclasses.fields(config_cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    if isinstance(config, config_cls):
+        values = dataclasses.asdict(config)  # type: ignore[call-overload]
+    elif isinstance(config, Mapping):
+        values = dict(config)
+    elif config is not None:
+        raise TypeError(f"config must be a {config_cls.__name__} or a mapping, got {type(config).__name__}")
+    values.update(overrides)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise TypeError(f"unknown {config_cls.__name__} field(s) {unknown}; known fields: {sorted(known)}")
+    return config_cls(**values)
+
+
+def check_interactions(frame: pd.DataFrame, n_users: int, n_items: int, what: str) -> None:
+    """Raise ValueError naming the frame, row, field and value of the first bad id."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what}: missing column(s) {missing}; columns are {list(frame.columns)}")
+    for field, bound in (("user_id", n_users), ("item_id", n_items)):
+        values = frame[field].to_numpy()
+        if values.size and not np.issubdtype(values.dtype, np.integer):
+            raise ValueError(f"{what}: field {field} must hold integers, got dtype {values.dtype}")
+        bad = np.flatnonzero((values < 0) | (values >= bound))
+        if bad.size:
+            row = frame.index[bad[0]]
+            raise ValueError(f"{what}: row {row} field {field} value {values[bad[0]]} is outside 0..{bound - 1}")
+
+
+@dataclass(frozen=True)
+class UserItems:
+    """Each user's positive train items in time order, as CSR arrays (indptr, indices)."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, n_users: int, min_rating: float = 0.0) -> UserItems:
+        if "rating" in frame.columns and min_rating > 0:
+            frame = frame[frame["rating"].to_numpy() >= min_rating]
+        order = ["user_id", "timestamp", "item_id"] if "timestamp" in frame.columns else ["user_id", "item_id"]
+        frame = frame.sort_values(order, kind="stable").drop_duplicates(["user_id", "item_id"], keep="last")
+        users = frame["user_id"].to_numpy(np.int64)
+        counts = np.bincount(users, minlength=n_users)
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return cls(indptr=indptr, indices=frame["item_id"].to_numpy(np.int64))
+
+    @property
+    def n_users(self) -> int:
+        return len(self.indptr) - 1
+
+    def items(self, user_id: int) -> np.ndarray:
+        return self.indices[self.indptr[user_id] : self.indptr[user_id + 1]]
+
+    def counts(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(user, item) arrays of every positive."""
+        return np.repeat(np.arange(self.n_users), self.counts()), self.indices
+
+    def dense(self, n_items: int) -> np.ndarray:
+        """(n_users, n_items) 0/1 float32 matrix."""
+        m = np.zeros((self.n_users, n_items), dtype=np.float32)
+        users, items = self.pairs()
+        m[users, items] = 1.0
+        return m
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest scores, best first; ties go to the lower id (stable, deterministic)."""
+    order = np.argsort(-scores, kind="stable")
+    return order[:k]
+
+
+class BaseRecommender:
+    """Common parts of the recommenders. Subclasses set `name`, `Config`, and implement `_fit`, `score_batch`.
+
+    Exclusions are explicit: `recommend` masks exactly the ids in `exclude` (the caller passes the items
+    already shown or consumed, e.g. the persona's train items plus this session's pages). Session history
+    is the watched items reported through `observe` plus any ids passed as `history`.
+    """
+
+    name: ClassVar[str] = "base"
+    Config: ClassVar[type[RecommenderConfig]] = RecommenderConfig
+    stochastic: ClassVar[bool] = False
+
+    def __init__(self, config: RecommenderConfig | Mapping[str, Any] | None = None, **overrides: Any) -> None:
+        self.config = build_config(self.Config, config, overrides)
+        self.n_users = 0
+        self.n_items = 0
+        self.user_items: UserItems | None = None
+        self.train_report: dict[str, Any] = {}
+        self._sessions: dict[int, list[int]] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
+    # ---- training -------------------------------------------------------------------------------------
+    def fit(self, train: pd.DataFrame, n_users: int, n_items: int, valid: pd.DataFrame | None = None) -> Self:
+        """Train on `train` (one positive per row); `valid` drives early stopping where a model has it."""
+        if n_users <= 0 or n_items <= 0:
+            raise ValueError(f"n_users and n_items must be positive, got {n_users}, {n_items}")
+        check_interactions(train, n_users, n_items, "train")
+        if valid is not None:
+            check_interactions(valid, n_users, n_items, "valid")
+        self.n_users, self.n_items = int(n_users), int(n_items)
+        self.user_items = UserItems.from_frame(train, self.n_users, self.config.min_rating)
+        if self.user_items.indices.size == 0:
+            raise ValueError(f"train: no interactions with rating >= min_rating={self.config.min_rating}")
+        self._sessions.clear()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            self._fit(valid)
+        return self
+
+    def _fit(self, valid: pd.DataFrame | None) -> None:
+        """Train the model on `self.user_items`; torch's global RNG is seeded from config.seed here."""
+
+    def torch_generator(self, offset: int = 0) -> torch.Generator:
+        """A fresh generator derived from the config seed (for negative sampling, shuffling, init)."""
+        return torch.Generator().manual_seed(self.config.seed * 1_000_003 + offset)
+
+    # ---- scoring --------------------------------------------------------------------------------------
+    def score_batch(self, user_ids: np.ndarray, histories: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+        """(len(user_ids), n_items) float32 scores; `histories[b]` are session items of user b."""
+        raise NotImplementedError
+
+    def score(self, user_id: int, history: Sequence[int] = ()) -> np.ndarray:
+        """Scores for all items (higher is better) given the user's session history."""
+        self._check_fitted()
+        self._check_user(user_id)
+        hist = self._check_items(history, "history")
+        return self.score_batch(np.array([user_id], dtype=np.int64), [hist])[0]
+
+    def recommend(
+        self,
+        user_id: int,
+        k: int,
+        exclude: Collection[int],
+        rng: np.random.Generator,
+        history: Sequence[int] = (),
+    ) -> Recommendation:
+        """The k best-scored items not in `exclude`, best first (deterministic; `rng` unused here)."""
+        allowed = self.allowed_mask(exclude, k)
+        scores = self.score(user_id, self.session_history(user_id, history))
+        masked = np.where(allowed, scores, -np.inf)
+        chosen = top_k(masked, k)
+        return Recommendation(item_ids=as_int_tuple(chosen), scores=tuple(float(scores[i]) for i in chosen))
+
+    def allowed_mask(self, exclude: Collection[int], k: int) -> np.ndarray:
+        """Boolean mask of recommendable items; errors if fewer than k remain."""
+        self._check_fitted()
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        allowed = np.ones(self.n_items, dtype=bool)
+        ids = self._check_items(exclude, "exclude")
+        allowed[ids] = False
+        if int(allowed.sum()) < k:
+            raise ValueError(f"asked for k={k} items but only {int(allowed.sum())} are not excluded")
+        return allowed
+
+    # ---- session --------------------------------------------------------------------------------------
+    def observe(self, user_id: int, page: Page, feedback: PageFeedback) -> None:
+        """Append the watched items of a page to the user's session history."""
+        self._check_user(user_id)
+        shown = set(page.item_ids)
+        for reaction in feedback.reactions:
+            if reaction.item_id not in shown:
+                raise ValueError(f"feedback for user {user_id}: item {reaction.item_id} was not on the page")
+            if reaction.watched:
+                self._sessions.setdefault(user_id, []).append(int(reaction.item_id))
+
+    def session_history(self, user_id: int, history: Sequence[int] = ()) -> list[int]:
+        """Observed watched items, then any ids of `history` not already among them (order kept)."""
+        observed = list(self._sessions.get(user_id, ()))
+        seen = set(observed)
+        return observed + [int(i) for i in history if int(i) not in seen]
+
+    def end_session(self, user_id: int | None = None) -> None:
+        """Forget the session history of one user (or of all users)."""
+        if user_id is None:
+            self._sessions.clear()
+        else:
+            self._sessions.pop(user_id, None)
+
+    # ---- persistence ----------------------------------------------------------------------------------
+    def _state(self) -> dict[str, torch.Tensor]:
+        """Tensors beyond the train matrix that scoring needs (weights); subclasses extend."""
+        return {}
+
+    def _restore(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Rebuild the model from `_state()` output after load."""
+
+    def save(self, path: Path | str) -> None:
+        """Write `config.json` and `state.pt` into directory `path` (created if needed)."""
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        assert self.user_items is not None
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "config": dataclasses.asdict(self.config),
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "train_report": self.train_report,
+        }
+        (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+        state = {
+            "train_indptr": torch.tensor(self.user_items.indptr),
+            "train_indices": torch.tensor(self.user_items.indices),
+            **self._state(),
+        }
+        torch.save(state, path / STATE_FILE)
+
+    @classmethod
+    def load(cls, path: Path | str) -> Self:
+        """Rebuild a fitted recommender saved by `save`; scores are identical to the saved model's."""
+        meta, state = cls.read_saved(path)
+        model = cls(meta["config"])
+        model.apply_saved(meta, state)
+        return model
+
+    @classmethod
+    def read_saved(cls, path: Path | str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """The checked config.json and the tensors of a saved model of this class."""
+        path = Path(path)
+        meta = read_meta(path)
+        if cls.name != BaseRecommender.name and meta["name"] != cls.name:
+            raise ValueError(f"{path / CONFIG_FILE}: field name is {meta['name']!r}, expected {cls.name!r}")
+        return meta, torch.load(path / STATE_FILE, weights_only=True)
+
+    def apply_saved(self, meta: Mapping[str, Any], state: dict[str, torch.Tensor]) -> None:
+        """Restore sizes, train lists and weights read by `read_saved`."""
+        self.n_users, self.n_items = int(meta["n_users"]), int(meta["n_items"])
+        self.train_report = dict(meta.get("train_report", {}))
+        state = dict(state)
+        self.user_items = UserItems(state.pop("train_indptr").numpy(), state.pop("train_indices").numpy())
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            self._restore(state)
+
+    # ---- checks ---------------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if self.user_items is None:
+            raise RuntimeError(f"{self.name}: call fit() (or load()) before scoring")
+
+    def _check_user(self, user_id: int) -> None:
+        if not 0 <= int(user_id) < self.n_users:
+            raise ValueError(f"{self.name}: user_id {user_id} is outside 0..{self.n_users - 1}")
+
+    def _check_items(self, ids: Collection[int], what: str) -> np.ndarray:
+        arr = np.fromiter((int(i) for i in ids), dtype=np.int64, count=len(ids))
+        bad = arr[(arr < 0) | (arr >= self.n_items)]
+        if bad.size:
+            raise ValueError(f"{self.name}: {what} holds item id {bad[0]} outside 0..{self.n_items - 1}")
+        return arr
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """Read and check a saved model's config.json."""
+    file = path / CONFIG_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"no saved recommender at {path} (missing {CONFIG_FILE})")
+    meta = json.loads(file.read_text(encoding="utf-8"))
+    for key in ("format_version", "name", "config", "n_users", "n_items"):
+        if key not in meta:
+            raise ValueError(f"{file}: missing field {key!r}")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise ValueError(f"{file}: field format_version is {meta['format_version']}, expected {FORMAT_VERSION}")
+    return meta

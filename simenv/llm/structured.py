@@ -1,0 +1,233 @@
+"""Structured (JSON) answers: validate every answer, repair a bounded number of times, then fail loudly.
+
+Validation is JSON decoding, then the request's JSON schema, then the caller's semantic `check(value)`, which
+raises `ValueError` with a message the repair prompt shows the model. A repair re-asks with the original
+messages, the previous answer and the error (template `simenv/llm/prompts/repair.v1.j2`); a failed call is
+re-sent unchanged. After `max_repairs` re-asks the result is `status="failed"`: the caller must apply its
+fallback and record it — there is never a silent default.
+
+Each response's outcome (parse status, repair index, whether it ended in a fallback) is reported to an
+`OutcomeRecorder`: the one passed in, else the `llm` itself when it has `record_outcome` (the call-log
+wrapper does, and the other wrappers forward it), so `llm_calls` rows say how each answer fared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal, Protocol
+
+import jsonschema
+
+from simenv.llm.templates import load_template
+from simenv.llm.types import LLM, BudgetExceeded, LLMError, LLMRequest, LLMResponse, Message
+
+Check = Callable[[Any], None]
+Status = Literal["ok", "repaired", "failed"]
+ParseStatus = Literal["ok", "invalid_json", "schema_error", "check_error", "call_error"]
+
+_PREVIOUS_ANSWER_MAX_CHARS = 2000
+
+
+class OutcomeRecorder(Protocol):
+    """Receives one outcome per response of a structured call (the call log implements it)."""
+
+    def record_outcome(self, call_id: str, parse_status: str, repairs: int, fallback: bool) -> None: ...
+
+
+@dataclass(frozen=True)
+class StructuredResult:
+    """The validated value (None when failed), how it was obtained, and every response on the way."""
+
+    value: Any
+    status: Status
+    repairs: int
+    error: str | None
+    responses: tuple[LLMResponse, ...]
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    @property
+    def call_ids(self) -> tuple[str, ...]:
+        return tuple(r.call_id for r in self.responses)
+
+
+class _Invalid(Exception):
+    def __init__(self, kind: ParseStatus, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@lru_cache(maxsize=256)
+def _validator(schema_json: str) -> jsonschema.protocols.Validator:
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def decode_json(text: str) -> Any:
+    """Decode a JSON answer, tolerating surrounding whitespace and a Markdown code fence (nothing else)."""
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.split("\n", 1)[1] if "\n" in body else ""
+        body = body.rsplit("```", 1)[0]
+    return json.loads(body)
+
+
+def validate_answer(text: str, schema: Any, check: Check | None) -> Any:
+    """Return the decoded value, or raise `_Invalid` with the kind of failure and a message for the model."""
+    try:
+        value = decode_json(text)
+    except json.JSONDecodeError as exc:
+        raise _Invalid("invalid_json", f"it is not valid JSON ({exc.msg} at character {exc.pos})") from None
+    if schema is not None:
+        validator = _validator(json.dumps(schema, sort_keys=True))
+        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+            raise _Invalid("schema_error", f"it does not match the schema at {where}: {error.message}")
+    if check is not None:
+        try:
+            check(value)
+        except ValueError as exc:
+            raise _Invalid("check_error", str(exc)) from None
+    return value
+
+
+def repair_request(original: LLMRequest, previous: LLMResponse, error: str, attempt: int) -> LLMRequest:
+    """The original messages, the bad answer, and the error: asks the model to correct itself."""
+    prompt = load_template("simenv.llm", "repair", 1).render(error=error)
+    messages = (
+        *original.messages,
+        Message("assistant", previous.text[:_PREVIOUS_ANSWER_MAX_CHARS]),
+        *prompt,
+    )
+    return dataclasses.replace(original, messages=messages, attempt=attempt)
+
+
+def with_json_instruction(messages: Sequence[Message], schema: Any) -> tuple[Message, ...]:
+    """Append the JSON-only instruction (template `json_instruction.v1.j2`) to the last user message.
+
+    For backends without constrained decoding. Appending at the end keeps a persona's system prefix intact.
+    """
+    instruction = load_template("simenv.llm", "json_instruction", 1).render(schema=json.dumps(schema))[0].content
+    out = list(messages)
+    for i in range(len(out) - 1, -1, -1):
+        if out[i].role == "user":
+            out[i] = Message("user", f"{out[i].content}\n\n{instruction}")
+            return tuple(out)
+    return (*out, Message("user", instruction))
+
+
+def parse_if_json(text: str, schema: Any) -> Any:
+    """What a backend puts in `LLMResponse.parsed`: the decoded JSON when a schema was asked for, else None."""
+    if schema is None:
+        return None
+    try:
+        return decode_json(text)
+    except json.JSONDecodeError:
+        return None
+
+
+def _complete_one(llm: LLM, request: LLMRequest) -> LLMResponse:
+    """`llm.complete`, with a failed call turned into a failed response (budget stops still propagate)."""
+    try:
+        return llm.complete(request)
+    except BudgetExceeded:
+        raise
+    except LLMError as exc:
+        call_id = getattr(exc, "call_id", None) or request.call_id()
+        return LLMResponse(text="", backend=llm.name, model=request.model or "", call_id=call_id, error=str(exc))
+
+
+def _run(
+    send: Callable[[list[LLMRequest]], list[LLMResponse]],
+    requests: Sequence[LLMRequest],
+    checks: Sequence[Check | None],
+    max_repairs: int,
+    recorder: OutcomeRecorder | None,
+) -> list[StructuredResult]:
+    if max_repairs < 0:
+        raise ValueError(f"max_repairs must be >= 0, got {max_repairs}")
+    if len(checks) != len(requests):
+        raise ValueError(f"ask_json_batch: {len(requests)} requests but {len(checks)} checks")
+    history: list[list[LLMResponse]] = [[] for _ in requests]
+    results: list[StructuredResult | None] = [None] * len(requests)
+    current = list(requests)
+    pending = list(range(len(requests)))
+    while pending:
+        responses = send([current[i] for i in pending])
+        if len(responses) != len(pending):
+            raise LLMError(f"backend returned {len(responses)} responses for {len(pending)} requests")
+        next_pending = []
+        for i, response in zip(pending, responses, strict=True):
+            history[i].append(response)
+            attempt = len(history[i]) - 1
+            try:
+                if response.error:
+                    raise _Invalid("call_error", f"the call failed: {response.error}")
+                value = validate_answer(response.text, requests[i].json_schema, checks[i])
+            except _Invalid as bad:
+                final = attempt >= max_repairs
+                if recorder is not None:
+                    recorder.record_outcome(response.call_id, bad.kind, attempt, final)
+                if final:
+                    results[i] = StructuredResult(None, "failed", attempt, f"{bad.kind}: {bad.message}", ())
+                elif bad.kind == "call_error":
+                    current[i] = dataclasses.replace(requests[i], attempt=attempt + 1)
+                    next_pending.append(i)
+                else:
+                    current[i] = repair_request(requests[i], response, bad.message, attempt + 1)
+                    next_pending.append(i)
+                continue
+            if recorder is not None:
+                recorder.record_outcome(response.call_id, "ok", attempt, False)
+            results[i] = StructuredResult(value, "ok" if attempt == 0 else "repaired", attempt, None, ())
+        pending = next_pending
+    out = []
+    for result, responses_i in zip(results, history, strict=True):
+        assert result is not None
+        out.append(dataclasses.replace(result, responses=tuple(responses_i)))
+    return out
+
+
+def _recorder_of(llm: LLM, recorder: OutcomeRecorder | None) -> OutcomeRecorder | None:
+    if recorder is not None:
+        return recorder
+    return llm if callable(getattr(llm, "record_outcome", None)) else None  # type: ignore[return-value]
+
+
+def ask_json(
+    llm: LLM,
+    request: LLMRequest,
+    check: Check | None = None,
+    max_repairs: int = 2,
+    recorder: OutcomeRecorder | None = None,
+) -> StructuredResult:
+    """Ask for a JSON answer and validate it, repairing up to `max_repairs` times; see the module doc."""
+    return _run(
+        lambda reqs: [_complete_one(llm, reqs[0])],
+        [request],
+        [check],
+        max_repairs,
+        _recorder_of(llm, recorder),
+    )[0]
+
+
+def ask_json_batch(
+    llm: LLM,
+    requests: Sequence[LLMRequest],
+    checks: Sequence[Check | None] | None = None,
+    max_repairs: int = 2,
+    recorder: OutcomeRecorder | None = None,
+) -> list[StructuredResult]:
+    """`ask_json` for many requests: each round is one concurrent `complete_batch`; results in request order."""
+    checks = [None] * len(requests) if checks is None else list(checks)
+    return _run(lambda reqs: llm.complete_batch(reqs), requests, checks, max_repairs, _recorder_of(llm, recorder))

@@ -138,6 +138,7 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if not personas:
             raise ValueError("personas: empty; the env needs at least one simulated user")
         self.dataset = dataset
+        self.train = train
         self.personas = dict(personas)
         self.user_model = user_model
         self.candidate_recommender = candidate_recommender
@@ -247,6 +248,11 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if self._state is None:
             raise RuntimeError("no session: call reset() first")
         return self._state
+
+    @property
+    def episode(self) -> int:
+        """Episodes started by this env instance, minus one (the `episode` column of its log)."""
+        return self._episode
 
     @property
     def features(self) -> ItemFeatures:

@@ -56,6 +56,7 @@ class FaultServer:
         self.responder = responder
         self.port = port
         self.stats: Counter[str] = Counter()
+        self.authorizations: set[str] = set()  # Authorization headers seen (lets a test prove a key was sent)
         self._arrivals: Counter[str] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -84,6 +85,7 @@ class FaultServer:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        self.authorizations.add(request.headers.get("Authorization", ""))
         fault = self._fault_for(body)
         self.stats[fault or "ok"] += 1
         if self.plan.latency_s:

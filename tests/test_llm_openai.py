@@ -1,0 +1,162 @@
+"""The openai backend with the real SDK: fault-injecting loopback server, request shapes, secrets, llama.cpp server."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simenv.llm import LLMConfig, OpenAIBackend, ask_json, ask_json_batch, make_llm, read_call_log
+from simenv.llm.schemas import interview_schema
+from simenv.llm.types import LLMError, LLMRequest, Message
+from tests.fixtures_llm import llama_server  # noqa: F401  (pytest fixture)
+from tests.servers.fault_server import FAULTS, FaultPlan, FaultServer
+
+ECHO_SCHEMA = {
+    "type": "object",
+    "properties": {"echo": {"type": "string", "maxLength": 40}},
+    "required": ["echo"],
+    "additionalProperties": False,
+}
+
+
+def _echo_request(i: int) -> LLMRequest:
+    return LLMRequest(
+        messages=(Message("system", "Echo the request."), Message("user", f"request #{i}")),
+        template="echo",
+        template_version="v1",
+        json_schema=ECHO_SCHEMA,
+    )
+
+
+def _echo_check(i: int):
+    def check(value: Any) -> None:
+        if value["echo"] != f"request #{i}":
+            raise ValueError(f"echo must be exactly 'request #{i}', got {value['echo']!r}")
+
+    return check
+
+
+def test_batch_of_200_through_faults_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    plan = FaultPlan(rate=0.3, seed=7, slow_s=1.2)
+    with FaultServer(plan) as server:
+        config = LLMConfig(
+            backend="openai",
+            model="fault-model",
+            base_url=server.base_url,
+            timeout_s=0.4,
+            max_retries=2,
+            concurrency=32,
+            call_log_dir=str(tmp_path / "llm_calls"),
+        )
+        llm = make_llm(config)
+        n = 200
+        results = ask_json_batch(llm, [_echo_request(i) for i in range(n)], [_echo_check(i) for i in range(n)])
+        llm.close()
+    assert len(results) == n
+    assert all(
+        server.stats[kind] > 0 for kind in ("429", "500", "slow", "truncated_answer", "invalid_answer", "bad_body")
+    )
+    for i, result in enumerate(results):
+        if result.failed:
+            assert result.value is None and result.error
+        else:
+            assert result.value == {"echo": f"request #{i}"}
+    statuses = Counter(r.status for r in results)
+    assert statuses["repaired"] > 0 and statuses["ok"] > 100
+    rows = read_call_log(tmp_path / "llm_calls")
+    assert rows["call_id"].is_unique
+    assert len(rows) == sum(len(r.responses) for r in results)
+    last_rows = rows.set_index("call_id").loc[[r.call_ids[-1] for r in results]]
+    assert last_rows["fallback"].tolist() == [r.failed for r in results]  # every failure is a recorded fallback
+    assert (last_rows.loc[~last_rows["fallback"], "parse_status"] == "ok").all()
+
+
+def test_structured_output_forms_reach_the_server() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def capture(body: dict[str, Any]) -> str:
+        seen.append(body)
+        return json.dumps({"score": 5, "reason": "ok"})
+
+    request = LLMRequest(
+        messages=(Message("user", "Rate it."),),
+        template="interview",
+        template_version="v1",
+        json_schema=interview_schema(),
+        seed=3,
+        max_tokens=20,
+    )
+    with FaultServer(responder=capture) as server:
+        for form in ("json_schema", "json_object", "none"):
+            backend = OpenAIBackend(model="m", base_url=server.base_url, structured_output=form, max_retries=0)
+            response = backend.complete(request)
+            assert response.parsed == {"score": 5, "reason": "ok"}
+            assert response.prompt_tokens == 10 and response.completion_tokens == 5
+            backend.close()
+    assert seen[0]["response_format"]["type"] == "json_schema"
+    assert seen[0]["response_format"]["json_schema"]["schema"] == interview_schema()
+    assert seen[1]["response_format"] == {"type": "json_object", "schema": interview_schema()}
+    assert "response_format" not in seen[2] and "JSON schema" in seen[2]["messages"][-1]["content"]
+    assert seen[0]["seed"] == 3 and seen[0]["max_tokens"] == 20
+
+
+def test_sync_call_failing_after_retries_raises_llm_error() -> None:
+    with FaultServer(FaultPlan(rate=1.0, kinds=("500",))) as server:
+        backend = OpenAIBackend(model="m", base_url=server.base_url, max_retries=1)
+        with pytest.raises(LLMError, match="HTTP 500"):
+            backend.complete(_echo_request(0))
+        assert server.stats["500"] == 2  # first try + one bounded retry
+        backend.close()
+
+
+def test_api_key_never_reaches_logs_cache_or_reprs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "sk-test-DO-NOT-LEAK-4f9a1c"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    caplog.set_level(logging.DEBUG)
+    with FaultServer(FaultPlan(rate=0.3, seed=1, kinds=("500", "invalid_answer"))) as server:
+        config = LLMConfig(
+            backend="openai",
+            model="fault-model",
+            base_url=server.base_url,
+            max_retries=1,
+            cache_dir=str(tmp_path / "cache"),
+            call_log_dir=str(tmp_path / "llm_calls"),
+        )
+        llm = make_llm(config)
+        ask_json_batch(llm, [_echo_request(i) for i in range(10)])
+        ask_json(llm, _echo_request(99))
+        texts = [repr(llm), repr(config), str(config), caplog.text, llm.inner.key(_echo_request(0)), llm.identity]
+        llm.close()
+    assert f"Bearer {secret}" in server.authorizations  # the key was used ...
+    for text in texts:
+        assert secret not in text  # ... but never written down
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_real_llama_cpp_server_schema_constrained_call(llama_server: str) -> None:  # noqa: F811
+    backend = OpenAIBackend(model="smollm2-135m", base_url=llama_server, structured_output="json_object", timeout_s=120)
+    request = LLMRequest(
+        messages=(
+            Message("system", "You are a movie fan answering a survey."),
+            Message("user", "How satisfied were you with the films, 1 to 10? Answer in JSON with a score and reason."),
+        ),
+        template="interview",
+        template_version="v1",
+        json_schema=interview_schema(),
+        max_tokens=60,
+    )
+    result = ask_json(backend, request, max_repairs=1)
+    backend.close()
+    assert result.status in ("ok", "repaired"), result.error
+    assert 1 <= result.value["score"] <= 10 and isinstance(result.value["reason"], str)
+    response = result.responses[-1]
+    assert response.backend == "openai" and response.prompt_tokens > 10 and response.completion_tokens > 0

@@ -152,15 +152,15 @@ class SB3Recommender:
         self._states: dict[int, SessionState] = {}
 
     @classmethod
-    def from_env(cls, model: Any, env: Any, name: str = "sb3") -> SB3Recommender:
-        """Mirror an env's settings (the env the model was trained on, or the one it is evaluated in)."""
+    def from_env(cls, model: Any, env: Any, name: str = "sb3", action_mode: str | None = None) -> SB3Recommender:
+        """Mirror an env's settings (the env it is evaluated in); `action_mode` = the mode it was trained in."""
         e: RecEnv = env.unwrapped
         return cls(
             model,
             e.dataset,
             e.personas,
             e.train,
-            action_mode=e.action_mode,
+            action_mode=action_mode or e.action_mode,
             page_size=e.page_size,
             max_pages=e.max_pages,
             n_candidates=e.n_candidates,

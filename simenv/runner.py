@@ -13,6 +13,7 @@ directory ends identical to an uninterrupted run's.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -77,13 +78,15 @@ def run_sessions(
     reward: RewardConfig | str | Mapping[str, float] | None = None,
     users: Sequence[int] | None = None,
     config: Mapping[str, Any] | None = None,
+    persistent_memory: bool = False,
 ) -> RunSummary:
     """Run one session per persona (episode `e` = the e-th of `users`, default all persona ids sorted).
 
     `recommender` must be fitted on `train`; it is called as `recommend(user_id, page_size, exclude, rng,
     history)` with `exclude` = the persona's train items plus everything shown so far and `history` = the
     items watched this session, then `observe(user_id, page, feedback)`. `config` adds entries to
-    config.json (they must match on resume).
+    config.json (they must match on resume). Users start with a fresh memory (`reset_memory=True` for
+    models that keep one) unless `persistent_memory`, so one user model can serve several policies' runs.
     """
     if n_pages < 1 or page_size < 1 or batch_size < 1:
         raise ValueError(f"n_pages={n_pages}, page_size={page_size}, batch_size={batch_size} must all be >= 1")
@@ -110,6 +113,9 @@ def run_sessions(
     }
     done_chunks = _prepare(run_log, full_config, resume)
     catalog = dataset.catalog
+    fresh = (
+        {} if persistent_memory or not _accepts(user_model.start_session, "reset_memory") else {"reset_memory": True}
+    )
     n_shown_pages = 0
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for c, chunk_users in enumerate(chunks):
@@ -121,7 +127,7 @@ def run_sessions(
             episode = first + offset
             user_rng, policy_rng = episode_rngs(seed, episode)
             persona = personas[user]
-            session = user_model.start_session(persona, episode, user_rng)
+            session = user_model.start_session(persona, episode, user_rng, **fresh)
             lives.append(_Live(episode, persona, session, policy_rng, set(persona.train_items), []))
         for page_index in range(n_pages):
             alive = [lv for lv in lives if not lv.done]
@@ -160,6 +166,46 @@ def run_sessions(
         log.info("run %s: chunk %d/%d done", run_log.run_id, c + 1, len(chunks))
     skipped = min(done_chunks * batch_size, len(order))
     return RunSummary(Path(run_dir), len(order), skipped, n_shown_pages)
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    return name in inspect.signature(fn).parameters
+
+
+def compare_policies(
+    env: Any,
+    policies: Mapping[str, Recommender],
+    run_root: str | Path,
+    n_users: int | None = None,
+    seed: int = 0,
+    resume: bool = False,
+) -> pd.DataFrame:
+    """Run every policy on the same users of `env`'s world (its user model, personas, page settings) through
+    `run_sessions`, one run directory per policy under `run_root`, and return the tidy metrics table."""
+    from simenv.metrics import run_metrics
+
+    e = env.unwrapped
+    users = sorted(e.personas)[:n_users] if n_users else sorted(e.personas)
+    tables = []
+    for name, rec in policies.items():
+        run_dir = Path(run_root) / name
+        run_sessions(
+            rec,
+            e.user_model,
+            e.personas,
+            e.dataset,
+            e.train,
+            run_dir,
+            n_pages=e.max_pages,
+            page_size=e.page_size,
+            seed=seed,
+            policy_name=name,
+            resume=resume,
+            users=users,
+            reward=e.reward_config,
+        )
+        tables.append(run_metrics(run_dir, rng=np.random.default_rng(seed)))
+    return pd.concat(tables, ignore_index=True)
 
 
 def _prepare(run_log: RunLog, config: dict[str, Any], resume: bool) -> int:

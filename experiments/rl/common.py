@@ -1,0 +1,66 @@
+"""What both RL scripts share: a dataclass -> argparse bridge and the evaluation against the recommenders."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import gymnasium as gym
+import pandas as pd
+
+from simenv.policies import SB3Recommender
+from simenv.runner import compare_policies
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def parse_args(cls: type[T], argv: list[str] | None = None) -> T:
+    """`--field value` for every field of the dataclass `cls` (tuples take several values, bools true/false)."""
+    parser = argparse.ArgumentParser(description=cls.__doc__)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        kind: Any = next((a for a in args if a is not type(None)), hint) if isinstance(hint, types.UnionType) else hint
+        if typing.get_origin(kind) is tuple:
+            parser.add_argument(f"--{f.name.replace('_', '-')}", nargs="*", default=f.default, type=str)
+        elif kind is bool:
+            parser.add_argument(f"--{f.name.replace('_', '-')}", default=f.default, type=lambda v: v.lower() == "true")
+        else:
+            parser.add_argument(f"--{f.name.replace('_', '-')}", default=f.default, type=kind)
+    values = vars(parser.parse_args(argv))
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def evaluate(
+    model: Any,
+    name: str,
+    train_mode: str,
+    dataset: str,
+    n_users: int | None,
+    eval_users: int,
+    compare: tuple[str, ...],
+    llm_backend: str,
+    out_dir: str,
+    seed: int,
+) -> pd.DataFrame:
+    """The trained model and the named recommenders on the persona env (LLM user), same users, same seed."""
+    from recommenders.registry import make
+
+    env = gym.make("simenv/PersonaRec-v0", dataset=dataset, n_users=n_users, llm={"backend": llm_backend})
+    inner = env.unwrapped
+    policies: dict[str, Any] = {name: SB3Recommender.from_env(model, env, name=name, action_mode=train_mode)}
+    for rec_name in compare:
+        policies[rec_name] = make(rec_name).fit(inner.train, inner.dataset.n_users, inner.dataset.n_items)
+    table = compare_policies(env, policies, Path(out_dir) / "eval", n_users=eval_users, seed=seed)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    table.to_csv(Path(out_dir) / "metrics.csv", index=False)
+    for row in table.itertuples(index=False):
+        log.info("%-8s %-7s %.3f [%.3f, %.3f]", row.policy, row.metric, row.mean, row.ci_low, row.ci_high)
+    return table

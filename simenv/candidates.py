@@ -20,31 +20,64 @@ def candidate_set(
     rng: np.random.Generator,
     features: ItemFeatures,
     recommender: Recommender | None = None,
+    cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> np.ndarray:
-    """Item ids (int64, length `n_candidates`): `n_candidates - n_explore` ranked ones, then `n_explore` random."""
+    """Item ids (int64, length `n_candidates`): `n_candidates - n_explore` ranked ones, then `n_explore` random.
+
+    `cache` (popularity base only) keeps each persona's deterministic part between episodes.
+    """
     if not 0 <= n_explore <= n_candidates:
         raise ValueError(f"n_explore={n_explore} must be in 0..n_candidates={n_candidates}")
-    available = np.ones(features.n_items, dtype=bool)
-    train = np.asarray(persona.train_items, dtype=np.int64)
-    available[train] = False
-    n_free = int(available.sum())
-    if n_free < n_candidates:
-        raise ValueError(
-            f"persona {persona.user_id}: only {n_free} items outside its train history, "
-            f"fewer than n_candidates={n_candidates}"
-        )
     n_base = n_candidates - n_explore
-    if recommender is None:
-        order = features.popularity_order
-        base = order[available[order]][:n_base]
-    else:
-        rec = recommender.recommend(persona.user_id, n_base, set(train.tolist()), rng, ())
-        base = np.asarray(rec.item_ids, dtype=np.int64)
-        if len(base) != n_base or len(set(base.tolist())) != n_base or not available[base].all():
+    cached = cache.get(persona.user_id) if cache is not None and recommender is None else None
+    if cached is None:
+        available = np.ones(features.n_items, dtype=bool)
+        train = np.asarray(persona.train_items, dtype=np.int64)
+        available[train] = False
+        n_free = int(available.sum())
+        if n_free < n_candidates:
             raise ValueError(
-                f"candidate recommender {getattr(recommender, 'name', recommender)!r} returned "
-                f"{len(base)} ids for k={n_base} (duplicates or train items included)"
+                f"persona {persona.user_id}: only {n_free} items outside its train history, "
+                f"fewer than n_candidates={n_candidates}"
             )
-    available[base] = False
-    explore = rng.choice(np.flatnonzero(available), size=n_explore, replace=False) if n_explore else base[:0]
-    return np.concatenate([base, explore.astype(np.int64)])
+        if recommender is None:
+            order = features.popularity_order
+            base = order[available[order]][:n_base]
+        else:
+            rec = recommender.recommend(persona.user_id, n_base, set(train.tolist()), rng, ())
+            base = np.asarray(rec.item_ids, dtype=np.int64)
+            if len(base) != n_base or len(set(base.tolist())) != n_base or not available[base].all():
+                raise ValueError(
+                    f"candidate recommender {getattr(recommender, 'name', recommender)!r} returned "
+                    f"{len(base)} ids for k={n_base} (duplicates or train items included)"
+                )
+        available[base] = False
+        cached = (base, np.flatnonzero(available))
+        if cache is not None and recommender is None:
+            cache[persona.user_id] = cached
+    base, rest = cached
+    if not n_explore:
+        return base.copy()
+    return np.concatenate([base, rest[sample_without_replacement(rng, len(rest), n_explore)]])
+
+
+def sample_without_replacement(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    """`k` distinct indices in 0..n-1, uniformly at random, in the order drawn.
+
+    Draws with replacement and keeps first occurrences (each kept index is uniform over the ones not yet
+    kept), which for k << n costs a few small draws instead of a permutation of all n.
+    """
+    if k > n:
+        raise ValueError(f"cannot draw {k} distinct indices from {n}")
+    if 4 * k > n:
+        return rng.permutation(n)[:k]
+    out: list[int] = []
+    seen: set[int] = set()
+    while len(out) < k:
+        for x in rng.integers(0, n, size=2 * (k - len(out))).tolist():
+            if x not in seen:
+                seen.add(x)
+                out.append(x)
+                if len(out) == k:
+                    break
+    return np.asarray(out, dtype=np.int64)

@@ -164,6 +164,7 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._features = ItemFeatures.from_train(dataset, train)
         self._catalog = dataset.catalog
         self._persona_vectors: dict[int, np.ndarray] = {}
+        self._candidate_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.observation_space = observation_space(self._features.n_genres, n_candidates, history_len)
         if action_mode == "slate":
             self.action_space = gym.spaces.MultiDiscrete(np.full(page_size, n_candidates, dtype=np.int64))
@@ -193,7 +194,13 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         persona = self.personas[user_id]
         self._episode += 1
         candidates = candidate_set(
-            persona, self.n_candidates, self.n_explore, self.np_random, self._features, self.candidate_recommender
+            persona,
+            self.n_candidates,
+            self.n_explore,
+            self.np_random,
+            self._features,
+            self.candidate_recommender,
+            self._candidate_cache,
         )
         if user_id not in self._persona_vectors:
             self._persona_vectors[user_id] = persona_features(persona, self._features.genre_vocabulary)

@@ -8,7 +8,9 @@ policy), so results do not depend on chunk size or on which other users share a 
 Logging and resume: each page step appends one `events` and one `pages` part; a finished chunk appends its
 `interviews` part and a checkpoint. `resume=True` drops the parts written after the last checkpoint (the
 chunk in flight when the process died), skips the finished chunks and redoes the rest, so the run
-directory ends identical to an uninterrupted run's.
+directory ends identical to an uninterrupted run's. With an LLM call log in `<run_dir>/llm_calls`, call
+`rollback_to_checkpoint(run_dir)` before building the LLM stack (the call log reads its parts when built);
+the runner flushes the call log at every checkpoint.
 """
 
 from __future__ import annotations
@@ -159,13 +161,36 @@ def run_sessions(
             for lv, iv in zip(lives, interviews, strict=True)
         ]
         run_log.append("interviews", rows)
-        flush = getattr(user_model, "flush", None)
-        if callable(flush):  # e.g. an LLM call log buffering rows
-            flush()
+        flush_logs(user_model)
         run_log.checkpoint({"chunks_done": c + 1, "episodes_done": first + len(chunk_users)})
         log.info("run %s: chunk %d/%d done", run_log.run_id, c + 1, len(chunks))
     skipped = min(done_chunks * batch_size, len(order))
     return RunSummary(Path(run_dir), len(order), skipped, n_shown_pages)
+
+
+def flush_logs(user_model: Any) -> None:
+    """Flush buffered logs of the user model and of every layer of its LLM stack (e.g. the call log), so a
+    checkpoint covers them."""
+    seen: set[int] = set()
+    obj = user_model
+    while obj is not None and id(obj) not in seen:
+        seen.add(id(obj))
+        flush = getattr(obj, "flush", None)
+        if callable(flush):
+            flush()
+        obj = getattr(obj, "llm", None) if obj is user_model else getattr(obj, "inner", None)
+
+
+def rollback_to_checkpoint(run_dir: str | Path) -> int:
+    """Drop every part written after the run's last checkpoint (all parts if none); returns finished chunks.
+
+    Call it before building an LLM stack whose call log writes into `<run_dir>/llm_calls`, so the log
+    re-reads a consistent directory; `run_sessions(resume=True)` then finds nothing more to drop.
+    """
+    run_log = RunLog(run_dir)
+    checkpoint = run_log.read_checkpoint()
+    run_log.rollback(checkpoint["parts"] if checkpoint else {})
+    return int(checkpoint["state"]["chunks_done"]) if checkpoint else 0
 
 
 def _accepts(fn: Any, name: str) -> bool:

@@ -115,3 +115,64 @@ def test_recommender_returning_excluded_items_is_named(tmp_path):
     rec = _BadRecommender().fit(SPLIT.train, DS.n_users, DS.n_items)
     with pytest.raises(ValueError, match=r"recommender 'bad', user 0, page 0"):
         run_sessions(rec, NoisyUser(), PERSONAS, DS, SPLIT.train, tmp_path, policy_name="bad")
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def _llm_run(run_dir, crash_on=None, resume=False):
+    """LLM persona users on the mock backend with the call log in the run directory."""
+    from agents.embedding import HashingEmbedder
+    from agents.llm_user import LLMUserModel
+    from simenv.llm import LLMConfig, make_llm
+
+    llm = make_llm(LLMConfig(backend="mock", call_log_dir=str(Path(run_dir) / "llm_calls")))
+    user = LLMUserModel(DS, llm, HashingEmbedder(), train=SPLIT.train)
+    if crash_on is not None:
+        calls = {"n": 0}
+        inner = user.react_batch
+
+        def react_batch(sessions, pages):
+            calls["n"] += 1
+            if calls["n"] == crash_on:
+                raise _Crash("simulated crash")
+            return inner(sessions, pages)
+
+        user.react_batch = react_batch
+    rec = RandomRecommender().fit(SPLIT.train, DS.n_users, DS.n_items)
+    users = sorted(PERSONAS)[:9]
+    return run_sessions(
+        rec,
+        user,
+        PERSONAS,
+        DS,
+        SPLIT.train,
+        run_dir,
+        n_pages=3,
+        seed=2,
+        policy_name="random",
+        resume=resume,
+        batch_size=3,
+        users=users,
+    )
+
+
+def test_resume_with_llm_user_and_call_log_is_identical(tmp_path):
+    from simenv.runner import rollback_to_checkpoint
+
+    clean, crashed = tmp_path / "a" / "run", tmp_path / "b" / "run"
+    _llm_run(clean)
+    with pytest.raises(_Crash):
+        _llm_run(crashed, crash_on=5)  # chunk 0 done (3 page batches), crash inside chunk 1
+    assert rollback_to_checkpoint(crashed) == 1
+    _llm_run(crashed, resume=True)
+    files, resumed = _files(clean), _files(crashed)
+    assert files.keys() == resumed.keys()
+    assert {k: v for k, v in resumed.items() if not k.startswith("llm_calls/")} == {
+        k: v for k, v in files.items() if not k.startswith("llm_calls/")
+    }
+    # The call log matches row for row except the measured wall-clock latency.
+    calls_a = read_table(clean, "llm_calls").drop(columns="latency_s")
+    calls_b = read_table(crashed, "llm_calls").drop(columns="latency_s")
+    assert len(calls_a) > 0 and calls_a.equals(calls_b)

@@ -1,0 +1,140 @@
+"""Environment benchmarks: fast-user env steps/s, the batched runner with the mock LLM user, and LLM
+throughput through a latency-injecting loopback endpoint.
+
+    .venv/bin/python -m benchmarks.bench_env [--quick]
+
+1. `simenv/FastRec-v0` (ml-100k, fast MNL user): raw reset/step loop with random valid pages (one
+   permutation of the candidates per episode), no SB3; also the sequential id (one slot per step).
+2. `run_sessions`: 1,000 users x 5 pages with the LLM persona user on the mock backend (ml-100k has 703
+   eligible personas; episodes cycle through them), Pop recommender, full event log; target <= 10 s.
+3. The same runner against a loopback OpenAI-compatible server that answers every request after a fixed
+   latency; throughput should approach concurrency / latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import tempfile
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import simenv  # noqa: F401  (registers the env ids)
+from simenv.factory import build_world
+from simenv.runner import run_sessions
+
+
+def env_steps_per_second(env_id: str, n_steps: int, seed: int = 0) -> tuple[float, float]:
+    """(steps/s, mean steps per episode) for a raw loop with random valid actions."""
+    env = gym.make(env_id)
+    inner = env.unwrapped
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    plan = getattr(inner.user_model, "plan", None)
+    for persona in inner.personas.values():  # warm the per-persona caches (fast user plans, candidate bases)
+        if plan is not None:
+            plan(persona)
+        env.reset(options={"user_id": persona.user_id})
+    steps = episodes = 0
+    start = time.perf_counter()
+    while steps < n_steps:
+        env.reset()
+        order = rng.permutation(inner.n_candidates)
+        done, t = False, 0
+        while not done:
+            if inner.action_mode == "slate":
+                action = order[t * inner.page_size : (t + 1) * inner.page_size]
+            else:
+                action = order[t]
+            _, _, terminated, truncated, _ = env.step(action)
+            t += 1
+            done = terminated or truncated
+        steps += t
+        episodes += 1
+    elapsed = time.perf_counter() - start
+    return steps / elapsed, steps / episodes
+
+
+def loopback_responder(body: dict[str, Any]) -> str:
+    """A valid answer for each agents template, from the prompt text (ids listed as `[id] title`)."""
+    text = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
+    if "Movies shown:" in text:
+        ids = [int(x) for x in re.findall(r"^\[(\d+)\]", text, flags=re.MULTILINE)]
+        items = [{"id": i, "watch": k % 2 == 0, "rating": 4, "feeling": "fine"} for k, i in enumerate(ids)]
+        return json.dumps({"items": items, "leave": False, "reason": ""})
+    if "How satisfied" in text:
+        return json.dumps({"score": 6, "reason": "ok"})
+    return json.dumps({"insights": ["I like a mix of genres."]})
+
+
+def runner_seconds(user_model: Any, n_users: int, n_pages: int, world: tuple, seed: int = 0) -> tuple[float, int]:
+    from recommenders.registry import make
+
+    ds, split, personas = world
+    ids = sorted(personas)
+    users = [ids[e % len(ids)] for e in range(n_users)]
+    rec = make("pop").fit(split.train, ds.n_users, ds.n_items)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        summary = run_sessions(
+            rec,
+            user_model,
+            personas,
+            ds,
+            split.train,
+            tmp,
+            n_pages=n_pages,
+            page_size=4,
+            seed=seed,
+            policy_name="pop",
+            users=users,
+        )
+        return time.perf_counter() - start, summary.n_pages_shown
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
+    args = parser.parse_args()
+    n_steps = 5_000 if args.quick else 50_000
+
+    for env_id in ("simenv/FastRec-v0", "simenv/FastRecSeq-v0"):
+        rate, per_episode = env_steps_per_second(env_id, n_steps)
+        print(f"{env_id}: {rate:,.0f} steps/s ({per_episode:.2f} steps/episode, raw loop, random valid actions)")
+
+    from agents.embedding import HashingEmbedder
+    from agents.llm_user import LLMUserModel
+    from simenv.llm import LLMConfig, make_llm
+
+    world = build_world("ml-100k")
+    ds, split, _ = world
+    n_users = 200 if args.quick else 1000
+    mock_user = LLMUserModel(ds, make_llm(LLMConfig(backend="mock")), HashingEmbedder(), train=split.train)
+    seconds, pages = runner_seconds(mock_user, n_users, 5, world)
+    print(f"runner, LLM user + mock: {n_users} users x 5 pages in {seconds:.2f} s ({pages} pages shown)")
+
+    from tests.servers.fault_server import FaultPlan, FaultServer
+
+    latency, concurrency = 0.2, 32
+    n_loop = 64 if args.quick else 256
+    with FaultServer(FaultPlan(latency_s=latency), responder=loopback_responder) as server:
+        os.environ.setdefault("OPENAI_API_KEY", "loopback-placeholder")
+        cfg = LLMConfig(
+            backend="openai", model="loopback", base_url=server.base_url, concurrency=concurrency, max_repairs=0
+        )
+        live_user = LLMUserModel(ds, make_llm(cfg), HashingEmbedder(), train=split.train)
+        seconds, pages = runner_seconds(live_user, n_loop, 2, world)
+        calls = sum(server.stats.values())
+    print(
+        f"runner, loopback LLM (latency {latency} s, concurrency {concurrency}): {calls} calls in {seconds:.2f} s "
+        f"= {calls / seconds:.1f} calls/s (ideal {concurrency / latency:.0f}); {pages} pages"
+    )
+
+
+if __name__ == "__main__":
+    main()

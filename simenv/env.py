@@ -54,6 +54,12 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     ## Observation Space
     A flat `Dict` of `Box`es in [0, 1]: `persona`, `candidates`, `history`, `session`; see `simenv.spaces`.
 
+    ## Info
+    Small and deterministic (the checkers compare it between seeded runs): `user_id`, `page` (pages shown),
+    `slot` (slots filled on the current page), `action_mask`, `n_repaired`; at reset `candidate_ids`; after a
+    shown page `page_items`, `n_watched`, `n_liked`, `left`, `feedback` (the `PageFeedback` record with its
+    free text, LLM call ids removed); on the last step `interview_score`.
+
     ## Rewards
     `simenv.rewards`: per page, `watch`·watched + `like`·liked + `rating`·rating − `exit_penalty`·left, plus
     `satisfaction`·interview score on the last step. Default `RewardConfig()`: the number of watched items.

@@ -142,3 +142,16 @@ def test_constructor_errors_name_the_argument():
         make(action_mode="list")
     with pytest.raises(ValueError, match="users"):
         make(users=[999])
+
+
+def test_exploration_sample_is_distinct_and_seeded():
+    from simenv.candidates import sample_without_replacement
+
+    a = sample_without_replacement(np.random.default_rng(1), 1000, 30)
+    b = sample_without_replacement(np.random.default_rng(1), 1000, 30)
+    assert a.tolist() == b.tolist() and len(set(a.tolist())) == 30 and 0 <= a.min() and a.max() < 1000
+    counts = np.bincount(
+        np.concatenate([sample_without_replacement(np.random.default_rng(s), 10, 2) for s in range(3000)]),
+        minlength=10,
+    )
+    assert counts.min() > 500 and counts.max() < 700  # ~600 each: uniform over indices

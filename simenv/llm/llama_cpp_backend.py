@@ -4,7 +4,8 @@ One `Llama` instance is kept for the backend's life. llama-cpp-python reuses the
 token prefix shared with the previous call, so a persona's static system prompt, kept first and identical,
 is evaluated once per run of consecutive calls; `ram_cache_bytes > 0` adds a `LlamaRAMCache` of saved
 states for workloads that interleave personas. Structured answers are grammar-constrained with
-`response_format={"type": "json_object", "schema": ...}`. llama.cpp is not thread-safe: calls are
+`response_format={"type": "json_object", "schema": ...}` (small integer ranges rewritten as enums, which the
+grammar enforces). llama.cpp is not thread-safe: calls are
 serialized by a lock, and batches run one request after another.
 """
 
@@ -22,6 +23,24 @@ from simenv.llm.structured import parse_if_json
 from simenv.llm.types import LLMError, LLMRequest, LLMResponse
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_MAX_ENUM_RANGE = 64
+
+
+def grammar_schema(schema: Any) -> Any:
+    """A copy of `schema` whose small integer ranges are spelled as enums.
+
+    llama-cpp-python's schema-to-grammar ignores `minimum`/`maximum`, so a 1..5 rating could come out as 10;
+    an enum is enforced. The original schema is still what answers are validated against.
+    """
+    if isinstance(schema, list):
+        return [grammar_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: grammar_schema(v) for k, v in schema.items()}
+    lo, hi = out.get("minimum"), out.get("maximum")
+    if out.get("type") == "integer" and isinstance(lo, int) and isinstance(hi, int) and 0 <= hi - lo <= _MAX_ENUM_RANGE:
+        out["enum"] = list(range(lo, hi + 1))
+    return out
 
 
 def smollm2_gguf_path() -> Path:
@@ -96,7 +115,7 @@ class LlamaCppBackend:
             "seed": self.seed if request.seed is None else request.seed,
         }
         if request.json_schema is not None:
-            kwargs["response_format"] = {"type": "json_object", "schema": dict(request.json_schema)}
+            kwargs["response_format"] = {"type": "json_object", "schema": grammar_schema(dict(request.json_schema))}
         with self._lock:
             llama = self._get()
             start = time.perf_counter()

@@ -30,7 +30,7 @@ from experiments.config import ConfigError, ExperimentConfig
 from experiments.report import build_report, llm_summary, metrics_table, read_run
 from simenv.llm import CallLogLLM
 from simenv.metrics import METRICS
-from simenv.runner import run_sessions
+from simenv.runner import rollback_to_checkpoint, run_sessions
 
 log = logging.getLogger(__name__)
 EXPERIMENT_FILE = "experiment.json"
@@ -101,15 +101,20 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
             recommender, seconds = train_recommender(config, world, name)
             train_s += seconds
             policy_dir = run_dir / "policies" / name
+            resuming = resume or (policy_dir / "config.json").is_file()
+            if resuming:  # drop the chunk in flight before the call log re-reads its directory
+                rollback_to_checkpoint(policy_dir)
             call_log = CallLogLLM(llm, policy_dir / "llm_calls") if llm is not None else None
             user_model = users(call_log)
             progress.update(task, description=f"{name:>9}: simulating")
             t0 = time.perf_counter()
 
-            def on_batch(done: int, pages: int, t0: float = t0, task: int = task, log: CallLogLLM | None = call_log):
+            def on_page(done: int, pages: int, t0: float = t0, task: int = task, calls: CallLogLLM | None = call_log):
                 elapsed = max(time.perf_counter() - t0, 1e-9)
-                calls = f", {log.n_calls / elapsed:.1f} LLM calls/s" if log is not None else ""
-                progress.update(task, completed=done, rate=f"{done / elapsed:.1f} users/s{calls}")
+                rate = f"{done / elapsed:.2f} users/s, {pages / elapsed:.2f} pages/s"
+                if calls is not None:
+                    rate += f", {calls.n_calls / elapsed:.2f} LLM calls/s"
+                progress.update(task, completed=done, rate=rate)
 
             run_sessions(
                 recommender,
@@ -122,9 +127,9 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
                 page_size=config.simulation.page_size,
                 seed=config.run.seed,
                 policy_name=name,
-                resume=resume or (policy_dir / "config.json").is_file(),
+                resume=resuming,
                 batch_size=RUNNER_BATCH,
-                progress=on_batch,
+                progress=on_page,
             )
             if call_log is not None:
                 call_log.close()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,7 @@ def run_sessions(
     users: Sequence[int] | None = None,
     config: Mapping[str, Any] | None = None,
     persistent_memory: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RunSummary:
     """Run one session per persona (episode `e` = the e-th of `users`, default all persona ids sorted).
 
@@ -89,6 +90,7 @@ def run_sessions(
     items watched this session, then `observe(user_id, page, feedback)`. `config` adds entries to
     config.json (they must match on resume). Users start with a fresh memory (`reset_memory=True` for
     models that keep one) unless `persistent_memory`, so one user model can serve several policies' runs.
+    `progress(episodes_done, pages_shown)` is called after every page step (for progress bars).
     """
     if n_pages < 1 or page_size < 1 or batch_size < 1:
         raise ValueError(f"n_pages={n_pages}, page_size={page_size}, batch_size={batch_size} must all be >= 1")
@@ -155,6 +157,8 @@ def run_sessions(
             run_log.append("events", events)
             run_log.append("pages", page_rows)
             n_shown_pages += len(alive)
+            if progress is not None:
+                progress(first, n_shown_pages)
         interviews = _interviews(user_model, [lv.session for lv in lives])
         rows = [
             interview_row(run_log.run_id, policy, lv.episode, lv.pages, iv)
@@ -164,6 +168,8 @@ def run_sessions(
         flush_logs(user_model)
         run_log.checkpoint({"chunks_done": c + 1, "episodes_done": first + len(chunk_users)})
         log.info("run %s: chunk %d/%d done", run_log.run_id, c + 1, len(chunks))
+        if progress is not None:
+            progress(first + len(chunk_users), n_shown_pages)
     skipped = min(done_chunks * batch_size, len(order))
     return RunSummary(Path(run_dir), len(order), skipped, n_shown_pages)
 

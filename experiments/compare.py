@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +74,7 @@ def prepare_run_dir(config: ExperimentConfig, resume: bool) -> Path:
 
 def run_compare(config: ExperimentConfig, resume: bool = False, console: Console | None = None) -> Path:
     """Train/load each recommender, simulate every persona against it, print the table, write the report."""
-    console = console or Console()
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
     start = time.perf_counter()
     run_dir = prepare_run_dir(config, resume)
     console.print(f"[bold]simrec compare[/] → {run_dir}")

@@ -214,7 +214,7 @@ def build_report(run_dir: Path, seed: int = 0) -> Path:
         lines += ["![metrics](report/metrics.png)", "", "![exit pages](report/exit_pages.png)", ""]
         lines += ["![ratings](report/ratings.png)", ""]
     if not tables.llm_calls.empty:
-        lines += ["## LLM cost and latency", "", llm_summary(tables.llm_calls).to_markdown(floatfmt=".3f"), ""]
+        lines += ["## LLM cost and latency", "", llm_summary(tables.llm_calls).round(3).to_markdown(floatfmt="g"), ""]
         _plot_latency(tables.llm_calls, out / "latency.png")
         lines += ["![latency](report/latency.png)", ""]
     if not tables.population.empty:

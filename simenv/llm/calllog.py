@@ -81,6 +81,11 @@ class CallLogLLM(LLMWrapper):
             self._seen.update(i.split("-", 1)[0] for i in ids)
             self._seq += len(ids)
 
+    @property
+    def n_calls(self) -> int:
+        """Calls logged so far, including those from earlier processes of a resumed run."""
+        return self._seq
+
     # -- rows ---------------------------------------------------------------------------------------------
     def _unique_id(self, base: str) -> str:
         n = self._seen[base]

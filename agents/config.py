@@ -60,7 +60,8 @@ class DecisionConfig:
     watches when logit > 0.
     Ratings: r = (1-rating_llm)*baseline + rating_llm*llm_rating, mapped to 1..5 by per-persona cut points fitted
     on the train split (so the simulated histogram follows the persona's real one); with rating_llm == 1 the
-    LLM's rating is used as given. `rating_noise` > 0 adds logistic noise of that scale (sampled ratings).
+    LLM's rating is used as given. `rating_noise` > 0 adds logistic noise of that scale (sampled ratings);
+    `rating_spread` blends the fitted cut points (1) with plain rounding (0): a trade of KL against RMSE.
     """
 
     name: str = "grounded"
@@ -74,6 +75,7 @@ class DecisionConfig:
     decide: Literal["sample", "threshold"] = "sample"
     rating_llm: float = 0.0
     rating_noise: float = 0.0
+    rating_spread: float = 1.0
     interview_llm: float = 0.0
     leave: LeaveConfig = field(default_factory=LeaveConfig)
 
@@ -109,6 +111,7 @@ class FastUserConfig:
     fatigue: float = 0.15
     watch_rate: tuple[float, float, float] = (0.05, 0.08, 0.12)
     rating_noise: float = 0.3
+    rating_spread: float = 1.0
     leave: LeaveConfig = field(default_factory=LeaveConfig)
 
 
@@ -154,7 +157,7 @@ def _validate_decision(cfg: DecisionConfig, where: str) -> DecisionConfig:
         raise ConfigError(f"{where}: decide must be 'sample' or 'threshold', got {cfg.decide!r}")
     if len(cfg.watch_rate) != 3 or not all(0.0 < r < 1.0 for r in cfg.watch_rate):
         raise ConfigError(f"{where}: watch_rate must be three rates in (0, 1), got {cfg.watch_rate!r}")
-    for name in ("rating_llm", "interview_llm"):
+    for name in ("rating_llm", "interview_llm", "rating_spread"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ConfigError(f"{where}: {name} must be in [0, 1], got {getattr(cfg, name)!r}")
     return cfg

@@ -93,8 +93,25 @@ class GroundedDecider:
         self.collab = collab
         self._plans: dict[int, PersonaPlan] = {}
         self._fallback: GroundedDecider | None = None
+        self._taste: dict[int, np.ndarray] = {}
         self._yes = 5.0  # running LLM yes count (prior 5 of 10 = 0.5)
         self._asked = 10.0
+
+    def taste_vectors(self, personas: Sequence[Persona]) -> np.ndarray:
+        """Embeddings of the personas' taste texts (one batched embed call for the ones not seen yet)."""
+        todo = [p for p in personas if p.user_id not in self._taste]
+        if todo:
+            assert self.embedder is not None
+            for p, vec in zip(todo, self.embedder.embed([p.taste_text for p in todo]), strict=True):
+                self._taste[p.user_id] = vec
+        return np.stack([self._taste[p.user_id] for p in personas])
+
+    def prepare(self, personas: Sequence[Persona]) -> None:
+        """Precompute every persona's plan (batching the taste-text embeddings)."""
+        if self.config.w_embedding:
+            self.taste_vectors(personas)
+        for p in personas:
+            self.plan(p)
 
     @property
     def llm_yes_rate(self) -> float:
@@ -109,9 +126,8 @@ class GroundedDecider:
         if cfg.w_popularity:
             out["popularity"] = self.stats.popularity
         if cfg.w_embedding:
-            assert self.item_vectors is not None and self.embedder is not None
-            taste = self.embedder.embed([persona.taste_text])[0]
-            out["embedding"] = embedding_signal(self.item_vectors.all(), taste)
+            assert self.item_vectors is not None
+            out["embedding"] = embedding_signal(self.item_vectors.all(), self.taste_vectors([persona])[0])
         if cfg.w_collab:
             assert self.collab is not None
             out["collab"] = self.collab.signal(persona)
@@ -131,7 +147,7 @@ class GroundedDecider:
         plan = PersonaPlan(
             base_logit=(score + bias).astype(np.float32),
             bias=bias,
-            rating=rating_plan(self.stats, persona, noise=cfg.rating_noise),
+            rating=rating_plan(self.stats, persona, noise=cfg.rating_noise, spread=cfg.rating_spread),
         )
         self._plans[persona.user_id] = plan
         return plan
@@ -161,7 +177,8 @@ class GroundedDecider:
         if self.has_signals:
             return self
         if self._fallback is None:
-            cfg = replace(self.config, name=f"{self.config.name}+fallback", w_llm=0.0, w_genre=1.0, calibrate=True)
+            name = f"{self.config.name}+fallback"
+            cfg = replace(self.config, name=name, w_llm=0.0, w_genre=1.0, calibrate=True, decide="sample")
             self._fallback = GroundedDecider(self.dataset, pd.DataFrame(), cfg, stats=self.stats)
         return self._fallback
 
@@ -201,3 +218,16 @@ class GroundedDecider:
             )
         )
         return bool(rng.random() < p), p
+
+    def judge_many(
+        self, asks: Sequence[tuple[Persona, Sequence[int]]], rng: np.random.Generator
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Fidelity-harness hook without any LLM: only for profiles whose decisions do not use the LLM."""
+        if self.config.w_llm or self.config.rating_llm:
+            raise ValueError(f"profile {self.config.name!r} uses the LLM; judge through LLMUserModel instead")
+        out = []
+        for persona, ids in asks:
+            plan = self.plan(persona)
+            arr = np.asarray(ids, dtype=np.int64)
+            out.append((self.watch(plan, arr, None, rng), self.ratings(plan, arr, None, rng)))
+        return out

@@ -98,7 +98,8 @@ class MiniLMEmbedder:
             raise ImportError("MiniLMEmbedder needs sentence-transformers: pip install 'simrec[embeddings]'") from exc
         path = model_dir or minilm_model_dir()
         self._model = SentenceTransformer(str(path), device=device)
-        self.dim = int(self._model.get_sentence_embedding_dimension() or 384)
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dim = int(get_dim() or 384)
         self.name = "all-MiniLM-L6-v2"
         self.batch_size = batch_size
 

@@ -144,7 +144,7 @@ class FastUserModel:
         lc = cfg.leave
         # the leave terms fixed for a session (liked share 0 here; `react` adds fatigue and satisfaction * share)
         offset = leave_logit(lc.base, 0.0, lc.activity, lc.satisfaction, 0.0, 0, persona.activity, 0.0, None)
-        rp = rating_plan(self.stats, persona, noise=cfg.rating_noise)
+        rp = rating_plan(self.stats, persona, noise=cfg.rating_noise, spread=cfg.rating_spread)
         cuts = tuple(float(c) for c in rp.cuts)
         fp = FastPersona(utility, -bias, rp, offset, utility.tolist(), rp.prediction.astype(float).tolist(), cuts)
         self._plans[persona.user_id] = fp

@@ -54,8 +54,11 @@ FEELING_BY_RATING = {
     5: "Loved it.",
 }
 INTERVIEW_QUERY = "How satisfied am I with the movies recommended to me?"
-PAGE_MAX_TOKENS_BASE = 48
-PAGE_MAX_TOKENS_PER_ITEM = 40
+PAGE_MAX_TOKENS_BASE = 40
+PAGE_MAX_TOKENS_PER_ITEM = 32
+FEELING_MAX_CHARS = 40  # tighter than the contract's caps: short strings keep constrained decoding fast
+REASON_MAX_CHARS = 60
+PLACEHOLDERS = {"", "...", "…"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +81,6 @@ def persona_system_prompt(persona: Persona, version: int = 1) -> Message:
         conformity_text=CONFORMITY_TEXT[persona.conformity],
         diversity_text=DIVERSITY_TEXT[persona.diversity],
         taste_text=persona.taste_text,
-        liked_genres=list(persona.liked_genres),
-        disliked_genres=list(persona.disliked_genres),
-        liked_titles=list(persona.liked_titles[:5]),
-        disliked_titles=list(persona.disliked_titles[:3]),
     )
     if len(messages) != 1 or messages[0].role != "system":
         raise ValueError("template agents/prompts/persona_system must render exactly one system message")
@@ -96,6 +95,8 @@ def page_schema(item_ids: Sequence[int]) -> dict[str, Any]:
     """
     schema = page_decision_schema(len(item_ids))
     item = schema["properties"]["items"]["items"]
+    item["properties"]["feeling"] = {"type": "string", "maxLength": FEELING_MAX_CHARS}
+    schema["properties"]["reason"] = {"type": "string", "maxLength": REASON_MAX_CHARS}
     tuple_items = []
     for i in item_ids:
         fixed = {**item, "properties": {**item["properties"], "id": {"type": "integer", "const": int(i)}}}
@@ -108,6 +109,12 @@ def page_schema(item_ids: Sequence[int]) -> dict[str, Any]:
         "maxItems": len(item_ids),
     }
     return schema
+
+
+def _text(value: Any) -> str:
+    """An answer string, or "" when the model just echoed the prompt's placeholder."""
+    text = str(value).strip()
+    return "" if text in PLACEHOLDERS else text
 
 
 def _memory_line(rec: MemoryRecord) -> str:
@@ -290,9 +297,9 @@ class LLMUserModel:
             answer = result.value["items"]
             llm_watch = np.array([bool(a["watch"]) for a in answer])
             llm_ratings = np.array([int(a["rating"]) for a in answer], dtype=np.float64)
-            feelings = [str(a["feeling"]).strip() if a["watch"] else "" for a in answer]
+            feelings = [_text(a["feeling"]) if a["watch"] else "" for a in answer]
             llm_leave = bool(result.value["leave"])
-            reason = str(result.value["reason"]).strip()
+            reason = _text(result.value["reason"])
         rng = session.rng
         decider = self.decider if llm_watch is not None else self.decider.fallback_decider()
         plan = decider.plan(session.persona)

@@ -1,0 +1,347 @@
+"""The LLM persona user with the seeded mock: golden prompts, page decisions, repairs and fallbacks,
+reflection, memory across episodes, persistence, interview."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from agents.config import DecisionConfig, LLMUserConfig, MemoryConfig, load_llm_user_config
+from agents.embedding import HashingEmbedder
+from agents.llm_user import LLMUserModel, persona_system_prompt
+from agents.memory import MemoryRecord
+from simenv.data.synthetic import make_synthetic
+from simenv.llm.mock import FaultConfig, MockLLM
+from simenv.llm.types import LLMResponse
+from simenv.protocols import UserModel, UserSession
+from simenv.records import Page, PageFeedback, Persona
+from tests.fixtures_agents import tiny_world
+
+GOLDEN_SYSTEM = (
+    "You play one movie viewer in a recommendation study. Stay in character and answer only with JSON.\n"
+    "You watch movies fairly often, you often disagree with popular opinion, and your taste is focused on a few "
+    "genres.\nYou enjoy Drama movies, such as Movie 0003 (1990). You rarely dislike a movie."
+)
+GOLDEN_PAGE = (
+    "Page 2 of recommendations.\n"
+    "You remember:\n"
+    "- Page 1: shown [4] Movie 0004. Watched: nothing.\n"
+    "- (insight) I like drama.\n"
+    "Movies shown:\n"
+    "[5] Movie 0005 (1982) — Action, Drama\n"
+    "[9] Movie 0009 (1991) — Comedy\n"
+    "\n"
+    "For each id in order: would you watch it, your rating 1-5, and a short feeling if you watch. Then: do you "
+    "leave the site now, and why. Refer to movies by id only.\n"
+    'JSON: {"items":[{"id":5,"watch":<true|false>,"rating":<1-5>,"feeling":"..."}, ...],'
+    '"leave":<true|false>,"reason":"..."}'
+)
+
+
+def _hand_persona() -> Persona:
+    return Persona(
+        user_id=7,
+        activity=2,
+        conformity=3,
+        diversity=1,
+        activity_value=40,
+        conformity_value=1.2,
+        diversity_value=2,
+        liked_genres=("Drama",),
+        disliked_genres=("Horror",),
+        liked_titles=("Movie 0003 (1990)",),
+        disliked_titles=(),
+        taste_text="You enjoy Drama movies, such as Movie 0003 (1990). You rarely dislike a movie.",
+        train_items=(1, 2, 3),
+        train_ratings=(4.0, 5.0, 2.0),
+    )
+
+
+def _model(llm=None, decision: DecisionConfig | None = None, memory: MemoryConfig | None = None, world=None):
+    ds, split, personas = world or tiny_world()
+    base = load_llm_user_config()
+    cfg = replace(base, decision=decision or base.decision, memory=memory or base.memory)
+    return LLMUserModel(ds, llm or MockLLM(seed=1), HashingEmbedder(64), cfg, train=split.train), ds, personas
+
+
+def _page(ds, rng, index, k=4):
+    ids = tuple(int(i) for i in rng.choice(ds.n_items, k, replace=False))
+    return Page(0, index, ids), [ds.catalog[i] for i in ids]
+
+
+def test_golden_persona_system_and_page_prompt():
+    ds = make_synthetic(n_users=20, n_items=30, seed=1)
+    model = LLMUserModel(ds, MockLLM(), HashingEmbedder(16), LLMUserConfig(), train=ds.interactions)
+    persona = _hand_persona()
+    assert persona_system_prompt(persona).content == GOLDEN_SYSTEM
+    memories = [
+        MemoryRecord(0, "factual", "Page 1: shown [4] Movie 0004. Watched: nothing.", 0, 2.0),
+        MemoryRecord(1, "reflection", "I like drama.", 1, 4.0),
+    ]
+    request = model.page_request(persona, 1, [5, 9], memories, seed=0)
+    assert [m.role for m in request.messages] == ["system", "user"]
+    assert request.messages[0].content == GOLDEN_SYSTEM
+    assert request.messages[1].content == GOLDEN_PAGE
+    assert request.template == "page_decision" and request.template_version == "v1"
+    assert dict(request.context) == {
+        "item_ids": [5, 9],
+        "item_genres": [["Action", "Drama"], ["Comedy"]],
+        "liked_genres": ["Drama"],
+        "disliked_genres": ["Horror"],
+        "activity": 2,
+        "page_index": 1,
+    }
+    ids_schema = request.json_schema["properties"]["items"]["prefixItems"]
+    assert [s["properties"]["id"]["const"] for s in ids_schema] == [5, 9]
+
+
+class RecordingLLM:
+    """Wraps the mock and keeps every request, to inspect what the user model sent."""
+
+    name = "recording"
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.requests = []
+
+    def complete(self, request):
+        self.requests.append(request)
+        return self.inner.complete(request)
+
+    def complete_batch(self, requests):
+        self.requests.extend(requests)
+        return self.inner.complete_batch(requests)
+
+
+def test_pages_are_valid_and_the_system_prompt_is_byte_identical():
+    llm = RecordingLLM(MockLLM(seed=2))
+    model, ds, personas = _model(llm)
+    assert isinstance(model, UserModel)
+    persona = next(iter(personas.values()))
+    rng = np.random.default_rng(0)
+    session = model.start_session(persona, 0, rng)
+    assert isinstance(session, UserSession)
+    for t in range(4):
+        page, items = _page(ds, rng, t)
+        fb = session.react(page, items)
+        assert isinstance(fb, PageFeedback) and not fb.fallback
+        assert [r.item_id for r in fb.reactions] == list(page.item_ids)
+        for r in fb.reactions:
+            assert (r.rating is not None) == r.watched
+            assert r.rating is None or 1 <= r.rating <= 5
+            assert bool(r.feeling) == r.watched
+        assert len(fb.llm_call_ids) == 1
+        if fb.left:
+            break
+    page_requests = [r for r in llm.requests if r.template == "page_decision"]
+    assert len({r.messages[0].content for r in page_requests}) == 1
+    assert page_requests[0].messages[0].role == "system"
+    # memory: a factual record per page and it shows up in later prompts
+    assert sum(m.kind == "factual" for m in session.memory.records) == len(session.pages)
+    assert "You remember:" in page_requests[-1].messages[1].content
+
+
+def test_one_batched_llm_call_per_round_of_pages():
+    llm = RecordingLLM(MockLLM(seed=3))
+    calls = []
+    original = llm.complete_batch
+
+    def counting(requests):
+        calls.append(len(requests))
+        return original(requests)
+
+    llm.complete_batch = counting
+    model, ds, personas = _model(llm)
+    rng = np.random.default_rng(1)
+    sessions = [model.start_session(p, 0, np.random.default_rng(i)) for i, p in enumerate(list(personas.values())[:6])]
+    pages = [_page(ds, rng, 0) for _ in sessions]
+    out = model.react_batch(sessions, pages)
+    assert len(out) == 6 and calls == [6]
+
+
+class ScriptedLLM:
+    """Answers page_decision requests with scripted texts in order (then delegates to the mock)."""
+
+    name = "scripted"
+
+    def __init__(self, texts) -> None:
+        self.texts = list(texts)
+        self.mock = MockLLM(seed=0)
+
+    def _one(self, request):
+        if request.template == "page_decision" and self.texts:
+            text = self.texts.pop(0)
+            return LLMResponse(text=text, backend="scripted", model="s", call_id=request.call_id())
+        return self.mock.complete(request)
+
+    def complete(self, request):
+        return self._one(request)
+
+    def complete_batch(self, requests):
+        return [self._one(r) for r in requests]
+
+
+def test_malformed_answer_is_repaired():
+    ds, _, personas = tiny_world()
+    persona = next(iter(personas.values()))
+    page, items = _page(ds, np.random.default_rng(5), 0, k=2)
+    good = (
+        '{"items": ['
+        + ", ".join(f'{{"id": {i}, "watch": true, "rating": 5, "feeling": "great"}}' for i in page.item_ids)
+        + '], "leave": false, "reason": "more"}'
+    )
+    llm = ScriptedLLM(['{"items": [', good])
+    decision = DecisionConfig(name="llm", w_llm=1.0, w_genre=0.0, calibrate=False, decide="threshold")
+    model, _, _ = _model(llm, decision=decision)
+    fb = model.start_session(persona, 0, np.random.default_rng(0)).react(page, items)
+    assert not fb.fallback and len(fb.llm_call_ids) == 2
+    assert all(r.watched and r.feeling == "great" for r in fb.reactions)
+    assert model.events == []
+
+
+def test_unusable_answers_become_logged_fallback_events(caplog):
+    model, ds, personas = _model(MockLLM(seed=4, faults=FaultConfig(rate=1.0, kinds=("malformed_json",))))
+    persona = next(iter(personas.values()))
+    rng = np.random.default_rng(2)
+    session = model.start_session(persona, 3, rng)
+    with caplog.at_level(logging.WARNING, logger="agents.llm_user"):
+        page, items = _page(ds, rng, 0)
+        fb = session.react(page, items)
+    assert fb.fallback and len(fb.llm_call_ids) == 1 + model.config.max_repairs
+    assert [r.item_id for r in fb.reactions] == list(page.item_ids)  # the page still gets a decision
+    (event,) = [e for e in session.events if e.kind == "fallback"]
+    assert event.template == "page_decision" and event.episode == 3 and "invalid_json" in event.detail
+    assert "fallback" in caplog.text
+    interview = session.interview()
+    assert interview.fallback and 1 <= interview.score <= 10
+
+
+def test_llm_only_profile_falls_back_to_signals_when_the_llm_fails():
+    decision = DecisionConfig(name="llm-only", w_llm=1.0, w_genre=0.0, calibrate=False, decide="threshold")
+    model, ds, personas = _model(MockLLM(seed=4, faults=FaultConfig(rate=1.0, kinds=("unknown_id",))), decision)
+    rng = np.random.default_rng(3)
+    watched = 0
+    for persona in list(personas.values())[:20]:
+        session = model.start_session(persona, 0, rng)
+        page, items = _page(ds, rng, 0, k=10)
+        fb = session.react(page, items)
+        assert fb.fallback
+        watched += fb.n_watched
+    assert watched > 0  # the calibrated genre signal decided, not "watch nothing"
+
+
+def test_llm_only_follows_the_llm_answer_exactly():
+    decision = DecisionConfig(
+        name="llm-only", w_llm=1.0, w_genre=0.0, calibrate=False, decide="threshold", rating_llm=1.0
+    )
+    llm = RecordingLLM(MockLLM(seed=6))
+    model, ds, personas = _model(llm, decision)
+    persona = next(iter(personas.values()))
+    rng = np.random.default_rng(4)
+    session = model.start_session(persona, 0, rng)
+    page, items = _page(ds, rng, 0, k=8)
+    fb = session.react(page, items)
+    answer = llm.inner.complete(llm.requests[0]).parsed
+    assert [r.watched for r in fb.reactions] == [a["watch"] for a in answer["items"]]
+    assert [r.rating for r in fb.reactions if r.watched] == [a["rating"] for a in answer["items"] if a["watch"]]
+
+
+def test_reflection_triggers_on_importance_and_stays_within_call_budget():
+    llm = RecordingLLM(MockLLM(seed=7))
+    model, ds, personas = _model(llm, memory=MemoryConfig(reflection_threshold=12.0))
+    rng = np.random.default_rng(5)
+    persona = next(iter(personas.values()))
+    pages = 0
+    for episode in range(4):
+        session = model.start_session(persona, episode, rng)
+        for t in range(5):
+            session.react(*_page(ds, rng, t))
+            pages += 1
+            if session.left:
+                break
+    stream = model.memories[persona.user_id]
+    reflections = [r for r in stream.records if r.kind == "reflection"]
+    n_reflection_calls = sum(r.template == "reflection" for r in llm.requests)
+    assert n_reflection_calls >= 1 and reflections
+    assert all(r.evidence and max(r.evidence) < r.memory_id for r in reflections)
+    assert any(e.kind == "reflection" for e in model.events)
+    # each reflection call followed >= 12 importance, at most a few pages apart
+    assert (pages + n_reflection_calls) / pages <= 1.5
+
+
+def test_default_config_calls_per_page_budget():
+    llm = RecordingLLM(MockLLM(seed=8))
+    model, ds, personas = _model(llm)
+    rng = np.random.default_rng(6)
+    pages = 0
+    for persona in list(personas.values())[:10]:
+        for episode in range(3):
+            session = model.start_session(persona, episode, rng)
+            for t in range(5):
+                session.react(*_page(ds, rng, t))
+                pages += 1
+                if session.left:
+                    break
+    page_and_reflection = sum(r.template in ("page_decision", "reflection") for r in llm.requests)
+    assert page_and_reflection / pages <= 1.25
+
+
+def test_memory_persists_across_episodes_unless_reset(tmp_path):
+    model, ds, personas = _model()
+    persona = next(iter(personas.values()))
+    rng = np.random.default_rng(7)
+    s1 = model.start_session(persona, 0, rng)
+    s1.react(*_page(ds, rng, 0))
+    s1.interview()
+    n = len(model.memories[persona.user_id])
+    s2 = model.start_session(persona, 1, rng)
+    assert s2.memory is s1.memory and len(s2.memory) == n and s2.memory.clock == 1.0
+    model.save_memories(tmp_path)
+    other, _, _ = _model()
+    other.load_memories(tmp_path)
+    assert [r.text for r in other.memories[persona.user_id].records] == [r.text for r in s1.memory.records]
+    s3 = model.start_session(persona, 2, rng, reset_memory=True)
+    assert len(s3.memory) == 0
+
+
+def test_same_seed_same_feedback():
+    def run():
+        model, ds, personas = _model(MockLLM(seed=9))
+        rng = np.random.default_rng(11)
+        out = []
+        for persona in list(personas.values())[:5]:
+            session = model.start_session(persona, 0, rng)
+            out.append(session.react(*_page(ds, rng, 0)))
+            out.append(session.interview())
+        return out
+
+    assert run() == run()
+
+
+def test_interview_uses_the_answer_and_is_blended_by_config():
+    decision = replace(load_llm_user_config().decision, interview_llm=1.0)
+    llm = RecordingLLM(MockLLM(seed=10))
+    model, ds, personas = _model(llm, decision)
+    persona = next(iter(personas.values()))
+    rng = np.random.default_rng(8)
+    session = model.start_session(persona, 0, rng)
+    session.react(*_page(ds, rng, 0))
+    interview = session.interview()
+    request = next(r for r in llm.requests if r.template == "interview")
+    assert set(request.context) == {"n_shown", "n_watched", "n_liked", "mean_rating"}
+    assert interview.score == llm.inner.complete(request).parsed["score"]
+    assert not interview.fallback and interview.user_id == persona.user_id
+    assert session.memory.records[-1].text.startswith("Episode 0 ended; satisfaction")
+
+
+def test_bad_pages_raise_clear_errors():
+    model, ds, personas = _model()
+    persona = next(iter(personas.values()))
+    session = model.start_session(persona, 0, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="do not match"):
+        session.react(Page(0, 0, (1, 2)), [ds.catalog[2], ds.catalog[1]])
+    with pytest.raises(ValueError, match="sessions but"):
+        model.react_batch([session], [])

@@ -46,7 +46,14 @@ class LLMRequest:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def cache_key(self) -> str:
-        """Hash of everything that determines the answer. Never includes secrets (they are not in requests)."""
+        """Hash of everything that determines the answer. Never includes secrets (they are not in requests).
+
+        Computed once per request object and remembered (requests are immutable; wrappers and backends each
+        ask for it), so do not mutate `context` or `json_schema` after building a request.
+        """
+        memo = self.__dict__.get("_cache_key")
+        if memo is not None:
+            return memo
         payload = {
             "messages": [[m.role, m.content] for m in self.messages],
             "template": self.template,
@@ -59,7 +66,9 @@ class LLMRequest:
             "context": self.context,
         }
         text = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()
+        key = hashlib.sha256(text.encode()).hexdigest()
+        object.__setattr__(self, "_cache_key", key)
+        return key
 
     def call_id(self, key: str | None = None) -> str:
         """Deterministic id of one call of this request (key + attempt); wrappers make repeats unique.

@@ -1,0 +1,207 @@
+"""LLM layer benchmarks: concurrency efficiency, embedded SmolLM2 page-decision latency, mock throughput.
+
+Run: `.venv/bin/python -m benchmarks.bench_llm [--skip-embedded] [--skip-http]`. Prints the figures.
+
+- Concurrency: a loopback server (tests/servers/fault_server.py, no faults) answers after a fixed latency, in a
+  subprocess; the openai backend sends N requests at concurrency C. Efficiency = achieved calls/s divided by
+  the ideal C / latency. Target >= 0.8.
+- Embedded: one page decision with a ~500-token prompt (persona system prompt + page) and a fixed-key JSON
+  answer; cold (fresh model, nothing cached) and warm (same persona prefix, a new page each call).
+  Target <= 1 s warm.
+- Mock: calls/s of `MockLLM.complete_batch` on distinct page_decision requests. Target >= 20,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+from simenv.llm import LLMRequest, Message, MockLLM, OpenAIBackend
+from simenv.llm.llama_cpp_backend import LlamaCppBackend
+from simenv.llm.schemas import page_decision_schema
+from simenv.llm.structured import validate_answer
+from tests.fixtures_llm import free_port, page_request
+
+GENRES = ("Action", "Adventure", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Thriller")
+
+
+def bench_concurrency(n: int, concurrency: int, latency_s: float) -> dict[str, float]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "tests.servers.fault_server", "--port", str(port), "--latency", str(latency_s)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base_url = f"http://127.0.0.1:{port}/v1"
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"{base_url}/models", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        backend = OpenAIBackend(model="m", base_url=base_url, concurrency=concurrency, max_retries=0, timeout_s=30)
+        requests = [
+            LLMRequest(messages=(Message("user", f"request #{i}"),), template="echo", template_version="v1")
+            for i in range(n)
+        ]
+        backend.complete_batch(requests[:concurrency])  # warm-up: imports, connections
+        start, cpu_start = time.perf_counter(), time.process_time()
+        responses = backend.complete_batch(requests)
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    failed = sum(1 for r in responses if r.error)
+    rate = n / elapsed
+    ideal = concurrency / latency_s
+    return {
+        "requests": n,
+        "failed": failed,
+        "seconds": elapsed,
+        "calls_per_s": rate,
+        "ideal": ideal,
+        "eff": rate / ideal,
+        "cpu_ms_per_call": cpu * 1000 / n,
+    }
+
+
+def _persona_prompt() -> str:
+    """A ~380-token persona system prompt, like the agents layer builds."""
+    liked = ["The Matrix", "Alien", "Die Hard", "Star Wars", "Terminator 2", "Aliens", "Total Recall", "Predator"]
+    disliked = ["Titanic", "The Notebook", "Scream", "Saw"]
+    return (
+        "You are a simulated movie watcher on a streaming site. Stay in character.\n"
+        "Your traits: activity high (you watch many films), conformity low (you trust your own taste), "
+        "diversity mid (you stick to a few genres).\n"
+        "Your taste: you love Action, Sci-Fi and Thriller films with strong plots and memorable set pieces; "
+        "you usually skip Romance and Horror. "
+        f"Films you rated highly: {', '.join(liked)}. Films you disliked: {', '.join(disliked)}.\n"
+        "Memory of earlier pages: you watched two action films and rated them 4 and 5; you skipped a romance; "
+        "you felt the site understood you. You get bored when a page has nothing for you, and you leave when "
+        "you are bored twice in a row.\n"
+        "For every page you see, decide for each movie whether you watch it; if you watch, rate it from 1 to 5 "
+        "as you would after watching. Then decide whether to leave the site. Be consistent with your taste and "
+        "your traits; do not watch everything; ratings of 5 are rare and reserved for films you truly love. "
+        "Think about genre, year and how the film compares to the films you rated before. "
+        "Answer only with the JSON object requested, with the keys given, and nothing else."
+    )
+
+
+def _page_prompt(page: int) -> str:
+    lines = []
+    for k in range(4):
+        g1, g2 = GENRES[(page + k) % len(GENRES)], GENRES[(page * 3 + k + 2) % len(GENRES)]
+        lines.append(
+            f"Movie {k + 1}: 'Film {page}-{k}' ({1980 + 3 * k + page}), genres {g1} and {g2}. A {g1.lower()} story "
+            f"about a team facing an impossible task, praised for its pace and its ending."
+        )
+    return f"Page {page + 1}. The site shows you these four movies:\n" + "\n".join(lines) + "\nYour decision:"
+
+
+FIXED_KEY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        **{f"watch_{k}": {"type": "boolean"} for k in range(1, 5)},
+        **{f"rating_{k}": {"type": "integer", "minimum": 1, "maximum": 5} for k in range(1, 5)},
+        "leave": {"type": "boolean"},
+    },
+    "required": [*(f"watch_{k}" for k in range(1, 5)), *(f"rating_{k}" for k in range(1, 5)), "leave"],
+    "additionalProperties": False,
+}
+
+
+def bench_embedded(n_warm: int, n_threads: int) -> dict[str, float]:
+    persona = _persona_prompt()
+
+    def request(page: int) -> LLMRequest:
+        return LLMRequest(
+            messages=(Message("system", persona), Message("user", _page_prompt(page))),
+            template="page_decision_fixed",
+            template_version="v1",
+            json_schema=FIXED_KEY_SCHEMA,
+            max_tokens=120,
+        )
+
+    backend = LlamaCppBackend(n_threads=n_threads)
+    start = time.perf_counter()
+    backend._get()
+    load_s = time.perf_counter() - start
+    cold = backend.complete(request(0))
+    validate_answer(cold.text, FIXED_KEY_SCHEMA, None)
+    warm = [backend.complete(request(p)) for p in range(1, n_warm + 1)]
+    for r in warm:
+        validate_answer(r.text, FIXED_KEY_SCHEMA, None)
+    backend.close()
+    return {
+        "load_s": load_s,
+        "prompt_tokens": cold.prompt_tokens,
+        "completion_tokens": cold.completion_tokens,
+        "cold_s": cold.latency_s,
+        "warm_median_s": statistics.median(r.latency_s for r in warm),
+        "warm_max_s": max(r.latency_s for r in warm),
+    }
+
+
+def bench_mock(n: int) -> dict[str, float]:
+    def fresh() -> list[LLMRequest]:  # new request objects each round: nothing memoised from the last one
+        return [page_request(page_index=i % 5, user=i, item_ids=tuple(range(4 * i, 4 * i + 4))) for i in range(n)]
+
+    mock = MockLLM(seed=0)
+    mock.complete_batch(fresh()[:500])  # warm-up
+    best, best_cpu = float("inf"), float("inf")
+    for _ in range(3):
+        requests = fresh()
+        assert requests[0].json_schema == page_decision_schema(4)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        mock.complete_batch(requests)
+        best = min(best, time.perf_counter() - start)
+        best_cpu = min(best_cpu, time.process_time() - cpu_start)
+    return {"calls": n, "seconds": best, "calls_per_s": n / best, "calls_per_cpu_s": n / best_cpu}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="LLM layer benchmarks")
+    parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--skip-embedded", action="store_true")
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--latency", type=float, default=0.25)
+    parser.add_argument("--warm-calls", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    print(
+        f"machine: {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f} "
+        "(wall-clock figures degrade when it exceeds the cpu count)"
+    )
+
+    m = bench_mock(20_000)
+    print(
+        f"mock: {m['calls']} page_decision calls in {m['seconds']:.2f} s = {m['calls_per_s']:,.0f} calls/s wall, "
+        f"{m['calls_per_cpu_s']:,.0f} per CPU-second (target >= 20,000)"
+    )
+
+    if not args.skip_http:
+        c = bench_concurrency(args.requests, args.concurrency, args.latency)
+        print(
+            f"concurrency: {c['requests']} requests, concurrency {args.concurrency}, server latency "
+            f"{args.latency * 1000:.0f} ms: {c['seconds']:.2f} s, {c['calls_per_s']:.1f} calls/s vs ideal "
+            f"{c['ideal']:.1f} -> efficiency {c['eff']:.2f} (target >= 0.8), failed {c['failed']}, "
+            f"client CPU {c['cpu_ms_per_call']:.2f} ms/call"
+        )
+
+    if not args.skip_embedded:
+        e = bench_embedded(args.warm_calls, args.threads)
+        print(
+            f"embedded SmolLM2-135M (n_threads={args.threads}): load {e['load_s']:.2f} s; page decision with "
+            f"{e['prompt_tokens']} prompt tokens, {e['completion_tokens']} answer tokens: cold {e['cold_s']:.2f} s, "
+            f"warm (persona prefix cached) median {e['warm_median_s']:.2f} s, max {e['warm_max_s']:.2f} s "
+            "(target <= 1 s warm)"
+        )
+
+
+if __name__ == "__main__":
+    main()

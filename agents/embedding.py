@@ -42,7 +42,7 @@ def normalise_rows(m: np.ndarray) -> np.ndarray:
 
 
 class HashingEmbedder:
-    """Signed feature hashing of lower-cased words and word bigrams (blake2b, so stable across processes).
+    """Signed feature hashing of lower-cased words (blake2b, so stable across processes).
 
     Texts sharing words get positive cosine; that is all tests need, and it costs microseconds.
     """
@@ -65,9 +65,7 @@ class HashingEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
-            words = _TOKEN.findall(text.lower())
-            tokens = words + [f"{a}_{b}" for a, b in zip(words, words[1:], strict=False)]
-            for token in tokens:
+            for token in _TOKEN.findall(text.lower()):
                 j, sign = self._slot(token)
                 out[row, j] += sign
         return normalise_rows(out)

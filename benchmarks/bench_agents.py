@@ -105,15 +105,37 @@ def bench_speed(n_pages: int, batch: int) -> None:
                     sessions[k] = model.start_session(personas[next(queue) % len(personas)], s.episode + 1, rng)
         return done, episodes
 
+    import simenv.llm.structured as structured
+
+    validate, spent = structured.validate_answer, [0.0]
+
+    def timed_validate(*args, **kwargs):  # measures the structured layer's JSON-schema validation share
+        t0 = time.process_time()
+        try:
+            return validate(*args, **kwargs)
+        finally:
+            spent[0] += time.process_time() - t0
+
+    structured.validate_answer = timed_validate
     run(batch * 5)  # warm up: plans, templates, caches
     llm.calls.clear()
-    start = time.perf_counter()
+    spent[0] = 0.0
+    start, cpu = time.perf_counter(), time.process_time()
     pages, episodes = run(n_pages)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    structured.validate_answer = validate
     per_page = (llm.calls.get("page_decision", 0) + llm.calls.get("reflection", 0)) / pages
     with_interview = sum(llm.calls.values()) / pages
     print(f"LLM persona pipeline (mock LLM, hashing embedder, ML-100K personas, 4 items/page, batch {batch}):")
-    print(f"  {pages} pages in {elapsed:.2f} s = {pages / elapsed:,.0f} pages/s on one core")
+    print(
+        f"  {pages} pages in {elapsed:.2f} s wall = {pages / elapsed:,.0f} pages/s; "
+        f"{cpu:.2f} s CPU = {pages / cpu:,.0f} pages/s per core (all in one thread)"
+    )
+    rest = cpu - spent[0]
+    print(
+        f"  of which answer validation (simenv.llm.structured, jsonschema) {spent[0]:.2f} s CPU; "
+        f"everything else {rest:.2f} s = {pages / rest:,.0f} pages/s per core"
+    )
     print(f"  LLM calls per page: {per_page:.3f} (page + reflection), {with_interview:.3f} incl. the exit interview")
     print(f"  calls by template: {dict(sorted(llm.calls.items()))}; {episodes} episodes")
     tok = smollm2_tokenizer()
@@ -133,11 +155,14 @@ def bench_speed(n_pages: int, batch: int) -> None:
     sessions = [fast.start_session(p, 0, np.random.default_rng(i)) for i, p in enumerate(personas)]
     pages_list = [Page(0, t % 5, tuple(int(i) for i in rng.choice(ds.n_items, 4, replace=False))) for t in range(5000)]
     n = 100_000
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for k in range(n):
         sessions[k % len(sessions)].react(pages_list[k % len(pages_list)])
-    elapsed = time.perf_counter() - start
-    print(f"Fast MNL user: {n} page decisions in {elapsed:.2f} s = {n / elapsed:,.0f} pages/s on one core")
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    print(
+        f"Fast MNL user: {n} page decisions in {elapsed:.2f} s wall = {n / elapsed:,.0f} pages/s; "
+        f"{cpu:.2f} s CPU = {n / cpu:,.0f} pages/s per core"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------

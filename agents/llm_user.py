@@ -31,6 +31,7 @@ from simenv.llm.schemas import (
     interview_schema,
     page_decision_schema,
     reflection_schema,
+    taste_summary_schema,
 )
 from simenv.llm.structured import StructuredResult, ask_json, ask_json_batch
 from simenv.llm.templates import load_template
@@ -109,6 +110,44 @@ def page_schema(item_ids: Sequence[int]) -> dict[str, Any]:
         "maxItems": len(item_ids),
     }
     return schema
+
+
+def summarise_tastes(
+    llm: LLM, personas: Sequence[Persona], max_repairs: int = 2, version: int = 1
+) -> dict[int, tuple[str, bool]]:
+    """One-off LLM taste summaries (template `taste_summary`), one batched call; cache the result with the run.
+
+    Returns user id -> (summary, fallback); a failed answer keeps the persona's templated `taste_text` and is
+    logged, so callers can still `dataclasses.replace(persona, taste_text=summary)` for every persona.
+    """
+    template = load_template("agents", "taste_summary", version)
+    requests = [
+        LLMRequest(
+            messages=template.render(
+                liked_genres=list(p.liked_genres),
+                disliked_genres=list(p.disliked_genres),
+                liked_titles=list(p.liked_titles[:5]),
+                disliked_titles=list(p.disliked_titles[:3]),
+            ),
+            template="taste_summary",
+            template_version=template.version_tag,
+            purpose="taste_summary",
+            max_tokens=120,
+            seed=0,
+            json_schema=taste_summary_schema(),
+            context={"liked_genres": list(p.liked_genres), "disliked_genres": list(p.disliked_genres)},
+        )
+        for p in personas
+    ]
+    out: dict[int, tuple[str, bool]] = {}
+    for p, result in zip(personas, ask_json_batch(llm, requests, max_repairs=max_repairs), strict=True):
+        summary = "" if result.failed else _text(result.value["summary"])
+        if not summary:
+            logger.warning("fallback: taste_summary user=%s unusable (%s); kept taste_text", p.user_id, result.error)
+            out[p.user_id] = (p.taste_text, True)
+        else:
+            out[p.user_id] = (summary, False)
+    return out
 
 
 def _text(value: Any) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 from agents.config import DecisionConfig, LLMUserConfig, MemoryConfig, load_llm_user_config
 from agents.embedding import HashingEmbedder
-from agents.llm_user import LLMUserModel, persona_system_prompt
+from agents.llm_user import LLMUserModel, persona_system_prompt, summarise_tastes
 from agents.memory import MemoryRecord
 from simenv.data.synthetic import make_synthetic
 from simenv.llm.mock import FaultConfig, MockLLM
@@ -345,3 +345,12 @@ def test_bad_pages_raise_clear_errors():
         session.react(Page(0, 0, (1, 2)), [ds.catalog[2], ds.catalog[1]])
     with pytest.raises(ValueError, match="sessions but"):
         model.react_batch([session], [])
+
+
+def test_taste_summaries_with_fallback():
+    _, _, personas = tiny_world()
+    ps = list(personas.values())[:4]
+    good = summarise_tastes(MockLLM(seed=1), ps)
+    assert all(not fb and "I enjoy" in text for text, fb in good.values())
+    bad = summarise_tastes(MockLLM(seed=1, faults=FaultConfig(rate=1.0, kinds=("malformed_json",))), ps)
+    assert all(fb and text == personas[u].taste_text for u, (text, fb) in bad.items())

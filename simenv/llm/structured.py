@@ -64,11 +64,26 @@ class _Invalid(Exception):
         self.message = message
 
 
+def _shape(schema: Any) -> Any:
+    """The schema with every `const` value blanked: per-request schemas that differ only in constants (e.g. the
+    shown ids of a page) share one shape, so the costly metaschema check runs once per shape."""
+    if isinstance(schema, dict):
+        return {k: (None if k == "const" else _shape(v)) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_shape(v) for v in schema]
+    return schema
+
+
+@lru_cache(maxsize=256)
+def _check_shape(cls: type, shape_json: str) -> None:
+    cls.check_schema(json.loads(shape_json))  # type: ignore[attr-defined]
+
+
 @lru_cache(maxsize=256)
 def _validator(schema_json: str) -> jsonschema.protocols.Validator:
     schema = json.loads(schema_json)
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    cls.check_schema(schema)
+    _check_shape(cls, json.dumps(_shape(schema), sort_keys=True))
     return cls(schema)
 
 

@@ -35,7 +35,7 @@ class PromptTemplate:
 
     def render(self, **variables: Any) -> tuple[Message, ...]:
         try:
-            text = _ENV.from_string(self.source).render(**variables)
+            text = _compiled(self.source).render(**variables)
         except jinja2.UndefinedError as exc:
             raise ValueError(f"template {self.package}/prompts/{self.name}.v{self.version}.j2: {exc}") from exc
         parts = _SECTION.split(text)
@@ -45,6 +45,12 @@ class PromptTemplate:
         for role, body in zip(parts[1::2], parts[2::2], strict=True):
             messages.append(Message(role, body.strip()))
         return tuple(messages)
+
+
+@cache
+def _compiled(source: str) -> jinja2.Template:
+    """Compile each template source once (compiling costs milliseconds; rendering, microseconds)."""
+    return _ENV.from_string(source)
 
 
 @cache

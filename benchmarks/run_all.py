@@ -1,0 +1,30 @@
+"""`make bench`: every benchmark in turn, each printing its own figures (see each module's docstring)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+BENCHMARKS = (
+    ["benchmarks.bench_data"],
+    ["benchmarks.bench_llm"],
+    ["benchmarks.bench_agents"],
+    ["benchmarks.bench_env"],
+    ["benchmarks.bench_experiments"],
+    ["benchmarks.bench_recommenders"],
+)
+
+
+def main() -> int:
+    failed = []
+    for module in BENCHMARKS:
+        print(f"\n=== python -m {' '.join(module)} ===", flush=True)
+        if subprocess.call([sys.executable, "-m", *module]) != 0:
+            failed.append(module[0])
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

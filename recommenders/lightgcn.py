@@ -3,6 +3,7 @@ propagation with the symmetric normalisation D^-1/2 A D^-1/2, layer outputs aver
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,16 +25,24 @@ from recommenders.training import (
 
 @dataclass(frozen=True)
 class LightGCNConfig(TrainConfig):
-    """`reg` is the L2 weight on the batch's layer-0 embeddings, as in the paper's code."""
+    """`reg` is the L2 weight on the batch's layer-0 embeddings, as in the paper's code. Defaults were tuned
+    on the Agent4Rec ML-1M split; the large batch keeps the per-batch graph propagation affordable on CPU,
+    and the budget keeps training within 3 minutes on 2 cores."""
 
     dim: int = 64
     n_layers: int = 3
-    reg: float = 1e-4
+    reg: float = 1e-3
     init_std: float = 0.1
+    lr: float = 0.005
+    batch_size: int = 4096
+    epochs: int = 300
+    eval_every: int = 5
+    patience: int = 3
+    time_budget_s: float | None = 170.0
 
 
 def normalized_adjacency(user_items: UserItems, n_items: int) -> torch.Tensor:
-    """Sparse (n_users + n_items)^2 matrix D^-1/2 A D^-1/2 of the bipartite interaction graph."""
+    """Sparse CSR (n_users + n_items)^2 matrix D^-1/2 A D^-1/2 of the bipartite interaction graph."""
     users, items = user_items.pairs()
     n_users = user_items.n_users
     rows = np.concatenate([users, items + n_users])
@@ -44,7 +53,24 @@ def normalized_adjacency(user_items: UserItems, n_items: int) -> torch.Tensor:
     values = (inv_sqrt[rows] * inv_sqrt[cols]).astype(np.float32)
     index = torch.from_numpy(np.stack([rows, cols]).astype(np.int64))
     size = (n_users + n_items, n_users + n_items)
-    return torch.sparse_coo_tensor(index, torch.from_numpy(values), size, check_invariants=True).coalesce()
+    coo = torch.sparse_coo_tensor(index, torch.from_numpy(values), size, check_invariants=True).coalesce()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return coo.to_sparse_csr()
+
+
+class SymmetricPropagation(torch.autograd.Function):
+    """y = G x for a symmetric sparse G; the gradient is G g, so no transpose is ever built (2x faster
+    than autograd through torch.sparse.mm on CPU)."""
+
+    @staticmethod
+    def forward(ctx, graph: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.graph = graph
+        return graph @ x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:  # type: ignore[override]
+        return None, ctx.graph @ grad
 
 
 class LightGCNRecommender(BaseRecommender):
@@ -65,7 +91,7 @@ class LightGCNRecommender(BaseRecommender):
         x = torch.cat([self.net.users, self.net.items])
         layers = [x]
         for _ in range(self.config.n_layers):
-            x = torch.sparse.mm(self.graph, x)
+            x = SymmetricPropagation.apply(self.graph, x)
             layers.append(x)
         out = torch.stack(layers).mean(0)
         return out[: self.n_users], out[self.n_users :]

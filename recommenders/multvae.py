@@ -20,17 +20,19 @@ from recommenders.training import TrainConfig, recall_validator, train_with_earl
 @dataclass(frozen=True)
 class MultVAEConfig(TrainConfig):
     """Paper defaults: one 600-unit hidden layer, 200-d latent, input dropout 0.5, beta annealed to 0.2
-    over `anneal_steps` updates. `batch_size` counts users."""
+    over `anneal_steps` updates (fewer than the paper's 200k: ML-1M has far fewer users than ML-20M).
+    `batch_size` counts users. Trains within 3 minutes on 2 cores on the Agent4Rec ML-1M split."""
 
     hidden: int = 600
     latent: int = 200
     dropout: float = 0.5
     beta_max: float = 0.2
-    anneal_steps: int = 20_000
-    batch_size: int = 500
-    epochs: int = 200
+    anneal_steps: int = 2000
+    batch_size: int = 100
+    epochs: int = 300
     eval_every: int = 5
     patience: int = 5
+    time_budget_s: float | None = 170.0
 
 
 class VAE(nn.Module):

@@ -183,3 +183,23 @@ def test_bad_training_input_names_row_field_and_value(synthetic) -> None:
         make("mf").fit(pd.DataFrame({"user_id": [0]}), 200, 300)
     with pytest.raises(RuntimeError, match="call fit"):
         make("mf").score(0)
+
+
+def test_lightgcn_propagation_matches_dense_normalised_graph_and_its_gradient() -> None:
+    import torch
+
+    from recommenders.base import UserItems
+    from recommenders.lightgcn import SymmetricPropagation, normalized_adjacency
+
+    frame = pd.DataFrame({"user_id": [0, 0, 1, 2], "item_id": [0, 1, 1, 2], "timestamp": 0})
+    graph = normalized_adjacency(UserItems.from_frame(frame, 3), 3)
+    adjacency = np.zeros((6, 6))
+    for u, i in zip(frame.user_id, frame.item_id, strict=True):
+        adjacency[u, 3 + i] = adjacency[3 + i, u] = 1
+    degree = adjacency.sum(1)
+    expected = adjacency / np.sqrt(np.outer(degree, degree))
+    np.testing.assert_allclose(graph.to_dense().numpy(), expected, rtol=1e-6)
+    x = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    weights = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    (SymmetricPropagation.apply(graph.to(torch.float64), x) * weights).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), expected.T @ weights.numpy(), rtol=1e-6)

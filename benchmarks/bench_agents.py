@@ -189,13 +189,24 @@ def circularity(ds, split, personas, deciders: dict[str, GroundedDecider], k: in
             top = np.argpartition(-scores, k)[:k]
             real[name_r].append(len(test.get(p.user_id, set()) & set(top.tolist())) / k)
             for name, dec in deciders.items():
-                sim[name][name_r].append(float(sigmoid(dec.plan(p).base_logit[top]).mean()))
+                logits = dec.plan(p).base_logit[top].astype(float)
+                sim[name][name_r].append((float(sigmoid(logits).mean()), float(logits.mean())))
     r_mf, r_pop = np.mean(real["mf"]), np.mean(real["pop"])
     print(f"  circularity (top-{k} unseen items, {len(personas)} personas):")
     print(f"    real held-out hit rate    MF {r_mf:.4f}  Pop {r_pop:.4f}  MF/Pop {r_mf / r_pop:.2f}")
+    r_win = np.mean(np.array(real["mf"]) > np.array(real["pop"])) - np.mean(
+        np.array(real["mf"]) < np.array(real["pop"])
+    )
+    print(f"    real: MF wins minus Pop wins over personas {r_win:+.3f}")
     for name in deciders:
-        s_mf, s_pop = np.mean(sim[name]["mf"]), np.mean(sim[name]["pop"])
-        print(f"    simulated P(watch) {name:<18} MF {s_mf:.4f}  Pop {s_pop:.4f}  MF/Pop {s_mf / s_pop:.2f}")
+        mf, pop_ = np.array(sim[name]["mf"]), np.array(sim[name]["pop"])
+        s_mf, s_pop = mf[:, 0].mean(), pop_[:, 0].mean()
+        gap = mf[:, 1].mean() - pop_[:, 1].mean()
+        win = np.mean(mf[:, 1] > pop_[:, 1]) - np.mean(mf[:, 1] < pop_[:, 1])
+        print(
+            f"    simulated {name:<18} P(watch) MF {s_mf:.4f} Pop {s_pop:.4f} MF/Pop {s_mf / s_pop:.2f}; "
+            f"mean logit MF-Pop {gap:+.3f}; MF wins minus Pop wins {win:+.3f}"
+        )
 
 
 def fmt(d, r) -> str:
@@ -203,7 +214,9 @@ def fmt(d, r) -> str:
     return f"{cells}  RMSE {r.rmse:.3f}  KL {r.kl:.4f}"
 
 
-def bench_fidelity(datasets: list[str], n_personas: int, llm_personas: int, heldout: str) -> None:
+def bench_fidelity(
+    datasets: list[str], n_personas: int, llm_personas: int, heldout: str, circularity_only: bool = False
+) -> None:
     emb = CachedEmbedder(MiniLMEmbedder(), CACHE / "embeddings")
     base = load_llm_user_config()
     print(f"Fidelity (held-out = {heldout}; acc/F1 per ratio 1:1 1:2 1:3 1:9; pooled counts). {AGENT4REC}")
@@ -224,10 +237,15 @@ def bench_fidelity(datasets: list[str], n_personas: int, llm_personas: int, held
             dec = GroundedDecider(ds, split.train, cfg, embedder=emb, item_vectors=iv, stats=stats, collab=collab)
             dec.prepare(personas)
             deciders[prof] = dec
+            if circularity_only:
+                continue
             d = discrimination(dec, split, personas, np.random.default_rng(0), heldout=heldout)
             r = rating_fidelity(dec, split, personas, np.random.default_rng(0), heldout=heldout)
             print(f"  {cfg.name:<24} {fmt(d, r)}", flush=True)
         fast = FastUserModel(ds, load_fast_user_config(), split.train, personas=personas)
+        if circularity_only:
+            circularity(ds, split, personas, {k: deciders[k] for k in ("grounded", "grounded-nocollab")})
+            continue
         d = discrimination(fast, split, personas, np.random.default_rng(0), heldout=heldout)
         r = rating_fidelity(fast, split, personas, np.random.default_rng(0), heldout=heldout)
         print(f"  {'fast-user':<24} {fmt(d, r)}", flush=True)
@@ -267,9 +285,10 @@ def main() -> None:
     ap.add_argument("--personas", type=int, default=300)
     ap.add_argument("--llm-personas", type=int, default=0)
     ap.add_argument("--heldout", choices=("test", "valid"), default="test")
+    ap.add_argument("--circularity-only", action="store_true", help="skip the fidelity table")
     args = ap.parse_args()
     if args.fidelity:
-        bench_fidelity(args.datasets, args.personas, args.llm_personas, args.heldout)
+        bench_fidelity(args.datasets, args.personas, args.llm_personas, args.heldout, args.circularity_only)
     else:
         bench_speed(args.pages, args.batch)
 

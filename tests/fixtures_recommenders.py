@@ -7,10 +7,13 @@ Fixtures are registered under `name=`: test modules import the `*_fixture` funct
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from recommenders.registry import make
 from simenv.data import Dataset, Split, agent4rec_split, make_synthetic, temporal_split
@@ -43,10 +46,23 @@ def loo_split_fixture(synthetic: Dataset) -> Split:
     return temporal_split(synthetic, k=1)
 
 
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Train the tiny test models on one thread: on a shared 2-core machine, OpenMP threads that spin-wait
+    made these fits 10x slower. The previous thread count is restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def fit(name: str, split: Split, **overrides: Any):
     """Build `name` with its fast config (plus overrides) and fit it on `split`."""
     model = make(name, **{**FAST_CONFIGS[name], **overrides})
-    return model.fit(split.train, split.dataset.n_users, split.dataset.n_items, split.valid)
+    with one_torch_thread():
+        return model.fit(split.train, split.dataset.n_users, split.dataset.n_items, split.valid)
 
 
 @pytest.fixture(scope="session", name="fitted")

@@ -138,3 +138,23 @@ def test_save_load_and_errors(random_split, tmp_path) -> None:
         make("llm-rank", base="pop", llm=MockLLM(), catalog=random_split.dataset.catalog[:3]).fit(
             random_split.train, 200, 300
         )
+
+
+def test_rerank_template_golden_rendering() -> None:
+    from simenv.llm.templates import load_template
+
+    messages = load_template("recommenders", "rerank", 1).render(
+        history=["Heat (1995) — Action, Crime"],
+        candidates=[{"id": 7, "text": "Casino (1995) — Drama"}, {"id": 2, "text": "Babe (1995) — Comedy"}],
+    )
+    assert [m.role for m in messages] == ["system", "user"]
+    assert messages[1].content == (
+        "Movies the viewer watched most recently (oldest first):\n"
+        "- Heat (1995) — Action, Crime\n\n"
+        "Candidate movies, by id:\n"
+        "[7] Casino (1995) — Drama\n"
+        "[2] Babe (1995) — Comedy\n\n"
+        "Rank all 2 candidates from best to worst for this viewer. Use each candidate id exactly once and no "
+        "other ids.\n"
+        'JSON: {"ranking": [7, ...]}'
+    )

@@ -58,7 +58,7 @@ def _need(context: Mapping[str, Any], template: str, *keys: str) -> None:
 
 def _genre_match(genres: Sequence[str], liked: set[str], disliked: set[str]) -> int:
     """Liked genres shared minus disliked genres shared: the mock user's whole notion of taste."""
-    return sum((g in liked) - (g in disliked) for g in genres)
+    return len(liked.intersection(genres)) - len(disliked.intersection(genres))  # genres of one item are distinct
 
 
 _FEELINGS = {1: "Right up my alley.", 0: "It looks okay.", -1: "Not my kind of film."}  # by sign of the match
@@ -80,9 +80,9 @@ def page_decision_rule(ctx: Mapping[str, Any], rng: np.random.Generator) -> dict
     n_liked = 0
     for k in range(n):
         match = _genre_match(genres_per_item[k], liked, disliked)
-        p_watch = _clip(0.2 + 0.25 * match + 0.1 * activity_shift, 0.02, 0.95)
+        p_watch = min(max(0.2 + 0.25 * match + 0.1 * activity_shift, 0.02), 0.95)  # _clip inlined (hot loop)
         watch = u[k] < p_watch
-        rating = min(max(3 + match + int(u[n + k] * 3) - 1, 1), 5)  # noise -1, 0 or +1
+        rating = min(max(2 + match + int(u[n + k] * 3), 1), 5)  # 3 + match + noise (-1, 0 or +1)
         n_liked += watch and rating >= 4
         items.append(
             {"id": int(ids[k]), "watch": watch, "rating": rating, "feeling": _FEELINGS[(match > 0) - (match < 0)]}

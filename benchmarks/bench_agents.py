@@ -133,7 +133,7 @@ def bench_speed(n_pages: int, batch: int) -> None:
     )
     rest = cpu - spent[0]
     print(
-        f"  of which answer validation (simenv.llm.structured, jsonschema) {spent[0]:.2f} s CPU; "
+        f"  of which answer validation (simenv.llm.structured) {spent[0]:.2f} s CPU; "
         f"everything else {rest:.2f} s = {pages / rest:,.0f} pages/s per core"
     )
     print(f"  LLM calls per page: {per_page:.3f} (page + reflection), {with_interview:.3f} incl. the exit interview")

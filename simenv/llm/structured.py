@@ -6,6 +6,13 @@ messages, the previous answer and the error (template `simenv/llm/prompts/repair
 re-sent unchanged. After `max_repairs` re-asks the result is `status="failed"`: the caller must apply its
 fallback and record it — there is never a silent default.
 
+Schema validation has a fast path (`_FastValidator`): for schemas made only of the plain keywords the contract
+schemas use, a compiled `jsonschema_rs` validator is cached per schema *shape* (the schema without its `const`
+keywords; per-page schemas that differ only in the shown ids share one) and the lifted `const` values are
+checked at their instance locations. An answer it rejects goes through `jsonschema` as before, so the error
+message a repair shows is unchanged, and `jsonschema`'s verdict is final; anything it cannot handle exactly uses
+`jsonschema` alone.
+
 Each response's outcome (parse status, repair index, whether it ended in a fallback) is reported to an
 `OutcomeRecorder`: the one passed in, else the `llm` itself when it has `record_outcome` (the call-log
 wrapper does, and the other wrappers forward it), so `llm_calls` rows say how each answer fared.
@@ -21,6 +28,8 @@ from functools import lru_cache
 from typing import Any, Literal, Protocol
 
 import jsonschema
+import jsonschema_rs
+import orjson
 
 from simenv.llm.templates import load_template
 from simenv.llm.types import LLM, BudgetExceeded, LLMError, LLMRequest, LLMResponse, Message
@@ -87,6 +96,111 @@ def _validator(schema_json: str) -> jsonschema.protocols.Validator:
     return cls(schema)
 
 
+# Keywords whose meaning is the same in every draft-2020-12 validator and that apply a subschema only at
+# locations fixed by the instance's keys/indices (so a lifted `const` can be checked there). Anything else
+# (`$ref`, `anyOf`, `if`, `pattern`, `format`, `$schema`, ...) sends the schema down the `jsonschema`-only path.
+_FAST_KEYWORDS = frozenset(
+    {
+        "type", "properties", "required", "additionalProperties", "items", "prefixItems", "minItems", "maxItems",
+        "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "enum", "const",
+        "title", "description",
+    }
+)  # fmt: skip
+_SCALAR = (str, int, float, bool, type(None))
+_ConstAt = tuple[tuple[Any, ...], Any]  # (instance path: keys, indices or ("*", first index)), required value
+
+
+class _NotFast(Exception):
+    """The schema uses something the fast path does not reproduce exactly."""
+
+
+def _lift(node: Any, path: tuple[Any, ...], consts: list[_ConstAt]) -> Any:
+    """The schema without its `const` keywords (appended to `consts` with their instance paths)."""
+    if isinstance(node, bool):
+        return node
+    if not isinstance(node, dict):
+        raise _NotFast
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key not in _FAST_KEYWORDS:
+            raise _NotFast
+        if key == "const":
+            if not isinstance(value, _SCALAR):
+                raise _NotFast
+            consts.append((path, value))
+        elif key == "properties":
+            if not isinstance(value, dict):
+                raise _NotFast
+            out[key] = {name: _lift(sub, (*path, name), consts) for name, sub in value.items()}
+        elif key == "prefixItems":
+            if not isinstance(value, list):
+                raise _NotFast
+            out[key] = [_lift(sub, (*path, k), consts) for k, sub in enumerate(value)]
+        elif key == "items":
+            first = len(node.get("prefixItems", ()))
+            out[key] = _lift(value, (*path, ("*", first)), consts)
+        elif key == "additionalProperties":
+            n_before = len(consts)
+            out[key] = _lift(value, (*path, ("?",)), consts)
+            if len(consts) != n_before:  # which keys it applies to depends on `properties`: keep it simple
+                raise _NotFast
+        else:
+            out[key] = value
+    return out
+
+
+def _const_equal(value: Any, const: Any) -> bool:
+    """`jsonschema`'s equality for scalars: booleans equal only booleans; 1 == 1.0."""
+    if isinstance(value, bool) or isinstance(const, bool):
+        return type(value) is type(const) and value == const
+    if isinstance(value, int | float) and isinstance(const, int | float):
+        return value == const
+    return type(value) is type(const) and value == const
+
+
+def _consts_hold(instance: Any, path: tuple[Any, ...], const: Any) -> bool:
+    """Does every instance location `path` reaches (if any) equal `const`? Mirrors how `properties`,
+    `prefixItems` and `items` apply: only to objects/arrays, only where the key or index exists."""
+    if not path:
+        return _const_equal(instance, const)
+    step, rest = path[0], path[1:]
+    if isinstance(step, tuple):  # ("*", first): `items` after `prefixItems`
+        if not isinstance(instance, list):
+            return True
+        return all(_consts_hold(v, rest, const) for v in instance[step[1] :])
+    if isinstance(step, int):
+        if not isinstance(instance, list) or step >= len(instance):
+            return True
+        return _consts_hold(instance[step], rest, const)
+    if not isinstance(instance, dict) or step not in instance:
+        return True
+    return _consts_hold(instance[step], rest, const)
+
+
+@lru_cache(maxsize=256)
+def _shape_validator(shape_json: bytes) -> jsonschema_rs.Validator:
+    shape = json.loads(shape_json)
+    _check_shape(jsonschema.Draft202012Validator, shape_json.decode())  # a bad schema fails as loudly as before
+    return jsonschema_rs.Draft202012Validator(shape)
+
+
+def _fast_valid(value: Any, schema: Any) -> bool | None:
+    """True if `value` matches `schema` (compiled validator per shape + lifted consts); False if it may not;
+    None if the schema is not for the fast path."""
+    consts: list[_ConstAt] = []
+    try:
+        shape = _lift(schema, (), consts)
+        validator = _shape_validator(orjson.dumps(shape, option=orjson.OPT_SORT_KEYS))
+    except _NotFast:
+        return None
+    try:
+        if not validator.is_valid(value):
+            return False
+    except (ValueError, OverflowError, TypeError):  # a value the Rust side cannot hold: let jsonschema judge
+        return False
+    return all(_consts_hold(value, path, const) for path, const in consts)
+
+
 def decode_json(text: str) -> Any:
     """Decode a JSON answer, tolerating surrounding whitespace and a Markdown code fence (nothing else)."""
     body = text.strip()
@@ -102,7 +216,7 @@ def validate_answer(text: str, schema: Any, check: Check | None) -> Any:
         value = decode_json(text)
     except json.JSONDecodeError as exc:
         raise _Invalid("invalid_json", f"it is not valid JSON ({exc.msg} at character {exc.pos})") from None
-    if schema is not None:
+    if schema is not None and not _fast_valid(value, schema):
         validator = _validator(json.dumps(schema, sort_keys=True))
         error = jsonschema.exceptions.best_match(validator.iter_errors(value))
         if error is not None:

@@ -1,0 +1,155 @@
+"""The fast paths added for speed give the same results as the slow ones they stand in for.
+
+- Answer validation: the compiled per-shape validator with lifted `const`s accepts exactly what `jsonschema`
+  accepts (on valid answers and many seeded mutations of them), and error messages are still `jsonschema`'s.
+- `LLMRequest.cache_key`: equal for equal content, different when anything that determines the answer differs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import jsonschema
+import numpy as np
+import pytest
+
+from agents.llm_user import page_schema
+from simenv.llm.schemas import interview_schema, reflection_schema
+from simenv.llm.structured import _fast_valid, validate_answer
+from tests.fixtures_llm import page_request
+
+
+def _page_answer(ids: list[int]) -> dict[str, Any]:
+    items = [{"id": i, "watch": k % 2 == 0, "rating": 1 + k % 5, "feeling": "fine"} for k, i in enumerate(ids)]
+    return {"items": items, "leave": False, "reason": "next"}
+
+
+def _mutations(answer: dict[str, Any], rng: np.random.Generator) -> list[Any]:
+    """Valid and invalid variants of a page answer: one change each, at a random item."""
+    out: list[Any] = []
+    k = int(rng.integers(len(answer["items"])))
+    changes = [
+        ("id", answer["items"][k]["id"] + 1),  # breaks the const
+        ("id", float(answer["items"][k]["id"])),  # 3.0 == 3: still valid
+        ("id", True),
+        ("rating", 0),
+        ("rating", 6),
+        ("rating", 4.0),  # an integer by JSON schema's rules
+        ("rating", 4.5),
+        ("rating", True),
+        ("rating", "4"),
+        ("watch", 1),
+        ("watch", None),
+        ("feeling", "x" * 41),
+        ("feeling", "x" * 40),
+        ("feeling", 3),
+        ("extra", 1),
+    ]
+    for key, value in changes:
+        mutated = copy.deepcopy(answer)
+        mutated["items"][k][key] = value
+        out.append(mutated)
+    for key in ("id", "watch", "rating", "feeling"):
+        mutated = copy.deepcopy(answer)
+        del mutated["items"][k][key]
+        out.append(mutated)
+    swapped = copy.deepcopy(answer)
+    swapped["items"][0], swapped["items"][-1] = swapped["items"][-1], swapped["items"][0]
+    out.append(swapped)
+    for top in (("leave", "no"), ("leave", 0), ("reason", 5), ("reason", "r" * 161), ("more", [])):
+        mutated = copy.deepcopy(answer)
+        mutated[top[0]] = top[1]
+        out.append(mutated)
+    out += [
+        {**answer, "items": answer["items"][:-1]},
+        {**answer, "items": answer["items"] + answer["items"][:1]},
+        {**answer, "items": None},
+        {k2: v for k2, v in answer.items() if k2 != "reason"},
+        [answer],
+        None,
+        {**answer, "items": [list(answer["items"][0].values())] + answer["items"][1:]},
+    ]
+    return out
+
+
+def test_fast_validation_agrees_with_jsonschema_on_page_answers() -> None:
+    rng = np.random.default_rng(7)
+    n_valid = n_invalid = 0
+    for _ in range(30):
+        ids = [int(i) for i in rng.choice(2000, size=int(rng.integers(1, 7)), replace=False)]
+        schema = page_schema(ids)
+        reference = jsonschema.Draft202012Validator(schema)
+        for candidate in [_page_answer(ids), *_mutations(_page_answer(ids), rng)]:
+            fast = _fast_valid(candidate, schema)
+            assert fast is not None, "page schemas are for the fast path"
+            assert fast == reference.is_valid(candidate), candidate
+            n_valid += fast
+            n_invalid += not fast
+    assert n_valid > 30 and n_invalid > 300  # both verdicts were exercised
+
+
+@pytest.mark.parametrize(
+    ("schema", "good", "bad"),
+    [
+        (interview_schema(), {"score": 10, "reason": ""}, {"score": 11, "reason": ""}),
+        (reflection_schema(), {"insights": ["a"]}, {"insights": []}),
+        ({"type": "array", "items": {"const": "x"}}, ["x", "x"], ["x", "y"]),
+        ({"type": "array", "prefixItems": [{"const": 1}], "items": {"const": 2}}, [1, 2, 2], [1, 2, 1]),
+        ({"type": "object", "properties": {"a": {"const": False}}}, {"b": 0}, {"a": 0}),
+        ({"type": "object", "properties": {"a": {"enum": [1, "b", None]}}}, {"a": "b"}, {"a": True}),
+    ],
+)
+def test_fast_validation_on_other_schemas(schema: dict[str, Any], good: Any, bad: Any) -> None:
+    assert _fast_valid(good, schema) is True
+    assert _fast_valid(bad, schema) is False
+    assert jsonschema.Draft202012Validator(schema).is_valid(good)
+    assert not jsonschema.Draft202012Validator(schema).is_valid(bad)
+
+
+@pytest.mark.parametrize(
+    ("schema", "bad"),
+    [
+        ({"anyOf": [{"const": 1}, {"const": 2}]}, 3),
+        ({"type": "string", "pattern": "^a"}, "b"),
+        ({"$defs": {"x": {"type": "integer"}}, "$ref": "#/$defs/x"}, 1.5),
+        ({"type": "object", "additionalProperties": {"const": 1}}, {"z": 2}),
+        ({"const": [1, 2]}, [2, 1]),
+    ],
+)
+def test_schemas_outside_the_fast_path_are_still_validated(schema: dict[str, Any], bad: Any) -> None:
+    assert _fast_valid(bad, schema) is None
+    with pytest.raises(Exception, match="does not match the schema"):
+        validate_answer(json.dumps(bad), schema, None)
+
+
+def test_rejections_keep_jsonschema_messages() -> None:
+    ids = [4, 8]
+    schema = page_schema(ids)
+    answer = _page_answer(ids)
+    answer["items"][1]["rating"] = 9
+    expected = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(answer))
+    with pytest.raises(Exception) as info:
+        validate_answer(json.dumps(answer), schema, None)
+    assert info.value.kind == "schema_error"
+    assert info.value.message == f"it does not match the schema at items/1/rating: {expected.message}"
+
+
+def test_a_malformed_schema_still_fails_loudly() -> None:
+    with pytest.raises(jsonschema.exceptions.SchemaError):
+        validate_answer('{"a": 1}', {"type": "object", "properties": {"a": {"type": "intger"}}}, None)
+
+
+def test_cache_key_follows_content_not_identity() -> None:
+    base = page_request()
+    assert page_request().cache_key() == base.cache_key()
+    with_numpy = page_request(item_ids=tuple(np.array([3, 7, 9, 11])))
+    assert with_numpy.cache_key() == base.cache_key()  # numpy ints hash as the ints they are
+    for other in (
+        page_request(item_ids=(3, 7, 9, 12)),
+        page_request(page_index=1),
+        page_request(user=2),
+        page_request(activity=3),
+    ):
+        assert other.cache_key() != base.cache_key()

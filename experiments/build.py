@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from agents.embedding import CachedEmbedder, Embedder, HashingEmbedder, MiniLMEm
 from agents.fast_user import FastUserModel
 from agents.llm_user import LLMUserModel
 from agents.persona import build_personas
-from experiments.config import CONFIG_DIR, ExperimentConfig
+from experiments.config import CONFIG_DIR, ExperimentConfig, read_toml
 from recommenders import registry
 from simenv.data import Dataset, Split, agent4rec_split, load_dataset
 from simenv.llm import LLM, LLMConfig, make_llm
@@ -133,8 +132,10 @@ class UserModelFactory:
 
 def recommender_settings(config: ExperimentConfig, name: str) -> dict[str, Any]:
     """Hyperparameters for `name` from recommenders.toml: [models.<name>] then [datasets.<dataset>.<name>]."""
-    path = config.recommenders.config_file or CONFIG_DIR / "recommenders.toml"
-    data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    path = Path(config.recommenders.config_file or "recommenders.toml")
+    if not path.is_file() and (CONFIG_DIR / path).is_file():  # bare names refer to experiments/configs/
+        path = CONFIG_DIR / path
+    data = read_toml(path)
     settings = dict(data.get("models", {}).get(name, {}))
     settings.update(data.get("datasets", {}).get(config.data.dataset, {}).get(name, {}))
     return settings

@@ -89,7 +89,8 @@ class RecommendersSection(Section):
     names: tuple[str, ...] = ("random", "pop", "mf", "lightgcn", "sasrec")
     """Recommenders to compare (registry names)."""
     config_file: Path | None = None
-    """TOML with per-model hyperparameters (default experiments/configs/recommenders.toml)."""
+    """TOML with per-model hyperparameters: a path, or a file name under experiments/configs/ (default
+    recommenders.toml, the full offline-benchmark budgets)."""
 
 
 class FidelitySection(Section):

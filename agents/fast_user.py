@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from math import exp, log
 
 import numpy as np
@@ -36,6 +37,9 @@ from simenv.data.dataset import Dataset
 from simenv.records import Interview, Item, ItemReaction, Page, PageFeedback, Persona
 
 _TINY = 1e-12
+# The score depends on three small counts only; memoised because the shared function's numpy clip costs more
+# than a whole page decision.
+_interview_score = lru_cache(maxsize=4096)(stats_interview_score)
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,16 +83,22 @@ class FastUserSession:
         null = plan.null_utility + cfg.fatigue * page.page_index - log(-log(max(u[k], _TINY)))
         reactions = []
         n_watched = n_liked = 0
+        known = self.model.reactions  # immutable records, shared: building them cost more than deciding
         for j, item in enumerate(ids):
             if utility[item] - penalty[j] - log(-log(max(u[j], _TINY))) > null:
                 q = min(max(u[k + 1 + j], _TINY), 1.0 - _TINY)
                 value = prediction[item] + noise * log(q / (1.0 - q))
                 stars = 1 + (value > cuts[0]) + (value > cuts[1]) + (value > cuts[2]) + (value > cuts[3])
-                reactions.append(ItemReaction(int(item), True, stars))
                 n_watched += 1
                 n_liked += stars >= 4
             else:
-                reactions.append(ItemReaction(int(item), False))
+                stars = 0
+            reaction = known.get((item, stars))
+            if reaction is None:
+                reaction = known[(item, stars)] = (
+                    ItemReaction(int(item), True, stars) if stars else ItemReaction(int(item), False)
+                )
+            reactions.append(reaction)
         lc = cfg.leave
         x = plan.leave_offset + lc.fatigue * page.page_index + lc.satisfaction * (n_liked / max(k, 1))
         left = u[2 * k + 1] < 1.0 / (1.0 + exp(-x))
@@ -100,7 +110,7 @@ class FastUserSession:
         return PageFeedback(tuple(reactions), left, reason)
 
     def interview(self) -> Interview:
-        score = stats_interview_score(self.n_shown, self.n_watched, self.n_liked)
+        score = _interview_score(self.n_shown, self.n_watched, self.n_liked)
         return Interview(self.persona.user_id, score, f"Watched {self.n_watched} and liked {self.n_liked}.")
 
 
@@ -125,6 +135,7 @@ class FastUserModel:
         self.position_penalty = self.config.position * np.arange(max_page_size, dtype=np.float64)
         self.position_list = self.position_penalty.tolist()
         self._plans: dict[int, FastPersona] = {}
+        self.reactions: dict[tuple[int, int], ItemReaction] = {}  # (item, stars or 0 = not watched) -> record
         for p in personas:
             self.plan(p)
 

@@ -317,9 +317,11 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         state = self._state
         session = self._session
         assert state is not None and session is not None
-        item_ids = tuple(int(state.candidate_ids[k]) for k in chosen)
+        ids = state.candidate_list
+        item_ids = tuple([ids[k] for k in chosen])
         page = Page(episode=self._episode, page_index=state.page_index, item_ids=item_ids)
-        feedback = session.react(page, [self._catalog[i] for i in item_ids])
+        catalog = self._catalog
+        feedback = session.react(page, [catalog[i] for i in item_ids])
         check_feedback(page, feedback)
         reward = page_reward(feedback, self.reward_config)
         state.record_page(chosen, feedback)

@@ -120,6 +120,16 @@ def observation_space(n_genres: int, n_candidates: int, history_len: int) -> gym
     )
 
 
+_RATING_SCALE = np.float32(0.2)
+_SCALED_STARS = {r: float(np.float32(r) * _RATING_SCALE) for r in range(1, 6)}
+
+
+def _scaled_rating(rating: float) -> float:
+    """rating / 5 as the history column holds it (float32 arithmetic, as a vectorised write would give)."""
+    scaled = _SCALED_STARS.get(rating)  # type: ignore[call-overload]
+    return float(np.float32(rating) * _RATING_SCALE) if scaled is None else scaled
+
+
 class SessionState:
     """Mutable state of one session: candidate set, what was shown, history and running counts.
 
@@ -138,6 +148,7 @@ class SessionState:
     ) -> None:
         self.persona = persona
         self.candidate_ids = candidate_ids
+        self.candidate_list: list[int] = candidate_ids.tolist()  # the same ids as Python ints (per-step lookups)
         self.page_size = page_size
         self.max_pages = max_pages
         self.page_index = 0
@@ -168,7 +179,7 @@ class SessionState:
     def candidate_index(self, item_id: int) -> int | None:
         """Index of `item_id` in the candidate set, or None if it is not a candidate."""
         if self._position is None:
-            self._position = {int(item): k for k, item in enumerate(self.candidate_ids.tolist())}
+            self._position = {item: k for k, item in enumerate(self.candidate_list)}
         return self._position.get(int(item_id))
 
     def action_mask(self) -> np.ndarray:
@@ -194,37 +205,45 @@ class SessionState:
             self._candidates[pending, -1] = 1.0
 
     def record_page(self, chosen: list[int], feedback: PageFeedback) -> None:
-        """Mark the chosen candidates shown and push the page's items onto the history (most recent first)."""
-        idx = np.array(chosen, dtype=np.intp)
-        self.shown[idx] = True
-        cand = self._candidates
-        cand[idx, -2] = 1.0
+        """Mark the chosen candidates shown and push the page's items onto the history (most recent first).
+
+        Pages hold a handful of items: scalar writes and Python loops beat numpy's per-call overhead here, and
+        this runs on every env step.
+        """
+        shown, cand = self.shown, self._candidates
+        shown_col = cand.shape[1] - 2
+        for k in chosen:
+            shown[k] = True
+            cand[k, shown_col] = 1.0
         if self.pending:
             cand[self.pending, -1] = 0.0
             self.pending = []
-        watched = [r.watched for r in feedback.reactions]
-        ratings = [(r.rating or 0) if r.watched else 0 for r in feedback.reactions]
+        reactions = feedback.reactions
         n = len(chosen)
         hist = self._history
         h = len(hist)
-        if h:
+        if h and n:
             rows = min(n, h)
             if h > n:
                 hist[n:] = hist[: h - n]
             # Most recent first: the page's last item goes on top.
-            block = self._history_rows[idx[::-1][:rows]]
+            self._history_rows.take(chosen[::-1][:rows], axis=0, out=hist[:rows])
             g = self._g
-            block[:, g] = watched[::-1][:rows]
-            block[:, g + 1] = ratings[::-1][:rows]
-            block[:, g + 1] *= 0.2
-            hist[:rows] = block
-        item_list = self.candidate_ids[idx].tolist()
-        self.shown_items.extend(item_list)
+            for r, j in enumerate(range(n - 1, n - 1 - rows, -1)):
+                reaction = reactions[j]
+                if reaction.watched:
+                    hist[r, g] = 1.0
+                    if reaction.rating:
+                        hist[r, g + 1] = _scaled_rating(reaction.rating)
+        item_list = self.candidate_list
         page_watched = 0
-        for item, w, r in zip(item_list, watched, ratings, strict=True):
-            if w:
+        for k, reaction in zip(chosen, reactions, strict=True):
+            item = item_list[k]
+            self.shown_items.append(item)
+            if reaction.watched:
                 page_watched += 1
                 self.watched_items.append(item)
+                r = reaction.rating
                 if r:
                     self.rating_sum += r
                     self.n_rated += 1

@@ -153,3 +153,51 @@ def test_cache_key_follows_content_not_identity() -> None:
         page_request(activity=3),
     ):
         assert other.cache_key() != base.cache_key()
+
+
+@pytest.mark.parametrize(("action_mode", "history_len"), [("slate", 8), ("slate", 3), ("sequential", 6)])
+def test_observation_follows_the_pages_shown(action_mode: str, history_len: int) -> None:
+    """History rows, shown flags and session rates rebuilt from `info` alone match the env's observation."""
+    from simenv.env import RecEnv
+    from tests.fixtures_env import NoisyUser, tiny_world
+
+    ds, personas, split = tiny_world()
+    env = RecEnv(ds, personas, NoisyUser(), split.train, action_mode=action_mode, history_len=history_len, max_pages=4)
+    table = env.features.table
+    g = env.features.n_genres
+    for episode in range(3):
+        obs, info = env.reset(seed=episode)
+        cands = info["candidate_ids"].tolist()
+        order = np.random.default_rng(episode).permutation(env.n_candidates)
+        shown_items: list[int] = []  # most recent last
+        rows: list[np.ndarray] = []  # expected history rows, most recent first
+        watched = liked = n_shown = 0
+        done, t = False, 0
+        while not done:
+            action = order[t * env.page_size : (t + 1) * env.page_size] if action_mode == "slate" else order[t]
+            obs, _, term, trunc, info = env.step(action)
+            t += 1
+            done = term or trunc
+            if "page_items" not in info:
+                continue  # a slot step of the sequential mode
+            for reaction in info["feedback"].reactions:
+                row = np.zeros(g + 3, dtype=np.float32)
+                row[:g] = table[reaction.item_id, :g]
+                row[g] = float(reaction.watched)
+                if reaction.watched and reaction.rating:
+                    row[g + 1] = np.float32(reaction.rating) * np.float32(0.2)
+                row[g + 2] = 1.0
+                rows.insert(0, row)
+                shown_items.append(reaction.item_id)
+                watched += reaction.watched
+                liked += reaction.liked
+                n_shown += 1
+            expected = np.zeros((history_len, g + 3), dtype=np.float32)
+            for r, row in enumerate(rows[:history_len]):
+                expected[r] = row
+            np.testing.assert_array_equal(obs["history"].reshape(history_len, -1), expected)
+            shown_flags = obs["candidates"].reshape(env.n_candidates, -1)[:, -2]
+            assert sorted(np.flatnonzero(shown_flags).tolist()) == sorted(cands.index(i) for i in shown_items)
+            assert obs["session"][2] == pytest.approx(watched / n_shown)
+            assert obs["session"][3] == pytest.approx(liked / n_shown)
+            assert env.state.shown_items == shown_items

@@ -11,6 +11,8 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=O
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# Idle OpenMP threads spin-wait by default; under load that multiplies torch and llama.cpp CPU time.
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: setup demo test lint bench clean
 

@@ -141,9 +141,23 @@ def recommender_settings(config: ExperimentConfig, name: str) -> dict[str, Any]:
     return settings
 
 
-def train_recommender(config: ExperimentConfig, world: World, name: str) -> tuple[Recommender, float]:
-    """Fit `name` on the split's train part, or load it from the model cache. Returns (model, train seconds)."""
+def train_recommender(
+    config: ExperimentConfig, world: World, name: str, llm: LLM | None = None
+) -> tuple[Recommender, float]:
+    """Fit `name` on the split's train part, or load it from the model cache. Returns (model, train seconds).
+
+    `llm-rank` wraps its (cached, trained) base model — `base = "<name>"` in its settings, default mf — and
+    reranks with `llm`, so its calls land in the policy's call log.
+    """
     settings = recommender_settings(config, name)
+    if name == "llm-rank":
+        if llm is None:
+            raise ValueError("llm-rank needs an LLM ([llm] backend)")
+        base_name = settings.pop("base", "mf")
+        base, seconds = train_recommender(config, world, base_name)
+        ranker = registry.make(name, base=base, llm=llm, catalog=world.dataset, fit_base=False, **settings)
+        ranker.fit(world.split.train, world.dataset.n_users, world.dataset.n_items)  # keeps the trained base
+        return ranker, seconds
     key_data = {
         "name": name,
         "settings": settings,

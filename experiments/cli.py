@@ -8,6 +8,7 @@ fails with a message naming the file, key and value before any work starts.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -140,6 +141,8 @@ class Simrec(BaseSettings, cli_prog_name="simrec", cli_kebab_case=True, cli_impl
 def app(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch/llama.cpp load: no spin-waiting threads
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from installed packages, never from a hub
     try:
         CliApp.run(Simrec, cli_args=sys.argv[1:] if argv is None else argv)
     except ConfigError as exc:

@@ -85,7 +85,8 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
         f"{len(world.personas)} personas × ≤{config.simulation.pages} pages × {config.simulation.page_size} items"
     )
     (run_dir / "reference.json").write_text(json.dumps(reference_stats(world, config.users.model), indent=2))
-    llm = build_llm(config) if config.users.model == "llm" else None
+    needs_llm = config.users.model == "llm" or "llm-rank" in config.recommenders.names
+    llm = build_llm(config) if needs_llm else None
     users = UserModelFactory(config, world, llm)
     train_s = simulate_s = 0.0
     with Progress(
@@ -99,13 +100,13 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
     ) as progress:
         for name in config.recommenders.names:
             task = progress.add_task(f"{name:>9}: training", total=len(world.personas), rate="")
-            recommender, seconds = train_recommender(config, world, name)
-            train_s += seconds
             policy_dir = run_dir / "policies" / name
             resuming = resume or (policy_dir / "config.json").is_file()
             if resuming:  # drop the chunk in flight before the call log re-reads its directory
                 rollback_to_checkpoint(policy_dir)
             call_log = CallLogLLM(llm, policy_dir / "llm_calls") if llm is not None else None
+            recommender, seconds = train_recommender(config, world, name, llm=call_log)
+            train_s += seconds
             user_model = users(call_log)
             progress.update(task, description=f"{name:>9}: simulating")
             t0 = time.perf_counter()

@@ -48,12 +48,13 @@ def base_flags_fixture(tmp_path: Path) -> list[str]:
 
 
 def test_compare_writes_logs_table_and_report(base_flags: list[str], tmp_path: Path, capsys) -> None:
-    app(["compare", *base_flags, "--run.name", "cmp", "--recommenders.names", '["random","pop","mf"]'])
+    app(["compare", *base_flags, "--run.name", "cmp", "--recommenders.names", '["random","pop","mf","llm-rank"]'])
     out = capsys.readouterr().out
     assert "P_view" in out and "report:" in out
     run_dir = tmp_path / "runs" / "cmp"
     tables = read_run(run_dir)
-    assert set(tables.events["policy"]) == {"random", "pop", "mf"}
+    assert set(tables.events["policy"]) == {"random", "pop", "mf", "llm-rank"}
+    assert "rerank" in set(tables.llm_calls.loc[tables.llm_calls["policy"] == "llm-rank", "template"])
     assert tables.events.groupby("policy")["episode"].nunique().eq(6).all()
     assert set(tables.interviews["score"]).issubset(set(range(1, 11)))
     assert len(tables.llm_calls) > 0 and tables.llm_calls["backend"].eq("mock").all()

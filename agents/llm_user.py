@@ -427,6 +427,30 @@ class LLMUserModel:
     # ---- interview -----------------------------------------------------------------------------------------
     def interview(self, session: LLMUserSession) -> Interview:
         """Satisfaction 1..10 from the whole memory; blended with the counts-based score by `interview_llm`."""
+        request = self._interview_request(session)
+        return self._finish_interview(session, ask_json(self.llm, request, max_repairs=self.config.max_repairs))
+
+    def interview_batch(self, sessions: Sequence[LLMUserSession]) -> list[Interview]:
+        """`interview()` for many sessions with one concurrent `ask_json_batch`: the same interviews, in order.
+
+        An interview reads and then writes its user's memory, so sessions sharing a memory stream (the same user
+        with carried-over memory) go to later batches, exactly as if they were interviewed one by one.
+        """
+        out: list[Interview] = []
+        start = 0
+        while start < len(sessions):
+            end, seen = start, set()
+            while end < len(sessions) and id(sessions[end].memory) not in seen:
+                seen.add(id(sessions[end].memory))
+                end += 1
+            chunk = sessions[start:end]
+            requests = [self._interview_request(s) for s in chunk]
+            results = ask_json_batch(self.llm, requests, max_repairs=self.config.max_repairs)
+            out.extend(self._finish_interview(s, r) for s, r in zip(chunk, results, strict=True))
+            start = end
+        return out
+
+    def _interview_request(self, session: LLMUserSession) -> LLMRequest:
         memories = session.memory.retrieve(INTERVIEW_QUERY, now=session.memory.clock)
         ctx: dict[str, Any] = {
             "n_shown": session.n_shown,
@@ -437,7 +461,7 @@ class LLMUserModel:
         user = self._interview_template.render(
             n_pages=len(session.pages), memories=[_memory_line(m) for m in memories], **ctx
         )
-        request = LLMRequest(
+        return LLMRequest(
             messages=(self.system_message(session.persona), *user),
             template="interview",
             template_version=self._interview_template.version_tag,
@@ -448,7 +472,8 @@ class LLMUserModel:
             json_schema=interview_schema(),
             context=ctx,
         )
-        result = ask_json(self.llm, request, max_repairs=self.config.max_repairs)
+
+    def _finish_interview(self, session: LLMUserSession, result: StructuredResult) -> Interview:
         stats_score = stats_interview_score(session.n_shown, session.n_watched, session.n_liked)
         w = self.config.decision.interview_llm
         if result.failed:

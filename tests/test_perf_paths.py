@@ -201,3 +201,70 @@ def test_observation_follows_the_pages_shown(action_mode: str, history_len: int)
             assert obs["session"][2] == pytest.approx(watched / n_shown)
             assert obs["session"][3] == pytest.approx(liked / n_shown)
             assert env.state.shown_items == shown_items
+
+
+class _BatchCountingLLM:
+    """Forwards to the mock; records the size of every batch of interview requests."""
+
+    name = "batch-counting"
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.interview_batches: list[int] = []
+
+    def complete(self, request):
+        if request.template == "interview":
+            self.interview_batches.append(1)
+        return self.inner.complete(request)
+
+    def complete_batch(self, requests):
+        n = sum(r.template == "interview" for r in requests)
+        if n:
+            self.interview_batches.append(n)
+        return self.inner.complete_batch(requests)
+
+
+@pytest.mark.parametrize("fault_rate", [0.0, 0.4])
+def test_interview_batch_equals_one_by_one_interviews(fault_rate: float) -> None:
+    from agents.embedding import HashingEmbedder
+    from agents.llm_user import LLMUserModel
+    from simenv.llm.mock import FaultConfig, MockLLM
+    from simenv.records import Page
+    from tests.fixtures_agents import tiny_world
+
+    ds, split, personas = tiny_world()
+    chosen = list(personas.values())[:5]
+    # The same user twice with carried-over memory (second interview must see the first one's memory).
+    order = [*chosen, chosen[1]]
+
+    def sessions_for(model: LLMUserModel) -> list:
+        rng = np.random.default_rng(3)
+        out = []
+        for episode, persona in enumerate(order):
+            session = model.start_session(persona, episode, np.random.default_rng(rng.integers(2**32)))
+            for index in range(1 + episode % 2):
+                if session.left:
+                    break
+                ids = tuple(int(i) for i in rng.choice(ds.n_items, 4, replace=False))
+                session.react(Page(episode, index, ids), [ds.catalog[i] for i in ids])
+            out.append(session)
+        return out
+
+    def model() -> tuple[LLMUserModel, _BatchCountingLLM]:
+        llm = _BatchCountingLLM(MockLLM(seed=5, faults=FaultConfig(rate=fault_rate)))
+        return LLMUserModel(ds, llm, HashingEmbedder(64), train=split.train), llm
+
+    one_model, one_llm = model()
+    one_by_one = [s.interview() for s in sessions_for(one_model)]
+    batch_model, batch_llm = model()
+    batched = batch_model.interview_batch(sessions_for(batch_model))
+
+    assert batched == one_by_one
+    assert batch_model.events == one_model.events
+    for persona in chosen:
+        one_mem = [(r.text, r.time) for r in one_model.memories[persona.user_id].records]
+        assert [(r.text, r.time) for r in batch_model.memories[persona.user_id].records] == one_mem
+    assert one_llm.interview_batches[:6] == [1] * 6
+    assert batch_llm.interview_batches[:2] == [5, 1]  # the repeated user waits for the next batch
+    if fault_rate:
+        assert any(iv.fallback for iv in batched) or len(batch_llm.interview_batches) > 2  # faults were exercised

@@ -17,36 +17,18 @@ from pydantic_settings import BaseSettings, CliApp, CliPositionalArg, CliSubComm
 
 from experiments.config import (
     ConfigError,
-    DataSection,
     ExperimentConfig,
-    FidelitySection,
-    LLMSection,
-    PopulationSection,
-    RecommendersSection,
-    RLSection,
-    RunSection,
-    SimulationSection,
-    UsersSection,
     load_config,
 )
 
 
-class _Command(BaseModel):
-    """Flags shared by the commands that run an experiment."""
+class _Command(ExperimentConfig):
+    """Flags shared by the commands that run an experiment: every config key, plus the config file."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=False)
 
     config: Path | None = None
     """TOML config (a path, or a name under experiments/configs/, e.g. 'demo')."""
-    run: RunSection = RunSection()
-    data: DataSection = DataSection()
-    simulation: SimulationSection = SimulationSection()
-    users: UsersSection = UsersSection()
-    llm: LLMSection = LLMSection()
-    recommenders: RecommendersSection = RecommendersSection()
-    fidelity: FidelitySection = FidelitySection()
-    rl: RLSection = RLSection()
-    population: PopulationSection = PopulationSection()
 
     def experiment(self) -> ExperimentConfig:
         """Defaults < config file < the flags given explicitly on the command line."""

@@ -13,6 +13,7 @@ training / simulation / LLM time, and Mesa population rounds per second.
 from __future__ import annotations
 
 import argparse
+import io
 import tempfile
 import time
 from pathlib import Path
@@ -37,12 +38,12 @@ def compare_once(tmp: Path, dataset: str, personas: int, names: list[str]) -> tu
         "recommenders": {"names": names},
     }
     config = load_config(None, overrides)
-    console = Console(record=True, width=160, quiet=True)
+    console = Console(file=io.StringIO(), width=160)
     start = time.perf_counter()
     run_dir = run_compare(config, console=console)
     seconds = time.perf_counter() - start
     pages = len(read_run(run_dir).pages)
-    summary = next(line for line in console.export_text().splitlines() if line.startswith("wall time"))
+    summary = next(line for line in console.file.getvalue().splitlines() if line.startswith("wall time"))
     return seconds, pages, summary
 
 

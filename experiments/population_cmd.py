@@ -6,8 +6,6 @@ and a report with the per-round curves.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +60,6 @@ def run_population_cmd(config: ExperimentConfig, console: Console | None = None)
         tables.append(table)
     result = pd.concat(tables, ignore_index=True)
     run_log.append("population", result.to_dict("records"))
-    (run_dir / "population_config.json").write_text(json.dumps(dataclasses.asdict(pop_config), default=list))
     console.print(result.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     report = build_report(run_dir, seed=config.run.seed)
     console.print(f"report: {report}")

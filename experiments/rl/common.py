@@ -7,11 +7,14 @@ import dataclasses
 import logging
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import gymnasium as gym
+import numpy as np
 import pandas as pd
+import torch
 
 from simenv.policies import SB3Recommender
 from simenv.runner import compare_policies
@@ -36,6 +39,34 @@ def parse_args(cls: type[T], argv: list[str] | None = None) -> T:
             parser.add_argument(f"--{f.name.replace('_', '-')}", default=f.default, type=kind)
     values = vars(parser.parse_args(argv))
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def train_and_evaluate(
+    args: Any, env_id: str, name: str, action_mode: str, build_model: Callable[[gym.Env], Any]
+) -> pd.DataFrame:
+    """Seed, build the fast-user env, train `build_model(env)` for `args.total_timesteps`, save it, and
+    evaluate it against `args.compare` on the persona env. `args` is a script's Args dataclass."""
+    # Seeding: SB3 seeds its own torch/numpy state from `seed`; the env from reset(seed=...).
+    torch.set_num_threads(args.torch_threads)
+    rng = np.random.default_rng(args.seed)
+    env = gym.make(env_id, dataset=args.dataset, n_users=args.n_users)
+    env.reset(seed=int(rng.integers(2**31)))
+    env.action_space.seed(int(rng.integers(2**31)))
+    model = build_model(env)
+    model.learn(total_timesteps=args.total_timesteps)
+    model.save(f"{args.out_dir}/model")
+    return evaluate(
+        model,
+        name,
+        action_mode,
+        args.dataset,
+        args.n_users,
+        args.eval_users,
+        args.compare,
+        args.llm_backend,
+        args.out_dir,
+        args.seed,
+    )
 
 
 def evaluate(

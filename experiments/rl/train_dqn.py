@@ -9,13 +9,11 @@ import logging
 from dataclasses import dataclass
 
 import gymnasium as gym
-import numpy as np
 import pandas as pd
-import torch
 from stable_baselines3 import DQN
 
 import simenv  # noqa: F401  (registers the env ids)
-from experiments.rl.common import evaluate, parse_args
+from experiments.rl.common import parse_args, train_and_evaluate
 
 
 @dataclass(frozen=True)
@@ -39,39 +37,21 @@ class Args:
 
 
 def main(args: Args) -> pd.DataFrame:
-    torch.set_num_threads(args.torch_threads)
-    rng = np.random.default_rng(args.seed)
-    env = gym.make("simenv/FastRecSeq-v0", dataset=args.dataset, n_users=args.n_users)
-    env.reset(seed=int(rng.integers(2**31)))
-    env.action_space.seed(int(rng.integers(2**31)))
+    def build(env: gym.Env) -> DQN:
+        return DQN(
+            "MultiInputPolicy",
+            env,
+            buffer_size=args.buffer_size,
+            learning_starts=args.learning_starts,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            exploration_fraction=args.exploration_fraction,
+            seed=args.seed,
+            device="cpu",
+            verbose=0,
+        )
 
-    model = DQN(
-        "MultiInputPolicy",
-        env,
-        buffer_size=args.buffer_size,
-        learning_starts=args.learning_starts,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        exploration_fraction=args.exploration_fraction,
-        seed=args.seed,
-        device="cpu",
-        verbose=0,
-    )
-    model.learn(total_timesteps=args.total_timesteps)
-    model.save(f"{args.out_dir}/model")
-
-    return evaluate(
-        model,
-        "dqn",
-        "sequential",
-        args.dataset,
-        args.n_users,
-        args.eval_users,
-        args.compare,
-        args.llm_backend,
-        args.out_dir,
-        args.seed,
-    )
+    return train_and_evaluate(args, "simenv/FastRecSeq-v0", "dqn", "sequential", build)
 
 
 if __name__ == "__main__":

@@ -9,13 +9,11 @@ import logging
 from dataclasses import dataclass
 
 import gymnasium as gym
-import numpy as np
 import pandas as pd
-import torch
 from stable_baselines3 import PPO
 
 import simenv  # noqa: F401  (registers the env ids)
-from experiments.rl.common import evaluate, parse_args
+from experiments.rl.common import parse_args, train_and_evaluate
 
 
 @dataclass(frozen=True)
@@ -38,39 +36,20 @@ class Args:
 
 
 def main(args: Args) -> pd.DataFrame:
-    # Seeding: SB3 seeds its own torch/numpy state from `seed`; the env from reset(seed=...).
-    torch.set_num_threads(args.torch_threads)
-    rng = np.random.default_rng(args.seed)
-    env = gym.make("simenv/FastRec-v0", dataset=args.dataset, n_users=args.n_users)
-    env.reset(seed=int(rng.integers(2**31)))
-    env.action_space.seed(int(rng.integers(2**31)))
+    def build(env: gym.Env) -> PPO:
+        return PPO(
+            "MultiInputPolicy",
+            env,
+            n_steps=args.n_steps,
+            batch_size=args.batch_size,
+            n_epochs=args.n_epochs,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+            device="cpu",
+            verbose=0,
+        )
 
-    model = PPO(
-        "MultiInputPolicy",
-        env,
-        n_steps=args.n_steps,
-        batch_size=args.batch_size,
-        n_epochs=args.n_epochs,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        device="cpu",
-        verbose=0,
-    )
-    model.learn(total_timesteps=args.total_timesteps)
-    model.save(f"{args.out_dir}/model")
-
-    return evaluate(
-        model,
-        "ppo",
-        "slate",
-        args.dataset,
-        args.n_users,
-        args.eval_users,
-        args.compare,
-        args.llm_backend,
-        args.out_dir,
-        args.seed,
-    )
+    return train_and_evaluate(args, "simenv/FastRec-v0", "ppo", "slate", build)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,11 @@ class DecisionConfig:
         return float(getattr(self, f"w_{signal}"))
 
     @property
+    def uses_page_answer(self) -> bool:
+        """True when the LLM's per-page watch, rating or leave answer changes a decision."""
+        return self.w_llm != 0.0 or self.rating_llm != 0.0 or self.leave.llm != 0.0
+
+    @property
     def uses_llm(self) -> bool:
         return self.w_llm != 0.0 or self.rating_llm != 0.0 or self.leave.llm != 0.0 or self.interview_llm != 0.0
 
@@ -96,6 +101,17 @@ class LLMUserConfig:
     max_repairs: int = 2
     temperature: float = 0.0
     template_version: int = 1
+    # "decide": the LLM answers watch/rating/leave per item (page_decision); "narrate": the grounded rule decides
+    # first and the LLM only writes feelings and the leave reason (page_reaction); "auto": narrate exactly when
+    # the decision profile would discard the LLM's numbers (`not decision.uses_page_answer`).
+    page_prompt: Literal["auto", "decide", "narrate"] = "auto"
+
+    @property
+    def narrates(self) -> bool:
+        """True when pages are decided by the grounded rule and the LLM only writes their text."""
+        if self.page_prompt == "auto":
+            return not self.decision.uses_page_answer
+        return self.page_prompt == "narrate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +204,15 @@ def load_llm_user_config(profile: str | None = None, path: Path | None = None) -
     decision = load_decision_config(profile, path)
     path, data = _read(path)
     memory = _build(MemoryConfig, data.get("memory", {}), f"{path} [memory]")
-    rest = _build(LLMUserConfig, data.get("llm_user", {}), f"{path} [llm_user]")
+    where = f"{path} [llm_user]"
+    rest = _build(LLMUserConfig, data.get("llm_user", {}), where)
+    if rest.page_prompt not in ("auto", "decide", "narrate"):
+        raise ConfigError(f"{where}: page_prompt must be 'auto', 'decide' or 'narrate', got {rest.page_prompt!r}")
+    if rest.page_prompt == "narrate" and decision.uses_page_answer:
+        raise ConfigError(
+            f"{where}: page_prompt = 'narrate' but profile {decision.name!r} uses the LLM's page answer "
+            "(w_llm, rating_llm or leave.llm is non-zero); use 'decide' or 'auto'"
+        )
     return replace(rest, decision=decision, memory=memory)
 
 

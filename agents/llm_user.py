@@ -30,6 +30,7 @@ from simenv.llm.schemas import (
     check_page_decision,
     interview_schema,
     page_decision_schema,
+    page_reaction_schema,
     reflection_schema,
     taste_summary_schema,
 )
@@ -57,6 +58,8 @@ FEELING_BY_RATING = {
 INTERVIEW_QUERY = "How satisfied am I with the movies recommended to me?"
 PAGE_MAX_TOKENS_BASE = 40
 PAGE_MAX_TOKENS_PER_ITEM = 32
+REACTION_MAX_TOKENS_BASE = 32
+REACTION_MAX_TOKENS_PER_ITEM = 20
 FEELING_MAX_CHARS = 40  # tighter than the contract's caps: short strings keep constrained decoding fast
 REASON_MAX_CHARS = 60
 PLACEHOLDERS = {"", "...", "…"}
@@ -219,6 +222,7 @@ class LLMUserModel:
         self._system: dict[int, Message] = {}
         v = self.config.template_version
         self._page_template = load_template("agents", "page_decision", v)
+        self._reaction_template = load_template("agents", "page_reaction", v)
         self._reflection_template = load_template("agents", "reflection", v)
         self._interview_template = load_template("agents", "interview", v)
 
@@ -291,7 +295,6 @@ class LLMUserModel:
         """One page per session; one `ask_json_batch` for all pages (+ one for any reflections)."""
         if len(sessions) != len(pages):
             raise ValueError(f"react_batch: {len(sessions)} sessions but {len(pages)} pages")
-        requests, checks = [], []
         for session, (page, items) in zip(sessions, pages, strict=True):
             ids = tuple(int(i) for i in page.item_ids)
             if tuple(it.item_id for it in items) != ids:
@@ -299,17 +302,98 @@ class LLMUserModel:
                 raise ValueError(f"{who}: items do not match ids {ids}")
             if session.left:
                 raise ValueError(f"user {session.persona.user_id} already left in episode {session.episode}")
-            memories = session.memory.retrieve(self._query(ids), now=session.memory.clock)
+        react = self._narrate_pages if self.config.narrates else self._decide_pages
+        feedback = react(sessions, pages)
+        self._reflect([s for s in sessions if s.memory.should_reflect()])
+        return feedback
+
+    def _memories(self, session: LLMUserSession, page: Page) -> list[MemoryRecord]:
+        return session.memory.retrieve(self._query(page.item_ids), now=session.memory.clock)
+
+    def _decide_pages(
+        self, sessions: Sequence[LLMUserSession], pages: Sequence[tuple[Page, Sequence[Item]]]
+    ) -> list[PageFeedback]:
+        """`page_decision`: the LLM answers watch/rating/leave per item; the grounded rule blends them in."""
+        requests, checks = [], []
+        for session, (page, _) in zip(sessions, pages, strict=True):
+            ids = [int(i) for i in page.item_ids]
             seed = int(session.rng.integers(2**31 - 1))
+            memories = self._memories(session, page)
             requests.append(self.page_request(session.persona, page.page_index, ids, memories, seed))
             checks.append(check_page_decision(ids))
         results = ask_json_batch(self.llm, requests, checks, max_repairs=self.config.max_repairs)
-        feedback = [
+        return [
             self._apply(session, page, items, result)
             for session, (page, items), result in zip(sessions, pages, results, strict=True)
         ]
-        self._reflect([s for s in sessions if s.memory.should_reflect()])
+
+    def _narrate_pages(
+        self, sessions: Sequence[LLMUserSession], pages: Sequence[tuple[Page, Sequence[Item]]]
+    ) -> list[PageFeedback]:
+        """`page_reaction`: the grounded rule decides each page first; the LLM writes the feelings of the watched
+        movies and the leave reason. A page with nothing watched and no exit has no text to write: no call."""
+        decided, requests, asked = [], [], []
+        for k, (session, (page, items)) in enumerate(zip(sessions, pages, strict=True)):
+            decision = self._decide_grounded(session, page, self.decider, None, None, None)
+            decided.append(decision)
+            watched, stars, left = decision
+            if watched.any() or left:
+                seed = int(session.rng.integers(2**31 - 1))
+                memories = self._memories(session, page)
+                persona = session.persona
+                requests.append(self.reaction_request(persona, page, items, watched, stars, left, memories, seed))
+                asked.append(k)
+        results: list[StructuredResult | None] = [None] * len(sessions)
+        answers = ask_json_batch(self.llm, requests, max_repairs=self.config.max_repairs)
+        for k, result in zip(asked, answers, strict=True):
+            results[k] = result
+        feedback = []
+        for session, (page, items), decision, result in zip(sessions, pages, decided, results, strict=True):
+            watched, stars, left = decision
+            feelings, reason, failed, call_ids = [""] * len(items), "", False, ()
+            if result is not None:
+                failed, call_ids = result.failed, result.call_ids
+                if result.failed:
+                    self._fallback(session, page.page_index, "page_reaction", result)
+                else:
+                    texts = iter(_text(t) for t in result.value["feelings"])
+                    feelings = [next(texts) if w else "" for w in watched]
+                    reason = _text(result.value.get("reason", "")) if left else ""
+            fb = self._record(session, page, items, watched, stars, left, feelings, reason, failed, call_ids)
+            feedback.append(fb)
         return feedback
+
+    def reaction_request(
+        self,
+        persona: Persona,
+        page: Page,
+        items: Sequence[Item],
+        watched: np.ndarray,
+        stars: np.ndarray,
+        left: bool,
+        memories: Sequence[MemoryRecord],
+        seed: int,
+    ) -> LLMRequest:
+        """The page_reaction request: persona system prompt + what the user did on the page; `context` for the mock."""
+        seen = [{"text": it.text, "rating": int(stars[k])} for k, it in enumerate(items) if watched[k]]
+        user = self._reaction_template.render(
+            page_number=page.page_index + 1,
+            memories=[_memory_line(m) for m in memories],
+            watched=seen,
+            skipped=[it.title for k, it in enumerate(items) if not watched[k]],
+            left=bool(left),
+        )
+        return LLMRequest(
+            messages=(self.system_message(persona), *user),
+            template="page_reaction",
+            template_version=self._reaction_template.version_tag,
+            purpose="page_reaction",
+            temperature=self.config.temperature,
+            max_tokens=REACTION_MAX_TOKENS_BASE + REACTION_MAX_TOKENS_PER_ITEM * len(seen),
+            seed=seed,
+            json_schema=page_reaction_schema(len(seen), bool(left)),
+            context={"ratings": [s["rating"] for s in seen], "left": bool(left), "page_index": int(page.page_index)},
+        )
 
     def _fallback(self, session: LLMUserSession, page_index: int, template: str, result: StructuredResult) -> None:
         event = UserEvent(
@@ -326,9 +410,9 @@ class LLMUserModel:
     def _apply(
         self, session: LLMUserSession, page: Page, items: Sequence[Item], result: StructuredResult
     ) -> PageFeedback:
-        ids = np.asarray(page.item_ids, dtype=np.int64)
+        """Blend a page_decision answer (or, when it failed, the non-LLM signals alone) into the page's feedback."""
         llm_watch = llm_ratings = llm_leave = None
-        feelings = [""] * len(ids)
+        feelings = [""] * len(items)
         reason = ""
         if result.failed:
             self._fallback(session, page.page_index, "page_decision", result)
@@ -339,25 +423,62 @@ class LLMUserModel:
             feelings = [_text(a["feeling"]) if a["watch"] else "" for a in answer]
             llm_leave = bool(result.value["leave"])
             reason = _text(result.value["reason"])
-        rng = session.rng
         decider = self.decider if llm_watch is not None else self.decider.fallback_decider()
+        watched, stars, left = self._decide_grounded(session, page, decider, llm_watch, llm_ratings, llm_leave)
+        if llm_leave is None or llm_leave != left:
+            reason = ""
+        return self._record(
+            session, page, items, watched, stars, left, feelings, reason, result.failed, result.call_ids
+        )
+
+    def _decide_grounded(
+        self,
+        session: LLMUserSession,
+        page: Page,
+        decider: GroundedDecider,
+        llm_watch: np.ndarray | None,
+        llm_ratings: np.ndarray | None,
+        llm_leave: bool | None,
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(watched, stars, left) for one page by the grounded rule; draws from the session rng."""
+        ids = np.asarray(page.item_ids, dtype=np.int64)
+        rng = session.rng
         plan = decider.plan(session.persona)
         watched = decider.watch(plan, ids, llm_watch, rng)
         if llm_watch is not None:
             decider.observe_llm(llm_watch)
         stars = decider.ratings(plan, ids, llm_ratings, rng)
+        liked_share = float(np.sum(watched & (stars >= 4))) / len(ids)
+        left, _ = decider.leave(page.page_index, session.persona.activity, liked_share, llm_leave, rng)
+        return watched, stars, left
+
+    def _record(
+        self,
+        session: LLMUserSession,
+        page: Page,
+        items: Sequence[Item],
+        watched: np.ndarray,
+        stars: np.ndarray,
+        left: bool,
+        feelings: Sequence[str],
+        reason: str,
+        fallback: bool,
+        call_ids: tuple[str, ...],
+    ) -> PageFeedback:
+        """Turn a decided page into `PageFeedback`, update the session's counters and write its memories.
+        Missing text gets a plain default (a feeling by rating; a reason by whether anything was liked)."""
+        ids = [int(i) for i in page.item_ids]
         reactions = []
         for k, item_id in enumerate(ids):
             if watched[k]:
                 r = int(stars[k])
-                reactions.append(ItemReaction(int(item_id), True, r, feelings[k] or FEELING_BY_RATING[r]))
+                reactions.append(ItemReaction(item_id, True, r, feelings[k] or FEELING_BY_RATING[r]))
             else:
-                reactions.append(ItemReaction(int(item_id), False, None, ""))
+                reactions.append(ItemReaction(item_id, False, None, ""))
         n_liked = sum(r.liked for r in reactions)
-        left, _ = decider.leave(page.page_index, session.persona.activity, n_liked / len(ids), llm_leave, rng)
-        if llm_leave is None or llm_leave != left:
-            reason = ("Nothing here holds my interest." if n_liked == 0 else "I have seen enough.") if left else ""
-        fb = PageFeedback(tuple(reactions), left, reason, result.failed, result.call_ids)
+        if left and not reason:
+            reason = "Nothing here holds my interest." if n_liked == 0 else "I have seen enough."
+        fb = PageFeedback(tuple(reactions), left, reason, fallback, call_ids)
         session.n_shown += len(ids)
         session.n_watched += fb.n_watched
         session.n_liked += n_liked
@@ -369,7 +490,7 @@ class LLMUserModel:
             self.config.memory,
             page.page_index + 1,
             [it.title for it in items],
-            [int(i) for i in ids],
+            ids,
             [r.rating for r in reactions],
             [r.feeling for r in reactions],
             left,

@@ -9,9 +9,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from agents.config import DecisionConfig, LLMUserConfig, MemoryConfig, load_llm_user_config
+from agents.config import ConfigError, DecisionConfig, LLMUserConfig, MemoryConfig, load_llm_user_config
 from agents.embedding import HashingEmbedder
-from agents.llm_user import LLMUserModel, persona_system_prompt, summarise_tastes
+from agents.llm_user import FEELING_BY_RATING, LLMUserModel, persona_system_prompt, summarise_tastes
 from agents.memory import MemoryRecord
 from simenv.data.synthetic import make_synthetic
 from simenv.llm.mock import FaultConfig, MockLLM
@@ -60,10 +60,17 @@ def _hand_persona() -> Persona:
     )
 
 
-def _model(llm=None, decision: DecisionConfig | None = None, memory: MemoryConfig | None = None, world=None):
+def _model(
+    llm=None,
+    decision: DecisionConfig | None = None,
+    memory: MemoryConfig | None = None,
+    world=None,
+    page_prompt: str = "decide",
+):
+    """The default user config with overrides; `page_prompt="decide"` (page_decision) unless a test narrates."""
     ds, split, personas = world or tiny_world()
     base = load_llm_user_config()
-    cfg = replace(base, decision=decision or base.decision, memory=memory or base.memory)
+    cfg = replace(base, decision=decision or base.decision, memory=memory or base.memory, page_prompt=page_prompt)
     return LLMUserModel(ds, llm or MockLLM(seed=1), HashingEmbedder(64), cfg, train=split.train), ds, personas
 
 
@@ -354,3 +361,109 @@ def test_taste_summaries_with_fallback():
     assert all(not fb and "I enjoy" in text for text, fb in good.values())
     bad = summarise_tastes(MockLLM(seed=1, faults=FaultConfig(rate=1.0, kinds=("malformed_json",))), ps)
     assert all(fb and text == personas[u].taste_text for u, (text, fb) in bad.items())
+
+
+# ---- narrate mode (page_reaction): the grounded rule decides, the LLM only writes the text -----------------------
+GOLDEN_REACTION = (
+    "Page 3 of recommendations.\n"
+    "You watched:\n"
+    "- Movie 0005 (1982) — Action, Drama; you rated it 4 of 5.\n"
+    "You skipped: Movie 0009.\n"
+    "After this page you leave the site.\n"
+    "\n"
+    "In a few words each, how did you feel about the movies you watched, in the order above? Why do you leave?\n"
+    'JSON: {"feelings":["..."],"reason":"..."}'
+)
+
+
+def test_golden_page_reaction_prompt_and_schema():
+    ds = make_synthetic(n_users=20, n_items=30, seed=1)
+    model = LLMUserModel(ds, MockLLM(), HashingEmbedder(16), LLMUserConfig(), train=ds.interactions)
+    page, items = Page(0, 2, (5, 9)), [ds.catalog[5], ds.catalog[9]]
+    watched, stars = np.array([True, False]), np.array([4, 2])
+    request = model.reaction_request(_hand_persona(), page, items, watched, stars, True, [], seed=0)
+    assert request.messages[0].content == GOLDEN_SYSTEM
+    assert request.messages[1].content == GOLDEN_REACTION
+    assert request.template == "page_reaction" and request.purpose == "page_reaction"
+    assert dict(request.context) == {"ratings": [4], "left": True, "page_index": 2}
+    feelings = request.json_schema["properties"]["feelings"]
+    assert (feelings["minItems"], feelings["maxItems"]) == (1, 1)
+    assert request.json_schema["required"] == ["feelings", "reason"]
+    stay = model.reaction_request(_hand_persona(), page, items, watched, stars, False, [], seed=0)
+    assert stay.json_schema["required"] == ["feelings"] and "leave" not in stay.messages[1].content
+
+
+def test_auto_narrates_exactly_when_the_profile_discards_the_page_answer():
+    assert load_llm_user_config("grounded").narrates
+    assert not load_llm_user_config("grounded-llm").narrates  # w_llm = 1
+    assert not load_llm_user_config("llm-only").narrates
+    assert not replace(load_llm_user_config("grounded"), page_prompt="decide").narrates
+
+
+def test_narrate_is_refused_for_a_profile_that_uses_the_page_answer(tmp_path):
+    from agents.config import default_config_path
+
+    text = default_config_path().read_text().replace('page_prompt = "auto"', 'page_prompt = "narrate"')
+    path = tmp_path / "users.toml"
+    path.write_text(text)
+    assert load_llm_user_config("grounded", path).narrates
+    with pytest.raises(ConfigError, match="llm-only.*uses the LLM's page answer"):
+        load_llm_user_config("llm-only", path)
+    path.write_text(text.replace('page_prompt = "narrate"', 'page_prompt = "sometimes"'))
+    with pytest.raises(ConfigError, match="page_prompt must be.*'sometimes'"):
+        load_llm_user_config("grounded", path)
+
+
+def _narrated_run(llm, n_users=12, pages=4):
+    model, ds, personas = _model(llm, page_prompt="auto")
+    assert model.config.narrates
+    sessions = [
+        model.start_session(p, 0, np.random.default_rng(i)) for i, p in enumerate(list(personas.values())[:n_users])
+    ]
+    rng = np.random.default_rng(99)
+    out = []
+    for t in range(pages):
+        live = [s for s in sessions if not s.left]
+        if not live:
+            break
+        out.extend(model.react_batch(live, [_page(ds, rng, t) for _ in live]))
+    return model, sessions, out
+
+
+def test_narrated_pages_call_the_llm_only_for_text_and_use_its_feelings():
+    llm = RecordingLLM(MockLLM(seed=12))
+    model, sessions, feedback = _narrated_run(llm)
+    asked = [fb for fb in feedback if fb.n_watched or fb.left]
+    assert asked and len(asked) < len(feedback)  # some pages had nothing to narrate: no call for them
+    assert all(len(fb.llm_call_ids) == 1 for fb in asked)
+    assert all(fb.llm_call_ids == () for fb in feedback if not (fb.n_watched or fb.left))
+    assert {r.template for r in llm.requests} <= {"page_reaction", "reflection"}
+    assert sum(r.template == "page_reaction" for r in llm.requests) == len(asked)
+    mock_feelings = ("Did not like it.", "Not for me.", "It was fine.", "Good film.", "Loved it.")
+    for fb in feedback:
+        assert not fb.fallback
+        for r in fb.reactions:
+            assert bool(r.feeling) == r.watched
+            assert r.feeling == ("" if not r.watched else mock_feelings[r.rating - 1])
+        assert fb.reason == ("I have seen enough for today." if fb.left else "")
+    # the feelings reach memory, so later prompts can recall them
+    texts = " ".join(m.text for s in sessions for m in s.memory.records)
+    assert any(f in texts for f in mock_feelings)
+
+
+def test_narrated_decisions_do_not_depend_on_the_llm_and_failures_are_logged(caplog):
+    def decisions(feedback):
+        return [(tuple((r.watched, r.rating) for r in fb.reactions), fb.left) for fb in feedback]
+
+    _, _, a = _narrated_run(MockLLM(seed=1))
+    _, _, b = _narrated_run(MockLLM(seed=2))
+    with caplog.at_level(logging.WARNING, logger="agents.llm_user"):
+        broken, _, c = _narrated_run(MockLLM(seed=3, faults=FaultConfig(rate=1.0, kinds=("out_of_range",))))
+    assert decisions(a) == decisions(b) == decisions(c)
+    asked = [fb for fb in c if fb.n_watched or fb.left]
+    assert asked and all(fb.fallback and len(fb.llm_call_ids) == 1 + broken.config.max_repairs for fb in asked)
+    for fb in asked:  # text falls back to plain defaults, recorded as fallback events
+        assert all(r.feeling == FEELING_BY_RATING[r.rating] for r in fb.reactions if r.watched)
+    events = [e for e in broken.events if e.kind == "fallback"]
+    assert len(events) == len(asked) and {e.template for e in events} == {"page_reaction"}
+    assert "fallback" in caplog.text

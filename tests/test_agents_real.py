@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from agents.config import load_llm_user_config
 from agents.embedding import HashingEmbedder, MiniLMEmbedder
 from agents.llm_user import LLMUserModel
+from simenv.llm.structured import ask_json
 from simenv.records import Page, PageFeedback
 from tests.fixtures_agents import tiny_world
 
@@ -19,7 +22,8 @@ def test_one_real_page_with_embedded_smollm2():
 
     ds, split, personas = tiny_world()
     llm = make_llm(LLMConfig(backend="llama-cpp", n_threads=2))
-    model = LLMUserModel(ds, llm, HashingEmbedder(64), load_llm_user_config(), train=split.train)
+    config = replace(load_llm_user_config(), page_prompt="decide")
+    model = LLMUserModel(ds, llm, HashingEmbedder(64), config, train=split.train)
     persona = next(iter(personas.values()))
     session = model.start_session(persona, 0, np.random.default_rng(0))
     ids = (17,)  # one item keeps the constrained decoding short (~40 tokens)
@@ -29,6 +33,14 @@ def test_one_real_page_with_embedded_smollm2():
     assert [r.item_id for r in fb.reactions] == list(ids) and len(fb.llm_call_ids) == 1
     assert all((r.rating is not None) == r.watched for r in fb.reactions)
     assert len(session.memory) >= 1
+
+    # the default grounded profile narrates: the model writes a feeling per watched movie and the leave reason
+    ids = (17, 21)
+    page, items = Page(0, 1, ids), [ds.catalog[i] for i in ids]
+    request = model.reaction_request(persona, page, items, np.array([True, True]), np.array([5, 2]), True, [], 0)
+    result = ask_json(llm, request, max_repairs=1)
+    assert not result.failed, result.error
+    assert len(result.value["feelings"]) == 2 and isinstance(result.value["reason"], str)
 
 
 @pytest.mark.slow

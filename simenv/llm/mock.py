@@ -140,8 +140,21 @@ def rerank_rule(ctx: Mapping[str, Any], rng: np.random.Generator) -> dict[str, A
     return {"ranking": [ids[i] for i in order]}
 
 
+_FEELING_BY_STARS = ("Did not like it.", "Not for me.", "It was fine.", "Good film.", "Loved it.")
+
+
+def page_reaction_rule(ctx: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """One feeling per watched movie, by its rating; a leave reason only when the user leaves."""
+    _need(ctx, "page_reaction", "ratings", "left")
+    answer: dict[str, Any] = {"feelings": [_FEELING_BY_STARS[int(r) - 1] for r in ctx["ratings"]]}
+    if ctx["left"]:
+        answer["reason"] = "I have seen enough for today."
+    return answer
+
+
 DEFAULT_RULES: dict[str, Rule] = {
     "page_decision": page_decision_rule,
+    "page_reaction": page_reaction_rule,
     "reflection": reflection_rule,
     "interview": interview_rule,
     "taste_summary": taste_summary_rule,
@@ -153,6 +166,8 @@ def _out_of_range(template: str, answer: dict[str, Any]) -> bool:
     """Break a bound of the template's schema in place; False if the template has no such bound."""
     if template == "page_decision" and answer["items"]:
         answer["items"][0]["rating"] = 7
+    elif template == "page_reaction":
+        answer["feelings"] = [*answer["feelings"], "one feeling too many"]
     elif template == "interview":
         answer["score"] = 11
     elif template == "reflection":

@@ -41,6 +41,22 @@ def page_decision_schema(n_items: int) -> dict[str, Any]:
     }
 
 
+def page_reaction_schema(n_watched: int, left: bool) -> dict[str, Any]:
+    """`{"feelings": [str] x n_watched, "reason": str (only when the user leaves)}`: the text a grounded page
+    decision needs, and nothing it would discard (see agents.llm_user, `page_prompt = "narrate"`)."""
+    properties: dict[str, Any] = {
+        "feelings": {
+            "type": "array",
+            "items": {"type": "string", "maxLength": FEELING_MAX_CHARS},
+            "minItems": n_watched,
+            "maxItems": n_watched,
+        }
+    }
+    if left:
+        properties["reason"] = {"type": "string", "maxLength": REASON_MAX_CHARS}
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
 def reflection_schema() -> dict[str, Any]:
     """`{"insights": [str] (1..3)}`."""
     return {

@@ -36,7 +36,8 @@ class LLMConfig:
     model_path: str | None = None  # llama-cpp: GGUF file; transformers: model dir or GGUF file
     n_ctx: int = 2048
     n_threads: int = 2
-    ram_cache_bytes: int = 0
+    ram_cache_bytes: int = 1 << 30  # llama-cpp: saved prompt states, so interleaved personas keep their prefix
+    flash_attn: bool = True  # llama-cpp
     seed: int = 0
     cache_dir: str | None = None
     call_log_dir: str | None = None
@@ -89,6 +90,7 @@ def make_backend(config: LLMConfig) -> LLM:
             n_threads=config.n_threads,
             seed=config.seed,
             ram_cache_bytes=config.ram_cache_bytes,
+            flash_attn=config.flash_attn,
         )
     if config.backend == "transformers":
         from simenv.llm.transformers_backend import TransformersBackend

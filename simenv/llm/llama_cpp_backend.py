@@ -2,8 +2,10 @@
 
 One `Llama` instance is kept for the backend's life. llama-cpp-python reuses the KV cache for the longest
 token prefix shared with the previous call, so a persona's static system prompt, kept first and identical,
-is evaluated once per run of consecutive calls; `ram_cache_bytes > 0` adds a `LlamaRAMCache` of saved
-states for workloads that interleave personas. Structured answers are grammar-constrained with
+is evaluated once per run of consecutive calls. Batched runs interleave personas (page 1 of every user, then
+page 2, ...), so by default a `LlamaRAMCache` of saved states (`ram_cache_bytes`, ~12 MB per SmolLM2 state
+of ~500 tokens) brings back each persona's own prefix; 0 turns it off. Flash attention is on by default:
+measured here it decodes SmolLM2-135M Q4_1 ~25% faster (111 vs 88 tokens/s) and evaluates prompts ~10% faster. Structured answers are grammar-constrained with
 `response_format={"type": "json_object", "schema": ...}` (small integer ranges rewritten as enums, which the
 grammar enforces). llama.cpp is not thread-safe: calls are
 serialized by a lock, and batches run one request after another.
@@ -24,6 +26,7 @@ from simenv.llm.types import LLMError, LLMRequest, LLMResponse
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _MAX_ENUM_RANGE = 64
+DEFAULT_RAM_CACHE_BYTES = 1 << 30  # ~85 saved SmolLM2 states: every persona of a demo-sized batch
 
 
 def grammar_schema(schema: Any) -> Any:
@@ -65,7 +68,8 @@ class LlamaCppBackend:
         n_ctx: int = 2048,
         n_threads: int = 2,
         seed: int = 0,
-        ram_cache_bytes: int = 0,
+        ram_cache_bytes: int = DEFAULT_RAM_CACHE_BYTES,
+        flash_attn: bool = True,
     ) -> None:
         self.model_path = Path(model_path) if model_path else smollm2_gguf_path()
         if not self.model_path.is_file():
@@ -75,17 +79,18 @@ class LlamaCppBackend:
         self.n_threads = int(n_threads)
         self.seed = int(seed)
         self.ram_cache_bytes = int(ram_cache_bytes)
+        self.flash_attn = bool(flash_attn)
         self._llama: Any = None
         self._lock = threading.Lock()
 
     @property
     def identity(self) -> str:
-        return f"llama-cpp(model={self.model},n_ctx={self.n_ctx},seed={self.seed})"
+        return f"llama-cpp(model={self.model},n_ctx={self.n_ctx},seed={self.seed},flash_attn={self.flash_attn})"
 
     def __repr__(self) -> str:
         return (
             f"LlamaCppBackend(model_path={str(self.model_path)!r}, n_ctx={self.n_ctx}, n_threads={self.n_threads}, "
-            f"seed={self.seed})"
+            f"seed={self.seed}, ram_cache_bytes={self.ram_cache_bytes}, flash_attn={self.flash_attn})"
         )
 
     def _get(self) -> Any:
@@ -101,6 +106,7 @@ class LlamaCppBackend:
                 n_ctx=self.n_ctx,
                 n_threads=self.n_threads,
                 seed=self.seed,
+                flash_attn=self.flash_attn,
                 verbose=False,
             )
             if self.ram_cache_bytes > 0:

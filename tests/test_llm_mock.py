@@ -177,3 +177,11 @@ def test_unknown_template_and_bad_config_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="rate"):
         FaultConfig(rate=1.5)
     assert set(FAULT_KINDS) == {"malformed_json", "out_of_range", "unknown_id", "exception"}
+
+
+def test_custom_rule_answers_orjson_cannot_encode_still_come_back_as_json() -> None:
+    """The mock encodes answers with orjson and falls back to the json module (e.g. integers beyond 64 bits)."""
+    mock = MockLLM(seed=0, rules={"big": lambda ctx, rng: {"n": 2**70 + int(rng.integers(10)), "k": ctx["k"]}})
+    texts = [mock.complete(_req("big", {"k": k}, {"type": "object"}, text=f"b{k}")).text for k in range(3)]
+    values = [json.loads(t) for t in texts]
+    assert [v["k"] for v in values] == [0, 1, 2] and all(2**70 <= v["n"] < 2**70 + 10 for v in values)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import pandas as pd
+from numpy.random.bit_generator import ISeedSequence
 
 from simenv.candidates import candidate_set
 from simenv.data.dataset import Dataset
@@ -66,7 +67,8 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     ## Starting State
     A persona drawn uniformly from `users` (all personas by default) with `self.np_random`; a fresh user
-    session (its rng drawn from `self.np_random`); nothing shown; empty history.
+    session (its own generator, seeded with 256 bits drawn from `self.np_random`, so the env's draws do not
+    depend on how many the user makes); nothing shown; empty history.
 
     ## Episode End
     `terminated`: the user left. `truncated`: `max_pages` pages were shown. The registered ids set
@@ -176,6 +178,7 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             self.action_space = gym.spaces.MultiDiscrete(np.full(page_size, n_candidates, dtype=np.int64))
         else:
             self.action_space = gym.spaces.Discrete(n_candidates)
+        self._slate_shape = (page_size,)
         self._episode = -1
         self._state: SessionState | None = None
         self._session: UserSession | None = None
@@ -219,7 +222,7 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             self.max_pages,
             self.history_len,
         )
-        user_rng = np.random.default_rng(self.np_random.integers(0, 2**63))
+        user_rng = child_rng(self.np_random)
         self._session = self.user_model.start_session(persona, self._episode, user_rng, **self._fresh_memory_kw)
         self._done = False
         self._last_text = ""
@@ -272,8 +275,8 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         return self._features
 
     def _slate_indices(self, action: Any) -> list[int]:
-        arr = np.asarray(action)
-        if arr.shape != (self.page_size,) or arr.dtype.kind not in "iu":
+        arr = action if type(action) is np.ndarray else np.asarray(action)
+        if arr.shape != self._slate_shape or arr.dtype.kind not in "iu":
             raise InvalidActionError(
                 f"action {action!r}: expected {self.page_size} integer candidate indices, "
                 f"got shape {arr.shape} dtype {arr.dtype}"
@@ -294,10 +297,12 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     def _resolve(self, indices: list[int], state: SessionState, start: int = 0) -> tuple[list[int], int]:
         """Apply the invalid-action rule to `indices[start:]` (earlier ones are already valid)."""
+        shown = state.shown
+        if start == 0 and len(set(indices)) == len(indices) and not any(shown[k] for k in indices):
+            return indices, 0  # the common case: nothing to repair
         taken: set[int] = set(indices[:start])
         out = list(indices[:start])
         n_repaired = 0
-        shown = state.shown
         for slot in range(start, len(indices)):
             k = indices[slot]
             if shown[k] or k in taken:
@@ -319,10 +324,10 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         assert state is not None and session is not None
         ids = state.candidate_list
         item_ids = tuple([ids[k] for k in chosen])
-        page = Page(episode=self._episode, page_index=state.page_index, item_ids=item_ids)
+        page = Page(self._episode, state.page_index, item_ids)
         catalog = self._catalog
         feedback = session.react(page, [catalog[i] for i in item_ids])
-        check_feedback(page, feedback)
+        n_watched, n_liked = feedback_counts(page, feedback)
         reward = page_reward(feedback, self.reward_config)
         state.record_page(chosen, feedback)
         terminated = feedback.left
@@ -339,10 +344,10 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             user = state.persona.user_id
             self._last_text = f"user {user} page {page.page_index}: shown {item_ids}, watched {watched}"
         info = self._info(n_repaired)
-        info["page_items"] = np.asarray(item_ids, dtype=np.int64)
-        info["n_watched"] = feedback.n_watched
-        info["n_liked"] = feedback.n_liked
-        info["left"] = feedback.left
+        info["page_items"] = np.array(item_ids, dtype=np.int64)
+        info["n_watched"] = n_watched
+        info["n_liked"] = n_liked
+        info["left"] = terminated
         # Records without call ids: ids are bookkeeping and need not repeat between seeded runs.
         info["feedback"] = dataclasses.replace(feedback, llm_call_ids=()) if feedback.llm_call_ids else feedback
         if interview is not None:
@@ -387,12 +392,59 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
 def check_feedback(page: Page, feedback: PageFeedback) -> None:
     """A user model must react to every shown item, in page order; anything else is a bug worth naming."""
+    feedback_counts(page, feedback)
+
+
+def feedback_counts(page: Page, feedback: PageFeedback) -> tuple[int, int]:
+    """`check_feedback`, then (`feedback.n_watched`, `feedback.n_liked`), in one pass over the reactions."""
+    reactions = feedback.reactions
+    ids = page.item_ids
+    if len(reactions) != len(ids):
+        _bad_order(page, feedback)
+    n_watched = n_liked = 0
+    bad_rating = None
+    for r, item in zip(reactions, ids):  # noqa: B905 - lengths checked above
+        if r.item_id != item:
+            _bad_order(page, feedback)
+        rating = r.rating
+        if r.watched:
+            n_watched += 1
+            if rating is not None and not 1 <= rating <= 5 and bad_rating is None:
+                bad_rating = r
+        if rating is not None and rating >= 4:
+            n_liked += 1
+    if bad_rating is not None:
+        raise ValueError(f"user model feedback: item {bad_rating.item_id} rating={bad_rating.rating}, expected 1..5")
+    return n_watched, n_liked
+
+
+def _bad_order(page: Page, feedback: PageFeedback) -> None:
     got = tuple(r.item_id for r in feedback.reactions)
-    if got != page.item_ids:
-        raise ValueError(
-            f"user model feedback for episode {page.episode} page {page.page_index}: reactions for items {got}, "
-            f"expected {page.item_ids}"
-        )
-    for r in feedback.reactions:
-        if r.watched and r.rating is not None and not 1 <= r.rating <= 5:
-            raise ValueError(f"user model feedback: item {r.item_id} rating={r.rating}, expected 1..5")
+    raise ValueError(
+        f"user model feedback for episode {page.episode} page {page.page_index}: reactions for items {got}, "
+        f"expected {page.item_ids}"
+    )
+
+
+class _DrawnSeed(ISeedSequence):
+    """Seed words already drawn from a parent generator, in the form a numpy bit generator takes a seed."""
+
+    __slots__ = ("_words",)
+
+    def __init__(self, words: np.ndarray) -> None:
+        self._words = words
+
+    def generate_state(self, n_words: int, dtype: Any = np.uint64) -> np.ndarray:
+        words = self._words.view(np.uint32) if np.dtype(dtype) == np.uint32 else self._words
+        if len(words) < n_words:
+            raise ValueError(f"_DrawnSeed: {len(words)} words drawn, {n_words} asked")
+        return words[:n_words]
+
+
+def child_rng(rng: np.random.Generator) -> np.random.Generator:
+    """A new, independent PCG64 generator seeded with 256 bits drawn from `rng`.
+
+    Deterministic given `rng`'s state, like `np.random.default_rng(rng.integers(2**63))`, at a tenth of the
+    cost (no `SeedSequence` hashing: PCG64's own seeding mixes the drawn words); runs at every reset.
+    """
+    return np.random.Generator(np.random.PCG64(_DrawnSeed(rng.bit_generator.random_raw(4))))

@@ -79,8 +79,22 @@ def item_rewards(feedback: PageFeedback, config: RewardConfig) -> tuple[float, .
 
 
 def page_reward(feedback: PageFeedback, config: RewardConfig) -> float:
-    """Reward for one page: item rewards plus the exit penalty if the user left on it."""
-    total = sum(item_rewards(feedback, config))
+    """Reward for one page: item rewards plus the exit penalty if the user left on it.
+
+    `item_reward` inlined (this runs on every env step): the same terms, added in the same order, so the
+    total is bit-identical to `sum(item_rewards(feedback, config))`.
+    """
+    watch, like, per_star = config.watch, config.like, config.rating
+    total = 0.0
+    for r in feedback.reactions:
+        if r.watched:
+            value = watch
+            rating = r.rating
+            if rating is not None:
+                value += per_star * rating
+                if rating >= 4:
+                    value += like
+            total += value
     if feedback.left:
         total -= config.exit_penalty
     return float(total)

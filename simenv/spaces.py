@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import gymnasium as gym
 import numpy as np
@@ -54,6 +55,21 @@ class ItemFeatures:
     @property
     def n_items(self) -> int:
         return int(self.genres.shape[0])
+
+    @cached_property
+    def candidate_rows(self) -> np.ndarray:
+        """(n_items, G + 4) float32: each item's `candidates` row at reset (`table`, then shown = chosen = 0)."""
+        rows = np.zeros((self.n_items, self.table.shape[1] + 2), dtype=np.float32)
+        rows[:, : self.table.shape[1]] = self.table
+        return rows
+
+    @cached_property
+    def history_rows(self) -> np.ndarray:
+        """(n_items, G + 3) float32: each item's `history` row before the reaction (genres, 0, 0, in use = 1)."""
+        rows = np.zeros((self.n_items, self.n_genres + HISTORY_EXTRA), dtype=np.float32)
+        rows[:, : self.n_genres] = self.genres
+        rows[:, -1] = 1.0
+        return rows
 
     @property
     def n_genres(self) -> int:
@@ -158,13 +174,12 @@ class SessionState:
         self._features = features
         self.shown = np.zeros(n_c, dtype=bool)
         self._persona = persona_vector
-        self._candidates = np.zeros((n_c, g + CANDIDATE_EXTRA), dtype=np.float32)
-        self._candidates[:, : g + 2] = features.table[candidate_ids]
-        self._history = np.zeros((history_len, g + HISTORY_EXTRA), dtype=np.float32)
-        # Template history row per candidate: genres, watched, rating (filled per page), in-use = 1.
-        self._history_rows = np.zeros((n_c, g + HISTORY_EXTRA), dtype=np.float32)
-        self._history_rows[:, :g] = self._candidates[:, :g]
-        self._history_rows[:, -1] = 1.0
+        # Flat buffers (what observations copy) with 2-D views (what page updates write through).
+        self._candidates_flat = features.candidate_rows.take(candidate_ids, axis=0).reshape(-1)
+        self._candidates = self._candidates_flat.reshape(n_c, g + CANDIDATE_EXTRA)
+        self._history_flat = np.zeros(history_len * (g + HISTORY_EXTRA), dtype=np.float32)
+        self._history = self._history_flat.reshape(history_len, g + HISTORY_EXTRA)
+        self._history_rows = features.history_rows  # indexed by item id
         self._session = np.zeros(N_SESSION_FEATURES, dtype=np.float32)
         self._g = g
         self.n_shown = 0
@@ -212,6 +227,8 @@ class SessionState:
         """
         shown, cand = self.shown, self._candidates
         shown_col = cand.shape[1] - 2
+        item_list = self.candidate_list
+        items = [item_list[k] for k in chosen]
         for k in chosen:
             shown[k] = True
             cand[k, shown_col] = 1.0
@@ -227,19 +244,17 @@ class SessionState:
             if h > n:
                 hist[n:] = hist[: h - n]
             # Most recent first: the page's last item goes on top.
-            self._history_rows.take(chosen[::-1][:rows], axis=0, out=hist[:rows])
+            self._history_rows.take(items[::-1][:rows], axis=0, out=hist[:rows])
             g = self._g
-            for r, j in enumerate(range(n - 1, n - 1 - rows, -1)):
-                reaction = reactions[j]
+            for r in range(rows):
+                reaction = reactions[n - 1 - r]
                 if reaction.watched:
                     hist[r, g] = 1.0
                     if reaction.rating:
                         hist[r, g + 1] = _scaled_rating(reaction.rating)
-        item_list = self.candidate_list
+        self.shown_items.extend(items)
         page_watched = 0
-        for k, reaction in zip(chosen, reactions, strict=True):
-            item = item_list[k]
-            self.shown_items.append(item)
+        for item, reaction in zip(items, reactions, strict=True):
             if reaction.watched:
                 page_watched += 1
                 self.watched_items.append(item)
@@ -261,12 +276,13 @@ class SessionState:
     def observation(self) -> dict[str, np.ndarray]:
         """A fresh copy of the current observation (safe to keep across steps)."""
         s = self._session
-        s[0] = min(self.page_index / self.max_pages, 1.0)
+        page = self.page_index
+        s[0] = 1.0 if page >= self.max_pages else page / self.max_pages
         s[1] = len(self.pending) / self.page_size
         return {
             "persona": self._persona.copy(),
-            "candidates": self._candidates.flatten(),
-            "history": self._history.flatten(),
+            "candidates": self._candidates_flat.copy(),
+            "history": self._history_flat.copy(),
             "session": s.copy(),
         }
 

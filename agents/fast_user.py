@@ -37,6 +37,7 @@ from simenv.data.dataset import Dataset
 from simenv.records import Interview, Item, ItemReaction, Page, PageFeedback, Persona
 
 _TINY = 1e-12
+_ONE_MINUS_TINY = 1.0 - _TINY
 # The score depends on three small counts only; memoised because the shared function's numpy clip costs more
 # than a whole page decision.
 _interview_score = lru_cache(maxsize=4096)(stats_interview_score)
@@ -53,54 +54,60 @@ class FastPersona:
     utility_list: list[float]  # the same numbers as Python lists/tuples for the per-page hot path
     prediction_list: list[float]
     cuts: tuple[float, float, float, float]
+    hot: tuple = ()  # everything `FastUserSession.react` reads, in one tuple (set by `FastUserModel.plan`)
 
 
 class FastUserSession:
-    """One episode of the MNL user; `react` is the hot path (>= 20,000 pages/s)."""
+    """One episode of the MNL user; `react` is the hot path (one page in a few microseconds)."""
+
+    __slots__ = ("model", "persona", "episode", "rng", "plan", "n_shown", "n_watched", "n_liked", "n_pages", "_hot")
 
     def __init__(self, model: FastUserModel, persona: Persona, episode: int, rng: np.random.Generator) -> None:
         self.model = model
         self.persona = persona
         self.episode = episode
         self.rng = rng
-        self.plan = model.plan(persona)
+        self.plan = plan = model.plan(persona)
         self.n_shown = 0
         self.n_watched = 0
         self.n_liked = 0
         self.n_pages = 0
+        self._hot = plan.hot
 
     def react(self, page: Page, items: Sequence[Item] = ()) -> PageFeedback:
-        # Pages hold a handful of items, where plain Python floats beat numpy's per-call overhead.
-        cfg = self.model.config
-        plan = self.plan
+        # Pages hold a handful of items, where plain Python floats beat numpy's per-call overhead; every
+        # constant of the persona and config comes in one tuple (`FastPersona.hot`).
+        utility, prediction, cuts, noise, penalty, null_utility, fatigue, leave_offset, leave_fatigue, satisfaction = (
+            self._hot
+        )
         ids = page.item_ids
         k = len(ids)
-        if k > len(self.model.position_list):
-            raise ValueError(f"page of {k} items exceeds max_page_size {len(self.model.position_list)}")
+        if k > len(penalty):
+            raise ValueError(f"page of {k} items exceeds max_page_size {len(penalty)}")
         u = self.rng.random(2 * k + 2).tolist()
-        utility, prediction, cuts, noise = plan.utility_list, plan.prediction_list, plan.cuts, plan.rating.noise
-        penalty = self.model.position_list
-        null = plan.null_utility + cfg.fatigue * page.page_index - log(-log(max(u[k], _TINY)))
+        page_index = page.page_index
+        null = null_utility + fatigue * page_index - log(-log(max(u[k], _TINY)))
+        c0, c1, c2, c3 = cuts
         reactions = []
         n_watched = n_liked = 0
-        known = self.model.reactions  # immutable records, shared: building them cost more than deciding
+        known = self.model.reaction_rows  # immutable records, shared: building them cost more than deciding
         for j, item in enumerate(ids):
             if utility[item] - penalty[j] - log(-log(max(u[j], _TINY))) > null:
-                q = min(max(u[k + 1 + j], _TINY), 1.0 - _TINY)
+                q = min(max(u[k + 1 + j], _TINY), _ONE_MINUS_TINY)
                 value = prediction[item] + noise * log(q / (1.0 - q))
-                stars = 1 + (value > cuts[0]) + (value > cuts[1]) + (value > cuts[2]) + (value > cuts[3])
+                stars = 1 + (value > c0) + (value > c1) + (value > c2) + (value > c3)
                 n_watched += 1
-                n_liked += stars >= 4
+                if stars >= 4:
+                    n_liked += 1
             else:
                 stars = 0
-            reaction = known.get((item, stars))
-            if reaction is None:
-                reaction = known[(item, stars)] = (
-                    ItemReaction(int(item), True, stars) if stars else ItemReaction(int(item), False)
-                )
-            reactions.append(reaction)
-        lc = cfg.leave
-        x = plan.leave_offset + lc.fatigue * page.page_index + lc.satisfaction * (n_liked / max(k, 1))
+            row = known[item]
+            if row is None:
+                row = known[item] = [ItemReaction(int(item), False)] + [
+                    ItemReaction(int(item), True, s) for s in range(1, 6)
+                ]
+            reactions.append(row[stars])
+        x = leave_offset + leave_fatigue * page_index + satisfaction * (n_liked / max(k, 1))
         left = u[2 * k + 1] < 1.0 / (1.0 + exp(-x))
         self.n_shown += k
         self.n_watched += n_watched
@@ -135,7 +142,8 @@ class FastUserModel:
         self.position_penalty = self.config.position * np.arange(max_page_size, dtype=np.float64)
         self.position_list = self.position_penalty.tolist()
         self._plans: dict[int, FastPersona] = {}
-        self.reactions: dict[tuple[int, int], ItemReaction] = {}  # (item, stars or 0 = not watched) -> record
+        # Shared immutable records: per item, [not watched, watched with 1..5 stars]; built on first use.
+        self.reaction_rows: list[list[ItemReaction] | None] = [None] * dataset.n_items
         for p in personas:
             self.plan(p)
 
@@ -157,7 +165,20 @@ class FastUserModel:
         offset = leave_logit(lc.base, 0.0, lc.activity, lc.satisfaction, 0.0, 0, persona.activity, 0.0, None)
         rp = rating_plan(self.stats, persona, noise=cfg.rating_noise, spread=cfg.rating_spread)
         cuts = tuple(float(c) for c in rp.cuts)
-        fp = FastPersona(utility, -bias, rp, offset, utility.tolist(), rp.prediction.astype(float).tolist(), cuts)
+        utility_list, prediction_list = utility.tolist(), rp.prediction.astype(float).tolist()
+        hot = (
+            utility_list,
+            prediction_list,
+            cuts,
+            float(rp.noise),
+            self.position_list,
+            float(-bias),
+            float(cfg.fatigue),
+            float(offset),
+            float(lc.fatigue),
+            float(lc.satisfaction),
+        )
+        fp = FastPersona(utility, -bias, rp, offset, utility_list, prediction_list, cuts, hot)
         self._plans[persona.user_id] = fp
         return fp
 

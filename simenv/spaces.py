@@ -36,6 +36,9 @@ N_TRAIT_FEATURES = 9
 N_SESSION_FEATURES = 6
 CANDIDATE_EXTRA = 4  # log-popularity, mean rating, shown, on current page
 HISTORY_EXTRA = 3  # watched, rating, in use
+N_HISTORY_VARIANTS = 7  # per item: not watched, watched unrated, watched and rated 1..5
+_RATING_SCALE = np.float32(0.2)
+_STAR_VARIANT = {stars: 1 + stars for stars in range(1, 6)}
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,6 +59,10 @@ class ItemFeatures:
     def n_items(self) -> int:
         return int(self.genres.shape[0])
 
+    @property
+    def n_genres(self) -> int:
+        return int(self.genres.shape[1])
+
     @cached_property
     def candidate_rows(self) -> np.ndarray:
         """(n_items, G + 4) float32: each item's `candidates` row at reset (`table`, then shown = chosen = 0)."""
@@ -65,15 +72,19 @@ class ItemFeatures:
 
     @cached_property
     def history_rows(self) -> np.ndarray:
-        """(n_items, G + 3) float32: each item's `history` row before the reaction (genres, 0, 0, in use = 1)."""
-        rows = np.zeros((self.n_items, self.n_genres + HISTORY_EXTRA), dtype=np.float32)
-        rows[:, : self.n_genres] = self.genres
-        rows[:, -1] = 1.0
-        return rows
+        """(n_items * 7, G + 3) float32: row `7 * item + v` is the item's `history` row for reaction variant `v`.
 
-    @property
-    def n_genres(self) -> int:
-        return int(self.genres.shape[1])
+        Variants (`history_variant`): 0 not watched, 1 watched without a rating, 2..6 watched and rated 1..5.
+        Columns: genres, watched, rating / 5 (float32 arithmetic), in use = 1. One `take` then writes a page.
+        """
+        g = self.n_genres
+        rows = np.zeros((self.n_items, N_HISTORY_VARIANTS, g + HISTORY_EXTRA), dtype=np.float32)
+        rows[:, :, :g] = self.genres[:, None, :]
+        rows[:, 1:, g] = 1.0
+        for stars in range(1, 6):
+            rows[:, 1 + stars, g + 1] = np.float32(stars) * _RATING_SCALE
+        rows[:, :, -1] = 1.0
+        return rows.reshape(self.n_items * N_HISTORY_VARIANTS, g + HISTORY_EXTRA)
 
     @classmethod
     def from_train(cls, dataset: Dataset, train: pd.DataFrame) -> ItemFeatures:
@@ -136,7 +147,6 @@ def observation_space(n_genres: int, n_candidates: int, history_len: int) -> gym
     )
 
 
-_RATING_SCALE = np.float32(0.2)
 _SCALED_STARS = {r: float(np.float32(r) * _RATING_SCALE) for r in range(1, 6)}
 
 
@@ -177,9 +187,19 @@ class SessionState:
         # Flat buffers (what observations copy) with 2-D views (what page updates write through).
         self._candidates_flat = features.candidate_rows.take(candidate_ids, axis=0).reshape(-1)
         self._candidates = self._candidates_flat.reshape(n_c, g + CANDIDATE_EXTRA)
-        self._history_flat = np.zeros(history_len * (g + HISTORY_EXTRA), dtype=np.float32)
-        self._history = self._history_flat.reshape(history_len, g + HISTORY_EXTRA)
-        self._history_rows = features.history_rows  # indexed by item id
+        # History as a stack: pages are written above the previous rows (most recent first), the observation is
+        # the `history_len` rows from the top. Room for every candidate (none is shown twice); if a caller shows
+        # items again, `record_page` moves the visible rows back to the bottom.
+        width = g + HISTORY_EXTRA
+        self._history_len = history_len
+        self._width = width
+        depth = max(n_c, history_len) + history_len
+        self._stack_flat = np.zeros(depth * width, dtype=np.float32)
+        self._stack = self._stack_flat.reshape(depth, width)
+        self._top = depth - history_len
+        self._history_flat = self._stack_flat[self._top * width :]
+        self._history = self._stack[self._top :]
+        self._history_rows = features.history_rows  # row 7 * item + variant
         self._session = np.zeros(N_SESSION_FEATURES, dtype=np.float32)
         self._g = g
         self.n_shown = 0
@@ -222,8 +242,8 @@ class SessionState:
     def record_page(self, chosen: list[int], feedback: PageFeedback) -> None:
         """Mark the chosen candidates shown and push the page's items onto the history (most recent first).
 
-        Pages hold a handful of items: scalar writes and Python loops beat numpy's per-call overhead here, and
-        this runs on every env step.
+        Pages hold a handful of items and this runs on every env step: one Python pass over the reactions, scalar
+        writes for the flags, and one `take` of precomputed history rows (no shifting of older rows).
         """
         shown, cand = self.shown, self._candidates
         shown_col = cand.shape[1] - 2
@@ -237,24 +257,10 @@ class SessionState:
             self.pending = []
         reactions = feedback.reactions
         n = len(chosen)
-        hist = self._history
-        h = len(hist)
-        if h and n:
-            rows = min(n, h)
-            if h > n:
-                hist[n:] = hist[: h - n]
-            # Most recent first: the page's last item goes on top.
-            self._history_rows.take(items[::-1][:rows], axis=0, out=hist[:rows])
-            g = self._g
-            for r in range(rows):
-                reaction = reactions[n - 1 - r]
-                if reaction.watched:
-                    hist[r, g] = 1.0
-                    if reaction.rating:
-                        hist[r, g + 1] = _scaled_rating(reaction.rating)
-        self.shown_items.extend(items)
+        rows: list[int] = []  # history_rows indices, page order
+        odd: list[tuple[int, float]] = []  # (position, rating) of ratings outside 1..5 integers
         page_watched = 0
-        for item, reaction in zip(items, reactions, strict=True):
+        for j, (item, reaction) in enumerate(zip(items, reactions, strict=True)):
             if reaction.watched:
                 page_watched += 1
                 self.watched_items.append(item)
@@ -264,6 +270,34 @@ class SessionState:
                     self.n_rated += 1
                     if r >= 4:
                         self.n_liked += 1
+                    variant = _STAR_VARIANT.get(r, -1)
+                    if variant < 0:
+                        odd.append((j, r))
+                        variant = 1
+                else:
+                    variant = 1
+            else:
+                variant = 0
+            rows.append(N_HISTORY_VARIANTS * item + variant)
+        self.shown_items.extend(items)
+        h = self._history_len
+        k = min(n, h)  # only the most recent `history_len` items can be seen
+        if k:
+            top = self._top
+            if top < k:  # the stack is full (items shown again): move the visible rows back to the bottom
+                bottom = len(self._stack) - h
+                self._stack[bottom:] = self._stack[top : top + h]
+                top = bottom
+            top -= k
+            rows.reverse()  # most recent first: the page's last item goes on top
+            self._history_rows.take(rows[:k], axis=0, out=self._stack[top : top + k], mode="clip")
+            for j, r in odd:
+                if n - 1 - j < k:
+                    self._stack[top + n - 1 - j, self._g + 1] = _scaled_rating(r)
+            self._top = top
+            w = self._width
+            self._history_flat = self._stack_flat[top * w : (top + h) * w]
+            self._history = self._stack[top : top + h]
         self.n_shown += n
         self.n_watched += page_watched
         self.page_index += 1

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +171,30 @@ def test_real_llama_cpp_server_schema_constrained_call(llama_server: str) -> Non
     assert set(result.value) == {"score", "liked"} and isinstance(result.value["liked"], bool)
     response = result.responses[-1]
     assert response.backend == "openai" and response.prompt_tokens > 10 and 0 < response.completion_tokens <= 24
+
+
+@pytest.mark.parametrize("http_client", ["aiohttp", "httpx"])
+def test_batches_share_one_client_its_connections_and_one_concurrency_bound(http_client: str) -> None:
+    """Connections stay open between batches; two threads' batches together never exceed `concurrency`; the
+    backend also works when called from code that runs its own event loop; close() is safe twice."""
+    with FaultServer(FaultPlan(latency_s=0.05)) as server:
+        backend = OpenAIBackend(
+            model="m", base_url=server.base_url, concurrency=4, max_retries=0, http_client=http_client
+        )
+        for _ in range(3):
+            assert all(r.ok for r in backend.complete_batch([_echo_request(i) for i in range(12)]))
+        assert len(server.peers) <= 4  # 36 calls over at most `concurrency` kept-alive connections
+        two_batches = [[_echo_request(i) for i in range(k, k + 8)] for k in (0, 8)]
+        with ThreadPoolExecutor(2) as pool:
+            batches = list(pool.map(backend.complete_batch, two_batches))
+        assert [json.loads(r.text)["echo"] for b in batches for r in b] == [f"request #{i}" for i in range(16)]
+        assert server.max_in_flight == 4
+
+        async def caller_with_a_loop() -> str:
+            return backend.complete(_echo_request(5)).text
+
+        assert json.loads(asyncio.run(caller_with_a_loop())) == {"echo": "request #5"}
+        backend.close()
+        backend.close()
+        assert backend.complete(_echo_request(6)).ok  # a closed backend opens a fresh client when used again
+        backend.close()

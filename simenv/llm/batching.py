@@ -1,13 +1,14 @@
-"""Batch helpers shared by the backends: a serial loop for in-process models, an event-loop runner for async.
+"""Batch helpers shared by the backends: a serial loop for in-process models, event-loop runners for async.
 
-Both keep request order and turn a failed call into a failed response (`error` set), so a batch never loses
-or duplicates a request.
+Both batch forms keep request order and turn a failed call into a failed response (`error` set), so a batch
+never loses or duplicates a request. `LoopThread` keeps one event loop alive across batches, so an async client
+built on it keeps its open connections instead of reconnecting (and rebuilding itself) for every batch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -36,11 +37,45 @@ def run_serially(
     return out
 
 
-def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
-    """Run `coro` to completion from sync code, also when the caller already runs an event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+class LoopThread:
+    """An event loop running in a daemon thread; `run(coro)` blocks the calling thread until `coro` finishes.
+
+    Works the same whether or not the caller runs an event loop of its own. Objects bound to a loop (async
+    clients, semaphores) must be created by a coroutine passed to `run`. `close()` is safe to call twice.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()
+
+    @property
+    def closed(self) -> bool:
+        return not self._thread.is_alive()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError(f"LoopThread {self._thread.name}: run() called from its own loop would deadlock")
+        if self.closed:
+            coro.close()
+            raise RuntimeError(f"LoopThread {self._thread.name} is closed")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # e.g. KeyboardInterrupt while waiting: do not leave the work running
+            raise
+
+    def close(self) -> None:
+        if not self.closed:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)

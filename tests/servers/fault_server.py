@@ -57,6 +57,9 @@ class FaultServer:
         self.port = port
         self.stats: Counter[str] = Counter()
         self.authorizations: set[str] = set()  # Authorization headers seen (lets a test prove a key was sent)
+        self.peers: set[tuple[str, int]] = set()  # client (host, port) pairs seen: one per TCP connection
+        self.in_flight = 0
+        self.max_in_flight = 0  # most chat requests handled at once (lets a test check a concurrency bound)
         self._arrivals: Counter[str] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -72,6 +75,8 @@ class FaultServer:
         return app
 
     def _fault_for(self, body: dict[str, Any]) -> str | None:
+        if self.plan.rate <= 0.0:  # no draw, no hashing: keeps the benchmark server's own CPU per request low
+            return None
         key = hashlib.sha256(json.dumps(body.get("messages"), sort_keys=True).encode()).hexdigest()
         n = self._arrivals[key]
         self._arrivals[key] += 1
@@ -84,8 +89,19 @@ class FaultServer:
         return web.json_response({"object": "list", "data": [{"id": "fault-model", "object": "model"}]})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.authorizations.add(request.headers.get("Authorization", ""))
+        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+        if peer is not None:
+            self.peers.add((peer[0], peer[1]))
         fault = self._fault_for(body)
         self.stats[fault or "ok"] += 1
         if self.plan.latency_s:

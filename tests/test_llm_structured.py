@@ -121,3 +121,15 @@ def test_decode_json_accepts_fences_but_not_prose() -> None:
         decode_json('Sure: {"a": 1}')
     with pytest.raises(ValueError, match="max_repairs"):
         ask_json(ScriptedLLM([GOOD]), _interview(), max_repairs=-1)
+
+
+def test_decode_json_reads_what_the_json_module_reads_with_its_error_messages() -> None:
+    """orjson decodes first; what it refuses (NaN, integers beyond 64 bits) is still read as the json module
+    reads it, and invalid JSON fails with the json module's message and position."""
+    for text in ('{"a": NaN}', '{"big": 123456789012345678901234567890}', '{"s": "caf\\u00e9", "x": [1.5e3]}'):
+        assert repr(decode_json(text)) == repr(json.loads(text))
+    with pytest.raises(json.JSONDecodeError) as err:
+        decode_json('{"a": [1, }')
+    with pytest.raises(json.JSONDecodeError) as reference:
+        json.loads('{"a": [1, }')
+    assert (err.value.msg, err.value.pos) == (reference.value.msg, reference.value.pos)

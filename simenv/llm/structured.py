@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -39,6 +40,7 @@ Status = Literal["ok", "repaired", "failed"]
 ParseStatus = Literal["ok", "invalid_json", "schema_error", "check_error", "call_error"]
 
 _PREVIOUS_ANSWER_MAX_CHARS = 2000
+_LONG_DIGITS = re.compile(r"[0-9](?=[0-9]{18})")  # 19+ digits: maybe an integer beyond 64 bits (see decode_json)
 
 
 class OutcomeRecorder(Protocol):
@@ -184,15 +186,30 @@ def _shape_validator(shape_json: bytes) -> jsonschema_rs.Validator:
     return jsonschema_rs.Draft202012Validator(shape)
 
 
+@lru_cache(maxsize=1024)
+def _fast_plan(schema_json: bytes) -> tuple[jsonschema_rs.Validator, tuple[_ConstAt, ...]] | None:
+    """The compiled shape validator and the lifted consts of one schema (None if not for the fast path), cached
+    per schema so that a call costs one serialisation of the schema, not a walk over it."""
+    consts: list[_ConstAt] = []
+    try:
+        shape = _lift(json.loads(schema_json), (), consts)
+    except _NotFast:
+        return None
+    return _shape_validator(orjson.dumps(shape, option=orjson.OPT_SORT_KEYS)), tuple(consts)
+
+
 def _fast_valid(value: Any, schema: Any) -> bool | None:
     """True if `value` matches `schema` (compiled validator per shape + lifted consts); False if it may not;
     None if the schema is not for the fast path."""
-    consts: list[_ConstAt] = []
-    try:
-        shape = _lift(schema, (), consts)
-        validator = _shape_validator(orjson.dumps(shape, option=orjson.OPT_SORT_KEYS))
-    except _NotFast:
+    if not isinstance(schema, dict):
         return None
+    try:
+        plan = _fast_plan(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))
+    except orjson.JSONEncodeError:  # not plain JSON (e.g. non-string keys): jsonschema alone
+        return None
+    if plan is None:
+        return None
+    validator, consts = plan
     try:
         if not validator.is_valid(value):
             return False
@@ -202,12 +219,21 @@ def _fast_valid(value: Any, schema: Any) -> bool | None:
 
 
 def decode_json(text: str) -> Any:
-    """Decode a JSON answer, tolerating surrounding whitespace and a Markdown code fence (nothing else)."""
+    """Decode a JSON answer, tolerating surrounding whitespace and a Markdown code fence (nothing else).
+
+    orjson first (~5x faster); what it refuses (e.g. NaN) goes to the json module, whose verdict and error
+    message stand. Text with a run of 19+ digits goes to the json module directly: orjson would read an
+    integer beyond 64 bits as a float."""
     body = text.strip()
     if body.startswith("```"):
         body = body.split("\n", 1)[1] if "\n" in body else ""
         body = body.rsplit("```", 1)[0]
-    return json.loads(body)
+    if _LONG_DIGITS.search(body) is not None:
+        return json.loads(body)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
 
 
 def validate_answer(text: str, schema: Any, check: Check | None) -> Any:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import multiprocessing
+import pickle
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -197,4 +199,26 @@ def test_batches_share_one_client_its_connections_and_one_concurrency_bound(http
         backend.close()
         backend.close()
         assert backend.complete(_echo_request(6)).ok  # a closed backend opens a fresh client when used again
+        backend.close()
+
+
+def _echo_in_child(backend: OpenAIBackend, queue: Any) -> None:
+    queue.put(backend.complete(_echo_request(8)).text)
+
+
+def test_backend_survives_pickling_and_a_forked_child() -> None:
+    """A pickled copy and a forked child each open their own client (the loop thread does not cross either)."""
+    with FaultServer() as server:
+        backend = OpenAIBackend(model="m", base_url=server.base_url, max_retries=0)
+        assert backend.complete(_echo_request(1)).ok  # the parent's session exists before the copy / fork
+        copy = pickle.loads(pickle.dumps(backend))
+        assert json.loads(copy.complete(_echo_request(2)).text) == {"echo": "request #2"}
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_echo_in_child, args=(backend, queue))
+        child.start()
+        child.join(20)
+        assert child.exitcode == 0 and json.loads(queue.get(timeout=5)) == {"echo": "request #8"}
+        assert backend.complete(_echo_request(3)).ok  # the parent's own session still works
+        copy.close()
         backend.close()

@@ -25,6 +25,7 @@ import importlib.util
 import logging
 import os
 import re
+import threading
 import time
 import weakref
 from collections.abc import Sequence
@@ -63,6 +64,7 @@ class _Session:
     """The SDK client, the loop thread it lives on and the concurrency gate: built once per backend."""
 
     def __init__(self, client_args: dict[str, Any], http_client: str, concurrency: int) -> None:
+        self.pid = os.getpid()  # a forked child cannot use its parent's loop thread: it builds its own session
         self.loop = LoopThread("openai-backend")
         self.client: Any = None
         self.gate: asyncio.Semaphore | None = None
@@ -135,6 +137,18 @@ class OpenAIBackend:
         self.http_client = http_client
         self._session: _Session | None = None
         self._finalizer: weakref.finalize | None = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles its settings only (e.g. for subprocess workers); the copy opens its own client when used."""
+        state = self.__dict__.copy()
+        state.update(_session=None, _finalizer=None)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @property
     def identity(self) -> str:
@@ -220,10 +234,11 @@ class OpenAIBackend:
 
     # -- calls ----------------------------------------------------------------------------------------------
     def _get_session(self) -> _Session:
-        if self._session is None:
-            self._session = _Session(self._client_args(), self.http_client, self.concurrency)
-            self._finalizer = weakref.finalize(self, self._session.close)  # closes it if close() is never called
-        return self._session
+        with self._lock:
+            if self._session is None or self._session.pid != os.getpid():
+                self._session = _Session(self._client_args(), self.http_client, self.concurrency)
+                self._finalizer = weakref.finalize(self, self._session.close)  # if close() is never called
+            return self._session
 
     async def _call(self, session: _Session, request: LLMRequest) -> LLMResponse:
         """One call under the concurrency gate; raises `LLMError` after the SDK's bounded retries."""
@@ -265,7 +280,8 @@ class OpenAIBackend:
 
     def close(self) -> None:
         """Close the client and its connections and stop the loop thread; safe to call twice."""
-        if self._finalizer is not None:
-            self._finalizer()  # runs `_Session.close` once
+        with self._lock:
+            if self._finalizer is not None and self._session is not None and self._session.pid == os.getpid():
+                self._finalizer()  # runs `_Session.close` once
             self._finalizer = None
-        self._session = None
+            self._session = None

@@ -9,11 +9,12 @@ which costs one vector comparison. Each item's marginal watch probability is sig
 calibrated like the grounded bias: mean over the catalog of sigmoid(u - u0) = watch_rate[activity - 1].
 Ratings: the shared rating baseline plus logistic noise, cut into stars by the persona's cut points (so the
 histogram follows the persona's train histogram). Leaving: the shared logistic leave rule.
-All per-persona arrays are computed once; a page costs one draw of uniforms and a few vector operations.
+All per-persona arrays are computed once; a page costs a few uniforms (drawn in blocks) and scalar arithmetic.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -38,6 +39,7 @@ from simenv.records import Interview, Item, ItemReaction, Page, PageFeedback, Pe
 
 _TINY = 1e-12
 _ONE_MINUS_TINY = 1.0 - _TINY
+_UNIFORM_BLOCK = 48  # uniforms drawn at once by a session (a 5-page episode of 4-item pages uses 50)
 # The score depends on three small counts only; memoised because the shared function's numpy clip costs more
 # than a whole page decision.
 _interview_score = lru_cache(maxsize=4096)(stats_interview_score)
@@ -51,8 +53,8 @@ class FastPersona:
     null_utility: float
     rating: RatingPlan
     leave_offset: float  # leave logit terms that do not change within a session
-    utility_list: list[float]  # the same numbers as Python lists/tuples for the per-page hot path
-    prediction_list: list[float]
+    utility_list: Sequence[float]  # the same numbers as flat Python arrays for the per-page hot path
+    prediction_list: Sequence[float]
     cuts: tuple[float, float, float, float]
     hot: tuple = ()  # everything `FastUserSession.react` reads, in one tuple (set by `FastUserModel.plan`)
 
@@ -60,7 +62,20 @@ class FastPersona:
 class FastUserSession:
     """One episode of the MNL user; `react` is the hot path (one page in a few microseconds)."""
 
-    __slots__ = ("model", "persona", "episode", "rng", "plan", "n_shown", "n_watched", "n_liked", "n_pages", "_hot")
+    __slots__ = (
+        "model",
+        "persona",
+        "episode",
+        "rng",
+        "plan",
+        "n_shown",
+        "n_watched",
+        "n_liked",
+        "n_pages",
+        "_hot",
+        "_uniforms",
+        "_pos",
+    )
 
     def __init__(self, model: FastUserModel, persona: Persona, episode: int, rng: np.random.Generator) -> None:
         self.model = model
@@ -73,6 +88,8 @@ class FastUserSession:
         self.n_liked = 0
         self.n_pages = 0
         self._hot = plan.hot
+        self._uniforms: list[float] = []  # drawn from `rng` in blocks, consumed 2k + 2 per page of k items
+        self._pos = 0
 
     def react(self, page: Page, items: Sequence[Item] = ()) -> PageFeedback:
         # Pages hold a handful of items, where plain Python floats beat numpy's per-call overhead; every
@@ -84,7 +101,13 @@ class FastUserSession:
         k = len(ids)
         if k > len(penalty):
             raise ValueError(f"page of {k} items exceeds max_page_size {len(penalty)}")
-        u = self.rng.random(2 * k + 2).tolist()
+        need = 2 * k + 2
+        pos = self._pos
+        if pos + need > len(self._uniforms):  # one draw serves several pages: a numpy call costs ~1 us
+            self._uniforms = self._uniforms[pos:] + self.rng.random(max(_UNIFORM_BLOCK, need)).tolist()
+            pos = 0
+        self._pos = pos + need
+        u = self._uniforms[pos : pos + need]
         page_index = page.page_index
         null = null_utility + fatigue * page_index - log(-log(max(u[k], _TINY)))
         c0, c1, c2, c3 = cuts
@@ -165,7 +188,9 @@ class FastUserModel:
         offset = leave_logit(lc.base, 0.0, lc.activity, lc.satisfaction, 0.0, 0, persona.activity, 0.0, None)
         rp = rating_plan(self.stats, persona, noise=cfg.rating_noise, spread=cfg.rating_spread)
         cuts = tuple(float(c) for c in rp.cuts)
-        utility_list, prediction_list = utility.tolist(), rp.prediction.astype(float).tolist()
+        # array('d'): Python floats on access like a list, but 8 contiguous bytes per item instead of a pointer to
+        # a float object, so a persona's arrays stay in cache across the many personas an env cycles through.
+        utility_list, prediction_list = array("d", utility.tolist()), array("d", rp.prediction.astype(float).tolist())
         hot = (
             utility_list,
             prediction_list,

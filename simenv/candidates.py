@@ -58,32 +58,28 @@ def candidate_set(
     base, rest = cached
     if not n_explore:
         return base.copy()
-    return np.concatenate([base, rest[sample_without_replacement(rng, len(rest), n_explore)]])
+    return np.concatenate((base, rest.take(sample_indices(rng, len(rest), n_explore))))
 
 
 def sample_without_replacement(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    """`k` distinct indices in 0..n-1, uniformly at random, in the order drawn (int64 array)."""
+    return np.asarray(sample_indices(rng, n, k), dtype=np.int64)
+
+
+def sample_indices(rng: np.random.Generator, n: int, k: int) -> list[int]:
     """`k` distinct indices in 0..n-1, uniformly at random, in the order drawn.
 
     Draws with replacement and keeps first occurrences (each kept index is uniform over the ones not yet
     kept), which for k << n costs a few small draws instead of a permutation of all n. An index is
-    `floor(u * n)` for a uniform double `u` (one `random` call is several times cheaper than `integers` at
-    this size; the non-uniformity, at most n / 2**53, is far below anything a test could see).
+    `floor(u * n)` for a uniform double `u` < 1 (always below n for n < 2**53; one `random` call is several
+    times cheaper than `integers` at this size, and the non-uniformity, at most n / 2**53, is far below anything
+    a test could see). The first batch has k draws, so usually no draw is wasted. Runs at every env reset.
     """
     if k > n:
         raise ValueError(f"cannot draw {k} distinct indices from {n}")
     if 4 * k > n:
-        return rng.permutation(n)[:k]
-    out: list[int] = []
-    seen: set[int] = set()
-    last = n - 1
-    while len(out) < k:
-        for u in rng.random(2 * (k - len(out))).tolist():
-            x = int(u * n)
-            if x > last:  # u * n can round up to n for u just below 1
-                x = last
-            if x not in seen:
-                seen.add(x)
-                out.append(x)
-                if len(out) == k:
-                    break
-    return np.asarray(out, dtype=np.int64)
+        return rng.permutation(n)[:k].tolist()
+    kept = dict.fromkeys((rng.random(k) * n).astype(np.int64).tolist())  # an insertion-ordered set
+    while len(kept) < k:  # rare when k * k << n: top up with twice the number missing
+        kept.update(dict.fromkeys((rng.random(2 * (k - len(kept))) * n).astype(np.int64).tolist()))
+    return list(kept)[:k]

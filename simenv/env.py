@@ -199,7 +199,7 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             if user_id not in self.personas:
                 raise ValueError(f"options['user_id']={user_id} has no persona")
         else:
-            user_id = self.users[int(self.np_random.integers(len(self.users)))]
+            user_id = self.users[int(self.np_random.random() * len(self.users))]  # floor(u * n): see sample_indices
         persona = self.personas[user_id]
         self._episode += 1
         candidates = candidate_set(

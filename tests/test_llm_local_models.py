@@ -88,3 +88,60 @@ def test_transformers_backend_runs_the_gguf_offline() -> None:
     assert first.text.strip() and first.text == second.text  # greedy decoding is deterministic
     assert 0 < first.completion_tokens <= 6 and first.prompt_tokens > 5
     assert first.backend == "transformers" and first.model == "SmolLM2-135M-Instruct.Q4_1"
+
+
+def test_interleaved_personas_get_their_prefix_back_from_the_ram_cache(embedded: LlamaCppBackend) -> None:
+    """Batches alternate personas; the RAM cache restores persona A's state after persona B's call."""
+    other = "You are a different simulated viewer. You love Romance and Drama, dislike Action, and rate kindly."
+    embedded.complete(_page(3))
+    b = _page(3)
+    embedded.complete(
+        LLMRequest(messages=(Message("system", other), b.messages[1]), template="t", template_version="v1")
+    )
+    llama = embedded._llama
+    evaluated: list[int] = []
+    original_eval = llama.eval
+
+    def counting_eval(tokens):  # noqa: ANN001, ANN202
+        evaluated.append(len(tokens))
+        return original_eval(tokens)
+
+    llama.eval = counting_eval
+    try:
+        response = embedded.complete(_page(4))
+    finally:
+        del llama.eval
+    assert evaluated[0] < response.prompt_tokens - 40  # persona A's system prefix came back from the cache
+
+
+def test_f16_reencoding_is_cached_and_keeps_the_model(tmp_path) -> None:  # noqa: ANN001
+    import numpy as np
+    from llama_cpp import Llama
+
+    from simenv.llm.llama_cpp_backend import smollm2_gguf_path
+    from simenv.llm.model_files import converted_gguf
+
+    source = smollm2_gguf_path()
+    f16 = converted_gguf(source, "f16", tmp_path)
+    assert f16.parent == tmp_path / "models" and f16.stat().st_size > source.stat().st_size
+    mtime = f16.stat().st_mtime_ns
+    assert converted_gguf(source, "f16", tmp_path) == f16 and f16.stat().st_mtime_ns == mtime  # made once
+    assert converted_gguf(source, "source", tmp_path) == source
+    with pytest.raises(ValueError, match="'q2'"):
+        converted_gguf(source, "q2", tmp_path)
+    with pytest.raises(FileNotFoundError, match="nope.gguf"):
+        converted_gguf(tmp_path / "nope.gguf", "f16", tmp_path)
+    # same weights: next-token distributions over a persona prompt match the shipped Q4_1 file's (measured mean
+    # KL 0.004; a lossy re-quantization such as Q4_0 gives 0.26). Argmax flips only on near-ties.
+    logp = []
+    for path in (source, f16):
+        llama = Llama(model_path=str(path), n_ctx=256, n_threads=2, logits_all=True, verbose=False)
+        tokens = llama.tokenize(PERSONA.encode(), add_bos=True)
+        llama.eval(tokens)
+        scores = np.asarray(llama.scores[: len(tokens)], dtype=np.float64)
+        llama.close()
+        scores -= scores.max(axis=1, keepdims=True)
+        logp.append(scores - np.log(np.exp(scores).sum(axis=1, keepdims=True)))
+    kl = float((np.exp(logp[0]) * (logp[0] - logp[1])).sum(axis=1).mean())
+    agree = float((logp[0].argmax(axis=1) == logp[1].argmax(axis=1)).mean())
+    assert len(logp[0]) > 30 and kl < 0.02 and agree >= 0.8, (kl, agree)

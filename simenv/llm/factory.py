@@ -38,6 +38,7 @@ class LLMConfig:
     n_threads: int = 2
     ram_cache_bytes: int = 1 << 30  # llama-cpp: saved prompt states, so interleaved personas keep their prefix
     flash_attn: bool = True  # llama-cpp
+    gguf_format: str = "f16"  # llama-cpp: source | f16 | q8_0, a cached local re-encoding (simenv.llm.model_files)
     seed: int = 0
     cache_dir: str | None = None
     call_log_dir: str | None = None
@@ -91,6 +92,7 @@ def make_backend(config: LLMConfig) -> LLM:
             seed=config.seed,
             ram_cache_bytes=config.ram_cache_bytes,
             flash_attn=config.flash_attn,
+            gguf_format=config.gguf_format,
         )
     if config.backend == "transformers":
         from simenv.llm.transformers_backend import TransformersBackend

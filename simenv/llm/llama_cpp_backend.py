@@ -4,10 +4,11 @@ One `Llama` instance is kept for the backend's life. llama-cpp-python reuses the
 token prefix shared with the previous call, so a persona's static system prompt, kept first and identical,
 is evaluated once per run of consecutive calls. Batched runs interleave personas (page 1 of every user, then
 page 2, ...), so by default a `LlamaRAMCache` of saved states (`ram_cache_bytes`, ~12 MB per SmolLM2 state
-of ~500 tokens) brings back each persona's own prefix; 0 turns it off. Flash attention is on by default:
-measured here it decodes SmolLM2-135M Q4_1 ~25% faster (111 vs 88 tokens/s) and evaluates prompts ~10% faster. Structured answers are grammar-constrained with
-`response_format={"type": "json_object", "schema": ...}` (small integer ranges rewritten as enums, which the
-grammar enforces). llama.cpp is not thread-safe: calls are
+of ~500 tokens) brings back each persona's own prefix; 0 turns it off. Flash attention is on by default (it
+decoded SmolLM2 ~25% faster here), and the shipped Q4_1 weights are served from a cached local F16 re-encoding
+(`gguf_format`, see simenv.llm.model_files), which evaluates prompts faster on these CPUs.
+Structured answers are grammar-constrained with `response_format={"type": "json_object", "schema": ...}`
+(small integer ranges rewritten as enums, which the grammar enforces). llama.cpp is not thread-safe: calls are
 serialized by a lock, and batches run one request after another.
 """
 
@@ -21,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from simenv.llm.batching import run_serially
+from simenv.llm.model_files import FORMATS, converted_gguf
 from simenv.llm.structured import parse_if_json
 from simenv.llm.types import LLMError, LLMRequest, LLMResponse
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _MAX_ENUM_RANGE = 64
+DEFAULT_GGUF_FORMAT = "f16"  # see simenv.llm.model_files: same weights, prompts evaluated ~2x faster here
 DEFAULT_RAM_CACHE_BYTES = 1 << 30  # ~85 saved SmolLM2 states: every persona of a demo-sized batch
 
 
@@ -70,6 +73,7 @@ class LlamaCppBackend:
         seed: int = 0,
         ram_cache_bytes: int = DEFAULT_RAM_CACHE_BYTES,
         flash_attn: bool = True,
+        gguf_format: str = DEFAULT_GGUF_FORMAT,
     ) -> None:
         self.model_path = Path(model_path) if model_path else smollm2_gguf_path()
         if not self.model_path.is_file():
@@ -80,17 +84,24 @@ class LlamaCppBackend:
         self.seed = int(seed)
         self.ram_cache_bytes = int(ram_cache_bytes)
         self.flash_attn = bool(flash_attn)
+        if gguf_format not in FORMATS:
+            raise ValueError(f"llama-cpp backend: gguf_format {gguf_format!r} is not one of {list(FORMATS)}")
+        self.gguf_format = gguf_format
         self._llama: Any = None
         self._lock = threading.Lock()
 
     @property
     def identity(self) -> str:
-        return f"llama-cpp(model={self.model},n_ctx={self.n_ctx},seed={self.seed},flash_attn={self.flash_attn})"
+        return (
+            f"llama-cpp(model={self.model},format={self.gguf_format},n_ctx={self.n_ctx},seed={self.seed},"
+            f"flash_attn={self.flash_attn})"
+        )
 
     def __repr__(self) -> str:
         return (
             f"LlamaCppBackend(model_path={str(self.model_path)!r}, n_ctx={self.n_ctx}, n_threads={self.n_threads}, "
-            f"seed={self.seed}, ram_cache_bytes={self.ram_cache_bytes}, flash_attn={self.flash_attn})"
+            f"seed={self.seed}, ram_cache_bytes={self.ram_cache_bytes}, flash_attn={self.flash_attn}, "
+            f"gguf_format={self.gguf_format!r})"
         )
 
     def _get(self) -> Any:
@@ -102,7 +113,7 @@ class LlamaCppBackend:
                     "the llama-cpp backend needs llama-cpp-python: pip install 'llama-cpp-python==0.3.36'"
                 ) from exc
             self._llama = Llama(
-                model_path=str(self.model_path),
+                model_path=str(converted_gguf(self.model_path, self.gguf_format)),
                 n_ctx=self.n_ctx,
                 n_threads=self.n_threads,
                 seed=self.seed,

@@ -1,0 +1,60 @@
+"""Local re-encodings of a GGUF model (e.g. the shipped SmolLM2 Q4_1 as F16), made once with llama.cpp's own
+quantizer and cached: nothing is downloaded, the source file stays the only model that comes from a package.
+
+Why: on these 2-core AVX2 machines llama.cpp evaluates prompts much faster from F16 or Q8_0 weights than from
+Q4_1 (no repacked Q4_1 kernel), and persona prompts are long while answers are short. F16 holds every Q4_1 weight
+(4-bit code x fp16 scale + fp16 min) to fp16 precision, so the model's answers barely change; the figures are in
+`benchmarks/bench_llm.py` and the README.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from simenv.data.cache import cache_root
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("source", "f16", "q8_0")
+
+
+def converted_gguf(source: str | Path, fmt: str, cache_dir: str | Path | None = None) -> Path:
+    """`source` re-encoded as `fmt` ("f16" or "q8_0"; "source" returns it unchanged), cached under
+    `<cache root>/models/` keyed by the source's name, size and mtime, written atomically."""
+    source = Path(source)
+    if fmt not in FORMATS:
+        raise ValueError(f"GGUF format {fmt!r} is not one of {list(FORMATS)}")
+    if not source.is_file():
+        raise FileNotFoundError(f"GGUF model file {source} does not exist")
+    if fmt == "source":
+        return source
+    stat = source.stat()
+    target_dir = cache_root(cache_dir) / "models"
+    target = target_dir / f"{source.stem}.{fmt.upper()}-{stat.st_size}-{stat.st_mtime_ns}.gguf"
+    if target.is_file():
+        return target
+    target_dir.mkdir(parents=True, exist_ok=True)
+    import llama_cpp  # lazy: heavy, and only needed the first time
+
+    ftype = {"f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16, "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0}[fmt]
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.allow_requantize = True
+    params.nthread = max(1, min(2, os.cpu_count() or 1))
+    fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        logger.info("converting %s to %s (once; cached at %s)", source.name, fmt.upper(), target)
+        rc = llama_cpp.llama_model_quantize(str(source).encode(), tmp.encode(), ctypes.byref(params))
+        if rc != 0:
+            raise RuntimeError(f"llama.cpp could not convert {source} to {fmt} (return code {rc})")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is an ordinary user cache
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target

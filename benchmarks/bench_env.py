@@ -8,13 +8,15 @@ throughput through a latency-injecting loopback endpoint.
 2. `run_sessions`: 1,000 users x 5 pages with the LLM persona user on the mock backend (ml-100k has 703
    eligible personas; episodes cycle through them), Pop recommender, full event log; target <= 10 s.
 3. The same runner against a loopback OpenAI-compatible server that answers every request after a fixed
-   latency; throughput should approach concurrency / latency.
+   latency; throughput should approach concurrency / latency. The server runs in its own process (as a real
+   endpoint would), so "client CPU" is this process's alone and the server does not compete for its GIL.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import re
 import tempfile
@@ -61,15 +63,29 @@ def env_steps_per_second(env_id: str, n_steps: int, seed: int = 0) -> tuple[floa
 
 
 def loopback_responder(body: dict[str, Any]) -> str:
-    """A valid answer for each agents template, from the prompt text (ids listed as `[id] title`)."""
+    """A valid answer for each agents template, from the prompt text (ids listed as `[id] title`; the
+    page_reaction prompt ends with its answer's JSON skeleton)."""
     text = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
     if "Movies shown:" in text:
         ids = [int(x) for x in re.findall(r"^\[(\d+)\]", text, flags=re.MULTILINE)]
         items = [{"id": i, "watch": k % 2 == 0, "rating": 4, "feeling": "fine"} for k, i in enumerate(ids)]
         return json.dumps({"items": items, "leave": False, "reason": ""})
+    if '{"feelings"' in text:  # page_reaction (narrate mode): fill the JSON skeleton the prompt ends with
+        skeleton = json.loads(text[text.rindex("JSON: ") + len("JSON: ") :].strip())
+        return json.dumps({key: ["fine"] * len(v) if isinstance(v, list) else "ok" for key, v in skeleton.items()})
     if "How satisfied" in text:
         return json.dumps({"score": 6, "reason": "ok"})
     return json.dumps({"insights": ["I like a mix of genres."]})
+
+
+def _serve_loopback(plan: Any, conn: Any) -> None:
+    """Child process: serve `loopback_responder` until told to stop, then send back the server's stats."""
+    from tests.servers.fault_server import FaultServer
+
+    with FaultServer(plan, responder=loopback_responder) as server:
+        conn.send(server.base_url)
+        conn.recv()
+        conn.send(dict(server.stats))
 
 
 def runner_seconds(
@@ -128,18 +144,26 @@ def main() -> None:
         f"({pages} pages shown; target <= 10 s)"
     )
 
-    from tests.servers.fault_server import FaultPlan, FaultServer
+    from tests.servers.fault_server import FaultPlan
 
     latency, concurrency = 0.2, 32
     n_loop = 64 if args.quick else 256
-    with FaultServer(FaultPlan(latency_s=latency), responder=loopback_responder) as server:
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    server = ctx.Process(target=_serve_loopback, args=(FaultPlan(latency_s=latency), child), daemon=True)
+    server.start()
+    try:
+        base_url = parent.recv()
         os.environ.setdefault("OPENAI_API_KEY", "loopback-placeholder")
-        cfg = LLMConfig(
-            backend="openai", model="loopback", base_url=server.base_url, concurrency=concurrency, max_repairs=0
-        )
+        cfg = LLMConfig(backend="openai", model="loopback", base_url=base_url, concurrency=concurrency, max_repairs=0)
         live_user = LLMUserModel(ds, make_llm(cfg), HashingEmbedder(), train=split.train)
         seconds, cpu, pages = runner_seconds(live_user, n_loop, 2, world)
-        calls = sum(server.stats.values())
+        parent.send("stop")
+        calls = sum(parent.recv().values())
+    finally:
+        server.join(10)
+        if server.is_alive():
+            server.terminate()
     print(
         f"runner, loopback LLM (latency {latency} s, concurrency {concurrency}): {calls} calls in {seconds:.2f} s "
         f"= {calls / seconds:.1f} calls/s (ideal {concurrency / latency:.0f}); {pages} pages; client CPU {cpu:.2f} s"

@@ -297,9 +297,9 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     def _resolve(self, indices: list[int], state: SessionState, start: int = 0) -> tuple[list[int], int]:
         """Apply the invalid-action rule to `indices[start:]` (earlier ones are already valid)."""
-        shown = state.shown
-        if start == 0 and len(set(indices)) == len(indices) and not any(shown[k] for k in indices):
+        if start == 0 and len(set(indices)) == len(indices) and state.shown_set.isdisjoint(indices):
             return indices, 0  # the common case: nothing to repair
+        shown = state.shown
         taken: set[int] = set(indices[:start])
         out = list(indices[:start])
         n_repaired = 0

@@ -72,19 +72,21 @@ class ItemFeatures:
 
     @cached_property
     def history_rows(self) -> np.ndarray:
-        """(n_items * 7, G + 3) float32: row `7 * item + v` is the item's `history` row for reaction variant `v`.
+        """(n_items * 7 + 1, G + 3) float32: row `7 * item + v` is the item's `history` row for reaction variant `v`;
+        the last row is all zeros (an unused history row).
 
-        Variants (`history_variant`): 0 not watched, 1 watched without a rating, 2..6 watched and rated 1..5.
-        Columns: genres, watched, rating / 5 (float32 arithmetic), in use = 1. One `take` then writes a page.
+        Variants: 0 not watched, 1 watched without a rating, 2..6 watched and rated 1..5. Columns: genres,
+        watched, rating / 5 (float32 arithmetic), in use = 1. An observation's history is one `take` of rows.
         """
         g = self.n_genres
-        rows = np.zeros((self.n_items, N_HISTORY_VARIANTS, g + HISTORY_EXTRA), dtype=np.float32)
-        rows[:, :, :g] = self.genres[:, None, :]
-        rows[:, 1:, g] = 1.0
+        rows = np.zeros((self.n_items * N_HISTORY_VARIANTS + 1, g + HISTORY_EXTRA), dtype=np.float32)
+        by_item = rows[:-1].reshape(self.n_items, N_HISTORY_VARIANTS, g + HISTORY_EXTRA)
+        by_item[:, :, :g] = self.genres[:, None, :]
+        by_item[:, 1:, g] = 1.0
         for stars in range(1, 6):
-            rows[:, 1 + stars, g + 1] = np.float32(stars) * _RATING_SCALE
-        rows[:, :, -1] = 1.0
-        return rows.reshape(self.n_items * N_HISTORY_VARIANTS, g + HISTORY_EXTRA)
+            by_item[:, 1 + stars, g + 1] = np.float32(stars) * _RATING_SCALE
+        by_item[:, :, -1] = 1.0
+        return rows
 
     @classmethod
     def from_train(cls, dataset: Dataset, train: pd.DataFrame) -> ItemFeatures:
@@ -183,23 +185,18 @@ class SessionState:
         g = features.n_genres
         self._features = features
         self.shown = np.zeros(n_c, dtype=bool)
+        self.shown_set: set[int] = set()  # the same candidates as `shown`, for O(1) checks in Python
+        self._available = np.ones(n_c, dtype=bool)  # ~shown, kept up to date (a copy is cheaper than an invert)
         self._persona = persona_vector
         # Flat buffers (what observations copy) with 2-D views (what page updates write through).
         self._candidates_flat = features.candidate_rows.take(candidate_ids, axis=0).reshape(-1)
         self._candidates = self._candidates_flat.reshape(n_c, g + CANDIDATE_EXTRA)
-        # History as a stack: pages are written above the previous rows (most recent first), the observation is
-        # the `history_len` rows from the top. Room for every candidate (none is shown twice); if a caller shows
-        # items again, `record_page` moves the visible rows back to the bottom.
-        width = g + HISTORY_EXTRA
+        # History: `history_rows` indices, most recent first, padded with the all-zero row; the observation takes
+        # them in one call. Ratings outside 1..5 integers get rows of their own in `_odd_rows` (negative indices).
         self._history_len = history_len
-        self._width = width
-        depth = max(n_c, history_len) + history_len
-        self._stack_flat = np.zeros(depth * width, dtype=np.float32)
-        self._stack = self._stack_flat.reshape(depth, width)
-        self._top = depth - history_len
-        self._history_flat = self._stack_flat[self._top * width :]
-        self._history = self._stack[self._top :]
-        self._history_rows = features.history_rows  # row 7 * item + variant
+        self._history_rows = features.history_rows
+        self._recent: list[int] = [len(features.history_rows) - 1] * history_len
+        self._odd_rows: list[np.ndarray] = []
         self._session = np.zeros(N_SESSION_FEATURES, dtype=np.float32)
         self._g = g
         self.n_shown = 0
@@ -219,7 +216,7 @@ class SessionState:
 
     def action_mask(self) -> np.ndarray:
         """True for candidates that may still be chosen (not shown, not already on the page being filled)."""
-        mask = ~self.shown
+        mask = self._available.copy()
         if self.pending:
             mask[self.pending] = False
         return mask
@@ -249,9 +246,12 @@ class SessionState:
         shown_col = cand.shape[1] - 2
         item_list = self.candidate_list
         items = [item_list[k] for k in chosen]
+        available = self._available
         for k in chosen:
             shown[k] = True
+            available[k] = False
             cand[k, shown_col] = 1.0
+        self.shown_set.update(chosen)
         if self.pending:
             cand[self.pending, -1] = 0.0
             self.pending = []
@@ -281,23 +281,14 @@ class SessionState:
             rows.append(N_HISTORY_VARIANTS * item + variant)
         self.shown_items.extend(items)
         h = self._history_len
-        k = min(n, h)  # only the most recent `history_len` items can be seen
-        if k:
-            top = self._top
-            if top < k:  # the stack is full (items shown again): move the visible rows back to the bottom
-                bottom = len(self._stack) - h
-                self._stack[bottom:] = self._stack[top : top + h]
-                top = bottom
-            top -= k
+        if h and n:
+            for j, r in odd:  # rare: a rating outside 1..5 integers gets a row of its own
+                row = self._history_rows[rows[j]].copy()
+                row[self._g + 1] = _scaled_rating(r)
+                self._odd_rows.append(row)
+                rows[j] = -len(self._odd_rows)
             rows.reverse()  # most recent first: the page's last item goes on top
-            self._history_rows.take(rows[:k], axis=0, out=self._stack[top : top + k], mode="clip")
-            for j, r in odd:
-                if n - 1 - j < k:
-                    self._stack[top + n - 1 - j, self._g + 1] = _scaled_rating(r)
-            self._top = top
-            w = self._width
-            self._history_flat = self._stack_flat[top * w : (top + h) * w]
-            self._history = self._stack[top : top + h]
+            self._recent = (rows + self._recent)[:h]
         self.n_shown += n
         self.n_watched += page_watched
         self.page_index += 1
@@ -316,9 +307,15 @@ class SessionState:
         return {
             "persona": self._persona.copy(),
             "candidates": self._candidates_flat.copy(),
-            "history": self._history_flat.copy(),
+            "history": self._history_observation(),
             "session": s.copy(),
         }
+
+    def _history_observation(self) -> np.ndarray:
+        if not self._odd_rows:
+            return self._history_rows.take(self._recent, axis=0).reshape(-1)
+        rows = [self._history_rows[i] if i >= 0 else self._odd_rows[-i - 1] for i in self._recent]
+        return np.concatenate(rows) if rows else np.zeros(0, dtype=np.float32)
 
 
 def observation_keys() -> Mapping[str, str]:

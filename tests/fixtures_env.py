@@ -96,6 +96,7 @@ class ScriptedUser:
 @dataclass
 class NoisySession(ScriptedSession):
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    rating_values: tuple[float | None, ...] | None = None  # None: integer stars 1..5
 
     def react(self, page: Page, items: Sequence[Item]) -> PageFeedback:
         liked = set(self.persona.liked_genres)
@@ -103,7 +104,12 @@ class NoisySession(ScriptedSession):
         for item in items:
             p = 0.7 if liked & set(item.genres) else 0.2
             watched = bool(self.rng.random() < p)
-            rating = int(self.rng.integers(1, 6)) if watched else None
+            if not watched:
+                rating = None
+            elif self.rating_values is None:
+                rating = int(self.rng.integers(1, 6))
+            else:
+                rating = self.rating_values[int(self.rng.integers(len(self.rating_values)))]
             reactions.append(ItemReaction(item.item_id, watched, rating, "noisy"))
         left = bool(self.rng.random() < 0.2)
         fb = PageFeedback(tuple(reactions), left, "bored" if left else "")
@@ -116,9 +122,10 @@ class NoisyUser:
     """Seeded random user: every draw comes from the rng passed to `start_session`."""
 
     name: str = "noisy"
+    rating_values: tuple[float | None, ...] | None = None  # e.g. half stars or unrated watches (non-default rows)
 
     def start_session(self, persona: Persona, episode: int, rng: np.random.Generator) -> NoisySession:
-        return NoisySession(persona, None, rng=rng)
+        return NoisySession(persona, None, rng=rng, rating_values=self.rating_values)
 
     def react_batch(self, sessions, pages):
         return [s.react(p, items) for s, (p, items) in zip(sessions, pages, strict=True)]

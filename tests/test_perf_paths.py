@@ -155,14 +155,24 @@ def test_cache_key_follows_content_not_identity() -> None:
         assert other.cache_key() != base.cache_key()
 
 
-@pytest.mark.parametrize(("action_mode", "history_len"), [("slate", 8), ("slate", 3), ("sequential", 6)])
-def test_observation_follows_the_pages_shown(action_mode: str, history_len: int) -> None:
+@pytest.mark.parametrize(
+    ("action_mode", "history_len", "ratings"),
+    [
+        ("slate", 8, None),
+        ("slate", 3, None),
+        ("sequential", 6, None),
+        ("slate", 8, (1, 2.5, 3.5, 4, None, 5)),  # ratings without a precomputed history row
+        ("slate", 0, None),
+    ],
+)
+def test_observation_follows_the_pages_shown(action_mode: str, history_len: int, ratings: tuple | None) -> None:
     """History rows, shown flags and session rates rebuilt from `info` alone match the env's observation."""
     from simenv.env import RecEnv
     from tests.fixtures_env import NoisyUser, tiny_world
 
     ds, personas, split = tiny_world()
-    env = RecEnv(ds, personas, NoisyUser(), split.train, action_mode=action_mode, history_len=history_len, max_pages=4)
+    user = NoisyUser(rating_values=ratings)
+    env = RecEnv(ds, personas, user, split.train, action_mode=action_mode, history_len=history_len, max_pages=4)
     table = env.features.table
     g = env.features.n_genres
     for episode in range(3):
@@ -195,7 +205,7 @@ def test_observation_follows_the_pages_shown(action_mode: str, history_len: int)
             expected = np.zeros((history_len, g + 3), dtype=np.float32)
             for r, row in enumerate(rows[:history_len]):
                 expected[r] = row
-            np.testing.assert_array_equal(obs["history"].reshape(history_len, -1), expected)
+            np.testing.assert_array_equal(obs["history"].reshape(history_len, g + 3), expected)
             shown_flags = obs["candidates"].reshape(env.n_candidates, -1)[:, -2]
             assert sorted(np.flatnonzero(shown_flags).tolist()) == sorted(cands.index(i) for i in shown_items)
             assert obs["session"][2] == pytest.approx(watched / n_shown)

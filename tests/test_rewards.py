@@ -59,3 +59,20 @@ def test_reward_config_accepts_presets_dicts_and_rejects_typos():
         reward_config("views")
     with pytest.raises(ValueError, match="likes"):
         reward_config({"likes": 1.0})
+
+
+def test_page_reward_equals_the_sum_of_item_rewards_exactly():
+    """`page_reward` inlines `item_reward` for speed; it must add the same terms in the same order."""
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    for _ in range(300):
+        reactions = []
+        for item in range(int(rng.integers(1, 7))):
+            watched = bool(rng.random() < 0.6)
+            rating = [None, 1, 2, 3, 4, 5, 2.5][int(rng.integers(7))] if watched else None
+            reactions.append(ItemReaction(item, watched, rating))
+        feedback = PageFeedback(tuple(reactions), left=bool(rng.random() < 0.3))
+        cfg = RewardConfig(*(float(w) for w in rng.normal(size=5)))
+        expected = sum(item_rewards(feedback, cfg)) - (cfg.exit_penalty if feedback.left else 0.0)
+        assert page_reward(feedback, cfg) == expected

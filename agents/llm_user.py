@@ -624,6 +624,10 @@ class LLMUserModel:
     def judge_many(
         self, asks: Sequence[tuple[Persona, Sequence[int]]], rng: np.random.Generator
     ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Many `judge` asks with one batched page_decision call; in narrate mode the LLM's answer would not change
+        a decision, so the grounded rule answers alone (no LLM call)."""
+        if self.config.narrates:
+            return self.decider.judge_many(asks, rng)
         requests = [self.page_request(p, 0, [int(i) for i in ids], (), int(rng.integers(2**31 - 1))) for p, ids in asks]
         checks = [check_page_decision([int(i) for i in ids]) for _, ids in asks]
         results = ask_json_batch(self.llm, requests, checks, max_repairs=self.config.max_repairs)

@@ -467,3 +467,16 @@ def test_narrated_decisions_do_not_depend_on_the_llm_and_failures_are_logged(cap
     events = [e for e in broken.events if e.kind == "fallback"]
     assert len(events) == len(asked) and {e.template for e in events} == {"page_reaction"}
     assert "fallback" in caplog.text
+
+
+def test_narrated_fidelity_judging_asks_no_llm_and_matches_the_grounded_rule():
+    llm = RecordingLLM(MockLLM(seed=13))
+    model, ds, personas = _model(llm, page_prompt="auto")
+    asks = [(p, [int(i) for i in np.random.default_rng(k).choice(ds.n_items, 5, replace=False)]) for k, p in
+            enumerate(list(personas.values())[:8])]  # fmt: skip
+    got = model.judge_many(asks, np.random.default_rng(3))
+    want = model.decider.judge_many(asks, np.random.default_rng(3))
+    assert llm.requests == []
+    for (w1, r1), (w2, r2) in zip(got, want, strict=True):
+        np.testing.assert_array_equal(w1, w2)
+        np.testing.assert_array_equal(r1, r2)

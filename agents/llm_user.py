@@ -58,10 +58,15 @@ FEELING_BY_RATING = {
 INTERVIEW_QUERY = "How satisfied am I with the movies recommended to me?"
 PAGE_MAX_TOKENS_BASE = 40
 PAGE_MAX_TOKENS_PER_ITEM = 32
-REACTION_MAX_TOKENS_BASE = 32
-REACTION_MAX_TOKENS_PER_ITEM = 20
 FEELING_MAX_CHARS = 40  # tighter than the contract's caps: short strings keep constrained decoding fast
 REASON_MAX_CHARS = 60
+INTERVIEW_REASON_MAX_CHARS = 100
+# Token budgets for constrained answers: ~1 token per 2 characters of capped text plus JSON punctuation, so a
+# small model that writes to the cap still closes its JSON (a cut-off answer is a failed call and a repair).
+REACTION_MAX_TOKENS_BASE = 12
+REACTION_MAX_TOKENS_PER_FEELING = 4 + FEELING_MAX_CHARS // 2
+REACTION_MAX_TOKENS_REASON = 6 + REASON_MAX_CHARS // 2
+INTERVIEW_MAX_TOKENS = 16 + INTERVIEW_REASON_MAX_CHARS // 2
 PLACEHOLDERS = {"", "...", "…"}
 
 
@@ -389,9 +394,11 @@ class LLMUserModel:
             template_version=self._reaction_template.version_tag,
             purpose="page_reaction",
             temperature=self.config.temperature,
-            max_tokens=REACTION_MAX_TOKENS_BASE + REACTION_MAX_TOKENS_PER_ITEM * len(seen),
+            max_tokens=REACTION_MAX_TOKENS_BASE
+            + REACTION_MAX_TOKENS_PER_FEELING * len(seen)
+            + (REACTION_MAX_TOKENS_REASON if left else 0),
             seed=seed,
-            json_schema=page_reaction_schema(len(seen), bool(left)),
+            json_schema=page_reaction_schema(len(seen), bool(left), FEELING_MAX_CHARS, REASON_MAX_CHARS),
             context={"ratings": [s["rating"] for s in seen], "left": bool(left), "page_index": int(page.page_index)},
         )
 
@@ -588,9 +595,9 @@ class LLMUserModel:
             template_version=self._interview_template.version_tag,
             purpose="interview",
             temperature=self.config.temperature,
-            max_tokens=96,
+            max_tokens=INTERVIEW_MAX_TOKENS,
             seed=int(session.rng.integers(2**31 - 1)),
-            json_schema=interview_schema(),
+            json_schema=interview_schema(INTERVIEW_REASON_MAX_CHARS),
             context=ctx,
         )
 

@@ -35,13 +35,13 @@ from simenv.records import Page  # noqa: E402
 
 
 class Timed:
-    """Keeps (template, persona system prompt, latency, prompt tokens, completion tokens) per call."""
+    """Keeps (template, persona system prompt, latency, prompt tokens, completion tokens, JSON ok) per call."""
 
     name = "timed"
 
     def __init__(self, inner) -> None:
         self.inner = inner
-        self.rows: list[tuple[str, str, float, int, int]] = []
+        self.rows: list[tuple[str, str, float, int, int, bool]] = []
 
     def complete(self, request):
         return self.complete_batch([request])[0]
@@ -49,7 +49,8 @@ class Timed:
     def complete_batch(self, requests):
         out = self.inner.complete_batch(requests)
         for q, r in zip(requests, out, strict=True):
-            self.rows.append((q.template, q.messages[0].content, r.latency_s, r.prompt_tokens, r.completion_tokens))
+            ok = r.parsed is not None
+            self.rows.append((q.template, q.messages[0].content, r.latency_s, r.prompt_tokens, r.completion_tokens, ok))
         return out
 
 
@@ -80,17 +81,17 @@ def run(fmt: str, profile: str, n_personas: int, n_pages: int, page_size: int) -
 def summarise(fmt: str, rows: list[tuple]) -> None:
     seen: set[str] = set()
     groups: dict[tuple[str, str], list[tuple]] = defaultdict(list)
-    for template, system, latency, prompt, completion in rows:
+    for template, system, latency, prompt, completion, ok in rows:
         phase = "later" if system in seen else "first"
         seen.add(system)
-        groups[(template, phase)].append((latency, prompt, completion))
+        groups[(template, phase)].append((latency, prompt, completion, ok))
     for (template, phase), values in sorted(groups.items()):
         lat = [v[0] for v in values]
         prompt, answer = statistics.mean(v[1] for v in values), statistics.mean(v[2] for v in values)
         print(
             f"{fmt:>6} {template:<14} {phase:<5} n={len(values):>3}  prompt {prompt:5.0f} tok, answer {answer:4.1f} "
             f"tok: median {statistics.median(lat):.2f} s, "
-            f"mean {statistics.mean(lat):.2f} s",
+            f"mean {statistics.mean(lat):.2f} s; unparseable {sum(not v[3] for v in values)}",
             flush=True,
         )
 

@@ -41,19 +41,22 @@ def page_decision_schema(n_items: int) -> dict[str, Any]:
     }
 
 
-def page_reaction_schema(n_watched: int, left: bool) -> dict[str, Any]:
+def page_reaction_schema(
+    n_watched: int, left: bool, feeling_chars: int = FEELING_MAX_CHARS, reason_chars: int = REASON_MAX_CHARS
+) -> dict[str, Any]:
     """`{"feelings": [str] x n_watched, "reason": str (only when the user leaves)}`: the text a grounded page
-    decision needs, and nothing it would discard (see agents.llm_user, `page_prompt = "narrate"`)."""
+    decision needs, and nothing it would discard (see agents.llm_user, `page_prompt = "narrate"`). Callers may
+    cap the strings tighter than the contract (short strings keep constrained decoding fast)."""
     properties: dict[str, Any] = {
         "feelings": {
             "type": "array",
-            "items": {"type": "string", "maxLength": FEELING_MAX_CHARS},
+            "items": {"type": "string", "maxLength": min(feeling_chars, FEELING_MAX_CHARS)},
             "minItems": n_watched,
             "maxItems": n_watched,
         }
     }
     if left:
-        properties["reason"] = {"type": "string", "maxLength": REASON_MAX_CHARS}
+        properties["reason"] = {"type": "string", "maxLength": min(reason_chars, REASON_MAX_CHARS)}
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
@@ -74,13 +77,13 @@ def reflection_schema() -> dict[str, Any]:
     }
 
 
-def interview_schema() -> dict[str, Any]:
-    """`{"score": 1..10, "reason": str}`."""
+def interview_schema(reason_chars: int = REASON_MAX_CHARS) -> dict[str, Any]:
+    """`{"score": 1..10, "reason": str}` (the reason may be capped tighter than the contract's maximum)."""
     return {
         "type": "object",
         "properties": {
             "score": {"type": "integer", "minimum": 1, "maximum": 10},
-            "reason": {"type": "string", "maxLength": REASON_MAX_CHARS},
+            "reason": {"type": "string", "maxLength": min(reason_chars, REASON_MAX_CHARS)},
         },
         "required": ["score", "reason"],
         "additionalProperties": False,

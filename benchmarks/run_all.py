@@ -8,6 +8,7 @@ import sys
 BENCHMARKS = (
     ["benchmarks.bench_data"],
     ["benchmarks.bench_llm"],
+    ["benchmarks.bench_embedded"],
     ["benchmarks.bench_agents"],
     ["benchmarks.bench_env"],
     ["benchmarks.bench_experiments"],

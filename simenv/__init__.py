@@ -12,6 +12,10 @@ Importing `simenv` registers the environment ids (Gymnasium 1.x has no plugin en
 
 Every kwarg of `gym.make` is documented in `simenv.factory` and `simenv.env.RecEnv`. When changing
 `max_pages` (or `page_size` for the sequential id), pass the matching `max_episode_steps` as well.
+
+The two fast-user ids also have a `vector_entry_point`, `simenv.vector_env.FastRecVectorEnv` (N sessions stepped
+together in numpy, lean array `info`, next-step autoreset): `gym.make_vec(id, num_envs=N)` builds it by default
+(`vectorization_mode="vector_entry_point"`); `vectorization_mode="sync"` / `"async"` wrap N single envs as before.
 """
 
 from __future__ import annotations
@@ -37,12 +41,17 @@ def _register() -> None:
         ("simenv/PersonaRec-v0", "simenv.factory:make_persona_env", PAGES, {}, False),
         ("simenv/PersonaRecLive-v0", "simenv.factory:make_live_persona_env", PAGES, {}, True),
     ]
+    vector_entry = {
+        "simenv/FastRec-v0": "simenv.vector_env:make_fast_vector_env",
+        "simenv/FastRecSeq-v0": "simenv.vector_env:make_fast_vector_env",
+    }
     for env_id, entry, steps, kwargs, nondeterministic in specs:
         if env_id in _gym.registry:
             continue
         _gym.register(
             id=env_id,
             entry_point=entry,
+            vector_entry_point=vector_entry.get(env_id),
             max_episode_steps=steps,
             nondeterministic=nondeterministic,
             kwargs={"page_size": PAGE_SIZE, "max_pages": PAGES, **kwargs},

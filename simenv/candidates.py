@@ -28,37 +28,58 @@ def candidate_set(
     """
     if not 0 <= n_explore <= n_candidates:
         raise ValueError(f"n_explore={n_explore} must be in 0..n_candidates={n_candidates}")
-    n_base = n_candidates - n_explore
     cached = cache.get(persona.user_id) if cache is not None and recommender is None else None
     if cached is None:
-        available = np.ones(features.n_items, dtype=bool)
-        train = np.asarray(persona.train_items, dtype=np.int64)
-        available[train] = False
-        n_free = int(available.sum())
-        if n_free < n_candidates:
-            raise ValueError(
-                f"persona {persona.user_id}: only {n_free} items outside its train history, "
-                f"fewer than n_candidates={n_candidates}"
-            )
-        if recommender is None:
-            order = features.popularity_order
-            base = order[available[order]][:n_base]
-        else:
-            rec = recommender.recommend(persona.user_id, n_base, set(train.tolist()), rng, ())
-            base = np.asarray(rec.item_ids, dtype=np.int64)
-            if len(base) != n_base or len(set(base.tolist())) != n_base or not available[base].all():
-                raise ValueError(
-                    f"candidate recommender {getattr(recommender, 'name', recommender)!r} returned "
-                    f"{len(base)} ids for k={n_base} (duplicates or train items included)"
-                )
-        available[base] = False
-        cached = (base, np.flatnonzero(available))
+        cached = candidate_pool(persona, n_candidates, n_explore, features, recommender, rng)
         if cache is not None and recommender is None:
             cache[persona.user_id] = cached
     base, rest = cached
     if not n_explore:
         return base.copy()
     return np.concatenate((base, rest.take(sample_indices(rng, len(rest), n_explore))))
+
+
+def candidate_pool(
+    persona: Persona,
+    n_candidates: int,
+    n_explore: int,
+    features: ItemFeatures,
+    recommender: Recommender | None = None,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(base, rest): the `n_candidates - n_explore` ranked candidates and the ascending ids the exploration
+    sample is drawn from (the catalog minus the persona's train history and the base).
+
+    The deterministic part of `candidate_set` (with the popularity base); exposed so that the vectorised env
+    (`simenv.vector_env`) draws its exploration sample from exactly the same pool. A `recommender` needs `rng`.
+    """
+    if not 0 <= n_explore <= n_candidates:
+        raise ValueError(f"n_explore={n_explore} must be in 0..n_candidates={n_candidates}")
+    n_base = n_candidates - n_explore
+    available = np.ones(features.n_items, dtype=bool)
+    train = np.asarray(persona.train_items, dtype=np.int64)
+    available[train] = False
+    n_free = int(available.sum())
+    if n_free < n_candidates:
+        raise ValueError(
+            f"persona {persona.user_id}: only {n_free} items outside its train history, "
+            f"fewer than n_candidates={n_candidates}"
+        )
+    if recommender is None:
+        order = features.popularity_order
+        base = order[available[order]][:n_base]
+    else:
+        if rng is None:
+            raise ValueError("candidate_pool: a candidate recommender needs the env's rng")
+        rec = recommender.recommend(persona.user_id, n_base, set(train.tolist()), rng, ())
+        base = np.asarray(rec.item_ids, dtype=np.int64)
+        if len(base) != n_base or len(set(base.tolist())) != n_base or not available[base].all():
+            raise ValueError(
+                f"candidate recommender {getattr(recommender, 'name', recommender)!r} returned "
+                f"{len(base)} ids for k={n_base} (duplicates or train items included)"
+            )
+    available[base] = False
+    return base, np.flatnonzero(available)
 
 
 def sample_without_replacement(rng: np.random.Generator, n: int, k: int) -> np.ndarray:

@@ -261,7 +261,9 @@ def test_interview_batch_equals_one_by_one_interviews(fault_rate: float) -> None
         return out
 
     def model() -> tuple[LLMUserModel, _BatchCountingLLM]:
-        llm = _BatchCountingLLM(MockLLM(seed=5, faults=FaultConfig(rate=fault_rate)))
+        # fault kinds that apply to an interview answer (an interview has no ids to make unknown)
+        faults = FaultConfig(rate=fault_rate, kinds=("malformed_json", "out_of_range", "exception"))
+        llm = _BatchCountingLLM(MockLLM(seed=5, faults=faults))
         return LLMUserModel(ds, llm, HashingEmbedder(64), train=split.train), llm
 
     one_model, one_llm = model()
@@ -275,6 +277,9 @@ def test_interview_batch_equals_one_by_one_interviews(fault_rate: float) -> None
         one_mem = [(r.text, r.time) for r in one_model.memories[persona.user_id].records]
         assert [(r.text, r.time) for r in batch_model.memories[persona.user_id].records] == one_mem
     assert one_llm.interview_batches[:6] == [1] * 6
-    assert batch_llm.interview_batches[:2] == [5, 1]  # the repeated user waits for the next batch
-    if fault_rate:
+    # the five distinct users go in one batch; the repeated user waits for a later one (after any repairs)
+    assert batch_llm.interview_batches[0] == 5 and len(batch_llm.interview_batches) >= 2
+    if not fault_rate:
+        assert batch_llm.interview_batches == [5, 1]
+    else:
         assert any(iv.fallback for iv in batched) or len(batch_llm.interview_batches) > 2  # faults were exercised

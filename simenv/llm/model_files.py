@@ -9,10 +9,13 @@ Q4_1 (no repacked Q4_1 kernel), and persona prompts are long while answers are s
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from simenv.data.cache import cache_root
@@ -20,6 +23,25 @@ from simenv.data.cache import cache_root
 logger = logging.getLogger(__name__)
 
 FORMATS = ("source", "f16", "q8_0")
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[Path]:
+    """Send file descriptor 2 to a temporary file meanwhile: llama.cpp logs one line per tensor while it
+    converts (270 lines), which would bury a run's output; the caller shows the tail only on failure."""
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        path = Path(tmp_dir) / "llama.log"
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with path.open("wb") as fh:
+                os.dup2(fh.fileno(), 2)
+                try:
+                    yield path
+                finally:
+                    os.dup2(saved, 2)
+        finally:
+            os.close(saved)
 
 
 def converted_gguf(source: str | Path, fmt: str, cache_dir: str | Path | None = None) -> Path:
@@ -49,9 +71,11 @@ def converted_gguf(source: str | Path, fmt: str, cache_dir: str | Path | None = 
     os.close(fd)
     try:
         logger.info("converting %s to %s (once; cached at %s)", source.name, fmt.upper(), target)
-        rc = llama_cpp.llama_model_quantize(str(source).encode(), tmp.encode(), ctypes.byref(params))
+        with _captured_stderr() as log:
+            rc = llama_cpp.llama_model_quantize(str(source).encode(), tmp.encode(), ctypes.byref(params))
         if rc != 0:
-            raise RuntimeError(f"llama.cpp could not convert {source} to {fmt} (return code {rc})")
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-5:])
+            raise RuntimeError(f"llama.cpp could not convert {source} to {fmt} (return code {rc}):\n{tail}")
         os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is an ordinary user cache
         os.replace(tmp, target)
     finally:

@@ -105,6 +105,9 @@ class LLMUserConfig:
     # first and the LLM only writes feelings and the leave reason (page_reaction); "auto": narrate exactly when
     # the decision profile would discard the LLM's numbers (`not decision.uses_page_answer`).
     page_prompt: Literal["auto", "decide", "narrate"] = "auto"
+    # Repairs for page_reaction answers (text only: a repair re-asks a whole page to get better words, so 0 by
+    # default; an unusable answer is a recorded fallback with plain default text).
+    text_repairs: int = 0
 
     @property
     def narrates(self) -> bool:

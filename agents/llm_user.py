@@ -28,6 +28,7 @@ from agents.signals import stats_interview_score
 from simenv.data.dataset import Dataset
 from simenv.llm.schemas import (
     check_page_decision,
+    check_written_text,
     interview_schema,
     page_decision_schema,
     page_reaction_schema,
@@ -350,7 +351,8 @@ class LLMUserModel:
                 requests.append(self.reaction_request(persona, page, items, watched, stars, left, memories, seed))
                 asked.append(k)
         results: list[StructuredResult | None] = [None] * len(sessions)
-        answers = ask_json_batch(self.llm, requests, max_repairs=self.config.max_repairs)
+        checks = [check_written_text] * len(requests)
+        answers = ask_json_batch(self.llm, requests, checks, max_repairs=self.config.text_repairs)
         for k, result in zip(asked, answers, strict=True):
             results[k] = result
         feedback = []
@@ -610,7 +612,16 @@ class LLMUserModel:
             score, reason = stats_score, "Scored from what I watched and liked (no usable answer)."
         else:
             score = int(np.clip(round(w * int(result.value["score"]) + (1 - w) * stats_score), 1, 10))
-            reason = str(result.value["reason"]).strip()
+            reason = _text(result.value["reason"])
+            if not reason:  # the prompt's "..." echoed back: say so, and keep a plain reason
+                event = UserEvent(
+                    "fallback", session.persona.user_id, session.episode, len(session.pages) - 1, "interview",
+                    "placeholder reason: kept the score, wrote a plain reason", result.call_ids,
+                )  # fmt: skip
+                session.events.append(event)
+                self.events.append(event)
+                logger.info("interview: user=%s placeholder reason replaced", session.persona.user_id)
+                reason = "Scored from what I watched and liked."
         session.memory.add(
             "factual",
             f"Episode {session.episode} ended; satisfaction {score}/10: {reason}",

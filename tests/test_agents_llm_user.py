@@ -3,6 +3,7 @@ reflection, memory across episodes, persistence, interview."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 
@@ -461,7 +462,7 @@ def test_narrated_decisions_do_not_depend_on_the_llm_and_failures_are_logged(cap
         broken, _, c = _narrated_run(MockLLM(seed=3, faults=FaultConfig(rate=1.0, kinds=("out_of_range",))))
     assert decisions(a) == decisions(b) == decisions(c)
     asked = [fb for fb in c if fb.n_watched or fb.left]
-    assert asked and all(fb.fallback and len(fb.llm_call_ids) == 1 + broken.config.max_repairs for fb in asked)
+    assert asked and all(fb.fallback and len(fb.llm_call_ids) == 1 + broken.config.text_repairs for fb in asked)
     for fb in asked:  # text falls back to plain defaults, recorded as fallback events
         assert all(r.feeling == FEELING_BY_RATING[r.rating] for r in fb.reactions if r.watched)
     events = [e for e in broken.events if e.kind == "fallback"]
@@ -480,3 +481,40 @@ def test_narrated_fidelity_judging_asks_no_llm_and_matches_the_grounded_rule():
     for (w1, r1), (w2, r2) in zip(got, want, strict=True):
         np.testing.assert_array_equal(w1, w2)
         np.testing.assert_array_equal(r1, r2)
+
+
+class EchoingLLM:
+    """Answers page_reaction and interview requests by echoing the prompt's `"..."` skeleton (as SmolLM2 does)."""
+
+    name = "echoing"
+
+    def __init__(self) -> None:
+        self.mock = MockLLM(seed=0)
+
+    def _one(self, request):
+        if request.template == "page_reaction":
+            n = request.json_schema["properties"]["feelings"]["maxItems"]
+            answer = {"feelings": ["..."] * n, **({"reason": "..."} if request.context["left"] else {})}
+        elif request.template == "interview":
+            answer = {"score": 7, "reason": "..."}
+        else:
+            return self.mock.complete(request)
+        text = json.dumps(answer)
+        return LLMResponse(text=text, backend="echo", model="e", parsed=answer, call_id=request.call_id())
+
+    def complete(self, request):
+        return self._one(request)
+
+    def complete_batch(self, requests):
+        return [self._one(r) for r in requests]
+
+
+def test_echoed_placeholders_are_recorded_fallbacks_not_text():
+    model, sessions, feedback = _narrated_run(EchoingLLM(), pages=2)
+    asked = [fb for fb in feedback if fb.n_watched or fb.left]
+    assert asked and all(fb.fallback for fb in asked)
+    assert all(r.feeling == FEELING_BY_RATING[r.rating] for fb in asked for r in fb.reactions if r.watched)
+    assert all("placeholder" in e.detail for e in model.events if e.kind == "fallback")
+    interview = model.interview(sessions[0])
+    assert interview.reason != "..." and not interview.fallback  # the score was usable, the reason was not
+    assert model.events[-1].template == "interview" and "placeholder reason" in model.events[-1].detail

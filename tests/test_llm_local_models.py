@@ -9,7 +9,7 @@ import pytest
 from simenv.llm import LlamaCppBackend, TransformersBackend, ask_json, make_llm
 from simenv.llm.factory import LLMConfig
 from simenv.llm.structured import validate_answer
-from simenv.llm.types import LLMRequest, Message
+from simenv.llm.types import LLMRequest, LLMResponse, Message
 from tests.fixtures_llm import page_request
 
 PERSONA = (
@@ -56,9 +56,8 @@ def test_embedded_answers_are_grammar_constrained_json(embedded: LlamaCppBackend
     assert result.status == "ok"  # small integer ranges are enforced by the grammar too (as enums)
 
 
-def test_embedded_reuses_the_persona_prefix_across_calls(embedded: LlamaCppBackend) -> None:
-    """The second page with the same system prompt evaluates only the new suffix, not the whole prompt."""
-    embedded.complete(_page(1))
+def _complete_counting_prompt_tokens(embedded: LlamaCppBackend, request: LLMRequest) -> tuple[LLMResponse, int]:
+    """Complete `request`, counting the prompt tokens llama.cpp actually evaluated (its first `eval` call)."""
     llama = embedded._llama
     evaluated: list[int] = []
     original_eval = llama.eval
@@ -69,10 +68,17 @@ def test_embedded_reuses_the_persona_prefix_across_calls(embedded: LlamaCppBacke
 
     llama.eval = counting_eval
     try:
-        response = embedded.complete(_page(2))
+        response = embedded.complete(request)
     finally:
         del llama.eval
-    prompt_evaluated = evaluated[0]
+    return response, evaluated[0]
+
+
+def test_embedded_reuses_the_persona_prefix_across_calls(embedded: LlamaCppBackend) -> None:
+    """The second page with the same system prompt evaluates only the new suffix, not the whole prompt."""
+    embedded.complete(_page(1))
+    llama = embedded._llama
+    response, prompt_evaluated = _complete_counting_prompt_tokens(embedded, _page(2))
     assert response.prompt_tokens > 60
     assert prompt_evaluated < response.prompt_tokens - 40  # the shared system prefix was not re-evaluated
     assert embedded._llama is llama  # one model instance for the backend's life
@@ -99,19 +105,8 @@ def test_interleaved_personas_get_their_prefix_back_from_the_ram_cache(embedded:
         LLMRequest(messages=(Message("system", other), b.messages[1]), template="t", template_version="v1")
     )
     llama = embedded._llama
-    evaluated: list[int] = []
-    original_eval = llama.eval
-
-    def counting_eval(tokens):  # noqa: ANN001, ANN202
-        evaluated.append(len(tokens))
-        return original_eval(tokens)
-
-    llama.eval = counting_eval
-    try:
-        response = embedded.complete(_page(4))
-    finally:
-        del llama.eval
-    assert evaluated[0] < response.prompt_tokens - 40  # persona A's system prefix came back from the cache
+    response, prompt_evaluated = _complete_counting_prompt_tokens(embedded, _page(4))
+    assert prompt_evaluated < response.prompt_tokens - 40  # persona A's system prefix came back from the cache
     states = list(llama.cache.cache_state.values())
     assert len(states) >= 3 and all(st.scores.shape[0] == 1 for st in states)  # ~200 KB of logits each, not ~90 MB
 

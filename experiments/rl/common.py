@@ -1,4 +1,5 @@
-"""What both RL scripts share: a dataclass -> argparse bridge and the evaluation against the recommenders."""
+"""What both RL scripts share: a dataclass -> argparse bridge, the training env, and the evaluation against the
+recommenders."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import gymnasium as gym
 import numpy as np
 import pandas as pd
 import torch
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from simenv.policies import SB3Recommender
 from simenv.runner import compare_policies
+from simenv.sb3_vec import make_sb3_vec_env
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,17 +45,49 @@ def parse_args(cls: type[T], argv: list[str] | None = None) -> T:
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
+VecKind = Literal["single", "native", "dummy"]
+VEC_KINDS: tuple[str, ...] = typing.get_args(VecKind)
+
+
+def make_train_env(
+    env_id: str, dataset: str, n_users: int | None, rng: np.random.Generator, vec: VecKind = "single", n_envs: int = 1
+) -> gym.Env | VecEnv:
+    """The training env: one `gym.make` env ("single", SB3 wraps it), the native vector env behind SB3's VecEnv API
+    ("native", `simenv.sb3_vec`: N sessions stepped together in numpy), or `DummyVecEnv` of N `gym.make` envs
+    ("dummy"). Seeds come from `rng`; SB3's own `seed` re-seeds the env's first reset when given."""
+    kwargs = {"dataset": dataset, "n_users": n_users}
+    seed = int(rng.integers(2**31))
+    if vec == "single":
+        env = gym.make(env_id, **kwargs)
+        env.reset(seed=seed)
+        env.action_space.seed(int(rng.integers(2**31)))
+        return env
+    if n_envs < 1:
+        raise ValueError(f"n_envs={n_envs} must be >= 1")
+    if vec == "native":
+        return make_sb3_vec_env(env_id, n_envs, seed=seed, **kwargs)
+    if vec == "dummy":
+        venv = DummyVecEnv([lambda: Monitor(gym.make(env_id, **kwargs)) for _ in range(n_envs)])
+        venv.seed(seed)
+        return venv
+    raise ValueError(f"vec={vec!r}: expected one of {VEC_KINDS}")
+
+
 def train_and_evaluate(
-    args: Any, env_id: str, name: str, action_mode: str, build_model: Callable[[gym.Env], Any]
+    args: Any,
+    env_id: str,
+    name: str,
+    action_mode: str,
+    build_model: Callable[[gym.Env | VecEnv], Any],
+    vec: VecKind = "single",
+    n_envs: int = 1,
 ) -> pd.DataFrame:
-    """Seed, build the fast-user env, train `build_model(env)` for `args.total_timesteps`, save it, and
-    evaluate it against `args.compare` on the persona env. `args` is a script's Args dataclass."""
-    # Seeding: SB3 seeds its own torch/numpy state from `seed`; the env from reset(seed=...).
+    """Seed, build the fast-user env (`make_train_env`), train `build_model(env)` for `args.total_timesteps`, save
+    it, and evaluate it against `args.compare` on the persona env. `args` is a script's Args dataclass."""
+    # Seeding: SB3 seeds its own torch/numpy state from `seed`; the env from `rng`.
     torch.set_num_threads(args.torch_threads)
     rng = np.random.default_rng(args.seed)
-    env = gym.make(env_id, dataset=args.dataset, n_users=args.n_users)
-    env.reset(seed=int(rng.integers(2**31)))
-    env.action_space.seed(int(rng.integers(2**31)))
+    env = make_train_env(env_id, args.dataset, args.n_users, rng, vec, n_envs)
     model = build_model(env)
     model.learn(total_timesteps=args.total_timesteps)
     model.save(f"{args.out_dir}/model")

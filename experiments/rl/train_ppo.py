@@ -1,6 +1,10 @@
 """PPO on the fast-user slate env (MultiDiscrete pages), evaluated on the LLM persona env against recommenders.
 
-python -m experiments.rl.train_ppo --total-timesteps 20000 --dataset ml-100k
+python -m experiments.rl.train_ppo --total-timesteps 20000 --dataset ml-100k [--vec native|dummy --n-envs 8]
+
+`--vec native` (default) trains on `n_envs` sessions stepped together in numpy (`simenv.sb3_vec`); `dummy` on
+SB3's `DummyVecEnv` of `n_envs` single envs (same user model, slower). `n_steps` is per env: a rollout is
+`n_envs * n_steps` steps.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import pandas as pd
 from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import VecEnv
 
 import simenv  # noqa: F401  (registers the env ids)
 from experiments.rl.common import parse_args, train_and_evaluate
@@ -24,7 +29,9 @@ class Args:
     total_timesteps: int = 20_000
     dataset: str = "ml-100k"
     n_users: int | None = None
-    n_steps: int = 256
+    vec: str = "native"  # native | dummy
+    n_envs: int = 8
+    n_steps: int = 32  # per env: 8 x 32 = 256 steps per rollout
     batch_size: int = 64
     n_epochs: int = 10
     learning_rate: float = 3e-4
@@ -34,9 +41,15 @@ class Args:
     torch_threads: int = 1  # a small MLP trains faster on one thread than on two contended ones
     out_dir: str = "runs/rl/ppo"
 
+    def __post_init__(self) -> None:
+        if self.vec not in ("native", "dummy"):
+            raise ValueError(f"vec={self.vec!r}: expected 'native' or 'dummy'")
+        if self.n_envs < 1:
+            raise ValueError(f"n_envs={self.n_envs} must be >= 1")
+
 
 def main(args: Args) -> pd.DataFrame:
-    def build(env: gym.Env) -> PPO:
+    def build(env: gym.Env | VecEnv) -> PPO:
         return PPO(
             "MultiInputPolicy",
             env,
@@ -49,7 +62,7 @@ def main(args: Args) -> pd.DataFrame:
             verbose=0,
         )
 
-    return train_and_evaluate(args, "simenv/FastRec-v0", "ppo", "slate", build)
+    return train_and_evaluate(args, "simenv/FastRec-v0", "ppo", "slate", build, vec=args.vec, n_envs=args.n_envs)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ throughput through a latency-injecting loopback endpoint.
    permutation of the candidates per episode), no SB3; also the sequential id (one slot per step). Then the
    vector entry point (`simenv.vector_env.FastRecVectorEnv`, N sessions stepped together in numpy) for N = 64,
    256: user-steps/s (pages shown or reset across all N sessions), random valid pages, autoresets included.
+   Then SB3 PPO `learn` (4,096 steps, 16 envs, caches warm) on the native env through `simenv.sb3_vec` vs
+   `DummyVecEnv` of 16 `gym.make` envs: env steps/s with policy, rollouts and updates included, and the ratio.
 2. `run_sessions`: 1,000 users x 5 pages with the LLM persona user on the mock backend (ml-100k has 703
    eligible personas; episodes cycle through them), Pop recommender, full event log; target <= 10 s.
 3. The same runner against a loopback OpenAI-compatible server that answers every request after a fixed
@@ -99,6 +101,45 @@ def vector_user_steps_per_second(num_envs: int, n_steps: int, seed: int = 0) -> 
     return steps / elapsed, steps / cpu, resets / steps
 
 
+def ppo_learn_steps_per_second(vec: str, n_envs: int, budget: int, seed: int = 0) -> float:
+    """Env steps/s of SB3 PPO `learn(budget)` on FastRec-v0 (policy, rollouts and updates included), `vec` =
+    "native" (`simenv.sb3_vec` over the vector entry point) or "dummy" (`DummyVecEnv` of `n_envs` `gym.make` envs
+    with `Monitor`, as SB3's `make_vec_env`). Steady state: per-persona caches filled first (the 16 single envs
+    share one filled plan cache: same data and config, so the same plans), then one untimed rollout."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from simenv.sb3_vec import make_sb3_vec_env
+
+    torch.set_num_threads(1)
+    if vec == "native":
+        env = make_sb3_vec_env("simenv/FastRec-v0", n_envs, seed=seed)
+        venv = env.unwrapped.venv
+        every = np.arange(len(venv.users))
+        venv._prepare(every)
+        venv._user.ensure(every)
+    else:
+        env = DummyVecEnv([lambda: Monitor(gym.make("simenv/FastRec-v0")) for _ in range(n_envs)])
+        env.seed(seed)
+        inners = [e.unwrapped for e in env.envs]
+        for persona in inners[0].personas.values():
+            inners[0].user_model.plan(persona)
+        for inner in inners:
+            inner.user_model._plans = inners[0].user_model._plans
+            for persona in inner.personas.values():  # candidate bases
+                inner.reset(options={"user_id": persona.user_id})
+    n_steps = 64
+    model = PPO("MultiInputPolicy", env, n_steps=n_steps, batch_size=256, n_epochs=2, seed=seed, device="cpu")
+    model.learn(n_steps * n_envs)
+    start = time.perf_counter()
+    model.learn(budget, reset_num_timesteps=False)
+    elapsed = time.perf_counter() - start
+    env.close()
+    return budget / elapsed
+
+
 def loopback_responder(body: dict[str, Any]) -> str:
     """A valid answer for each agents template, from the prompt text (ids listed as `[id] title`; the
     page_reaction prompt ends with its answer's JSON skeleton)."""
@@ -175,6 +216,11 @@ def main() -> None:
             f"CPU-second ({reset_share:.0%} of them autoresets, so {rate * (1 - reset_share):,.0f} pages/s wall; "
             "random valid pages; target >= 20,000)"
         )
+    native, dummy = (ppo_learn_steps_per_second(v, 16, 4_096) for v in ("native", "dummy"))
+    print(
+        f"PPO learn, 4,096 steps, 16 envs: native adapter {native:,.0f} env steps/s, "
+        f"DummyVecEnv {dummy:,.0f} ({native / dummy:.2f}x)"
+    )
 
     from agents.embedding import HashingEmbedder
     from agents.llm_user import LLMUserModel

@@ -142,3 +142,21 @@ def test_f16_reencoding_is_cached_and_keeps_the_model(tmp_path) -> None:  # noqa
     kl = float((np.exp(logp[0]) * (logp[0] - logp[1])).sum(axis=1).mean())
     agree = float((logp[0].argmax(axis=1) == logp[1].argmax(axis=1)).mean())
     assert len(logp[0]) > 30 and kl < 0.02 and agree >= 0.8, (kl, agree)
+
+
+def test_skeleton_and_full_grammar_answers_are_both_valid(embedded: LlamaCppBackend) -> None:
+    """Skeleton decoding (default) writes the fixed keys itself; the full-grammar path is the fallback."""
+    from simenv.llm.skeleton import skeleton
+
+    request = _page(5, max_tokens=40, schema=SMALL_SCHEMA)
+    assert skeleton(SMALL_SCHEMA) is not None and embedded.skeleton
+    fast = embedded.complete(request)
+    full = LlamaCppBackend(skeleton=False, ram_cache_bytes=0)
+    try:
+        slow = full.complete(request)
+    finally:
+        full.close()
+    for response in (fast, slow):
+        value = validate_answer(response.text, SMALL_SCHEMA, None)
+        assert isinstance(value["watch"], bool) and 1 <= value["rating"] <= 5
+    assert fast.text.startswith('{"watch":') and fast.prompt_tokens == slow.prompt_tokens

@@ -7,8 +7,11 @@ page 2, ...), so by default a `LlamaRAMCache` of saved states (`ram_cache_bytes`
 of ~500 tokens) brings back each persona's own prefix; 0 turns it off. Flash attention is on by default (it
 decoded SmolLM2 ~25% faster here), and the shipped Q4_1 weights are served from a cached local F16 re-encoding
 (`gguf_format`, see simenv.llm.model_files), which evaluates prompts faster on these CPUs.
-Structured answers are grammar-constrained with `response_format={"type": "json_object", "schema": ...}`
-(small integer ranges rewritten as enums, which the grammar enforces). llama.cpp is not thread-safe: calls are
+Structured answers whose schema fixes the whole shape (every key required, fixed-length arrays, bounded
+leaves) use skeleton decoding (simenv.llm.skeleton): the keys and punctuation are written, the model samples
+only the values, each under its own small grammar — 2-3x faster here than constraining every token. Other
+schemas are grammar-constrained with `response_format={"type": "json_object", "schema": ...}` (small integer
+ranges rewritten as enums, which the grammar enforces). llama.cpp is not thread-safe: calls are
 serialized by a lock, and batches run one request after another.
 """
 
@@ -23,6 +26,7 @@ from typing import Any
 
 from simenv.llm.batching import run_serially
 from simenv.llm.model_files import FORMATS, converted_gguf
+from simenv.llm.skeleton import Forced, Piece, Value, skeleton
 from simenv.llm.structured import parse_if_json
 from simenv.llm.types import LLMError, LLMRequest, LLMResponse
 
@@ -92,6 +96,7 @@ class LlamaCppBackend:
         ram_cache_bytes: int = DEFAULT_RAM_CACHE_BYTES,
         flash_attn: bool = True,
         gguf_format: str = DEFAULT_GGUF_FORMAT,
+        skeleton: bool = True,
     ) -> None:
         self.model_path = Path(model_path) if model_path else smollm2_gguf_path()
         if not self.model_path.is_file():
@@ -105,6 +110,9 @@ class LlamaCppBackend:
         if gguf_format not in FORMATS:
             raise ValueError(f"llama-cpp backend: gguf_format {gguf_format!r} is not one of {list(FORMATS)}")
         self.gguf_format = gguf_format
+        self.skeleton = bool(skeleton)
+        self._grammars: dict[str, Any] = {}
+        self._formatter: Any = None
         self._llama: Any = None
         self._lock = threading.Lock()
 
@@ -143,6 +151,9 @@ class LlamaCppBackend:
         return self._llama
 
     def complete(self, request: LLMRequest) -> LLMResponse:
+        pieces = skeleton(request.json_schema) if self.skeleton and request.json_schema is not None else None
+        if pieces is not None:
+            return self._complete_skeleton(request, pieces)
         kwargs: dict[str, Any] = {
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             "temperature": request.temperature,
@@ -171,6 +182,95 @@ class LlamaCppBackend:
             parsed=parse_if_json(text, request.json_schema),
             call_id=request.call_id(),
         )
+
+    def _complete_skeleton(self, request: LLMRequest, pieces: list[Piece]) -> LLMResponse:
+        """A fixed-shape JSON answer by skeleton decoding (simenv.llm.skeleton): forced text is appended as tokens,
+        each value is sampled under its own small grammar and stops as soon as it is complete."""
+        with self._lock:
+            llama = self._get()
+            start = time.perf_counter()
+            try:
+                prompt = self._prompt_tokens(llama, request)
+                self._restore_prefix(llama, prompt)
+                llama.set_seed(self.seed if request.seed is None else request.seed)
+                tokens, parts = list(prompt), []
+                for piece in pieces:
+                    if isinstance(piece, Forced):
+                        tokens += llama.tokenize(piece.text.encode("utf-8"), add_bos=False, special=False)
+                        parts.append(piece.text)
+                        continue
+                    chosen = self._sample_value(llama, tokens, piece, request.temperature)
+                    tokens += chosen
+                    parts.append(llama.detokenize(chosen).decode("utf-8", errors="replace"))
+                if llama.cache is not None:
+                    llama.cache[llama._input_ids.tolist()] = llama.save_state()
+            except (ValueError, RuntimeError) as exc:
+                raise LLMError(f"llama-cpp backend: call for template {request.template!r} failed: {exc}") from exc
+            latency = time.perf_counter() - start
+        text = "".join(parts)
+        return LLMResponse(
+            text=text,
+            backend=self.name,
+            model=self.model,
+            prompt_tokens=len(prompt),
+            completion_tokens=len(tokens) - len(prompt),
+            latency_s=latency,
+            parsed=parse_if_json(text, request.json_schema),
+            call_id=request.call_id(),
+        )
+
+    def _sample_value(self, llama: Any, tokens: list[int], value: Value, temperature: float) -> list[int]:
+        grammar = self._grammars.get(value.grammar)
+        if grammar is None:
+            from llama_cpp import LlamaGrammar
+
+            grammar = self._grammars[value.grammar] = LlamaGrammar.from_string(value.grammar, verbose=False)
+        chosen: list[int] = []
+        generator = llama.generate(tokens, temp=temperature, repeat_penalty=1.0, grammar=grammar)
+        try:
+            for token in generator:
+                if token == llama.token_eos():
+                    break
+                chosen.append(token)
+                text = llama.detokenize(chosen).decode("utf-8", errors="ignore")
+                if value.complete(text) or len(chosen) >= value.max_tokens:
+                    break
+        finally:
+            generator.close()
+        return chosen
+
+    def _prompt_tokens(self, llama: Any, request: LLMRequest) -> list[int]:
+        """The request's messages in the model's own chat template, tokenized as create_chat_completion does."""
+        if self._formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            template = llama.metadata.get("tokenizer.chat_template")
+            if not template:
+                raise ValueError(f"{self.model_path.name} has no chat template for skeleton decoding")
+            eos, bos = llama.token_eos(), llama.token_bos()
+            self._formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=llama._model.token_get_text(eos),
+                bos_token=llama._model.token_get_text(bos),
+                stop_token_ids=[eos],
+            )
+        result = self._formatter(messages=[{"role": m.role, "content": m.content} for m in request.messages])
+        return llama.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+
+    @staticmethod
+    def _restore_prefix(llama: Any, prompt: list[int]) -> None:
+        """Load the RAM-cached state sharing the longest prefix with `prompt`, if it beats the live one (as
+        llama-cpp-python's create_completion does)."""
+        if llama.cache is None:
+            return
+        try:
+            item = llama.cache[prompt]
+        except KeyError:
+            return
+        cached = llama.longest_token_prefix(item.input_ids.tolist(), prompt)
+        live = llama.longest_token_prefix(llama._input_ids.tolist(), prompt)
+        if cached > live:
+            llama.load_state(item)
 
     def complete_batch(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
         """One after another (llama.cpp is not thread-safe); results in request order."""

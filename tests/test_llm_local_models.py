@@ -149,9 +149,9 @@ def test_skeleton_and_full_grammar_answers_are_both_valid(embedded: LlamaCppBack
     from simenv.llm.skeleton import skeleton
 
     request = _page(5, max_tokens=40, schema=SMALL_SCHEMA)
-    assert skeleton(SMALL_SCHEMA) is not None and embedded.skeleton
+    assert skeleton(SMALL_SCHEMA) is not None and embedded.skeleton == "choices"
     fast = embedded.complete(request)
-    full = LlamaCppBackend(skeleton=False, ram_cache_bytes=0)
+    full = LlamaCppBackend(skeleton="off", ram_cache_bytes=0)
     try:
         slow = full.complete(request)
     finally:

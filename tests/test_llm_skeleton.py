@@ -68,3 +68,24 @@ def test_value_completion_rules():
     assert not string.complete(' "a') and string.complete(' "a"')
     assert not string.complete('"a\\"') and string.complete('"a\\\\"')  # an escaped quote does not end it
     assert json.loads('"a\\\\"') == "a\\"
+
+
+def test_a_value_may_end_with_the_next_forced_character():
+    """BPE writes `",` as one token; the value may take the comma and the forced text then starts after it."""
+    pieces = skeleton(page_reaction_schema(2, True, 40, 60))
+    first_feeling = next(p for p in pieces if isinstance(p, Value))
+    assert first_feeling.follow == ","
+    assert first_feeling.complete(' "fun",') and first_feeling.split(' "fun",') == (' "fun"', True)
+    assert not first_feeling.complete(' "fun, but') and first_feeling.split(' "a"') == (' "a"', False)
+    assert first_feeling.grammar.startswith("root ::=") and '","?' in first_feeling.grammar
+    # every value taking its follow character, with the forced text after it skipping that character
+    out, skip = [], 0
+    for p in pieces:
+        if isinstance(p, Forced):
+            out.append(p.text[skip:])
+            skip = 0
+        else:
+            text = ('"ok"' if not p.options else p.options[0]) + p.follow
+            skip = len(p.follow)
+            out.append(text)
+    assert validate_answer("".join(out), page_reaction_schema(2, True, 40, 60), None)["feelings"] == ["ok", "ok"]

@@ -8,10 +8,11 @@ of ~500 tokens) brings back each persona's own prefix; 0 turns it off. Flash att
 decoded SmolLM2 ~25% faster here), and the shipped Q4_1 weights are served from a cached local F16 re-encoding
 (`gguf_format`, see simenv.llm.model_files), which evaluates prompts faster on these CPUs.
 Structured answers whose schema fixes the whole shape (every key required, fixed-length arrays, bounded
-leaves) use skeleton decoding (simenv.llm.skeleton): the keys and punctuation are written, the model samples
-only the values, each under its own small grammar — 2-3x faster here than constraining every token. Other
-schemas are grammar-constrained with `response_format={"type": "json_object", "schema": ...}` (small integer
-ranges rewritten as enums, which the grammar enforces). llama.cpp is not thread-safe: calls are
+leaves) and whose values are all choices use skeleton decoding (simenv.llm.skeleton): the keys and
+punctuation are written, the model samples only the values, each under its own small grammar — 2-3x faster
+here than constraining every token. Other schemas are grammar-constrained with
+`response_format={"type": "json_object", "schema": ...}` (small integer ranges rewritten as enums, which the
+grammar enforces). llama.cpp is not thread-safe: calls are
 serialized by a lock, and batches run one request after another.
 """
 
@@ -32,6 +33,11 @@ from simenv.llm.types import LLMError, LLMRequest, LLMResponse
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _MAX_ENUM_RANGE = 64
+# Skeleton decoding (simenv.llm.skeleton) for fixed-shape answers: "choices" when every value is a choice
+# (booleans, enums, small integer ranges), "all" also with free strings, "off" never. Not "all" by default:
+# under a per-value string grammar SmolLM2 writes every string to its length cap (a narrated page answered in
+# ~45 tokens and 1.3 s instead of ~14 tokens and 0.7 s with the full grammar).
+SKELETON_MODES = ("choices", "all", "off")
 DEFAULT_GGUF_FORMAT = "f16"  # see simenv.llm.model_files: same weights, prompts evaluated ~2x faster here
 DEFAULT_RAM_CACHE_BYTES = 1 << 30  # ~85 saved SmolLM2 states: every persona of a demo-sized batch
 
@@ -96,7 +102,7 @@ class LlamaCppBackend:
         ram_cache_bytes: int = DEFAULT_RAM_CACHE_BYTES,
         flash_attn: bool = True,
         gguf_format: str = DEFAULT_GGUF_FORMAT,
-        skeleton: bool = True,
+        skeleton: str = "choices",
     ) -> None:
         self.model_path = Path(model_path) if model_path else smollm2_gguf_path()
         if not self.model_path.is_file():
@@ -110,7 +116,9 @@ class LlamaCppBackend:
         if gguf_format not in FORMATS:
             raise ValueError(f"llama-cpp backend: gguf_format {gguf_format!r} is not one of {list(FORMATS)}")
         self.gguf_format = gguf_format
-        self.skeleton = bool(skeleton)
+        if skeleton not in SKELETON_MODES:
+            raise ValueError(f"llama-cpp backend: skeleton {skeleton!r} is not one of {list(SKELETON_MODES)}")
+        self.skeleton = skeleton
         self._grammars: dict[str, Any] = {}
         self._formatter: Any = None
         self._llama: Any = None
@@ -151,7 +159,7 @@ class LlamaCppBackend:
         return self._llama
 
     def complete(self, request: LLMRequest) -> LLMResponse:
-        pieces = skeleton(request.json_schema) if self.skeleton and request.json_schema is not None else None
+        pieces = self._skeleton_for(request.json_schema)
         if pieces is not None:
             return self._complete_skeleton(request, pieces)
         kwargs: dict[str, Any] = {
@@ -183,6 +191,15 @@ class LlamaCppBackend:
             call_id=request.call_id(),
         )
 
+    def _skeleton_for(self, schema: Any) -> list[Piece] | None:
+        """The skeleton to decode `schema` with, or None for the full-grammar path (see SKELETON_MODES)."""
+        if schema is None or self.skeleton == "off":
+            return None
+        pieces = skeleton(schema)
+        if pieces is None or self.skeleton == "all":
+            return pieces
+        return None if any(isinstance(p, Value) and not p.options for p in pieces) else pieces
+
     def _complete_skeleton(self, request: LLMRequest, pieces: list[Piece]) -> LLMResponse:
         """A fixed-shape JSON answer by skeleton decoding (simenv.llm.skeleton): forced text is appended as tokens,
         each value is sampled under its own small grammar and stops as soon as it is complete."""
@@ -193,15 +210,19 @@ class LlamaCppBackend:
                 prompt = self._prompt_tokens(llama, request)
                 self._restore_prefix(llama, prompt)
                 llama.set_seed(self.seed if request.seed is None else request.seed)
-                tokens, parts = list(prompt), []
+                tokens, parts, skip = list(prompt), [], 0
                 for piece in pieces:
                     if isinstance(piece, Forced):
-                        tokens += llama.tokenize(piece.text.encode("utf-8"), add_bos=False, special=False)
-                        parts.append(piece.text)
+                        text, skip = piece.text[skip:], 0  # its first character may have ended the value before
+                        if text:
+                            tokens += llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+                            parts.append(text)
                         continue
                     chosen = self._sample_value(llama, tokens, piece, request.temperature)
                     tokens += chosen
-                    parts.append(llama.detokenize(chosen).decode("utf-8", errors="replace"))
+                    text = llama.detokenize(chosen).decode("utf-8", errors="replace")
+                    skip = len(piece.follow) if piece.split(text)[1] else 0
+                    parts.append(text)
                 if llama.cache is not None:
                     llama.cache[llama._input_ids.tolist()] = llama.save_state()
             except (ValueError, RuntimeError) as exc:

@@ -12,7 +12,7 @@ complete. The result is the same JSON shape the full grammar would allow, valida
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 _MAX_ENUM = 64
@@ -28,21 +28,46 @@ class Forced:
 
 @dataclass(frozen=True)
 class Value:
-    """A leaf the model chooses: a GBNF grammar for it, the complete texts it may end as (empty = a string,
-    complete at its closing quote), and a token budget. Forced text ends without a space and every value may
-    start with one, so the model can write its natural ` true` token."""
+    """A leaf the model chooses: its GBNF expression (`root`, plus helper `rules`), the complete texts it may
+    end as (empty = a string, complete at its closing quote), and a token budget. Forced text ends without a
+    space and every value may start with one, so the model can write its natural ` true` token; and a value may
+    end with `follow`, the first character of the forced text after it, because BPE merges `",` and `"}` into
+    one token — forbidding them makes a model write strings to their maximum length.
+    """
 
-    grammar: str
+    root: str
     options: tuple[str, ...]
     max_tokens: int
+    rules: str = ""
     space_before: bool = False  # the forced text before it ends with " " (numbers: " 4" is two tokens anyway)
+    follow: str = ""
+
+    @property
+    def grammar(self) -> str:
+        tail = f" {json.dumps(self.follow)}?" if self.follow else ""
+        return f"root ::= {self.root}{tail}\n{self.rules}".strip()
+
+    def split(self, text: str) -> tuple[str, bool]:
+        """(the value's own text, whether `follow` was written too)."""
+        if self.follow and text.endswith(self.follow) and self._whole(text[: -len(self.follow)]):
+            return text[: -len(self.follow)], True
+        return text, False
 
     def complete(self, text: str) -> bool:
-        """True when `text` is a whole value and no longer option could still follow."""
+        """True when `text` is a whole value (maybe with `follow`) and no longer option could still follow."""
+        value, followed = self.split(text)
+        if followed:
+            return True
+        value = value.lstrip(" ")
+        if not self.options:
+            return self._whole(value)
+        return value in self.options and not any(o != value and o.startswith(value) for o in self.options)
+
+    def _whole(self, text: str) -> bool:
         text = text.lstrip(" ")
         if not self.options:
-            return len(text) >= 2 and text.endswith('"') and not _escaped_quote(text)
-        return text in self.options and not any(o != text and o.startswith(text) for o in self.options)
+            return len(text) >= 2 and text.startswith('"') and text.endswith('"') and not _escaped_quote(text)
+        return text in self.options
 
 
 Piece = Forced | Value
@@ -56,8 +81,8 @@ def _escaped_quote(text: str) -> bool:
 def _choice(options: list[str], max_tokens: int) -> Value:
     alternatives = " | ".join(json.dumps(o) for o in options)
     if all(o[:1].isdigit() or o[:1] == "-" for o in options):  # SmolLM2/GPT-style BPE: ": 4" is ":", " ", "4"
-        return Value(f"root ::= {alternatives}", tuple(options), max_tokens, space_before=True)
-    return Value(f'root ::= " "? ({alternatives})', tuple(options), max_tokens)
+        return Value(f"({alternatives})", tuple(options), max_tokens, space_before=True)
+    return Value(f'" "? ({alternatives})', tuple(options), max_tokens)
 
 
 def _leaf(schema: dict[str, Any]) -> Piece | None:
@@ -76,8 +101,7 @@ def _leaf(schema: dict[str, Any]) -> Piece | None:
         return None
     if kind == "string" and isinstance(schema.get("maxLength"), int) and not set(schema) & {"pattern", "enum"}:
         n = int(schema["maxLength"])
-        grammar = f'root ::= " "? "\\"" char{{0,{n}}} "\\""\nchar ::= {_STRING_CHAR}'
-        return Value(grammar, (), n + 3)
+        return Value(f'" "? "\\"" char{{0,{n}}} "\\""', (), n + 4, rules=f"char ::= {_STRING_CHAR}")
     return None
 
 
@@ -94,6 +118,10 @@ def skeleton(schema: Any) -> list[Piece] | None:
             merged[-1] = Forced(merged[-1].text + piece.text)
         else:
             merged.append(piece)
+    for k, piece in enumerate(merged[:-1]):
+        after = merged[k + 1]
+        if isinstance(piece, Value) and isinstance(after, Forced) and after.text[:1] in (",", "}", "]"):
+            merged[k] = replace(piece, follow=after.text[0])
     return merged
 
 

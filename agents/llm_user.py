@@ -362,7 +362,7 @@ class LLMUserModel:
             if result is not None:
                 failed, call_ids = result.failed, result.call_ids
                 if result.failed:
-                    self._fallback(session, page.page_index, "page_reaction", result)
+                    self._fallback(session, page.page_index, "page_reaction", result, logging.INFO)
                 else:
                     texts = iter(_text(t) for t in result.value["feelings"])
                     feelings = [next(texts) if w else "" for w in watched]
@@ -405,15 +405,24 @@ class LLMUserModel:
             context={"ratings": [s["rating"] for s in seen], "left": bool(left), "page_index": int(page.page_index)},
         )
 
-    def _fallback(self, session: LLMUserSession, page_index: int, template: str, result: StructuredResult) -> None:
+    def _fallback(
+        self,
+        session: LLMUserSession,
+        page_index: int,
+        template: str,
+        result: StructuredResult,
+        level: int = logging.WARNING,
+    ) -> None:
+        """Record an unusable answer as a `UserEvent` and log it (`level`: INFO for text-only answers, whose
+        fallback changes no decision; the run's report counts every fallback either way)."""
         event = UserEvent(
             "fallback", session.persona.user_id, session.episode, page_index, template,
             f"{result.error} (after {result.repairs} repairs)", result.call_ids,
         )  # fmt: skip
         session.events.append(event)
         self.events.append(event)
-        logger.warning(
-            "fallback: user=%s episode=%s page=%s template=%s error=%s",
+        logger.log(
+            level, "fallback: user=%s episode=%s page=%s template=%s error=%s",
             event.user_id, event.episode, page_index, template, event.detail,
         )  # fmt: skip
 

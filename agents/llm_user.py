@@ -27,6 +27,7 @@ from agents.memory import MemoryRecord, MemoryStream, page_memories
 from agents.signals import stats_interview_score
 from simenv.data.dataset import Dataset
 from simenv.llm.schemas import (
+    PLACEHOLDER_TEXTS,
     check_page_decision,
     check_written_text,
     interview_schema,
@@ -69,7 +70,6 @@ REACTION_MAX_TOKENS_BASE = 12
 REACTION_MAX_TOKENS_PER_FEELING = 4 + FEELING_MAX_CHARS
 REACTION_MAX_TOKENS_REASON = 6 + REASON_MAX_CHARS
 INTERVIEW_MAX_TOKENS = 16 + INTERVIEW_REASON_MAX_CHARS
-PLACEHOLDERS = {"", "...", "…"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +163,7 @@ def summarise_tastes(
 def _text(value: Any) -> str:
     """An answer string, or "" when the model just echoed the prompt's placeholder."""
     text = str(value).strip()
-    return "" if text in PLACEHOLDERS else text
+    return "" if text in PLACEHOLDER_TEXTS else text
 
 
 def _memory_line(rec: MemoryRecord) -> str:
@@ -412,12 +412,14 @@ class LLMUserModel:
         template: str,
         result: StructuredResult,
         level: int = logging.WARNING,
+        detail: str | None = None,
     ) -> None:
         """Record an unusable answer as a `UserEvent` and log it (`level`: INFO for text-only answers, whose
-        fallback changes no decision; the run's report counts every fallback either way)."""
+        fallback changes no decision; the run's report counts every fallback either way). `detail` defaults to
+        the result's error."""
         event = UserEvent(
             "fallback", session.persona.user_id, session.episode, page_index, template,
-            f"{result.error} (after {result.repairs} repairs)", result.call_ids,
+            detail or f"{result.error} (after {result.repairs} repairs)", result.call_ids,
         )  # fmt: skip
         session.events.append(event)
         self.events.append(event)
@@ -623,13 +625,8 @@ class LLMUserModel:
             score = int(np.clip(round(w * int(result.value["score"]) + (1 - w) * stats_score), 1, 10))
             reason = _text(result.value["reason"])
             if not reason:  # the prompt's "..." echoed back: say so, and keep a plain reason
-                event = UserEvent(
-                    "fallback", session.persona.user_id, session.episode, len(session.pages) - 1, "interview",
-                    "placeholder reason: kept the score, wrote a plain reason", result.call_ids,
-                )  # fmt: skip
-                session.events.append(event)
-                self.events.append(event)
-                logger.info("interview: user=%s placeholder reason replaced", session.persona.user_id)
+                detail = "placeholder reason: kept the score, wrote a plain reason"
+                self._fallback(session, len(session.pages) - 1, "interview", result, logging.INFO, detail)
                 reason = "Scored from what I watched and liked."
         session.memory.add(
             "factual",

@@ -31,16 +31,17 @@ from agents.persona import build_personas  # noqa: E402
 from simenv.data.loaders import load_dataset  # noqa: E402
 from simenv.data.splits import agent4rec_split  # noqa: E402
 from simenv.llm.llama_cpp_backend import LlamaCppBackend  # noqa: E402
+from simenv.llm.wrapper import LLMWrapper  # noqa: E402
 from simenv.records import Page  # noqa: E402
 
 
-class Timed:
+class Timed(LLMWrapper):
     """Keeps (template, persona system prompt, latency, prompt tokens, completion tokens, JSON ok) per call."""
 
-    name = "timed"
+    label = "timed"
 
     def __init__(self, inner) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.rows: list[tuple[str, str, float, int, int, bool]] = []
 
     def complete(self, request):
@@ -74,7 +75,7 @@ def run(fmt: str, profile: str, n_personas: int, n_pages: int, page_size: int) -
             pages.append((Page(s.persona.user_id, t, ids), [ds.catalog[i] for i in ids]))
         model.react_batch(live, pages)
     model.interview_batch(sessions)
-    llm.inner.close()
+    llm.close()
     return llm.rows
 
 

@@ -160,8 +160,30 @@ class LlamaCppBackend:
 
     def complete(self, request: LLMRequest) -> LLMResponse:
         pieces = self._skeleton_for(request.json_schema)
-        if pieces is not None:
-            return self._complete_skeleton(request, pieces)
+        with self._lock:
+            llama = self._get()
+            start = time.perf_counter()
+            try:
+                if pieces is not None:
+                    text, prompt_tokens, completion_tokens = self._generate_skeleton(llama, request, pieces)
+                else:
+                    text, prompt_tokens, completion_tokens = self._generate_chat(llama, request)
+            except (ValueError, RuntimeError) as exc:
+                raise LLMError(f"llama-cpp backend: call for template {request.template!r} failed: {exc}") from exc
+            latency = time.perf_counter() - start
+        return LLMResponse(
+            text=text,
+            backend=self.name,
+            model=self.model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            latency_s=latency,
+            parsed=parse_if_json(text, request.json_schema),
+            call_id=request.call_id(),
+        )
+
+    def _generate_chat(self, llama: Any, request: LLMRequest) -> tuple[str, int, int]:
+        """llama-cpp-python's chat completion, grammar-constrained when a schema is given."""
         kwargs: dict[str, Any] = {
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             "temperature": request.temperature,
@@ -170,26 +192,10 @@ class LlamaCppBackend:
         }
         if request.json_schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": grammar_schema(dict(request.json_schema))}
-        with self._lock:
-            llama = self._get()
-            start = time.perf_counter()
-            try:
-                out = llama.create_chat_completion(**kwargs)
-            except (ValueError, RuntimeError) as exc:
-                raise LLMError(f"llama-cpp backend: call for template {request.template!r} failed: {exc}") from exc
-            latency = time.perf_counter() - start
-        text = out["choices"][0]["message"]["content"] or ""
+        out = llama.create_chat_completion(**kwargs)
         usage = out.get("usage") or {}
-        return LLMResponse(
-            text=text,
-            backend=self.name,
-            model=self.model,
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
-            completion_tokens=int(usage.get("completion_tokens", 0)),
-            latency_s=latency,
-            parsed=parse_if_json(text, request.json_schema),
-            call_id=request.call_id(),
-        )
+        text = out["choices"][0]["message"]["content"] or ""
+        return text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
 
     def _skeleton_for(self, schema: Any) -> list[Piece] | None:
         """The skeleton to decode `schema` with, or None for the full-grammar path (see SKELETON_MODES)."""
@@ -198,47 +204,30 @@ class LlamaCppBackend:
         pieces = skeleton(schema)
         if pieces is None or self.skeleton == "all":
             return pieces
-        return None if any(isinstance(p, Value) and not p.options for p in pieces) else pieces
+        return None if any(isinstance(p, Value) and p.free_text for p in pieces) else pieces
 
-    def _complete_skeleton(self, request: LLMRequest, pieces: list[Piece]) -> LLMResponse:
+    def _generate_skeleton(self, llama: Any, request: LLMRequest, pieces: list[Piece]) -> tuple[str, int, int]:
         """A fixed-shape JSON answer by skeleton decoding (simenv.llm.skeleton): forced text is appended as tokens,
         each value is sampled under its own small grammar and stops as soon as it is complete."""
-        with self._lock:
-            llama = self._get()
-            start = time.perf_counter()
-            try:
-                prompt = self._prompt_tokens(llama, request)
-                self._restore_prefix(llama, prompt)
-                llama.set_seed(self.seed if request.seed is None else request.seed)
-                tokens, parts, skip = list(prompt), [], 0
-                for piece in pieces:
-                    if isinstance(piece, Forced):
-                        text, skip = piece.text[skip:], 0  # its first character may have ended the value before
-                        if text:
-                            tokens += llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-                            parts.append(text)
-                        continue
-                    chosen = self._sample_value(llama, tokens, piece, request.temperature)
-                    tokens += chosen
-                    text = llama.detokenize(chosen).decode("utf-8", errors="replace")
-                    skip = len(piece.follow) if piece.split(text)[1] else 0
+        prompt = self._prompt_tokens(llama, request)
+        self._restore_prefix(llama, prompt)
+        llama.set_seed(self.seed if request.seed is None else request.seed)
+        tokens, parts, skip = list(prompt), [], 0
+        for piece in pieces:
+            if isinstance(piece, Forced):
+                text, skip = piece.text[skip:], 0  # its first character may have ended the value before
+                if text:
+                    tokens += llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
                     parts.append(text)
-                if llama.cache is not None:
-                    llama.cache[llama._input_ids.tolist()] = llama.save_state()
-            except (ValueError, RuntimeError) as exc:
-                raise LLMError(f"llama-cpp backend: call for template {request.template!r} failed: {exc}") from exc
-            latency = time.perf_counter() - start
-        text = "".join(parts)
-        return LLMResponse(
-            text=text,
-            backend=self.name,
-            model=self.model,
-            prompt_tokens=len(prompt),
-            completion_tokens=len(tokens) - len(prompt),
-            latency_s=latency,
-            parsed=parse_if_json(text, request.json_schema),
-            call_id=request.call_id(),
-        )
+                continue
+            chosen = self._sample_value(llama, tokens, piece, request.temperature)
+            tokens += chosen
+            text = llama.detokenize(chosen).decode("utf-8", errors="replace")
+            skip = len(piece.follow) if piece.split(text)[1] else 0
+            parts.append(text)
+        if llama.cache is not None:
+            llama.cache[llama._input_ids.tolist()] = llama.save_state()
+        return "".join(parts), len(prompt), len(tokens) - len(prompt)
 
     def _sample_value(self, llama: Any, tokens: list[int], value: Value, temperature: float) -> list[int]:
         grammar = self._grammars.get(value.grammar)

@@ -43,6 +43,11 @@ class Value:
     follow: str = ""
 
     @property
+    def free_text(self) -> bool:
+        """A string the model writes, not a choice among options."""
+        return not self.options
+
+    @property
     def grammar(self) -> str:
         tail = f" {json.dumps(self.follow)}?" if self.follow else ""
         return f"root ::= {self.root}{tail}\n{self.rules}".strip()
@@ -59,13 +64,13 @@ class Value:
         if followed:
             return True
         value = value.lstrip(" ")
-        if not self.options:
+        if self.free_text:
             return self._whole(value)
         return value in self.options and not any(o != value and o.startswith(value) for o in self.options)
 
     def _whole(self, text: str) -> bool:
         text = text.lstrip(" ")
-        if not self.options:
+        if self.free_text:
             return len(text) >= 2 and text.startswith('"') and text.endswith('"') and not _escaped_quote(text)
         return text in self.options
 

@@ -10,16 +10,17 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 from pydantic_settings import BaseSettings, CliApp, CliPositionalArg, CliSubCommand
 
 from experiments.config import (
-    ConfigError,
     ExperimentConfig,
     load_config,
 )
+from experiments.errors import describe_error, redacted_stderr
 
 
 class _Command(ExperimentConfig):
@@ -121,15 +122,29 @@ class Simrec(BaseSettings, cli_prog_name="simrec", cli_kebab_case=True, cli_impl
 
 
 def app(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point. Bad input (config, data, flags) exits 2 with one line on stderr naming the
+    file, line, field and value; a failure during the run exits 1, also on one line. Secrets are redacted from
+    both; `--debug` (or SIMREC_DEBUG=1) adds the traceback."""
+    from simenv.llm.secrets import secret_argv_values
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("SIMREC_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch/llama.cpp load: no spin-waiting threads
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from installed packages, never from a hub
-    try:
-        CliApp.run(Simrec, cli_args=sys.argv[1:] if argv is None else argv)
-    except ConfigError as exc:
-        print(f"simrec: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    with redacted_stderr(secret_argv_values(args)):
+        try:
+            CliApp.run(Simrec, cli_args=args)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - the one place every error becomes a one-line message
+            code, message = describe_error(exc)
+            if debug:
+                traceback.print_exc()
+            hint = " (--debug shows the traceback)" if code == 1 and not debug else ""
+            print(f"simrec: {message}{hint}", file=sys.stderr)
+            raise SystemExit(code) from None
 
 
 if __name__ == "__main__":

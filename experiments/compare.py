@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -27,7 +29,8 @@ from experiments.build import (
     build_world,
     train_recommender,
 )
-from experiments.config import ConfigError, ExperimentConfig
+from experiments.config import ConfigError, ExperimentConfig, format_validation_error
+from experiments.preflight import preflight
 from experiments.report import build_report, llm_summary, metrics_table, read_run
 from simenv.llm import CallLogLLM
 from simenv.metrics import METRICS
@@ -57,6 +60,8 @@ def reference_stats(world: World, user_model: str) -> dict:
 
 
 def prepare_run_dir(config: ExperimentConfig, resume: bool) -> Path:
+    """Create the run directory and write experiment.json atomically (temporary file, then rename). Called only
+    after validation passed, so a bad config or data file leaves no directory behind."""
     run_dir = Path(config.run.out_dir) / config.run.name
     path = run_dir / EXPERIMENT_FILE
     dumped = json.loads(config.model_dump_json())
@@ -68,7 +73,9 @@ def prepare_run_dir(config: ExperimentConfig, resume: bool) -> Path:
         if json.loads(path.read_text()) != dumped:
             raise ConfigError(f"{path}: the config differs from the run being resumed")
     run_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dumped, indent=2))
+    tmp = path.with_name(f".{EXPERIMENT_FILE}.tmp")
+    tmp.write_text(json.dumps(dumped, indent=2))
+    os.replace(tmp, path)
     return run_dir
 
 
@@ -76,17 +83,25 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
     """Train/load each recommender, simulate every persona against it, print the table, write the report."""
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     start = time.perf_counter()
-    run_dir = prepare_run_dir(config, resume)
-    console.print(f"[bold]simrec compare[/] → {run_dir}")
-    world = build_world(config)
+    needs_llm = config.users.model == "llm" or "llm-rank" in config.recommenders.names
+    preflight(
+        config,
+        recommenders=config.recommenders.names,
+        needs_llm=needs_llm,
+        run_dir=Path(config.run.out_dir) / config.run.name,
+        marker=EXPERIMENT_FILE,
+        resume=resume,
+    )
+    world = build_world(config)  # data errors surface here, before anything is written
     console.print(
         f"{world.dataset.name}: {world.dataset.n_users} users, {world.dataset.n_items} items; "
         f"split {len(world.split.users)} users / {len(world.split.train)} train ratings; "
         f"{len(world.personas)} personas × ≤{config.simulation.pages} pages × {config.simulation.page_size} items"
     )
-    (run_dir / "reference.json").write_text(json.dumps(reference_stats(world, config.users.model), indent=2))
-    needs_llm = config.users.model == "llm" or "llm-rank" in config.recommenders.names
     llm = build_llm(config) if needs_llm else None
+    run_dir = prepare_run_dir(config, resume)
+    console.print(f"[bold]simrec compare[/] → {run_dir}")
+    (run_dir / "reference.json").write_text(json.dumps(reference_stats(world, config.users.model), indent=2))
     users = UserModelFactory(config, world, llm)
     train_s = simulate_s = 0.0
     with Progress(
@@ -189,5 +204,13 @@ def resume_compare(run_dir: Path) -> Path:
     path = Path(run_dir) / EXPERIMENT_FILE
     if not path.is_file():
         raise ConfigError(f"{run_dir}: not a compare run directory (no {EXPERIMENT_FILE})")
-    config = ExperimentConfig.model_validate(json.loads(path.read_text()))
+    try:
+        config = ExperimentConfig.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, UnicodeDecodeError) as exc:  # JSON or pydantic: a damaged experiment.json
+        detail = format_validation_error(exc, str(path)) if isinstance(exc, ValidationError) else f"{path}: {exc}"
+        raise ConfigError(one_line_detail(detail)) from None
     return run_compare(config, resume=True)
+
+
+def one_line_detail(text: str) -> str:
+    return " | ".join(p.strip() for p in text.splitlines() if p.strip())

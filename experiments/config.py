@@ -7,11 +7,14 @@ every field into a `--section.key` flag; flags override the TOML file, which ove
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from simenv.llm.secrets import redact, shown
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -147,25 +150,86 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-def format_validation_error(error: ValidationError, source: str) -> str:
-    lines = [f"invalid config {source}:"]
+def toml_key_line(text: str, path: tuple[str, ...]) -> int | None:
+    """The 1-based line of the TOML key at `path` (e.g. ("llm", "api_key")), or of its [section]; best effort."""
+    if not path:
+        return None
+    lines = text.splitlines()
+    header = re.compile(r"^\s*\[\s*" + r"\s*\.\s*".join(re.escape(p) for p in path[:-1]) + r"\s*\]\s*(#.*)?$")
+    key = re.compile(r"^\s*[\"']?" + re.escape(path[-1]) + r"[\"']?\s*=")
+    dotted = re.compile(r"^\s*" + r"\s*\.\s*".join(re.escape(p) for p in path) + r"\s*=")
+    section = len(path) == 1
+    for number, line in enumerate(lines, 1):
+        if line.lstrip().startswith("["):
+            section = len(path) == 1 or bool(header.match(line))
+            if len(path) > 1 and section and path[-1] == "":
+                return number
+            continue
+        if (section and key.match(line)) or dotted.match(line):
+            return number
+    if len(path) > 1:
+        return toml_key_line(text, path[:-1]) if any(header.match(x) for x in lines) else None
+    return None
+
+
+def _has_path(data: Any, path: tuple[str, ...]) -> bool:
+    for part in path:
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+    return True
+
+
+def format_validation_error(
+    error: ValidationError,
+    source: str,
+    file_text: str | None = None,
+    flags: dict[str, Any] | None = None,
+    skip: int = 0,
+) -> str:
+    """One line: every problem as `<where>: [section.key] <what> (got <value>)`, secrets redacted.
+
+    `<where>` is `<file> line <n>` for a key from the config file, `flag --section.key` for a command-line flag.
+    `skip` drops leading location parts (the CLI's subcommand name)."""
+    problems = []
     for e in error.errors():
-        where = ".".join(str(p) for p in e["loc"])
+        loc = tuple(str(p) for p in e["loc"][skip:])
+        where = source
+        if flags is not None and _has_path(flags, loc):
+            where = "flag --" + ".".join(p.replace("_", "-") for p in loc)
+        elif file_text is not None:
+            line = toml_key_line(file_text, loc)
+            if line is not None:
+                where = f"{source} line {line}"
+        value = shown(e["input"], loc)
+        key = ".".join(loc) or "(top level)"
         if e["type"] == "extra_forbidden":
-            lines.append(f"  [{where}] unknown key (value {e['input']!r})")
+            problems.append(f"{where}: [{key}] unknown key (value {value})")
         else:
-            lines.append(f"  [{where}] {e['msg']} (got {e['input']!r})")
-    return "\n".join(lines)
+            problems.append(f"{where}: [{key}] {e['msg']} (got {value})")
+    return redact("invalid config: " + "; ".join(problems))
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """Read a TOML file, naming the file and line on a syntax error."""
+    """Read a TOML file, naming the file and line on a syntax error (secrets in the message redacted)."""
+    try:
+        return tomllib.loads(_read_text(path))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(redact(f"config {path}: {exc}")) from None
+
+
+def _read_text(path: Path) -> str:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config {path}: {exc}") from exc
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config {path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"config {path} line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
 
 
 def resolve_config_path(path: Path) -> Path:
@@ -180,14 +244,15 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> E
     """Defaults, then the TOML file, then `overrides` (explicit CLI flags), validated as one."""
     data: dict[str, Any] = {}
     source = "(defaults)"
+    text = None
     if path is not None:
         path = resolve_config_path(path)
+        text = _read_text(path)
         data = read_toml(path)
         source = str(path)
     if overrides:
         data = deep_merge(data, overrides)
-        source += " + command-line flags"
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, text, overrides)) from None

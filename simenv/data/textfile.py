@@ -27,18 +27,71 @@ _NUMPY_KIND = {"float": np.float64, "int": np.int64}
 
 @dataclass(frozen=True)
 class Table:
-    """The rows of one file as string columns; row i came from line `first_line + i` (1-based)."""
+    """The rows of one file as string columns; row i came from line `first_line + i` (1-based).
+
+    `raw` is the file's text as bytes (BOM removed, line ends normalised to LF) in `encoding`, kept so that an
+    error can quote the offending line."""
 
     path: Path
     frame: pd.DataFrame
     first_line: int
+    raw: bytes = b""
+    encoding: str = "utf-8"
 
     def line(self, row: int) -> int:
         return self.first_line + int(row)
 
+    def line_text(self, row: int) -> str:
+        """The content of the line of `row` (at most MAX_QUOTED characters), or "" when unknown."""
+        return quoted_line(self.raw, self.line(row), self.encoding)
+
     def fail(self, row: int, message: str) -> DataError:
-        """An error naming this file and the line of `row`."""
-        return DataError(f"{self.path} line {self.line(row)}: {message}")
+        """An error naming this file, the line of `row` and its content."""
+        content = self.line_text(row)
+        return DataError(f"{self.path} line {self.line(row)}: {message}" + (f" in {content}" if content else ""))
+
+
+MAX_QUOTED = 120
+UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def quoted_line(raw: bytes, line: int, encoding: str) -> str:
+    """repr() of line `line` (1-based) of `raw`, truncated to MAX_QUOTED characters; "" if there is none."""
+    if not raw or line < 1:
+        return ""
+    start = 0
+    for _ in range(line - 1):
+        start = raw.find(b"\n", start) + 1
+        if start == 0:
+            return ""
+    end = raw.find(b"\n", start)
+    text = raw[start : end if end >= 0 else len(raw)].decode(encoding, errors="replace")
+    if len(text) > MAX_QUOTED:
+        text = text[: MAX_QUOTED - 3] + "..."
+    return repr(text)
+
+
+def normalise_text(path: Path, raw: bytes, encoding: str) -> tuple[bytes, str]:
+    """Strip a UTF-8 byte-order mark, turn CRLF (and lone CR) line ends into LF, and pick the encoding.
+
+    `encoding="auto"` means UTF-8 when the whole file decodes as UTF-8, else latin-1 (the official MovieLens
+    files are latin-1; re-saved copies are often UTF-8). A UTF-16 file is an error saying so."""
+    if raw.startswith(UTF16_BOMS):
+        raise DataError(f"{path} line 1: bad encoding: the file is UTF-16 (byte-order mark); save it as UTF-8")
+    if raw.startswith(UTF8_BOM):
+        raw = raw[len(UTF8_BOM) :]
+        if encoding == "auto":
+            encoding = "utf-8"
+    if b"\r" in raw:
+        raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if encoding == "auto":
+        try:
+            raw.decode("utf-8")
+            encoding = "utf-8"
+        except UnicodeDecodeError:
+            encoding = "latin-1"
+    return raw, encoding
 
 
 def _line_of_offset(raw: bytes, offset: int) -> int:
@@ -46,7 +99,7 @@ def _line_of_offset(raw: bytes, offset: int) -> int:
 
 
 def decode_check(path: Path, raw: bytes, encoding: str) -> None:
-    """Raise a DataError naming the line of the first byte that is not valid text in `encoding`.
+    """Raise a DataError naming the line of the first byte that is not valid text in `encoding` (not "auto").
 
     latin-1 decodes any byte, so for it (and as a guard for UTF-8 too) a control byte such as NUL - the
     signature of a UTF-16 or binary file - counts as bad encoding.
@@ -77,14 +130,27 @@ def _field_counts(data: np.ndarray, sep: int) -> np.ndarray:
     return np.bincount(np.searchsorted(newlines, seps), minlength=newlines.size) + 1
 
 
-def _raise_on_bad_line(path: Path, raw: bytes, sep_byte: bytes, n_fields: int, header: bool, sep: str) -> None:
+def _raise_on_bad_line(
+    path: Path,
+    raw: bytes,
+    sep_byte: bytes,
+    n_fields: int,
+    header: bool,
+    sep: str,
+    text_raw: bytes = b"",
+    encoding: str = "utf-8",
+) -> None:
     """Count the fields of every line and raise naming the first line that does not have `n_fields`."""
     counts = _field_counts(np.frombuffer(raw, dtype=np.uint8), sep_byte[0])[1 if header else 0 :]
     bad = np.flatnonzero(counts != n_fields)
     if bad.size:
         row = int(bad[0])
         line = row + (2 if header else 1)
-        raise DataError(f"{path} line {line}: expected {n_fields} fields separated by {sep!r}, found {counts[row]}")
+        content = quoted_line(text_raw, line, encoding)
+        raise DataError(
+            f"{path} line {line}: expected {n_fields} fields separated by {sep!r}, found {counts[row]}"
+            + (f" in {content}" if content else "")
+        )
 
 
 def read_table(
@@ -110,7 +176,9 @@ def read_table(
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot read file: {exc}") from exc
+    raw, encoding = normalise_text(path, raw, encoding)
     decode_check(path, raw, encoding)
+    text_raw = raw
     sep_bytes = sep.encode(encoding)
     if len(sep_bytes) > 1:
         # Control bytes were rejected above, so the unit separator cannot already be in the file.
@@ -120,15 +188,15 @@ def read_table(
     first_line = 2 if header else 1
     empty = pd.DataFrame({n: pd.Series([], dtype=object) for n in names})
     if raw == b"\n":  # an empty file has no rows (and no wrong ones)
-        return Table(path=path, frame=empty, first_line=1)
+        return Table(path=path, frame=empty, first_line=1, raw=text_raw, encoding=encoding)
     body = raw.find(b"\n") + 1 if header else 0
     n_rows = raw.count(b"\n", body)
     if n_rows == 0:
-        return Table(path=path, frame=empty, first_line=first_line)
+        return Table(path=path, frame=empty, first_line=first_line, raw=text_raw, encoding=encoding)
     first_end = raw.find(b"\n", body)
     k = len(names)
     if raw.count(sep_bytes, body) != (k - 1) * n_rows or raw.count(sep_bytes, body, first_end) != k - 1:
-        _raise_on_bad_line(path, raw, sep_bytes, k, header, sep)
+        _raise_on_bad_line(path, raw, sep_bytes, k, header, sep, text_raw, encoding)
     text_sep = sep_bytes.decode(encoding)
     try:
         frame = None
@@ -145,11 +213,11 @@ def read_table(
         if frame is None:
             frame = _parse(raw, names, text_sep, encoding, header, dict.fromkeys(names, object))
     except pd.errors.ParserError as exc:
-        _raise_on_bad_line(path, raw, sep_bytes, k, header, sep)
+        _raise_on_bad_line(path, raw, sep_bytes, k, header, sep, text_raw, encoding)
         raise DataError(f"{path}: cannot parse: {exc}") from exc
     if len(frame) != n_rows:  # defensive: the C parser and the byte count must agree on the rows
         raise DataError(f"{path}: parsed {len(frame)} rows but the file has {n_rows} lines")
-    return Table(path=path, frame=frame, first_line=first_line)
+    return Table(path=path, frame=frame, first_line=first_line, raw=text_raw, encoding=encoding)
 
 
 def _parse(

@@ -2,8 +2,10 @@
 
 Each round, every persona logs in with a probability set by its activity trait, gets one page from the
 current recommender and reacts through the shared `UserModel` protocol (one batched call for all active
-users). Between rounds the recommender is refit on the real train split plus every simulated positive so
-far: the feedback loop Agent4Rec ran by hand with shell scripts. A `DataCollector` records per-round
+users). Each log-in is a new session (a new episode id) of the same user model, so a persona who left in one
+round comes back in a later one with its memory carried over, as in Agent4Rec. Between rounds the recommender
+is refit on the real train split plus every simulated positive so far: the feedback loop Agent4Rec ran by hand
+with shell scripts. A `DataCollector` records per-round
 P_view, P_like, catalog coverage, genre entropy of watched items (filter-bubble signal) and the
 popularity of what was recommended (popularity bias).
 """
@@ -34,12 +36,13 @@ class PopulationConfig:
 
 
 class PersonaAgent(mesa.Agent):
-    """One persona in the population: its live session and everything it has been shown so far."""
+    """One persona in the population: its current session (None before its first log-in) and everything it has
+    been shown so far."""
 
-    def __init__(self, model: PopulationModel, persona: Persona, session: UserSession) -> None:
+    def __init__(self, model: PopulationModel, persona: Persona) -> None:
         super().__init__(model)
         self.persona = persona
-        self.session = session
+        self.session: UserSession | None = None
         self.seen: set[int] = set(persona.train_items)
         self.history: list[int] = []
 
@@ -69,9 +72,9 @@ class PopulationModel(mesa.Model):
         self.recommended_counts = np.zeros(dataset.n_items, dtype=np.int64)
         popularity = np.bincount(train["item_id"].to_numpy(), minlength=dataset.n_items).astype(np.float64)
         self.item_popularity = popularity / max(popularity.max(), 1.0)
-        for episode, persona in enumerate(personas):
-            session = user_model.start_session(persona, episode, self.rng)
-            PersonaAgent(self, persona, session)
+        self.n_sessions = 0  # episode ids: one per log-in, in log-in order
+        for persona in personas:
+            PersonaAgent(self, persona)
         self.datacollector = mesa.DataCollector(
             model_reporters={
                 name: (lambda m, key=name: m.round_stats.get(key, float("nan")))
@@ -85,12 +88,15 @@ class PopulationModel(mesa.Model):
         agents.sort(key=lambda a: a.persona.user_id)
         pages: list[tuple[Page, list]] = []
         for agent in agents:
+            agent.session = self.user_model.start_session(agent.persona, self.n_sessions, self.rng)
             rec = self.recommender.recommend(
                 agent.persona.user_id, self.config.page_size, agent.seen, self.rng, history=tuple(agent.history)
             )
-            page = Page(episode=agent.unique_id, page_index=self.steps, item_ids=rec.item_ids)
+            page = Page(episode=self.n_sessions, page_index=0, item_ids=rec.item_ids)
+            self.n_sessions += 1
             pages.append((page, [self.dataset.item(i) for i in rec.item_ids]))
-        feedbacks = self.user_model.react_batch([a.session for a in agents], pages) if agents else []
+        sessions = [a.session for a in agents if a.session is not None]
+        feedbacks = self.user_model.react_batch(sessions, pages) if agents else []
         for agent, (page, _), feedback in zip(agents, pages, feedbacks, strict=True):
             self._remember(agent, page, feedback)
         self.round_stats = self._round_stats(pages, feedbacks)

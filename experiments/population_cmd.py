@@ -6,6 +6,7 @@ and a report with the per-round curves.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from rich.progress import track
 from experiments.build import UserModelFactory, build_llm, build_world, recommender_settings
 from experiments.config import ExperimentConfig
 from experiments.population import PopulationConfig, PopulationModel
+from experiments.preflight import check_recommender_name, preflight
 from experiments.report import build_report
 from recommenders import registry
 from simenv.eventlog import RunLog
@@ -26,12 +28,15 @@ def run_population_cmd(config: ExperimentConfig, console: Console | None = None)
     console = console or Console()
     section = config.population
     run_dir = Path(config.run.out_dir) / config.run.name
-    if (run_dir / "population").exists():
-        raise FileExistsError(f"{run_dir} already holds a population run; set --run.name")
+    needs_llm = config.users.model == "llm"
+    preflight(config, needs_llm=needs_llm, run_dir=run_dir, marker="population")
+    check_recommender_name("population.recommender", section.recommender)
+    world = build_world(config)  # data errors surface before anything is written
+    llm = build_llm(config) if needs_llm else None
     run_log = RunLog(run_dir)
-    (run_dir / "experiment.json").write_text(config.model_dump_json(indent=2))
-    world = build_world(config)
-    llm = build_llm(config) if config.users.model == "llm" else None
+    tmp = run_dir / ".experiment.json.tmp"
+    tmp.write_text(config.model_dump_json(indent=2))
+    os.replace(tmp, run_dir / "experiment.json")
     users = UserModelFactory(config, world, llm)
     settings = recommender_settings(config, section.recommender)
     tables = []

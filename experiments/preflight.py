@@ -67,7 +67,8 @@ def check_out_dir(run_dir: Path, marker: str, resume: bool = False) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"[run.out_dir/run.name] {run_dir} exists and is not a directory")
     if not resume and (run_dir / marker).exists():
-        raise ConfigError(f"{run_dir} already holds a run: `simrec resume {run_dir}` to continue it, or set --run.name")
+        hint = f"`simrec resume {run_dir}` to continue it, or set --run.name" if marker == "experiment.json" else ""
+        raise ConfigError(f"{run_dir} already holds a run ({marker}): {hint or 'set --run.name'}")
     parent = run_dir
     while not parent.exists():
         parent = parent.parent

@@ -112,6 +112,9 @@ class RLSection(Section):
     """Training timesteps on the fast-user env."""
     eval_personas: int = Field(50, ge=1)
     """Personas in the evaluation against the persona env."""
+    eval_text: bool = False
+    """Evaluate with the [llm] backend so the users also write text; by default the evaluation uses the mock LLM
+    (the grounded decisions, hence every metric, do not depend on the words; the embedded model took >15 min)."""
 
 
 class PopulationSection(Section):

@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import sys
+import time
 import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TextIO, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -20,7 +22,6 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from simenv.policies import SB3Recommender
-from simenv.runner import compare_policies
 from simenv.sb3_vec import make_sb3_vec_env
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,41 @@ def train_and_evaluate(
     )
 
 
+class EvalProgress:
+    """Progress of the persona-env evaluation on stderr: users done, rate and an estimate of the time left
+    (over every policy), at most every `every_s` seconds and once at the end of each policy."""
+
+    def __init__(self, n_policies: int, n_users: int, stream: TextIO | None = None, every_s: float = 2.0) -> None:
+        self.total = n_policies * n_users
+        self.n_users = n_users
+        self.stream = stream or sys.stderr
+        self.every_s = every_s
+        self.start = time.perf_counter()
+        self.finished = 0  # users of the policies already done
+        self._last = -float("inf")
+        self.lines = 0
+
+    def __call__(self, name: str, done: int, final: bool = False) -> None:
+        now = time.perf_counter()
+        if not final and now - self._last < self.every_s:
+            return
+        self._last = now
+        elapsed = max(now - self.start, 1e-9)
+        overall = self.finished + done
+        rate = overall / elapsed
+        left = (self.total - overall) / rate if rate > 0 else float("nan")
+        eta = f"~{left:.0f} s left" if np.isfinite(left) else "estimating"
+        print(
+            f"eval {name}: {done}/{self.n_users} users; all policies {overall}/{self.total} "
+            f"({rate:.2f} users/s, {elapsed:.0f} s, {eta})",
+            file=self.stream,
+            flush=True,
+        )
+        self.lines += 1
+        if final:
+            self.finished += done
+
+
 def evaluate(
     model: Any,
     name: str,
@@ -116,16 +152,56 @@ def evaluate(
     llm_backend: str,
     out_dir: str,
     seed: int,
+    progress: EvalProgress | None = None,
 ) -> pd.DataFrame:
-    """The trained model and the named recommenders on the persona env (LLM user), same users, same seed."""
+    """The trained model and the named recommenders on the persona env (LLM user), same users, same seed.
+
+    With the default grounded profile the decisions (and so every metric) do not depend on the LLM's words, so
+    `llm_backend="mock"` evaluates the same decisions in seconds; a real backend only adds text. Progress
+    (users done, rate, time left) goes to stderr."""
     from recommenders.registry import make
+    from simenv.metrics import run_metrics
+    from simenv.runner import run_sessions
 
     env = gym.make("simenv/PersonaRec-v0", dataset=dataset, n_users=n_users, llm={"backend": llm_backend})
     inner = env.unwrapped
     policies: dict[str, Any] = {name: SB3Recommender.from_env(model, env, name=name, action_mode=train_mode)}
     for rec_name in compare:
         policies[rec_name] = make(rec_name).fit(inner.train, inner.dataset.n_users, inner.dataset.n_items)
-    table = compare_policies(env, policies, Path(out_dir) / "eval", n_users=eval_users, seed=seed)
+    users = sorted(inner.personas)[:eval_users] if eval_users else sorted(inner.personas)
+    progress = progress or EvalProgress(len(policies), len(users))
+    print(
+        f"evaluating {len(policies)} policies x {len(users)} personas on the persona env (LLM backend {llm_backend})",
+        file=progress.stream,
+        flush=True,
+    )
+    tables = []
+    for policy_name, rec in policies.items():
+        run_dir = Path(out_dir) / "eval" / policy_name
+        done = [0]
+
+        def on_page(episodes: int, pages: int, policy: str = policy_name, done: list[int] = done) -> None:
+            done[0] = episodes
+            progress(policy, episodes)
+
+        run_sessions(
+            rec,
+            inner.user_model,
+            inner.personas,
+            inner.dataset,
+            inner.train,
+            run_dir,
+            n_pages=inner.max_pages,
+            page_size=inner.page_size,
+            seed=seed,
+            policy_name=policy_name,
+            users=users,
+            reward=inner.reward_config,
+            progress=on_page,
+        )
+        progress(policy_name, len(users), final=True)
+        tables.append(run_metrics(run_dir, rng=np.random.default_rng(seed)))
+    table = pd.concat(tables, ignore_index=True)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     table.to_csv(Path(out_dir) / "metrics.csv", index=False)
     for row in table.itertuples(index=False):

@@ -1,0 +1,40 @@
+"""Issue 14 item 12: `simrec train-rl` evaluates with the grounded decisions (mock LLM) unless text is asked for,
+and shows its progress with an estimate instead of minutes of silence."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from experiments.cli import app
+from experiments.rl.common import EvalProgress
+
+
+def test_train_rl_evaluation_prints_progress_and_uses_decisions_only(tmp_path: Path, capsys) -> None:
+    app(["train-rl", "--data.dataset", "synthetic", "--data.cache-dir", str(tmp_path / "cache"),
+         "--llm.backend", "llama-cpp", "--run.out-dir", str(tmp_path / "runs"), "--run.name", "rl",
+         "--rl.timesteps", "64", "--rl.eval-personas", "3", "--recommenders.names", '["random"]'])  # fmt: skip
+    captured = capsys.readouterr()
+    assert "evaluating 2 policies x 3 personas on the persona env (LLM backend mock)" in captured.err
+    lines = [ln for ln in captured.err.splitlines() if ln.startswith("eval ")]
+    assert any(re.match(r"eval ppo: 3/3 users; all policies 3/6 \(.* users/s, .* s, ~\d+ s left\)", ln) for ln in lines)
+    assert lines[-1].startswith("eval random: 3/3 users; all policies 6/6")
+    assert "--rl.eval-text" in captured.out
+    metrics = pd.read_csv(tmp_path / "runs" / "rl" / "metrics.csv")
+    assert set(metrics["policy"]) == {"ppo", "random"}
+
+
+def test_eval_progress_throttles_and_estimates() -> None:
+    out = io.StringIO()
+    progress = EvalProgress(n_policies=2, n_users=10, stream=out, every_s=3600.0)
+    progress("a", 1)  # first report is printed
+    progress("a", 2)  # throttled
+    progress("a", 10, final=True)
+    progress("b", 5, final=True)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3
+    assert "all policies 10/20" in lines[1] and "all policies 15/20" in lines[2]
+    assert re.search(r"~\d+ s left", lines[2])

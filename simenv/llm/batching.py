@@ -17,9 +17,9 @@ from simenv.llm.types import BudgetExceeded, LLMError, LLMRequest, LLMResponse
 T = TypeVar("T")
 
 
-def failed_response(request: LLMRequest, backend: str, model: str, error: str) -> LLMResponse:
+def failed_response(request: LLMRequest, backend: str, model: str, error: str, retries: int = 0) -> LLMResponse:
     """The placeholder a batch returns for a request whose call failed after the backend's retries."""
-    return LLMResponse(text="", backend=backend, model=model, call_id=request.call_id(), error=error)
+    return LLMResponse(text="", backend=backend, model=model, call_id=request.call_id(), error=error, retries=retries)
 
 
 def run_serially(

@@ -6,6 +6,10 @@ Rows wait in memory until `flush_every` have gathered; they are flushed at the s
 lands in the row before it is written. A crash loses at most the calls since the last part file. Reopening a
 directory continues the numbering (resume). `read_call_log` concatenates the parts.
 
+Each row stores the rendered prompt (`prompt`, the messages as JSON; `prompt_hash` identifies it) so that a
+suspicious answer can be audited, and `retries`, the transport retries the backend made for the call (the openai
+SDK's own 429/5xx/timeout retries), so no retry is off the record.
+
 Call ids: the backend's deterministic `request.call_id()`; a repeat of the same id within the log gets a
 `-N` suffix so every row's id is unique and the user layer can link feedback rows to it.
 """
@@ -50,6 +54,8 @@ CALL_LOG_SCHEMA = pa.schema(
         ("parse_status", pa.string()),
         ("repairs", pa.int64()),
         ("fallback", pa.bool_()),
+        ("retries", pa.int64()),
+        ("prompt", pa.string()),
     ]
 )
 
@@ -63,8 +69,9 @@ class CallLogLLM(LLMWrapper):
 
     label = "calllog"
 
-    def __init__(self, inner: LLM, directory: str | Path, flush_every: int = 256) -> None:
+    def __init__(self, inner: LLM, directory: str | Path, flush_every: int = 256, store_prompts: bool = True) -> None:
         super().__init__(inner)
+        self.store_prompts = store_prompts
         if flush_every < 1:
             raise ValueError(f"CallLogLLM.flush_every must be >= 1, got {flush_every}")
         self.directory = Path(directory)
@@ -92,7 +99,9 @@ class CallLogLLM(LLMWrapper):
         self._seen[base] += 1
         return base if n == 0 else f"{base}-{n}"
 
-    def _row(self, request: LLMRequest, response: LLMResponse | None, error: str, latency_s: float) -> dict[str, Any]:
+    def _row(
+        self, request: LLMRequest, response: LLMResponse | None, error: str, latency_s: float, retries: int = 0
+    ) -> dict[str, Any]:
         if error:
             status = "call_error"
         else:
@@ -115,6 +124,8 @@ class CallLogLLM(LLMWrapper):
             "parse_status": status,
             "repairs": request.attempt,
             "fallback": False,
+            "retries": response.retries if response else retries,
+            "prompt": request.prompt_text() if self.store_prompts else None,
         }
         self._seq += 1
         return row
@@ -129,7 +140,7 @@ class CallLogLLM(LLMWrapper):
 
     def _log_failure(self, request: LLMRequest, exc: LLMError, latency_s: float) -> None:
         with self._lock:
-            row = self._row(request, None, str(exc) or type(exc).__name__, latency_s)
+            row = self._row(request, None, str(exc) or type(exc).__name__, latency_s, int(getattr(exc, "retries", 0)))
             call_id = self._unique_id(getattr(exc, "call_id", None) or request.call_id())
             row["call_id"] = call_id
             self._pending[call_id] = row
@@ -198,5 +209,17 @@ def read_call_log(directory: str | Path) -> pd.DataFrame:
     parts = sorted(Path(directory).glob("part-*.parquet"), key=_part_index)
     if not parts:
         return CALL_LOG_SCHEMA.empty_table().to_pandas()
-    frame = pa.concat_tables([pq.read_table(p, schema=CALL_LOG_SCHEMA) for p in parts]).to_pandas()
+    frame = pa.concat_tables([_read_part(p) for p in parts]).to_pandas()
     return frame.sort_values("seq", kind="stable").reset_index(drop=True)
+
+
+def _read_part(path: Path) -> pa.Table:
+    """One part file in CALL_LOG_SCHEMA; columns added since it was written (retries, prompt) read as 0 / null."""
+    table = pq.read_table(path)
+    for field in CALL_LOG_SCHEMA:
+        if field.name not in table.column_names:
+            fill = (
+                pa.array([0] * len(table), pa.int64()) if field.name == "retries" else pa.nulls(len(table), field.type)
+            )
+            table = table.append_column(field, fill)
+    return table.select(CALL_LOG_SCHEMA.names).cast(CALL_LOG_SCHEMA)

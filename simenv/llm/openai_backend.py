@@ -1,9 +1,11 @@
 """Any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp server) through the official `openai` SDK.
 
 Retries and timeouts are the SDK's own (bounded `max_retries` with exponential backoff on 429, 5xx,
-connection errors and timeouts; it honours `Retry-After`). Every call, single or batched, runs on one
-`AsyncOpenAI` client that lives on the backend's own event-loop thread (`LoopThread`), so connections stay
-open between batches; at most `concurrency` requests are in flight across all batches (one semaphore).
+connection errors and timeouts; it honours `Retry-After`). Each call carries a tag header; an httpx request
+hook reads the SDK's attempt number (`x-stainless-retry-count`) for it, so `LLMResponse.retries` (and the call
+log's `retries` column) counts the retries a call took, also when it finally failed. Every call, single or
+batched, runs on one `AsyncOpenAI` client that lives on the backend's own event-loop thread (`LoopThread`), so
+connections stay open between batches; at most `concurrency` requests are in flight across all batches (one semaphore).
 The HTTP transport is the SDK's aiohttp one when aiohttp is installed (`pip install 'openai[aiohttp]'`;
 ~2x less client CPU per call than its default httpx transport), else httpx; both pools hold >= `concurrency`
 connections. Structured output is asked for in one of three forms:
@@ -21,7 +23,9 @@ never in this object's attributes, repr, logs or cache keys.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
+import itertools
 import logging
 import os
 import re
@@ -34,6 +38,7 @@ from typing import Any
 import orjson
 
 from simenv.llm.batching import LoopThread, failed_response
+from simenv.llm.secrets import redact
 from simenv.llm.structured import parse_if_json, with_json_instruction
 from simenv.llm.types import LLMError, LLMRequest, LLMResponse
 
@@ -42,6 +47,8 @@ logger = logging.getLogger(__name__)
 STRUCTURED_OUTPUT_FORMS = ("json_schema", "json_object", "none")
 HTTP_CLIENTS = ("auto", "aiohttp", "httpx")
 _PLACEHOLDER_KEY = "no-key"  # local servers ignore the key, but the SDK insists on one
+CALL_HEADER = "x-simrec-call"  # our per-call tag, so the request hook can attribute each attempt to its call
+SDK_RETRY_HEADER = "x-stainless-retry-count"  # the SDK numbers every attempt of a request (0 = first)
 
 
 def _import_openai() -> Any:
@@ -68,6 +75,8 @@ class _Session:
         self.loop = LoopThread("openai-backend")
         self.client: Any = None
         self.gate: asyncio.Semaphore | None = None
+        self.retries: dict[str, int] = {}  # call tag -> the SDK's retry count of its latest attempt
+        self._tags = itertools.count()
         try:
             self.loop.run(self._open(client_args, http_client, concurrency))
         except BaseException:
@@ -83,8 +92,18 @@ class _Session:
             keepalive_expiry=default.keepalive_expiry,
         )
         cls = openai.DefaultAioHttpClient if http_client == "aiohttp" else openai.DefaultAsyncHttpxClient
-        self.client = openai.AsyncOpenAI(**client_args, http_client=cls(limits=limits))
+        hooks = {"request": [self._on_request]}
+        self.client = openai.AsyncOpenAI(**client_args, http_client=cls(limits=limits, event_hooks=hooks))
         self.gate = asyncio.Semaphore(concurrency)
+
+    async def _on_request(self, request: Any) -> None:
+        """httpx request hook, run for every attempt: the SDK numbers its retries in a header."""
+        tag = request.headers.get(CALL_HEADER)
+        if tag is not None:
+            self.retries[tag] = int(request.headers.get(SDK_RETRY_HEADER) or 0)
+
+    def tag(self) -> str:
+        return f"{self.pid}-{next(self._tags)}"
 
     async def _aclose(self) -> None:
         if self.client is not None:
@@ -223,14 +242,16 @@ class OpenAIBackend:
             "max_retries": self.max_retries,
         }
 
-    def _error(self, request: LLMRequest, exc: Exception) -> LLMError:
+    def _error(self, request: LLMRequest, exc: Exception, retries: int = 0) -> LLMError:
         status = getattr(exc, "status_code", None)
         kind = f"HTTP {status}" if status is not None else type(exc).__name__
-        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
-        return LLMError(
-            f"openai backend: call for template {request.template!r} failed "
-            f"(SDK retries: up to {self.max_retries}): {kind} {detail}"
+        detail = redact(str(exc).splitlines()[0][:200]) if str(exc) else ""
+        error = LLMError(
+            f"openai backend: call for template {request.template!r} failed after {retries} SDK retries "
+            f"(max {self.max_retries}): {kind} {detail}"
         )
+        error.retries = retries
+        return error
 
     # -- calls ----------------------------------------------------------------------------------------------
     def _get_session(self) -> _Session:
@@ -245,14 +266,19 @@ class OpenAIBackend:
         openai = _import_openai()
         assert session.gate is not None
         body = self._kwargs(request)
+        tag = session.tag()
+        options = {"headers": {CALL_HEADER: tag}}
         async with session.gate:
             start = time.perf_counter()
             try:
-                raw = await session.client.post("/chat/completions", body=body, cast_to=bytes)
+                raw = await session.client.post("/chat/completions", body=body, cast_to=bytes, options=options)
             except openai.OpenAIError as exc:
-                raise self._error(request, exc) from exc
+                error = self._error(request, exc, session.retries.pop(tag, 0))
+                raise error from exc
             latency_s = time.perf_counter() - start
-        return self._response(request, raw, latency_s)
+        retries = session.retries.pop(tag, 0)
+        response = self._response(request, raw, latency_s)
+        return dataclasses.replace(response, retries=retries) if retries else response
 
     async def _batch(self, session: _Session, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
         async def one(request: LLMRequest) -> LLMResponse:
@@ -260,7 +286,8 @@ class OpenAIBackend:
                 return await self._call(session, request)
             except (LLMError, ValueError) as exc:
                 error = exc if isinstance(exc, LLMError) else self._error(request, exc)
-                return failed_response(request, self.name, request.model or self.model, str(error))
+                model = request.model or self.model
+                return failed_response(request, self.name, model, str(error), getattr(error, "retries", 0))
 
         return list(await asyncio.gather(*(one(r) for r in requests)))
 

@@ -1,7 +1,8 @@
 """Versioned prompt templates shipped as package files: `<package>/prompts/<name>.v<version>.j2`.
 
 Templates are Jinja2 with StrictUndefined, so a missing variable is an error, never an empty string.
-A template file may hold several messages separated by lines `--- system ---` / `--- user ---`.
+A template file may hold several messages separated by lines `--- system ---` / `--- user ---`; the roles are
+taken from the template source, never from rendered text (a title cannot open a system message).
 """
 
 from __future__ import annotations
@@ -34,17 +35,25 @@ class PromptTemplate:
         return f"v{self.version}"
 
     def render(self, **variables: Any) -> tuple[Message, ...]:
+        """The chat messages. Roles come from the template's own `--- role ---` lines, split before rendering,
+        so a variable (an item title, a memory) that contains such a line stays text in its own message."""
         try:
-            text = _compiled(self.source).render(**variables)
+            return tuple(Message(role, _compiled(body).render(**variables).strip()) for role, body in self.sections)
         except jinja2.UndefinedError as exc:
             raise ValueError(f"template {self.package}/prompts/{self.name}.v{self.version}.j2: {exc}") from exc
-        parts = _SECTION.split(text)
-        if len(parts) == 1:
-            return (Message("user", text.strip()),)
-        messages = []
-        for role, body in zip(parts[1::2], parts[2::2], strict=True):
-            messages.append(Message(role, body.strip()))
-        return tuple(messages)
+
+    @property
+    def sections(self) -> tuple[tuple[str, str], ...]:
+        """(role, template source) per message; a template without role lines is one user message."""
+        return _sections(self.source)
+
+
+@cache
+def _sections(source: str) -> tuple[tuple[str, str], ...]:
+    parts = _SECTION.split(source)
+    if len(parts) == 1:
+        return (("user", source),)
+    return tuple(zip(parts[1::2], parts[2::2], strict=True))
 
 
 @cache

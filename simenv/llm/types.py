@@ -55,6 +55,10 @@ class LLMRequest:
     context: Mapping[str, Any] = field(default_factory=dict)
     attempt: int = 0  # 0 = first ask; n = n-th re-ask by the structured layer (not part of cache_key)
 
+    def prompt_text(self) -> str:
+        """The rendered messages as JSON (what the call log stores so an answer can be audited)."""
+        return json.dumps([{"role": m.role, "content": m.content} for m in self.messages], ensure_ascii=False)
+
     def prompt_hash(self) -> str:
         """Hash of the rendered messages only (what the call log records)."""
         text = json.dumps([[m.role, m.content] for m in self.messages], ensure_ascii=False)
@@ -115,6 +119,7 @@ class LLMResponse:
     parsed: Any = None
     call_id: str = ""
     error: str = ""  # non-empty when the call failed after the backend's bounded retries (batch results)
+    retries: int = 0  # transport-level retries the backend made for this call (the openai SDK's 429/5xx/timeouts)
 
     @property
     def ok(self) -> bool:
@@ -135,7 +140,9 @@ class LLM(Protocol):
 
 
 class LLMError(RuntimeError):
-    """A call failed after the backend's bounded retries."""
+    """A call failed after the backend's bounded retries (`retries`: how many were made)."""
+
+    retries: int = 0
 
 
 class BudgetExceeded(LLMError):

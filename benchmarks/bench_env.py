@@ -31,7 +31,7 @@ import gymnasium as gym
 import numpy as np
 
 import simenv  # noqa: F401  (registers the env ids)
-from simenv.factory import build_world
+from experiments.envs import default_world as build_world
 from simenv.runner import run_sessions
 
 

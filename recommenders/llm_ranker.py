@@ -12,6 +12,7 @@ being reachable.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from collections import Counter
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 TEMPLATE = "rerank"
 BASE_DIR = "base"
+BASE_CLASS_FILE = "base_class.json"
 
 
 @dataclass(frozen=True)
@@ -79,23 +81,22 @@ class LLMRanker(BaseRecommender):
 
     name = "llm-rank"
     Config = LLMRankConfig
+    base_dir = BASE_DIR  # a wrapper: `recommenders.registry` builds/loads `base` (saved in `path/base_dir`)
 
     def __init__(
         self,
-        base: Recommender | str,
+        base: Recommender,
         llm: LLM,
         catalog: Dataset | Sequence[Item],
         config: LLMRankConfig | Mapping[str, Any] | None = None,
-        base_config: Mapping[str, Any] | None = None,
         **overrides: Any,
     ) -> None:
         super().__init__(config, **overrides)
         if isinstance(base, str):
-            from recommenders.registry import make
-
-            base = make(base, **dict(base_config or {}))
-        elif base_config:
-            raise TypeError("base_config is only used when base is given by name")
+            raise TypeError(
+                f"LLMRanker(base={base!r}): pass a Recommender, or name it through "
+                f"recommenders.registry.make('llm-rank', base={base!r}, base_config=...)"
+            )
         self.base = base
         self.llm = llm
         self.catalog: Sequence[Item] = catalog.catalog if isinstance(catalog, Dataset) else tuple(catalog)
@@ -212,20 +213,38 @@ class LLMRanker(BaseRecommender):
 
     # ---- persistence ----------------------------------------------------------------------------------
     def save(self, path: Path | str) -> None:
-        """Save this ranker's config and the base model (in `path/base`)."""
+        """Save this ranker's config and the base model (in `path/base`, with its class in `base_class.json`)."""
         super().save(path)
         self.base.save(Path(path) / BASE_DIR)
+        cls = type(self.base)
+        (Path(path) / BASE_CLASS_FILE).write_text(json.dumps({"class": f"{cls.__module__}:{cls.__qualname__}"}))
 
     @classmethod
     def load(  # type: ignore[override]
-        cls, path: Path | str, llm: LLM | None = None, catalog: Dataset | Sequence[Item] | None = None
+        cls,
+        path: Path | str,
+        llm: LLM | None = None,
+        catalog: Dataset | Sequence[Item] | None = None,
+        base: Recommender | None = None,
     ) -> Self:
-        """Load a saved ranker; the LLM and catalog are not saved and must be passed again."""
+        """Load a saved ranker; the LLM and catalog are not saved and must be passed again. `base` (what
+        `recommenders.registry.load` passes) defaults to the saved base model, loaded by the class recorded at save."""
         if llm is None or catalog is None:
             raise TypeError(f"LLMRanker.load({path}) needs llm= and catalog= (they are not saved)")
-        from recommenders.registry import load as load_any
-
+        if base is None:
+            base = _load_base(Path(path))
         meta, state = cls.read_saved(path)
-        model = cls(load_any(Path(path) / BASE_DIR), llm, catalog, meta["config"])
+        model = cls(base, llm, catalog, meta["config"])
         model.apply_saved(meta, state)
         return model
+
+
+def _load_base(path: Path) -> Recommender:
+    """The base model saved in `path/base`, by the class `save` recorded (no registry lookup: the registry
+    imports this module, so this module does not import the registry)."""
+    file = path / BASE_CLASS_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: missing (saved by an older version); load with recommenders.registry.load")
+    module, _, qualname = json.loads(file.read_text())["class"].partition(":")
+    base_cls = getattr(importlib.import_module(module), qualname)
+    return base_cls.load(path / BASE_DIR)

@@ -39,12 +39,21 @@ def get(name: str) -> type[BaseRecommender]:
 
 def make(name: str, **config: Any) -> BaseRecommender:
     """Build a recommender by name; keyword arguments are its config fields (and, for `llm-rank`,
-    `base=`, `llm=`, `catalog=`, `base_config=`)."""
-    return get(name)(**config)
+    `base=` (a `Recommender` or a registered name), `llm=`, `catalog=`, `base_config=`)."""
+    cls = get(name)
+    base_config = config.pop("base_config", None)
+    if getattr(cls, "base_dir", None) is not None and isinstance(config.get("base"), str):
+        config["base"] = make(config["base"], **dict(base_config or {}))
+    elif base_config:
+        raise TypeError(f"{name}: base_config is only used when base is given by name")
+    return cls(**config)
 
 
 def load(path: Path | str, **kwargs: Any) -> BaseRecommender:
     """Load any saved recommender, dispatching on the name in its config.json (`llm-rank` needs
-    `llm=` and `catalog=`)."""
-    name = read_meta(Path(path))["name"]
-    return get(name).load(path, **kwargs)
+    `llm=` and `catalog=`; its base model is loaded from its `base` directory)."""
+    cls = get(read_meta(Path(path))["name"])
+    base_dir = getattr(cls, "base_dir", None)
+    if base_dir is not None:
+        kwargs["base"] = load(Path(path) / base_dir)
+    return cls.load(path, **kwargs)

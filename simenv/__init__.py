@@ -10,12 +10,14 @@ Importing `simenv` registers the environment ids (Gymnasium 1.x has no plugin en
 | `simenv/PersonaRec-v0`      | LLM persona user, mock LLM default  | slate, `MultiDiscrete`      | 5 pages       |
 | `simenv/PersonaRecLive-v0`  | LLM persona user, real model        | slate; `nondeterministic`   | 5 pages       |
 
-Every kwarg of `gym.make` is documented in `simenv.factory` and `simenv.env.RecEnv`. When changing
-`max_pages` (or `page_size` for the sequential id), pass the matching `max_episode_steps` as well.
+The ids' entry points are in `experiments.envs` (the composition root: it builds the default world, user
+model and candidate recommender; `simenv` itself never imports `agents`, `recommenders` or `experiments`).
+Every kwarg of `gym.make` is documented there and in `simenv.env.RecEnv`. When changing `max_pages` (or
+`page_size` for the sequential id), pass the matching `max_episode_steps` as well.
 
-The two fast-user ids also have a `vector_entry_point`, `simenv.vector_env.FastRecVectorEnv` (N sessions stepped
-together in numpy, lean array `info`, next-step autoreset): `gym.make_vec(id, num_envs=N)` builds it by default
-(`vectorization_mode="vector_entry_point"`); `vectorization_mode="sync"` / `"async"` wrap N single envs as before.
+The two fast-user ids also have a `vector_entry_point` building `simenv.vector_env.FastRecVectorEnv` (N sessions
+stepped together in numpy, lean array `info`, next-step autoreset): `gym.make_vec(id, num_envs=N)` builds it by
+default (`vectorization_mode="vector_entry_point"`); `"sync"` / `"async"` wrap N single envs as before.
 """
 
 from __future__ import annotations
@@ -30,20 +32,20 @@ ENV_IDS = ("simenv/FastRec-v0", "simenv/FastRecSeq-v0", "simenv/PersonaRec-v0", 
 
 def _register() -> None:
     specs = [
-        ("simenv/FastRec-v0", "simenv.factory:make_fast_env", PAGES, {}, False),
+        ("simenv/FastRec-v0", "experiments.envs:make_fast_env", PAGES, {}, False),
         (
             "simenv/FastRecSeq-v0",
-            "simenv.factory:make_fast_env",
+            "experiments.envs:make_fast_env",
             PAGES * PAGE_SIZE,
             {"action_mode": "sequential"},
             False,
         ),
-        ("simenv/PersonaRec-v0", "simenv.factory:make_persona_env", PAGES, {}, False),
-        ("simenv/PersonaRecLive-v0", "simenv.factory:make_live_persona_env", PAGES, {}, True),
+        ("simenv/PersonaRec-v0", "experiments.envs:make_persona_env", PAGES, {}, False),
+        ("simenv/PersonaRecLive-v0", "experiments.envs:make_live_persona_env", PAGES, {}, True),
     ]
     vector_entry = {
-        "simenv/FastRec-v0": "simenv.vector_env:make_fast_vector_env",
-        "simenv/FastRecSeq-v0": "simenv.vector_env:make_fast_vector_env",
+        "simenv/FastRec-v0": "experiments.envs:make_fast_vector_env",
+        "simenv/FastRecSeq-v0": "experiments.envs:make_fast_vector_env",
     }
     for env_id, entry, steps, kwargs, nondeterministic in specs:
         if env_id in _gym.registry:

@@ -6,9 +6,9 @@ arrays of shape (num_envs, ...) and reacts to all pages at once with the same mu
 persona arrays (read from `FastUserModel.plan`), same candidate pool (`simenv.candidates.candidate_pool`), same
 invalid-action rule, rewards and episode end. Statistics match the single env; random streams do not.
 
-`make_fast_vector_env` is the `vector_entry_point` of `simenv/FastRec-v0` and `simenv/FastRecSeq-v0`, so
-`gym.make_vec(id, num_envs=N)` (or `vectorization_mode="vector_entry_point"`) builds it; `"sync"` and
-`"async"` still wrap N single envs.
+`experiments.envs.make_fast_vector_env` is the `vector_entry_point` of `simenv/FastRec-v0` and
+`simenv/FastRecSeq-v0`, so `gym.make_vec(id, num_envs=N)` (or `vectorization_mode="vector_entry_point"`) builds
+it; `"sync"` and `"async"` still wrap N single envs.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from simenv.rewards import RewardConfig, reward_config
 from simenv.spaces import N_HISTORY_VARIANTS, ItemFeatures, observation_space, persona_features
 
 _TINY = 1e-12  # the fast user's clamp of its uniforms (agents.fast_user)
-_SINGLE_ENV_ONLY = ("log", "policy_name", "render_mode", "persistent_memory")
 
 
 class FastUserArrays:
@@ -655,34 +654,3 @@ def _scatter(n: int, rows: np.ndarray, values: np.ndarray, dtype: Any) -> np.nda
     out = np.zeros(n, dtype=dtype)
     out[rows] = values
     return out
-
-
-def make_fast_vector_env(
-    num_envs: int = 1,
-    dataset: str = "ml-100k",
-    n_users: int | None = None,
-    split_seed: int = 0,
-    min_liked: int = 20,
-    user_config: Any = None,
-    recommender: str | Recommender | None = None,
-    recommender_config: Mapping[str, Any] | None = None,
-    **env_kwargs: Any,
-) -> FastRecVectorEnv:
-    """The `vector_entry_point` of the fast-user ids: the world and user model of `simenv.factory.make_fast_env`,
-    `num_envs` sessions in one `FastRecVectorEnv`. Other kwargs go to `FastRecVectorEnv` (including the
-    `max_episode_steps` that `gym.make_vec` passes from the registration)."""
-    unsupported = sorted(k for k in _SINGLE_ENV_ONLY if env_kwargs.get(k) not in (None, False, "env"))
-    if unsupported:
-        raise ValueError(
-            f"{unsupported}: not supported by the vectorised env (no records or text); "
-            f"use vectorization_mode='sync' or 'async' for single envs with these options"
-        )
-    for key in _SINGLE_ENV_ONLY:
-        env_kwargs.pop(key, None)
-    from agents.fast_user import FastUserModel
-    from simenv.factory import build_world, candidate_recommender
-
-    ds, split, personas = build_world(dataset, n_users, split_seed, min_liked)
-    user = FastUserModel(ds, config=user_config, train=split.train)
-    rec = candidate_recommender(recommender, split.train, ds, recommender_config)
-    return FastRecVectorEnv(num_envs, ds, personas, user, split.train, candidate_recommender=rec, **env_kwargs)

@@ -147,8 +147,14 @@ def train_recommender(
     """Fit `name` on the split's train part, or load it from the model cache. Returns (model, train seconds).
 
     `llm-rank` wraps its (cached, trained) base model — `base = "<name>"` in its settings, default mf — and
-    reranks with `llm`, so its calls land in the policy's call log.
+    reranks with `llm`, so its calls land in the policy's call log. Any other `name` is a spec
+    (`package.module:Class`, `file:PATH`, `http(s)://...`, or the label of one of the run's specs), resolved
+    by `experiments.recommender_specs`.
     """
+    if name not in registry.REGISTRY:
+        from experiments.recommender_specs import train_spec  # that module builds on this one
+
+        return train_spec(config, world, name, llm=llm)
     settings = recommender_settings(config, name)
     if name == "llm-rank":
         if llm is None:

@@ -84,6 +84,22 @@ class Population(_Command):
         run_population_cmd(self.experiment())
 
 
+class CheckRecommender(_Command):
+    """Check a recommender against the Recommender contract: a registry name, package.module:Class,
+    file:PATH or an http(s):// URL, trained on the config's data as a run would; exit 1 if a check fails."""
+
+    spec: CliPositionalArg[str]
+
+    def cli_cmd(self) -> None:
+        from experiments.recommender_specs import run_check
+
+        flags = self.model_dump(exclude_unset=True, exclude={"config", "spec"})
+        report = run_check(load_config(self.config, flags), self.spec)
+        print(report)
+        if not report.ok:
+            raise SystemExit(1)
+
+
 class Report(BaseModel):
     """Write report.md and plots for a run directory from its logs alone."""
 
@@ -114,6 +130,7 @@ class Simrec(BaseSettings, cli_prog_name="simrec", cli_kebab_case=True, cli_impl
     fidelity: CliSubCommand[Fidelity]
     train_rl: CliSubCommand[TrainRL]
     population: CliSubCommand[Population]
+    check_recommender: CliSubCommand[CheckRecommender]
     report: CliSubCommand[Report]
     resume: CliSubCommand[Resume]
 

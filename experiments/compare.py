@@ -31,6 +31,7 @@ from experiments.build import (
 )
 from experiments.config import ConfigError, ExperimentConfig, format_validation_error
 from experiments.preflight import preflight
+from experiments.recommender_specs import check_recommender_specs
 from experiments.report import build_report, llm_summary, metrics_table, read_run
 from simenv.llm import CallLogLLM
 from simenv.metrics import METRICS
@@ -93,6 +94,7 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
         resume=resume,
     )
     world = build_world(config)  # data errors surface here, before anything is written
+    policies = check_recommender_specs(config, world)  # as do bad recommender specs; their policy names
     console.print(
         f"{world.dataset.name}: {world.dataset.n_users} users, {world.dataset.n_items} items; "
         f"split {len(world.split.users)} users / {len(world.split.train)} train ratings; "
@@ -113,7 +115,7 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
         console=console,
         transient=False,
     ) as progress:
-        for name in config.recommenders.names:
+        for name in policies:
             task = progress.add_task(f"{name:>9}: training", total=len(world.personas), rate="")
             policy_dir = run_dir / "policies" / name
             resuming = resume or (policy_dir / "config.json").is_file()

@@ -77,6 +77,9 @@ class DecisionConfig:
     rating_noise: float = 0.0
     rating_spread: float = 1.0
     interview_llm: float = 0.0
+    # A feature set of the fitted response model (agents.response, e.g. "full", "nocollab"): when set, the watch
+    # logit and the rating come from it and the hand-set signal weights, watch_rate and rating_* are unused.
+    response: str = ""
     leave: LeaveConfig = field(default_factory=LeaveConfig)
 
     def weight(self, signal: str) -> float:
@@ -131,7 +134,50 @@ class FastUserConfig:
     watch_rate: tuple[float, float, float] = (0.05, 0.08, 0.12)
     rating_noise: float = 0.3
     rating_spread: float = 1.0
+    # As DecisionConfig.response: a fitted response-model feature set replaces the hand-set utility (the null
+    # utility is then 0, so an item's watch probability on page 0 at position 0 is the fitted one).
+    response: str = ""
     leave: LeaveConfig = field(default_factory=LeaveConfig)
+
+
+@dataclass(frozen=True)
+class ResponseConfig:
+    """How the fitted response model (agents.response) is fitted; every field is part of its cache key.
+
+    `level`: "heldout" scales P(in valid | shown) by `heldout_scale` to the held-out consumption level (valid
+    or test; in the Agent4Rec split they are equal random shares, so 2.0); "valid" keeps it. `candidates`:
+    "recommenders" fits on the standard recommenders' top-`top_n` per user (what recommenders show),
+    "scorers" on the train-only scorers' top items; both plus `n_random` random unseen items.
+    """
+
+    feature_set: str = "full"
+    level: Literal["heldout", "valid"] = "heldout"
+    heldout_scale: float = 2.0
+    candidates: Literal["recommenders", "scorers"] = "recommenders"
+    sources: tuple[str, ...] = ("pop", "mf", "multvae", "lightgcn", "sasrec")
+    folds: int = 2
+    top_n: int = 20
+    n_random: int = 20
+    max_iter: int = 150
+    learning_rate: float = 0.06
+    max_leaf_nodes: int = 15
+    min_samples_leaf: int = 80
+    l2_regularization: float = 1.0
+    rating_noise: float = 0.0
+    rating_spread: float = 0.6
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.level not in ("heldout", "valid"):
+            raise ValueError(f"response level must be 'heldout' or 'valid', got {self.level!r}")
+        if self.candidates not in ("recommenders", "scorers"):
+            raise ValueError(f"response candidates must be 'recommenders' or 'scorers', got {self.candidates!r}")
+        if self.folds < 2:
+            raise ValueError(f"response folds must be >= 2 (cross-fitting), got {self.folds}")
+
+    @property
+    def scale(self) -> float:
+        return self.heldout_scale if self.level == "heldout" else 1.0
 
 
 class ConfigError(ValueError):
@@ -217,6 +263,16 @@ def load_llm_user_config(profile: str | None = None, path: Path | None = None) -
             "(w_llm, rating_llm or leave.llm is non-zero); use 'decide' or 'auto'"
         )
     return replace(rest, decision=decision, memory=memory)
+
+
+def load_response_config(feature_set: str, path: Path | None = None, seed: int = 0) -> ResponseConfig:
+    """The `[response]` table with the profile's feature set and the run's seed."""
+    path, data = _read(path)
+    values = {**data.get("response", {}), "feature_set": feature_set, "seed": seed}
+    try:
+        return _build(ResponseConfig, values, f"{path} [response]")
+    except ValueError as exc:
+        raise ConfigError(f"{path} [response]: {exc}") from exc
 
 
 def load_fast_user_config(path: Path | None = None) -> FastUserConfig:

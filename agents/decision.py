@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,9 @@ from agents.signals import (
 )
 from simenv.data.dataset import Dataset
 from simenv.records import Persona
+
+if TYPE_CHECKING:
+    from agents.response import ResponseModel
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,9 +84,13 @@ class GroundedDecider:
         item_vectors: ItemVectors | None = None,
         stats: TrainStats | None = None,
         collab: CollabPrior | None = None,
+        response: ResponseModel | None = None,
     ) -> None:
         self.dataset = dataset
         self.config = config
+        if config.response and response is None:
+            raise ValueError(f"profile {config.name!r} uses the fitted response model but none was given")
+        self.response = response if config.response else None
         self.stats = stats or TrainStats.from_train(dataset, train)
         if config.w_embedding and embedder is None and item_vectors is None:
             raise ValueError(f"profile {config.name!r} uses the embedding signal but no embedder was given")
@@ -107,8 +115,10 @@ class GroundedDecider:
         return np.stack([self._taste[p.user_id] for p in personas])
 
     def prepare(self, personas: Sequence[Persona]) -> None:
-        """Precompute every persona's plan (batching the taste-text embeddings)."""
-        if self.config.w_embedding:
+        """Precompute every persona's plan (batching the taste-text embeddings and response predictions)."""
+        if self.response is not None:
+            self.response.prepare(personas)
+        elif self.config.w_embedding:
             self.taste_vectors(personas)
         for p in personas:
             self.plan(p)
@@ -138,6 +148,11 @@ class GroundedDecider:
         if cached is not None:
             return cached
         cfg = self.config
+        if self.response is not None:  # the fitted model decides watch and rating (agents.response)
+            fitted = self.response.plan(persona)
+            plan = PersonaPlan(base_logit=fitted.watch_logit, bias=0.0, rating=fitted.rating)
+            self._plans[persona.user_id] = plan
+            return plan
         score = np.zeros(self.stats.n_items, dtype=np.float64)
         for name, z in self.signal_scores(persona).items():
             score += cfg.weight(name) * z
@@ -151,6 +166,10 @@ class GroundedDecider:
         )
         self._plans[persona.user_id] = plan
         return plan
+
+    def watch_probability(self, persona: Persona, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """P(watch) of items on a page with no LLM term (what `simrec validate` scores at item level)."""
+        return sigmoid(self.plan(persona).base_logit[np.asarray(item_ids, dtype=np.int64)])
 
     def watch_logits(self, plan: PersonaPlan, item_ids: np.ndarray, llm_watch: np.ndarray | None) -> np.ndarray:
         logits = plan.base_logit[item_ids].astype(np.float64)
@@ -169,7 +188,7 @@ class GroundedDecider:
     def has_signals(self) -> bool:
         """True when some non-LLM signal is switched on (else a failed LLM answer leaves nothing to decide by)."""
         c = self.config
-        return any((c.w_genre, c.w_embedding, c.w_collab, c.w_popularity))
+        return bool(c.response) or any((c.w_genre, c.w_embedding, c.w_collab, c.w_popularity))
 
     def fallback_decider(self) -> GroundedDecider:
         """The decider used for a page whose LLM answer failed: this one if it has non-LLM signals, else the

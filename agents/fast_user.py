@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from math import exp, log
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,9 @@ from agents.signals import (
 )
 from simenv.data.dataset import Dataset
 from simenv.records import Interview, Item, ItemReaction, Page, PageFeedback, Persona
+
+if TYPE_CHECKING:
+    from agents.response import ResponseModel
 
 _TINY = 1e-12
 _ONE_MINUS_TINY = 1.0 - _TINY
@@ -156,17 +160,26 @@ class FastUserModel:
         train: pd.DataFrame | None = None,
         personas: Iterable[Persona] = (),
         max_page_size: int = 64,
+        response: ResponseModel | None = None,
     ) -> None:
         if train is None:
             raise ValueError("FastUserModel needs the TRAIN interactions (train=split.train); never valid/test")
         self.dataset = dataset
         self.config = config or load_fast_user_config()
+        if self.config.response and response is None:
+            raise ValueError(
+                f"fast user config uses the fitted response model {self.config.response!r}; pass response="
+            )
+        self.response = response if self.config.response else None
         self.stats = TrainStats.from_train(dataset, train)
         self.position_penalty = self.config.position * np.arange(max_page_size, dtype=np.float64)
         self.position_list = self.position_penalty.tolist()
         self._plans: dict[int, FastPersona] = {}
         # Shared immutable records: per item, [not watched, watched with 1..5 stars]; built on first use.
         self.reaction_rows: list[list[ItemReaction] | None] = [None] * dataset.n_items
+        personas = list(personas)
+        if self.response is not None:
+            self.response.prepare(personas)  # batched predictions
         for p in personas:
             self.plan(p)
 
@@ -180,13 +193,19 @@ class FastUserModel:
                 f"persona {persona.user_id}: activity/conformity must be 1..3, "
                 f"got {persona.activity!r}/{persona.conformity!r}"
             )
-        pop_weight = cfg.popularity * cfg.conformity_scale[persona.conformity - 1]
-        utility = cfg.genre * genre_signal(self.stats, persona).astype(np.float64) + pop_weight * self.stats.popularity
-        bias = solve_bias(utility, cfg.watch_rate[persona.activity - 1])
+        if self.response is not None:  # fitted watch logit (null utility 0) and fitted rating plan
+            fitted = self.response.plan(persona)
+            utility, bias = fitted.watch_logit.astype(np.float64), 0.0
+            rp = fitted.rating
+        else:
+            pop_weight = cfg.popularity * cfg.conformity_scale[persona.conformity - 1]
+            genre = genre_signal(self.stats, persona).astype(np.float64)
+            utility = cfg.genre * genre + pop_weight * self.stats.popularity
+            bias = solve_bias(utility, cfg.watch_rate[persona.activity - 1])
+            rp = rating_plan(self.stats, persona, noise=cfg.rating_noise, spread=cfg.rating_spread)
         lc = cfg.leave
         # the leave terms fixed for a session (liked share 0 here; `react` adds fatigue and satisfaction * share)
         offset = leave_logit(lc.base, 0.0, lc.activity, lc.satisfaction, 0.0, 0, persona.activity, 0.0, None)
-        rp = rating_plan(self.stats, persona, noise=cfg.rating_noise, spread=cfg.rating_spread)
         cuts = tuple(float(c) for c in rp.cuts)
         # array('d'): Python floats on access like a list, but 8 contiguous bytes per item instead of a pointer to
         # a float object, so a persona's arrays stay in cache across the many personas an env cycles through.

@@ -10,18 +10,20 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agents.config import load_fast_user_config, load_llm_user_config
+from agents.config import load_fast_user_config, load_llm_user_config, load_response_config
 from agents.decision import GroundedDecider, ItemVectors
 from agents.embedding import CachedEmbedder, Embedder, HashingEmbedder, MiniLMEmbedder
 from agents.fast_user import FastUserModel
+from agents.features import feature_names
 from agents.llm_user import LLMUserModel
 from agents.persona import build_personas
+from agents.response import ResponseModel, load_or_fit
 from experiments.config import CONFIG_DIR, ExperimentConfig, read_toml
 from recommenders import registry
 from simenv.data import Dataset, Split, agent4rec_split, load_dataset
@@ -41,22 +43,29 @@ def cache_root(config: ExperimentConfig) -> Path:
 
 @dataclass(frozen=True)
 class World:
-    """The data side of an experiment: dataset, split, and the sampled personas (train split only)."""
+    """The data side of an experiment: dataset, split, the sampled personas, and every split user's persona
+    (`population`, what the response model is fitted on). All from the train split only."""
 
     dataset: Dataset
     split: Split
     personas: dict[int, Persona]
+    population: dict[int, Persona] = field(default_factory=dict)
 
 
-def build_world(config: ExperimentConfig) -> World:
-    """Load the dataset, make the Agent4Rec split, build personas and sample `n_personas` of them (seeded)."""
-    dataset = load_dataset(config.data.dataset, cache_dir=cache_root(config) / "data")
-    split = agent4rec_split(dataset, n_users=config.data.split_users, seed=config.run.seed)
-    n = min(config.data.n_personas, len(split.users))
+def build_world(config: ExperimentConfig, n_personas: int | None = None) -> World:
+    """Load the dataset, make the Agent4Rec split, build personas and sample `n_personas` of them (seeded;
+    default `config.data.n_personas`, capped at the split's users)."""
+    def make_split(dataset: Dataset) -> Split:
+        return agent4rec_split(dataset, n_users=config.data.split_users, seed=config.run.seed)
+
+    # the split is checked before the parsed data is cached: data nobody qualifies in leaves no cache entry
+    dataset = load_dataset(config.data.dataset, cache_dir=cache_root(config) / "data", check=make_split)
+    split = make_split(dataset)
+    n = min(n_personas or config.data.n_personas, len(split.users))
     rng = np.random.default_rng([config.run.seed, 1])
     chosen = np.sort(rng.choice(split.users, size=n, replace=False))
     all_personas = build_personas(split)
-    return World(dataset, split, {int(u): all_personas[int(u)] for u in chosen})
+    return World(dataset, split, {int(u): all_personas[int(u)] for u in chosen}, all_personas)
 
 
 def build_embedder(config: ExperimentConfig) -> Embedder:
@@ -101,26 +110,69 @@ class UserModelFactory:
         self._embedder: Embedder | None = None
         self._item_vectors: ItemVectors | None = None
         self._deciders: dict[str, GroundedDecider] = {}
+        self._responses: dict[str, ResponseModel] = {}
+
+    def response_model(self, feature_set: str) -> ResponseModel:
+        """The fitted response model for a feature set, fitted on every split user (cached on disk)."""
+        if feature_set not in self._responses:
+            rc = load_response_config(feature_set, seed=self.config.run.seed)
+            world = self.world
+            vectors = None
+            if "embedding" in feature_names(feature_set):
+                vectors = self._vectors()
+            key, candidates = "scorers", None
+            if rc.candidates == "recommenders":
+                key = json.dumps({n: recommender_settings(self.config, n) for n in rc.sources}, sort_keys=True)
+
+                def candidates() -> dict[str, dict[int, np.ndarray]]:
+                    users = np.array(sorted(world.population), dtype=np.int64)
+                    return {
+                        name: top_unseen(train_recommender(self.config, world, name)[0], world, users, rc.top_n)
+                        for name in rc.sources
+                    }
+
+            self._responses[feature_set] = load_or_fit(
+                cache_root(self.config) / "response",
+                world.split,
+                world.population or world.personas,
+                rc,
+                candidates,
+                key,
+                vectors,
+            )
+        return self._responses[feature_set]
+
+    def _vectors(self) -> ItemVectors:
+        if self._embedder is None:
+            self._embedder = build_embedder(self.config)
+            self._item_vectors = ItemVectors(self.world.dataset, self._embedder)
+        assert self._item_vectors is not None
+        return self._item_vectors
 
     def __call__(self, llm: LLM | None = None, *, kind: str | None = None, profile: str | None = None) -> UserModel:
         """A user model of `kind` ("llm" | "fast", default from config) with decision `profile`."""
         world = self.world
         if (kind or self.config.users.model) == "fast":
+            fast = load_fast_user_config()
             return FastUserModel(
-                world.dataset, load_fast_user_config(), train=world.split.train, personas=world.personas.values()
+                world.dataset,
+                fast,
+                train=world.split.train,
+                personas=world.personas.values(),
+                response=self.response_model(fast.response) if fast.response else None,
             )
         profile = profile or self.config.users.profile
         user_config = load_llm_user_config(profile)
-        if self._embedder is None:
-            self._embedder = build_embedder(self.config)
-            self._item_vectors = ItemVectors(world.dataset, self._embedder)
+        self._vectors()
         if profile not in self._deciders:
+            decision = user_config.decision
             self._deciders[profile] = GroundedDecider(
                 world.dataset,
                 world.split.train,
-                user_config.decision,
+                decision,
                 embedder=self._embedder,
                 item_vectors=self._item_vectors,
+                response=self.response_model(decision.response) if decision.response else None,
             )
         llm = llm or self.llm
         if llm is None:
@@ -128,6 +180,24 @@ class UserModelFactory:
         return LLMUserModel(
             world.dataset, llm, self._embedder, user_config, train=world.split.train, decider=self._deciders[profile]
         )
+
+
+def top_unseen(recommender: Recommender, world: World, users: np.ndarray, k: int) -> dict[int, np.ndarray]:
+    """Each user's top-k items by `recommender` among those not in their train history (fit impressions)."""
+    seen = world.split.train.groupby("user_id")["item_id"].agg(lambda s: s.to_numpy(np.int64))
+    out: dict[int, np.ndarray] = {}
+    score_batch = getattr(recommender, "score_batch", None)
+    for start in range(0, len(users), 256):
+        chunk = users[start : start + 256]
+        if score_batch is not None:
+            scores = np.array(score_batch(chunk), dtype=np.float64)
+        else:
+            scores = np.stack([np.asarray(recommender.score(int(u), ()), dtype=np.float64) for u in chunk])
+        for row, u in enumerate(chunk.tolist()):
+            if u in seen.index:
+                scores[row, seen[u]] = -np.inf
+            out[u] = np.argsort(-scores[row], kind="stable")[:k]
+    return out
 
 
 def recommender_settings(config: ExperimentConfig, name: str) -> dict[str, Any]:
@@ -142,20 +212,25 @@ def recommender_settings(config: ExperimentConfig, name: str) -> dict[str, Any]:
 
 
 def train_recommender(
-    config: ExperimentConfig, world: World, name: str, llm: LLM | None = None
+    config: ExperimentConfig,
+    world: World,
+    name: str,
+    llm: LLM | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> tuple[Recommender, float]:
     """Fit `name` on the split's train part, or load it from the model cache. Returns (model, train seconds).
 
     `llm-rank` wraps its (cached, trained) base model — `base = "<name>"` in its settings, default mf — and
-    reranks with `llm`, so its calls land in the policy's call log. Any other `name` is a spec
-    (`package.module:Class`, `file:PATH`, `http(s)://...`, or the label of one of the run's specs), resolved
-    by `experiments.recommender_specs`.
+    reranks with `llm`, so its calls land in the policy's call log. `overrides` replace settings (e.g. a
+    smaller training budget for an under-trained checkpoint); they are part of the cache key. Any other
+    `name` is a spec (`package.module:Class`, `file:PATH`, `http(s)://...`, or the label of one of the run's
+    specs), resolved by `experiments.recommender_specs`.
     """
     if name not in registry.REGISTRY:
         from experiments.recommender_specs import train_spec  # that module builds on this one
 
-        return train_spec(config, world, name, llm=llm)
-    settings = recommender_settings(config, name)
+        return train_spec(config, world, name, llm=llm, overrides=overrides)
+    settings = recommender_settings(config, name) | dict(overrides or {})
     if name == "llm-rank":
         if llm is None:
             raise ValueError("llm-rank needs an LLM ([llm] backend)")

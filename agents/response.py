@@ -1,0 +1,362 @@
+"""The fitted response model: the one decision core every simulated user draws its watch and rating from.
+
+What it is (RecSim's "response model", fitted to real consumption instead of set by hand):
+- Features of (persona, item) come from the TRAIN split only (agents.features).
+- watch: a gradient-boosted classifier (scikit-learn's HistGradientBoostingClassifier, seeded) of "the item is
+  among the user's VALIDATION ratings", fitted on candidate impressions: the items recommenders actually show
+  (each candidate source's top-`top_n` unseen items per user — standard recommenders when the caller passes
+  them, else the train-only scorers themselves) plus `n_random` random unseen items.
+- Cross-fitting: users are dealt into `folds` folds; a persona's probabilities come from the model fitted on
+  the OTHER folds' users, so no persona is scored by a model that saw its own validation ratings.
+- Level: the classifier's probability is P(in valid | shown). `level = "heldout"` (default) scales it by
+  `heldout_scale` (valid and test are equal random shares of the held-out ratings in the Agent4Rec split, so
+  2.0) to the held-out consumption level, P(in valid or test | shown); `level = "valid"` keeps it.
+- rating (given watch): a gradient-boosted regressor of the VALIDATION rating on the same features plus the
+  rating baseline (agents.signals.rating_plan), cut into stars by cut points fitted so the stars of the fit
+  users' validation pairs follow their real histogram (`rating_spread` blends with plain rounding, as the
+  grounded rule does); `rating_noise` adds logistic noise before the cut. like = stars >= 4.
+- Position on the page and page index are not identifiable from rating logs (no impressions); they enter the
+  user models as documented priors, not fitted weights.
+Scores on TEST are never read here; `simrec validate` (experiments.validate) does that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pickle
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+from agents.config import ResponseConfig
+from agents.features import COLLAB, PairFeatures, feature_names
+from agents.signals import ROUNDING_CUTS, RatingPlan, TrainStats, fit_cuts, rating_plan
+from simenv.data.dataset import Split
+from simenv.records import Persona
+
+if TYPE_CHECKING:
+    from agents.decision import ItemVectors
+
+log = logging.getLogger(__name__)
+MODEL_VERSION = 1
+MAX_WATCH = 0.98  # watch probabilities are clipped to [1 - MAX_WATCH, MAX_WATCH] before the logit
+
+
+@dataclass(frozen=True, eq=False)
+class ResponsePlan:
+    """One persona's fitted responses over the whole catalog."""
+
+    watch_probability: np.ndarray  # (n_items,) float32, P(watch | shown) at the configured level
+    watch_logit: np.ndarray  # (n_items,) float32, logit of the clipped probability
+    rating: RatingPlan  # fitted rating prediction and star cut points
+
+
+@dataclass
+class FoldModel:
+    """The classifier and regressor fitted on the users outside one fold."""
+
+    watch: HistGradientBoostingClassifier
+    rating: HistGradientBoostingRegressor
+    n_rows: int
+    positive_rate: float
+
+
+@dataclass
+class FitReport:
+    """What the fit saw: rows, positives, per-fold sizes (written next to the cache entry)."""
+
+    n_users: int
+    n_rows: int
+    positive_rate: float
+    n_rating_rows: int
+    features: tuple[str, ...]
+    sources: tuple[str, ...]
+    cuts: list[float] = field(default_factory=list)
+
+
+Candidates = Mapping[str, Mapping[int, np.ndarray]]  # source name -> user id -> ranked unseen item ids
+
+
+def user_folds(users: np.ndarray, folds: int, seed: int) -> dict[int, int]:
+    """Deal users into folds with a seeded permutation (the same users and seed give the same folds)."""
+    rng = np.random.default_rng([seed, 17])
+    order = rng.permutation(np.asarray(users, dtype=np.int64))
+    return {int(u): i % folds for i, u in enumerate(order)}
+
+
+def scorer_candidates(features: PairFeatures, matrix: np.ndarray, seen: np.ndarray, top_n: int) -> list[np.ndarray]:
+    """The top-`top_n` unseen items by each train-only scorer (popularity and the collaborative scores):
+    the default impressions when no recommender's candidates are given."""
+    out = []
+    for name in ("log_pop", *sorted(COLLAB & set(features.names)), "genre"):
+        if name in features.names:
+            score = matrix[:, features.names.index(name)].astype(np.float64).copy()
+            score[seen] = -np.inf
+            out.append(np.argsort(-score, kind="stable")[:top_n])
+    return out
+
+
+class ResponseModel:
+    """Cross-fitted watch and rating models (see module docstring); `plan(persona)` is what user models read."""
+
+    def __init__(
+        self,
+        config: ResponseConfig,
+        features: PairFeatures,
+        folds: dict[int, int],
+        models: list[FoldModel],
+        cuts: np.ndarray,
+        report: FitReport,
+    ) -> None:
+        self.config = config
+        self.features = features
+        self.folds = folds
+        self.models = models
+        self.cuts = cuts
+        self.report = report
+        self._plans: dict[int, ResponsePlan] = {}
+
+    @property
+    def name(self) -> str:
+        return f"response[{self.config.feature_set}]"
+
+    def fold_of(self, persona: Persona) -> int:
+        """The fold whose model does NOT score this persona is the persona's own; unknown users get fold 0's
+        model's complement deterministically (user id modulo folds)."""
+        return self.folds.get(persona.user_id, persona.user_id % self.config.folds)
+
+    def plan(self, persona: Persona) -> ResponsePlan:
+        cached = self._plans.get(persona.user_id)
+        if cached is None:
+            self.prepare([persona])
+            cached = self._plans[persona.user_id]
+        return cached
+
+    def prepare(self, personas: Iterable[Persona], chunk: int = 64) -> None:
+        """Compute the plans of personas not seen yet, predicting in chunks per fold model."""
+        todo: dict[int, list[Persona]] = {}
+        for p in personas:
+            if p.user_id not in self._plans:
+                todo.setdefault(self.fold_of(p), []).append(p)
+        n = self.features.dataset.n_items
+        for fold, group in todo.items():
+            model = self.models[fold]
+            for start in range(0, len(group), chunk):
+                part = group[start : start + chunk]
+                x = np.concatenate([self.features.matrix(p) for p in part])
+                baseline = np.concatenate([self._baseline(p) for p in part])
+                p_valid = model.watch.predict_proba(x)[:, 1]
+                rating = model.rating.predict(np.column_stack([x, baseline]))
+                for i, persona in enumerate(part):
+                    rows = slice(i * n, (i + 1) * n)
+                    prob = np.clip(self.config.scale * p_valid[rows], 1.0 - MAX_WATCH, MAX_WATCH)
+                    self._plans[persona.user_id] = ResponsePlan(
+                        watch_probability=prob.astype(np.float32),
+                        watch_logit=np.log(prob / (1.0 - prob)).astype(np.float32),
+                        rating=RatingPlan(rating[rows].astype(np.float32), self.cuts, self.config.rating_noise),
+                    )
+
+    def watch_probability(self, persona: Persona, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        return self.plan(persona).watch_probability[np.asarray(item_ids, dtype=np.int64)]
+
+    def _baseline(self, persona: Persona) -> np.ndarray:
+        return rating_plan(self.features.stats, persona).prediction.astype(np.float32)
+
+
+def fit_response_model(
+    split: Split,
+    personas: Mapping[int, Persona],
+    config: ResponseConfig | None = None,
+    candidates: Candidates | None = None,
+    item_vectors: ItemVectors | None = None,
+) -> ResponseModel:
+    """Fit the cross-fitted response model on `personas` (features from split.train, targets from split.valid).
+
+    `candidates` maps a source name (e.g. a recommender) to each user's ranked unseen items; the first `top_n`
+    of each become fit impressions. Without it, the train-only scorers' top items stand in.
+    """
+    config = config or ResponseConfig()
+    dataset = split.dataset
+    names = feature_names(config.feature_set)
+    features = PairFeatures(dataset, split.train, names, item_vectors=item_vectors, seed=config.seed)
+    population = [personas[u] for u in sorted(personas)]
+    if not population:
+        raise ValueError("fit_response_model: no personas to fit on")
+    features.set_conformity_scale(population)
+    valid = _user_items(split.valid)
+    folds = user_folds(np.array(sorted(personas)), config.folds, config.seed)
+    rng = np.random.default_rng([config.seed, 23])
+    blocks: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    n = dataset.n_items
+    sources = tuple(sorted(candidates)) if candidates else ("scorers",)
+    for persona in population:
+        matrix = features.matrix(persona)
+        seen = np.asarray(persona.train_items, dtype=np.int64)
+        if candidates:
+            lists = [
+                np.asarray(c.get(persona.user_id, ()), dtype=np.int64)[: config.top_n] for c in candidates.values()
+            ]
+        else:
+            lists = scorer_candidates(features, matrix, seen, config.top_n)
+        unseen = np.setdiff1d(np.arange(n), seen)
+        lists.append(rng.choice(unseen, size=min(config.n_random, unseen.size), replace=False))
+        shown = np.setdiff1d(np.unique(np.concatenate(lists)), seen)
+        held = valid.get(persona.user_id, {})
+        label = np.array([i in held for i in shown.tolist()], dtype=np.int8)
+        rated = np.fromiter(held.keys(), dtype=np.int64, count=len(held))
+        stars = np.fromiter(held.values(), dtype=np.float64, count=len(held))
+        baseline = rating_plan(features.stats, persona).prediction[rated]
+        rating_x = np.column_stack([matrix[rated], baseline])
+        blocks.append((folds[persona.user_id], matrix[shown], label, rating_x, stars))
+    models = []
+    for fold in range(config.folds):
+        rows = [b for b in blocks if b[0] != fold]
+        x = np.concatenate([b[1] for b in rows])
+        y = np.concatenate([b[2] for b in rows])
+        rx = np.concatenate([b[3] for b in rows])
+        ry = np.concatenate([b[4] for b in rows])
+        if y.min() == y.max():
+            raise ValueError(f"response fit: fold {fold} has no {'positive' if y.max() == 0 else 'negative'} rows")
+        watch = HistGradientBoostingClassifier(
+            max_iter=config.max_iter,
+            learning_rate=config.learning_rate,
+            max_leaf_nodes=config.max_leaf_nodes,
+            min_samples_leaf=config.min_samples_leaf,
+            l2_regularization=config.l2_regularization,
+            early_stopping=False,
+            random_state=config.seed,
+        ).fit(x, y)
+        rating = HistGradientBoostingRegressor(
+            max_iter=config.max_iter,
+            learning_rate=config.learning_rate,
+            max_leaf_nodes=config.max_leaf_nodes,
+            min_samples_leaf=config.min_samples_leaf,
+            l2_regularization=config.l2_regularization,
+            early_stopping=False,
+            random_state=config.seed,
+        ).fit(rx, ry)
+        models.append(FoldModel(watch, rating, len(y), float(y.mean())))
+    cuts = _fit_star_cuts(blocks, models, config)
+    x_rows = sum(len(b[2]) for b in blocks)
+    report = FitReport(
+        n_users=len(population),
+        n_rows=x_rows,
+        positive_rate=float(sum(b[2].sum() for b in blocks) / max(x_rows, 1)),
+        n_rating_rows=sum(len(b[4]) for b in blocks),
+        features=names,
+        sources=sources,
+        cuts=[float(c) for c in cuts],
+    )
+    log.info("response model fitted: %s", report)
+    return ResponseModel(config, features, folds, models, cuts, report)
+
+
+def _fit_star_cuts(blocks: list, models: list[FoldModel], config: ResponseConfig) -> np.ndarray:
+    """Cut points mapping out-of-fold rating predictions to stars with the real validation histogram."""
+    predictions, stars = [], []
+    for fold, _, _, rating_x, real in blocks:
+        if len(real):
+            predictions.append(models[fold].rating.predict(rating_x))
+            stars.append(real)
+    pred = np.concatenate(predictions)
+    real = np.clip(np.rint(np.concatenate(stars)), 1, 5).astype(np.int64)
+    targets = np.cumsum(np.bincount(real - 1, minlength=5) / len(real))[:4]
+    fitted = fit_cuts(pred, targets, config.rating_noise)
+    return config.rating_spread * fitted + (1.0 - config.rating_spread) * ROUNDING_CUTS
+
+
+def _user_items(frame: pd.DataFrame) -> dict[int, dict[int, float]]:
+    out: dict[int, dict[int, float]] = {}
+    for u, i, r in zip(
+        frame["user_id"].to_numpy(np.int64).tolist(),
+        frame["item_id"].to_numpy(np.int64).tolist(),
+        frame["rating"].to_numpy(np.float64).tolist(),
+        strict=True,
+    ):
+        out.setdefault(u, {})[i] = r
+    return out
+
+
+def response_cache_key(split: Split, config: ResponseConfig, candidate_key: str, users: Sequence[int]) -> str:
+    """Cache key: dataset, split protocol and sizes, fitted users, config and candidate sources."""
+    data = {
+        "version": MODEL_VERSION,
+        "dataset": split.dataset.name,
+        "protocol": split.protocol,
+        "sizes": [len(split.train), len(split.valid)],
+        "valid_hash": hashlib.sha256(
+            np.ascontiguousarray(split.valid[["user_id", "item_id", "rating"]].to_numpy(np.float64)).tobytes()
+        ).hexdigest()[:16],
+        "users": hashlib.sha256(np.asarray(sorted(users), dtype=np.int64).tobytes()).hexdigest()[:16],
+        "config": asdict(config),
+        "candidates": candidate_key,
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_or_fit(
+    cache_dir: Path | None,
+    split: Split,
+    personas: Mapping[int, Persona],
+    config: ResponseConfig,
+    candidates: Callable[[], Candidates] | None = None,
+    candidate_key: str = "scorers",
+    item_vectors: ItemVectors | None = None,
+) -> ResponseModel:
+    """`fit_response_model`, cached as a pickle under `cache_dir` keyed by `response_cache_key`.
+
+    `candidates` is called only on a cache miss (building them may mean training recommenders)."""
+    if cache_dir is None:
+        return fit_response_model(split, personas, config, candidates() if candidates else None, item_vectors)
+    key = response_cache_key(split, config, candidate_key, list(personas))
+    path = Path(cache_dir) / f"{split.dataset.name}-{config.feature_set}-{key}.pkl"
+    if path.is_file():
+        with path.open("rb") as fh:
+            fitted = pickle.load(fh)
+        model = ResponseModel(
+            config, fitted["features"], fitted["folds"], fitted["models"], fitted["cuts"], fitted["report"]
+        )
+        model._plans.update(fitted["plans"])
+        if item_vectors is not None:
+            model.features.item_vectors = item_vectors
+        return model
+    model = fit_response_model(split, personas, config, candidates() if candidates else None, item_vectors)
+    model.prepare(personas.values())  # every fitted user's plan is cached too: predicting is the slow part
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vectors, model.features.item_vectors = model.features.item_vectors, None  # embedder is not pickled
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as fh:
+        pickle.dump(
+            {
+                "features": model.features,
+                "folds": model.folds,
+                "models": model.models,
+                "cuts": model.cuts,
+                "report": model.report,
+                "plans": model._plans,
+            },
+            fh,
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+    tmp.replace(path)
+    model.features.item_vectors = vectors
+    return model
+
+
+__all__ = [
+    "FitReport",
+    "ResponseConfig",
+    "ResponseModel",
+    "ResponsePlan",
+    "TrainStats",
+    "fit_response_model",
+    "load_or_fit",
+    "user_folds",
+]

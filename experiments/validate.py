@@ -1,0 +1,212 @@
+"""`simrec validate`: does the simulator rank recommenders the way the real held-out data does?
+
+Runs every policy of `[validate] policies` (the registry's standard recommenders plus degraded variants of
+known quality, `VARIANTS`) over the same personas with the configured user model, then scores the simulated
+outcomes against the real held-out ratings of the same (user, item) pairs (experiments.validity). Writes, in
+`runs/<name>/`: `validity.json` (the contract in docs/CONTRACTS.md), `validity.md` and `validity.png`
+(sim vs real per policy, with persona-bootstrap intervals), plus each policy's event logs under `policies/`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+
+from experiments.build import UserModelFactory, World, build_llm, build_world, train_recommender
+from experiments.config import ExperimentConfig
+from experiments.validity import label_shown, score_validity
+from recommenders.degraded import NoisyRanking, PopularityBand, TopNSampling
+from simenv.protocols import Recommender
+from simenv.runner import run_sessions
+
+log = logging.getLogger(__name__)
+VALIDITY_FILE = "validity.json"
+POP_CF = ("pop", "mf", "multvae", "lightgcn", "sasrec")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A degraded policy: a registry model (optionally with a smaller budget), optionally wrapped."""
+
+    base: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    wrap: str | None = None  # noise | sample | band
+    value: float = 0.0
+
+
+VARIANTS: dict[str, Variant] = {
+    "mf-undertrained": Variant("mf", {"epochs": 2, "eval_every": 1000}),
+    "lightgcn-undertrained": Variant("lightgcn", {"epochs": 3, "eval_every": 1000}),
+    "mf-noise1": Variant("mf", wrap="noise", value=1.0),
+    "mf-noise3": Variant("mf", wrap="noise", value=3.0),
+    "lightgcn-top200": Variant("lightgcn", wrap="sample", value=200),
+    "pop-band100": Variant("pop", wrap="band", value=100),
+}
+
+
+def with_validate_defaults(config: ExperimentConfig) -> ExperimentConfig:
+    """The mock LLM and the hashing embedder unless the config file or a flag names them: validation scores
+    decisions, not words, and the fitted profiles decide without either (MiniLM would only embed memories)."""
+    updates: dict[str, Any] = {}
+    if "backend" not in config.llm.model_fields_set:
+        updates["llm"] = config.llm.model_copy(update={"backend": "mock"})
+    if "embedder" not in config.users.model_fields_set:
+        updates["users"] = config.users.model_copy(update={"embedder": "hashing"})
+    return config.model_copy(update=updates)
+
+
+def build_policy(config: ExperimentConfig, world: World, name: str) -> Recommender:
+    """A registry recommender by name, or a degraded variant from `VARIANTS` (trained through the cache)."""
+    variant = VARIANTS.get(name)
+    if variant is None:
+        return train_recommender(config, world, name)[0]
+    base, _ = train_recommender(config, world, variant.base, overrides=variant.settings or None)
+    seed = config.run.seed
+    if variant.wrap is None:
+        return base
+    if variant.wrap == "noise":
+        return NoisyRanking(base, name, noise=variant.value, seed=seed)
+    if variant.wrap == "sample":
+        return TopNSampling(base, name, pool=int(variant.value), seed=seed)
+    if variant.wrap == "band":
+        return PopularityBand(base, name, skip=int(variant.value), seed=seed)
+    raise ValueError(f"variant {name!r}: unknown wrap {variant.wrap!r}")
+
+
+def offline_recall(policy: Recommender, world: World, users: list[int], k: int = 20, seed: int = 0) -> float:
+    """Mean recall@k on TEST of the policy's top-k (train and valid items excluded), over `users`."""
+    test = world.split.test.groupby("user_id")["item_id"].agg(set)
+    seen = pd.concat([world.split.train, world.split.valid]).groupby("user_id")["item_id"].agg(list)
+    values = []
+    for u in users:
+        target = test.get(u)
+        if not target:
+            continue
+        rec = policy.recommend(u, k, seen.get(u, []), np.random.default_rng([seed, u, 3]))
+        values.append(len(target.intersection(rec.item_ids)) / len(target))
+        if hasattr(policy, "end_session"):
+            policy.end_session(u)
+    return float(np.mean(values)) if values else float("nan")
+
+
+def watch_probabilities(user_model: Any, world: World, events: pd.DataFrame) -> np.ndarray:
+    """The user model's page-0 watch probability of every shown (user, item) pair (for the item-level AUC)."""
+    out = np.full(len(events), np.nan)
+    prob = getattr(user_model, "watch_probability", None)
+    if prob is None:
+        return out
+    for user, rows in events.groupby("user").indices.items():
+        out[rows] = prob(world.personas[int(user)], events["item"].to_numpy()[rows])
+    return out
+
+
+def run_validate(config: ExperimentConfig, console: Console | None = None) -> Path:
+    """Simulate every policy, score it against the real held-out data, write validity.json/.md/.png."""
+    from experiments.compare import prepare_run_dir  # the same run-directory rules as compare
+
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    start = time.perf_counter()
+    section = config.validity
+    run_dir = prepare_run_dir(config, resume=False)
+    world = build_world(config, n_personas=section.n_personas or 10**9)
+    console.print(
+        f"[bold]simrec validate[/] → {run_dir}: {world.dataset.name}, {len(world.personas)} personas, "
+        f"{len(section.policies)} policies, profile {config.users.profile}"
+    )
+    needs_llm = config.users.model == "llm"
+    llm = build_llm(config) if needs_llm else None
+    users = UserModelFactory(config, world, llm)
+    user_model = users()
+    labelled_parts, recall = [], {}
+    for name in section.policies:
+        t0 = time.perf_counter()
+        policy = build_policy(config, world, name)
+        recall[name] = offline_recall(policy, world, sorted(world.personas), seed=config.run.seed)
+        policy_dir = run_dir / "policies" / name
+        run_sessions(
+            policy,
+            user_model,
+            world.personas,
+            world.dataset,
+            world.split.train,
+            policy_dir,
+            n_pages=config.simulation.pages,
+            page_size=config.simulation.page_size,
+            seed=config.run.seed,
+            policy_name=name,
+            batch_size=64,
+        )
+        events = pd.read_parquet(policy_dir / "events")
+        events = events.assign(watch_probability=watch_probabilities(user_model, world, events))
+        labelled_parts.append(label_shown(events, world.split.valid, world.split.test))
+        console.print(f"  {name:>22}: {len(events)} shown, {time.perf_counter() - t0:.1f} s")
+    labelled = pd.concat(labelled_parts, ignore_index=True)
+    body = score_validity(
+        labelled, [p for p in POP_CF if p in section.policies], recall, n_boot=section.bootstrap, seed=config.run.seed
+    )
+    result = {
+        "dataset": world.dataset.name,
+        "n_personas": len(world.personas),
+        "seed": config.run.seed,
+        "profile": config.users.profile if config.users.model == "llm" else f"fast:{config.users.profile}",
+        "user_model": config.users.model,
+        **body,
+        "wall_time_s": round(time.perf_counter() - start, 1),
+    }
+    (run_dir / VALIDITY_FILE).write_text(json.dumps(result, indent=2, default=_json_default))
+    from experiments.validity_report import write_validity_report
+
+    report = write_validity_report(run_dir, result, labelled)
+    print_headline(console, result)
+    console.print(f"report: {report}")
+    return run_dir
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def headline(result: dict) -> str:
+    """One line: rank agreement on Pop + CF and over all policies, significant pairs, calibration, AUC."""
+    a = result["agreement"]
+    view, like = a["p_view_vs_real_hit"], a["p_like_vs_real_like"]
+    return (
+        f"validity ({result['dataset']}, {result['n_personas']} personas): Spearman P_view~real hit "
+        f"Pop+CF {view['pop_cf']['spearman']:+.2f} [{view['pop_cf']['ci'][0]:+.2f}, {view['pop_cf']['ci'][1]:+.2f}], "
+        f"all {view['all']['spearman']:+.2f}; P_like~real like Pop+CF {like['pop_cf']['spearman']:+.2f}, "
+        f"all {like['all']['spearman']:+.2f}; significant pairs agreed {view['all']['significant_pairs']:.2f} "
+        f"(of {view['all']['n_significant_pairs']}); ratio CV {result['calibration']['ratio_cv']:.2f}; "
+        f"AUC {result['auc_watch_test']:.3f}"
+    )
+
+
+def print_headline(console: Console, result: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="Simulated vs real held-out outcomes of the same shown (user, item) pairs")
+    for column in ("policy", "sim P_view", "real hit", "ratio", "sim P_like", "real like", "recall@20"):
+        table.add_column(column, justify="right")
+    rows = sorted(result["policies"].items(), key=lambda kv: -kv[1]["real_hit"])
+    for name, r in rows:
+        table.add_row(
+            name,
+            f"{r['sim_p_view']:.3f}",
+            f"{r['real_hit']:.3f}",
+            f"{r['ratio_view_hit']:.2f}",
+            f"{r['sim_p_like']:.3f}",
+            f"{r['real_like']:.3f}",
+            f"{r['recall_at_20']:.3f}",
+        )
+    console.print(table)
+    console.print(headline(result))

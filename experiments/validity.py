@@ -1,0 +1,179 @@
+"""Scoring the simulator against real held-out data: per-policy real and simulated outcomes, and their agreement.
+
+Definitions (shared/ARCHITECTURE.md, "Validity"), all per persona and then averaged over personas:
+- real hit = share of the shown (user, item) pairs found in the user's TEST ratings; real like = in test with
+  rating >= 4; held-out hit = in valid or test;
+- sim P_view / P_like = the simulator's watched / liked (rating >= 4) share of the same shown pairs;
+- agreement across policies: Spearman and Kendall of the per-policy means, with persona-bootstrap 95%
+  intervals (the same resampled personas for every policy, so differences are paired);
+- significant-pair agreement: among policy pairs whose real difference has a bootstrap interval excluding 0,
+  the share the simulator orders the same way; `inverted_pairs` lists the ones it orders the other way;
+- calibration: coefficient of variation of sim / real across policies; item level: pooled AUC of the
+  simulator's watch probability for test membership.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import kendalltau, spearmanr
+from sklearn.metrics import roc_auc_score
+
+LIKE_MIN = 4.0
+PAIRS = {"p_view_vs_real_hit": ("sim_p_view", "real_hit"), "p_like_vs_real_like": ("sim_p_like", "real_like")}
+
+
+@dataclass(frozen=True)
+class PerUser:
+    """(policy, user) rows: shown count and the per-user shares of every outcome."""
+
+    frame: pd.DataFrame  # columns policy, user, shown, sim_p_view, sim_p_like, real_hit, real_like, heldout_hit
+
+
+def label_shown(events: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
+    """The events with real labels: in_test, test_like, in_heldout (valid or test) for each shown pair."""
+    need = {"policy", "user", "item", "watched", "rating"}
+    missing = need - set(events.columns)
+    if missing:
+        raise ValueError(f"events lack columns {sorted(missing)}")
+    t = test[["user_id", "item_id", "rating"]].rename(columns={"user_id": "user", "item_id": "item"})
+    t = t.assign(in_test=True, test_like=t["rating"].to_numpy() >= LIKE_MIN).drop(columns="rating")
+    v = valid[["user_id", "item_id"]].rename(columns={"user_id": "user", "item_id": "item"}).assign(in_valid=True)
+    out = events.merge(t, on=["user", "item"], how="left").merge(v, on=["user", "item"], how="left")
+    for column in ("in_test", "test_like", "in_valid"):
+        out[column] = out[column].astype("boolean").fillna(False).astype(bool)
+    out["in_heldout"] = out["in_test"] | out["in_valid"]
+    out["sim_like"] = out["watched"].astype(bool) & (pd.to_numeric(out["rating"]).fillna(0).to_numpy() >= LIKE_MIN)
+    return out
+
+
+def per_user(labelled: pd.DataFrame) -> PerUser:
+    grouped = labelled.groupby(["policy", "user"], sort=True)
+    frame = pd.DataFrame(
+        {
+            "shown": grouped.size(),
+            "sim_p_view": grouped["watched"].mean(),
+            "sim_p_like": grouped["sim_like"].mean(),
+            "real_hit": grouped["in_test"].mean(),
+            "real_like": grouped["test_like"].mean(),
+            "heldout_hit": grouped["in_heldout"].mean(),
+        }
+    ).reset_index()
+    return PerUser(frame)
+
+
+def _cube(table: PerUser, columns: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(policies, users, values[metric, policy, user]) over the users every policy showed something to."""
+    wide = table.frame.pivot(index="user", columns="policy", values=list(columns)).dropna()
+    policies = sorted(table.frame["policy"].unique())
+    values = np.stack([wide[c][policies].to_numpy(np.float64).T for c in columns])
+    return policies, wide.index.to_numpy(), values
+
+
+def _rank_corr(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return 0.0, 0.0
+    return float(spearmanr(x, y).statistic), float(kendalltau(x, y).statistic)
+
+
+def agreement(
+    sim: np.ndarray, real: np.ndarray, policies: Sequence[str], subset: Iterable[str], n_boot: int, seed: int
+) -> dict:
+    """Rank agreement of two (policy, user) matrices over `subset` of policies, with paired persona bootstrap."""
+    index = [policies.index(p) for p in subset if p in policies]
+    names = [policies[i] for i in index]
+    s, r = sim[index], real[index]
+    n_users = s.shape[1]
+    rng = np.random.default_rng([seed, 31])
+    point = _rank_corr(s.mean(axis=1), r.mean(axis=1))
+    boot_sp, boot_kt = [], []
+    boot_real_diff = np.empty((n_boot, len(index), len(index)))
+    for b in range(n_boot):
+        pick = rng.integers(0, n_users, n_users)
+        sm, rm = s[:, pick].mean(axis=1), r[:, pick].mean(axis=1)
+        sp, kt = _rank_corr(sm, rm)
+        boot_sp.append(sp)
+        boot_kt.append(kt)
+        boot_real_diff[b] = rm[:, None] - rm[None, :]
+    significant, agreed, inverted = 0, 0, []
+    sim_mean, real_mean = s.mean(axis=1), r.mean(axis=1)
+    for a, b in combinations(range(len(index)), 2):
+        lo, hi = np.quantile(boot_real_diff[:, a, b], [0.025, 0.975])
+        if lo > 0 or hi < 0:
+            significant += 1
+            if np.sign(sim_mean[a] - sim_mean[b]) == np.sign(real_mean[a] - real_mean[b]):
+                agreed += 1
+            else:
+                inverted.append([names[a], names[b]])
+    return {
+        "policies": names,
+        "spearman": point[0],
+        "ci": [float(np.quantile(boot_sp, 0.025)), float(np.quantile(boot_sp, 0.975))],
+        "kendall": point[1],
+        "kendall_ci": [float(np.quantile(boot_kt, 0.025)), float(np.quantile(boot_kt, 0.975))],
+        "significant_pairs": agreed / significant if significant else float("nan"),
+        "n_significant_pairs": significant,
+        "inverted_pairs": inverted,
+    }
+
+
+def auc_watch(labelled: pd.DataFrame) -> float:
+    """Pooled AUC of the `watch_probability` column for test membership (NaN if one class is absent)."""
+    if "watch_probability" not in labelled.columns:
+        return float("nan")
+    y = labelled["in_test"].to_numpy()
+    if y.all() or not y.any():
+        return float("nan")
+    return float(roc_auc_score(y, labelled["watch_probability"].to_numpy(np.float64)))
+
+
+def score_validity(
+    labelled: pd.DataFrame,
+    pop_cf: Sequence[str],
+    recall: Mapping[str, float] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """The `validity.json` body without the run header (dataset, personas, seed, profile)."""
+    table = per_user(labelled)
+    columns = ("sim_p_view", "sim_p_like", "real_hit", "real_like", "heldout_hit")
+    policies, users, values = _cube(table, columns)
+    v = dict(zip(columns, values, strict=True))
+    means = table.frame.groupby("policy")[list(columns)].mean()
+    shown = table.frame.groupby("policy")["shown"].sum()
+    out_policies = {}
+    for p in policies:
+        row = {"shown": int(shown[p]), **{c: float(means.loc[p, c]) for c in columns}}
+        row["sim_p_like_given_view"] = row["sim_p_like"] / row["sim_p_view"] if row["sim_p_view"] else float("nan")
+        row["ratio_view_hit"] = row["sim_p_view"] / row["real_hit"] if row["real_hit"] else float("nan")
+        row["recall_at_20"] = float(recall[p]) if recall and p in recall else float("nan")
+        out_policies[p] = row
+    result: dict = {"policies": out_policies, "agreement": {}, "n_scored_users": int(len(users))}
+    for key, (sim_col, real_col) in PAIRS.items():
+        result["agreement"][key] = {
+            "all": agreement(v[sim_col], v[real_col], policies, policies, n_boot, seed),
+            "pop_cf": agreement(v[sim_col], v[real_col], policies, pop_cf, n_boot, seed),
+        }
+    if recall:
+        rec = np.array([out_policies[p]["recall_at_20"] for p in policies])
+        real = np.array([out_policies[p]["real_hit"] for p in policies])
+        sub = [i for i, p in enumerate(policies) if p in pop_cf]
+        result["offline_recall_vs_real_hit"] = {
+            "all": _rank_corr(rec, real)[0],
+            "pop_cf": _rank_corr(rec[sub], real[sub])[0] if len(sub) > 2 else float("nan"),
+        }
+    ratios = np.array([r["ratio_view_hit"] for p, r in out_policies.items() if p in pop_cf])
+    ratios = ratios[np.isfinite(ratios)]
+    all_ratios = np.array([r["ratio_view_hit"] for r in out_policies.values()])
+    all_ratios = all_ratios[np.isfinite(all_ratios)]
+    result["calibration"] = {
+        "ratio_cv": float(ratios.std() / ratios.mean()) if ratios.size else float("nan"),
+        "ratio_cv_all": float(all_ratios.std() / all_ratios.mean()) if all_ratios.size else float("nan"),
+        "ratio_mean": float(ratios.mean()) if ratios.size else float("nan"),
+    }
+    result["auc_watch_test"] = auc_watch(labelled)
+    return result

@@ -85,8 +85,7 @@ def vector_user_steps_per_second(num_envs: int, n_steps: int, seed: int = 0) -> 
     k = envs.page_size
     _, info = envs.reset(seed=seed)
     every = np.arange(len(envs.unwrapped.users))
-    envs.unwrapped._prepare(every)  # warm the per-persona caches (candidate pools, user arrays), as above
-    envs.unwrapped._user.ensure(every)
+    envs.unwrapped.prepare(every)  # warm the per-persona caches (candidate pools, user arrays), as above
     for _ in range(2 * envs.max_pages):
         _, info = envs.reset()
     steps = resets = 0
@@ -118,8 +117,7 @@ def ppo_learn_steps_per_second(vec: str, n_envs: int, budget: int, seed: int = 0
         env = make_sb3_vec_env("simenv/FastRec-v0", n_envs, seed=seed)
         venv = env.unwrapped.venv
         every = np.arange(len(venv.users))
-        venv._prepare(every)
-        venv._user.ensure(every)
+        venv.prepare(every)
     else:
         env = DummyVecEnv([lambda: Monitor(gym.make("simenv/FastRec-v0")) for _ in range(n_envs)])
         env.seed(seed)

@@ -6,6 +6,8 @@ order drawn. Items in the persona's training history are never candidates.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from simenv.protocols import Recommender
@@ -104,3 +106,72 @@ def sample_indices(rng: np.random.Generator, n: int, k: int) -> list[int]:
     while len(kept) < k:  # rare when k * k << n: top up with twice the number missing
         kept.update(dict.fromkeys((rng.random(2 * (k - len(kept))) * n).astype(np.int64).tolist()))
     return list(kept)[:k]
+
+
+class CandidatePools:
+    """Candidate sets for many sessions at once (the vectorised env): per persona, filled on first draw, the
+    ranked base and the exploration pool of `candidate_pool`; `draw` gives (R, n_candidates) item ids with the
+    distribution of `candidate_set` (the base, then a uniform ordered sample without replacement).
+    """
+
+    def __init__(
+        self,
+        personas: Sequence[Persona],
+        n_candidates: int,
+        n_explore: int,
+        features: ItemFeatures,
+        recommender: Recommender | None = None,
+    ) -> None:
+        n_p = len(personas)
+        self.personas = personas
+        self.n_candidates, self.n_explore = n_candidates, n_explore
+        self.features = features
+        self.recommender = recommender
+        self.ready = np.zeros(n_p, dtype=bool)
+        self._base = np.zeros((n_p, n_candidates - n_explore), dtype=np.int64)
+        # Row p = persona p's pool (ascending ids), padded; np.zeros leaves untouched rows virtual.
+        self._rest = np.zeros((n_p, features.n_items), dtype=np.int32)
+        self._rest_len = np.zeros(n_p, dtype=np.int64)
+
+    def prepare(self, persona: np.ndarray) -> list[int]:
+        """Fill the pools of personas drawn for the first time; returns those persona indices."""
+        new = np.unique(persona[~self.ready[persona]]).tolist()
+        for p in new:
+            if self.recommender is None:
+                base, rest = candidate_pool(self.personas[p], self.n_candidates, self.n_explore, self.features)
+                self._base[p] = base
+                self._rest[p, : len(rest)] = rest
+                self._rest_len[p] = len(rest)
+            self.ready[p] = True
+        return new
+
+    def draw(self, persona: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(R, n_candidates) item ids for personas `persona` (indices; `prepare`d).
+
+        Every sampled row is a uniform ordered draw without replacement, as `sample_indices` gives: rows drawn
+        with replacement are redrawn whole while they hold a repeat (rare for n_explore**2 << pool size).
+        """
+        if self.recommender is not None:
+            return np.stack(
+                [
+                    candidate_set(
+                        self.personas[p], self.n_candidates, self.n_explore, rng, self.features, self.recommender
+                    )
+                    for p in persona.tolist()
+                ]
+            )
+        base = self._base[persona]
+        m = self.n_explore
+        if m == 0:
+            return base.copy()
+        size = self._rest_len[persona]
+        idx = np.empty((len(persona), m), dtype=np.int64)
+        todo = np.arange(len(persona))
+        while len(todo):
+            draw = (rng.random((len(todo), m)) * size[todo, None]).astype(np.int64)
+            ordered = np.sort(draw, axis=1)
+            ok = ~(ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+            idx[todo[ok]] = draw[ok]
+            todo = todo[~ok]
+        explore = self._rest[persona[:, None], idx]
+        return np.concatenate((base, explore), axis=1)

@@ -4,29 +4,40 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pandas as pd
-from numpy.random.bit_generator import ISeedSequence
 
+from simenv import kernel
 from simenv.candidates import candidate_set
 from simenv.data.dataset import Dataset
 from simenv.eventlog import RunLog, event_rows, interview_row, page_row
+from simenv.kernel import (  # re-exported: the env's public names
+    ActionMode,
+    InvalidActionError,
+    InvalidActionRule,
+    check_feedback,
+    child_rng,
+    feedback_counts,
+)
 from simenv.protocols import Recommender, UserModel, UserSession
 from simenv.records import Interview, Page, PageFeedback, Persona
-from simenv.rewards import RewardConfig, item_rewards, page_reward, reward_config, terminal_reward
+from simenv.rewards import item_rewards, page_reward, terminal_reward
 from simenv.spaces import ItemFeatures, SessionState, observation_space, persona_features
 
-ActionMode = Literal["slate", "sequential"]
-InvalidActionRule = Literal["repair", "strict"]
-
-
-class InvalidActionError(ValueError):
-    """An action outside the action space, or (in strict mode) a duplicate or already-shown candidate."""
+__all__ = [
+    "ActionMode",
+    "InvalidActionError",
+    "InvalidActionRule",
+    "RecEnv",
+    "check_feedback",
+    "child_rng",
+    "feedback_counts",
+]
 
 
 class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
@@ -49,7 +60,8 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     Invalid choices: an index outside `0..n_candidates-1` or a wrongly shaped action always raises
     `InvalidActionError`. A candidate already shown on an earlier page, or chosen twice for one page, raises
     `InvalidActionError` when `invalid_action="strict"`; with `"repair"` (default) it is replaced by the
-    lowest-index (best-ranked) candidate still available, and `info["n_repaired"]` counts the replacements.
+    lowest-index (best-ranked) candidate that is still available and not chosen by another slot, valid slots
+    stay as chosen, and `info["n_repaired"]` counts the replacements (`simenv.kernel.repair_slates`).
     `info["action_mask"]` (bool, `n_candidates`) marks the candidates still available.
 
     ## Observation Space
@@ -79,13 +91,15 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     (`info["interview_score"]`) unless `interview=False`.
 
     ## Arguments
+    The page settings (`page_size` ... `users`) are keyword arguments, checked with their defaults by
+    `simenv.kernel.apply_settings` (the vector env takes the same ones).
     - `dataset`: the `Dataset` (catalog, genres).
     - `personas`: `{user_id: Persona}` (traits and history from the training split).
     - `user_model`: a `simenv.protocols.UserModel` (fast MNL user, LLM persona user, or a test double).
     - `train`: training interactions (popularity and mean ratings for candidate features; never test data).
     - `candidate_recommender`: a fitted `Recommender` giving the base candidates; None = train popularity.
     - `page_size` (4), `max_pages` (5): items per page and page limit.
-    - `n_candidates` (default `max(40, 2 * page_size * max_pages)`): candidate set size;
+    - `n_candidates` (default `simenv.kernel.default_n_candidates`: `max(40, 2 * page_size * max_pages)`);
       must be >= `page_size * max_pages` so a page can always be filled.
     - `explore_fraction` (0.25): share of the candidate set drawn at random from the rest of the catalog.
     - `history_len` (8): rows of the observation's history.
@@ -114,55 +128,20 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         user_model: UserModel,
         train: pd.DataFrame,
         candidate_recommender: Recommender | None = None,
-        page_size: int = 4,
-        max_pages: int = 5,
-        n_candidates: int | None = None,
-        explore_fraction: float = 0.25,
-        history_len: int = 8,
-        reward: RewardConfig | str | Mapping[str, float] | None = None,
-        action_mode: ActionMode = "slate",
-        invalid_action: InvalidActionRule = "repair",
-        interview: bool = True,
-        users: Sequence[int] | None = None,
+        *,
         persistent_memory: bool = False,
         log: str | Path | RunLog | None = None,
         policy_name: str = "env",
         render_mode: str | None = None,
+        **settings: Any,
     ) -> None:
-        if page_size < 1 or max_pages < 1:
-            raise ValueError(f"page_size={page_size} and max_pages={max_pages} must be >= 1")
-        if n_candidates is None:
-            n_candidates = max(40, 2 * page_size * max_pages)
-        if n_candidates < page_size * max_pages:
-            raise ValueError(f"n_candidates={n_candidates} must be >= page_size * max_pages = {page_size * max_pages}")
-        if not 0.0 <= explore_fraction <= 1.0:
-            raise ValueError(f"explore_fraction={explore_fraction} must be in [0, 1]")
-        if action_mode not in ("slate", "sequential"):
-            raise ValueError(f"action_mode={action_mode!r}: expected 'slate' or 'sequential'")
-        if invalid_action not in ("repair", "strict"):
-            raise ValueError(f"invalid_action={invalid_action!r}: expected 'repair' or 'strict'")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}: expected None or one of {self.metadata['render_modes']}")
-        if not personas:
-            raise ValueError("personas: empty; the env needs at least one simulated user")
+        kernel.apply_settings(self, personas, **settings)  # page settings and their defaults, checked
         self.dataset = dataset
         self.train = train
-        self.personas = dict(personas)
         self.user_model = user_model
         self.candidate_recommender = candidate_recommender
-        self.page_size = page_size
-        self.max_pages = max_pages
-        self.n_candidates = n_candidates
-        self.n_explore = int(round(explore_fraction * n_candidates))
-        self.history_len = history_len
-        self.reward_config = reward_config(reward)
-        self.action_mode = action_mode
-        self.invalid_action = invalid_action
-        self.interview = interview
-        self.users = tuple(sorted(self.personas)) if users is None else tuple(int(u) for u in users)
-        unknown = [u for u in self.users if u not in self.personas]
-        if unknown:
-            raise ValueError(f"users: ids {unknown[:5]} have no persona")
         self.persistent_memory = persistent_memory
         params = inspect.signature(user_model.start_session).parameters
         self._fresh_memory_kw = {} if persistent_memory or "reset_memory" not in params else {"reset_memory": True}
@@ -173,12 +152,9 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._catalog = dataset.catalog
         self._persona_vectors: dict[int, np.ndarray] = {}
         self._candidate_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self.observation_space = observation_space(self._features.n_genres, n_candidates, history_len)
-        if action_mode == "slate":
-            self.action_space = gym.spaces.MultiDiscrete(np.full(page_size, n_candidates, dtype=np.int64))
-        else:
-            self.action_space = gym.spaces.Discrete(n_candidates)
-        self._slate_shape = (page_size,)
+        self.observation_space = observation_space(self._features.n_genres, self.n_candidates, self.history_len)
+        self.action_space = kernel.action_space(self.action_mode, self.page_size, self.n_candidates)
+        self._slate_shape = (self.page_size,)
         self._episode = -1
         self._state: SessionState | None = None
         self._session: UserSession | None = None
@@ -237,10 +213,11 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             raise RuntimeError("step() called after the episode ended; call reset()")
         state = self._state
         if self.action_mode == "slate":
-            chosen, n_repaired = self._resolve(self._slate_indices(action), state)
+            indices = kernel.check_actions(action, self._slate_shape, self.n_candidates).tolist()
+            chosen, n_repaired = self._repair(indices, state)
         else:
-            index = self._slot_index(action)
-            picked, n_repaired = self._resolve(state.pending + [index], state, start=len(state.pending))
+            index = int(kernel.check_actions(action, (), self.n_candidates))
+            picked, n_repaired = self._repair(state.pending + [index], state)
             state.set_pending(picked)
             if len(picked) < self.page_size:
                 return state.observation(), 0.0, False, False, self._info(n_repaired)
@@ -274,49 +251,15 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def features(self) -> ItemFeatures:
         return self._features
 
-    def _slate_indices(self, action: Any) -> list[int]:
-        arr = action if type(action) is np.ndarray else np.asarray(action)
-        if arr.shape != self._slate_shape or arr.dtype.kind not in "iu":
-            raise InvalidActionError(
-                f"action {action!r}: expected {self.page_size} integer candidate indices, "
-                f"got shape {arr.shape} dtype {arr.dtype}"
-            )
-        indices = arr.tolist()
-        if min(indices) < 0 or max(indices) >= self.n_candidates:
-            raise InvalidActionError(f"action {indices}: candidate indices must be in 0..{self.n_candidates - 1}")
-        return indices
-
-    def _slot_index(self, action: Any) -> int:
-        arr = np.asarray(action)
-        if arr.shape not in ((), (1,)) or arr.dtype.kind not in "iu":
-            raise InvalidActionError(f"action {action!r}: expected one integer candidate index")
-        index = int(arr.reshape(()))
-        if not 0 <= index < self.n_candidates:
-            raise InvalidActionError(f"action {index}: candidate index must be in 0..{self.n_candidates - 1}")
-        return index
-
-    def _resolve(self, indices: list[int], state: SessionState, start: int = 0) -> tuple[list[int], int]:
-        """Apply the invalid-action rule to `indices[start:]` (earlier ones are already valid)."""
-        if start == 0 and len(set(indices)) == len(indices) and state.shown_set.isdisjoint(indices):
-            return indices, 0  # the common case: nothing to repair
-        shown = state.shown
-        taken: set[int] = set(indices[:start])
-        out = list(indices[:start])
-        n_repaired = 0
-        for slot in range(start, len(indices)):
-            k = indices[slot]
-            if shown[k] or k in taken:
-                if self.invalid_action == "strict":
-                    why = "was shown on an earlier page" if shown[k] else "is already on this page"
-                    raise InvalidActionError(
-                        f"slot {slot}: candidate {k} (item {int(state.candidate_ids[k])}) {why}; "
-                        f"see info['action_mask'] or use invalid_action='repair'"
-                    )
-                k = state.first_available(taken)
-                n_repaired += 1
-            taken.add(k)
-            out.append(k)
-        return out, n_repaired
+    def _repair(self, page: list[int], state: SessionState) -> tuple[list[int], int]:
+        """The invalid-action rule (`simenv.kernel.repair_slates`) on this session's page (slots filled so far in
+        sequential mode, which are valid, then the new one)."""
+        if kernel.page_is_clean(page, state.shown_set):
+            return page, 0  # the common case: nothing to repair
+        chosen, n_repaired = kernel.repair_slates(
+            np.array([page], dtype=np.int64), state.shown[None], state.candidate_ids[None], self.invalid_action
+        )
+        return chosen[0].tolist(), int(n_repaired[0])
 
     def _show(self, chosen: list[int], n_repaired: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
         state = self._state
@@ -330,8 +273,7 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         n_watched, n_liked = feedback_counts(page, feedback)
         reward = page_reward(feedback, self.reward_config)
         state.record_page(chosen, feedback)
-        terminated = feedback.left
-        truncated = not terminated and state.page_index >= self.max_pages
+        terminated, truncated = kernel.episode_end(feedback.left, state.page_index, self.max_pages)
         interview: Interview | None = None
         if (terminated or truncated) and self.interview:
             interview = session.interview()
@@ -388,63 +330,3 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             if rows:
                 self._log.append(table, rows)
                 self._rows[table] = []
-
-
-def check_feedback(page: Page, feedback: PageFeedback) -> None:
-    """A user model must react to every shown item, in page order; anything else is a bug worth naming."""
-    feedback_counts(page, feedback)
-
-
-def feedback_counts(page: Page, feedback: PageFeedback) -> tuple[int, int]:
-    """`check_feedback`, then (`feedback.n_watched`, `feedback.n_liked`), in one pass over the reactions."""
-    reactions = feedback.reactions
-    ids = page.item_ids
-    if len(reactions) != len(ids):
-        _bad_order(page, feedback)
-    n_watched = n_liked = 0
-    bad_rating = None
-    for r, item in zip(reactions, ids):  # noqa: B905 - lengths checked above
-        if r.item_id != item:
-            _bad_order(page, feedback)
-        rating = r.rating
-        if r.watched:
-            n_watched += 1
-            if rating is not None and not 1 <= rating <= 5 and bad_rating is None:
-                bad_rating = r
-        if rating is not None and rating >= 4:
-            n_liked += 1
-    if bad_rating is not None:
-        raise ValueError(f"user model feedback: item {bad_rating.item_id} rating={bad_rating.rating}, expected 1..5")
-    return n_watched, n_liked
-
-
-def _bad_order(page: Page, feedback: PageFeedback) -> None:
-    got = tuple(r.item_id for r in feedback.reactions)
-    raise ValueError(
-        f"user model feedback for episode {page.episode} page {page.page_index}: reactions for items {got}, "
-        f"expected {page.item_ids}"
-    )
-
-
-class _DrawnSeed(ISeedSequence):
-    """Seed words already drawn from a parent generator, in the form a numpy bit generator takes a seed."""
-
-    __slots__ = ("_words",)
-
-    def __init__(self, words: np.ndarray) -> None:
-        self._words = words
-
-    def generate_state(self, n_words: int, dtype: Any = np.uint64) -> np.ndarray:
-        words = self._words.view(np.uint32) if np.dtype(dtype) == np.uint32 else self._words
-        if len(words) < n_words:
-            raise ValueError(f"_DrawnSeed: {len(words)} words drawn, {n_words} asked")
-        return words[:n_words]
-
-
-def child_rng(rng: np.random.Generator) -> np.random.Generator:
-    """A new, independent PCG64 generator seeded with 256 bits drawn from `rng`.
-
-    Deterministic given `rng`'s state, like `np.random.default_rng(rng.integers(2**63))`, at a tenth of the
-    cost (no `SeedSequence` hashing: PCG64's own seeding mixes the drawn words); runs at every reset.
-    """
-    return np.random.Generator(np.random.PCG64(_DrawnSeed(rng.bit_generator.random_raw(4))))

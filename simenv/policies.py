@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from simenv import kernel
 from simenv.candidates import candidate_set
 from simenv.data.dataset import Dataset
 from simenv.env import RecEnv
@@ -143,7 +144,7 @@ class SB3Recommender:
         self.action_mode = action_mode
         self.page_size = page_size
         self.max_pages = max_pages
-        self.n_candidates = n_candidates or max(40, 2 * page_size * max_pages)
+        self.n_candidates = n_candidates or kernel.default_n_candidates(page_size, max_pages)
         self.n_explore = int(round(explore_fraction * self.n_candidates))
         self.history_len = history_len
         self.candidate_recommender = candidate_recommender
@@ -203,23 +204,24 @@ class SB3Recommender:
             raise ValueError(f"SB3Recommender {self.name!r}: trained for pages of {self.page_size}, asked for k={k}")
         state = self._state(user_id, exclude, rng)
         blocked = set(exclude)
-        taken: set[int] = {k_ for k_ in range(len(state.candidate_ids)) if int(state.candidate_ids[k_]) in blocked}
-        chosen: list[int] = []
+        # The env's invalid-action rule, with the runner's excluded items counted as shown.
+        unavailable = state.shown | np.fromiter((int(i) in blocked for i in state.candidate_ids), bool)
+        ids = state.candidate_ids[None]
+
+        def repair(page: list[int]) -> list[int]:
+            return kernel.repair_slates(np.array([page], dtype=np.int64), unavailable[None], ids, "repair")[0][
+                0
+            ].tolist()
+
         if self.action_mode == "slate":
             action, _ = self.model.predict(state.observation(), deterministic=self.deterministic)
-            picks = [int(a) for a in np.asarray(action).reshape(-1)]
+            chosen = repair([int(a) for a in np.asarray(action).reshape(-1)])
         else:
-            picks = []
-        for slot in range(k):
-            if self.action_mode != "slate":
+            chosen = []
+            for _ in range(k):
                 state.set_pending(chosen)
                 action, _ = self.model.predict(state.observation(), deterministic=self.deterministic)
-                picks.append(int(np.asarray(action).reshape(())))
-            index = picks[slot]
-            if index in taken or state.shown[index]:
-                index = state.first_available(taken)
-            taken.add(index)
-            chosen.append(index)
+                chosen = repair(chosen + [int(np.asarray(action).reshape(()))])
         state.set_pending([])
         return Recommendation(tuple(int(state.candidate_ids[i]) for i in chosen))
 

@@ -2,8 +2,8 @@
 
 All live sessions of a chunk get their page at the same time and react through one
 `user_model.react_batch` call (an LLM user turns that into one concurrent batch of LLM calls). Episode
-`e`'s randomness comes from `np.random.SeedSequence([seed, e])` (one child for the user, one for the
-policy), so results do not depend on chunk size or on which other users share a batch.
+`e`'s randomness comes from `simenv.kernel.episode_rngs(seed, e)` (`SeedSequence([seed, e])`: one child for
+the user, one for the policy), so results do not depend on chunk size or on which other users share a batch.
 
 Logging and resume: each page step appends one `events` and one `pages` part; a finished chunk appends its
 `interviews` part and a checkpoint. `resume=True` drops the parts written after the last checkpoint (the
@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from simenv.data.dataset import Dataset
-from simenv.env import check_feedback
 from simenv.eventlog import RunLog, event_rows, interview_row, page_row
+from simenv.kernel import check_feedback, episode_rngs
 from simenv.protocols import Recommender, UserModel, UserSession
 from simenv.records import Interview, Page, PageFeedback, Persona
 from simenv.rewards import RewardConfig, item_rewards, page_reward, reward_config
@@ -44,12 +44,6 @@ class RunSummary:
     n_episodes: int
     n_skipped: int
     n_pages_shown: int
-
-
-def episode_rngs(seed: int, episode: int) -> tuple[np.random.Generator, np.random.Generator]:
-    """(user rng, policy rng) for one episode, independent of everything else in the run."""
-    user_ss, policy_ss = np.random.SeedSequence([seed, episode]).spawn(2)
-    return np.random.default_rng(user_ss), np.random.default_rng(policy_ss)
 
 
 @dataclass

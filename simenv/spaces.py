@@ -221,13 +221,6 @@ class SessionState:
             mask[self.pending] = False
         return mask
 
-    def first_available(self, taken: set[int]) -> int:
-        """Lowest-index candidate not shown and not in `taken` (the best by candidate order)."""
-        for k in np.flatnonzero(~self.shown):
-            if int(k) not in taken:
-                return int(k)
-        raise RuntimeError("no candidate left to show; n_candidates must be >= page_size * max_pages")
-
     def set_pending(self, pending: list[int]) -> None:
         """Candidates chosen so far for the page being filled (sequential mode)."""
         if self.pending:

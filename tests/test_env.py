@@ -70,7 +70,7 @@ def test_out_of_space_actions_always_raise():
     env.reset(seed=0)
     with pytest.raises(InvalidActionError, match=r"0\.\.39"):
         env.step(np.array([0, 1, 2, 40]))
-    with pytest.raises(InvalidActionError, match="4 integer candidate indices"):
+    with pytest.raises(InvalidActionError, match=r"shape \(4,\)"):
         env.step(np.array([0, 1, 2]))
     with pytest.raises(InvalidActionError, match="integer"):
         env.step(np.array([0.0, 1.0, 2.0, 3.0]))

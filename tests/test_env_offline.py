@@ -33,7 +33,7 @@ def test_recommender_drives_env_in_both_modes():
     for env_id in ("simenv/FastRec-v0", "simenv/FastRecSeq-v0"):
         env = gym.make(env_id, dataset="synthetic")
         inner = env.unwrapped
-        pop = PopRecommender().fit(inner.train, inner.dataset.n_items, inner.dataset.n_items)
+        pop = PopRecommender().fit(inner.train, inner.dataset.n_users, inner.dataset.n_items)
         obs, info = env.reset(seed=3)
         policy = RecommenderPolicy(pop, np.random.default_rng(0))
         action = policy.act(inner, obs, info)

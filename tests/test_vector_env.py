@@ -3,8 +3,9 @@
 - Registration and spaces: `gym.make_vec` builds it by default; sync/async still wrap single envs; the single
   spaces equal `simenv/FastRec-v0`'s (slate and sequential ids).
 - Replay: every sub-env's observations, action masks, rewards, episode ends and interview scores equal what the
-  single env's own pieces (`SessionState`, `RecEnv._resolve`, `page_reward`, `stats_interview_score`) give for
-  the same candidates, actions (some invalid, repaired) and reactions; this covers next-step autoreset.
+  single env's own pieces (`SessionState`, `page_reward`, `stats_interview_score`) and the kernel's
+  invalid-action rule (`simenv.kernel.repair_slates`, through `SessionState`'s public masks) give for the same
+  candidates, actions (some invalid, repaired) and reactions; this covers next-step autoreset.
 - Seeding, invalid actions, and the interview formula.
 - Statistics: the single env (`gym.make`) and the vector env under the same uniform random policy give the same
   means (watched per page and per position, stars, likes, first-page exits, episode length, reward, interview)
@@ -23,7 +24,7 @@ from gymnasium.vector.utils import batch_space
 
 import simenv  # noqa: F401  (registers the ids)
 from agents.signals import stats_interview_score
-from simenv.env import InvalidActionError
+from simenv.kernel import InvalidActionError, repair_slates
 from simenv.records import Interview, ItemReaction, PageFeedback
 from simenv.rewards import RewardConfig, page_reward, terminal_reward
 from simenv.spaces import SessionState
@@ -94,7 +95,6 @@ def test_replay_through_the_single_env_pieces_matches_exactly(env_id):
     """Rebuild each sub-env's session with `SessionState` from the info arrays and compare everything."""
     n = 6
     venv = _vec(env_id, num_envs=n, reward=REWARD)
-    single = gym.make(env_id, **SMALL, reward=REWARD).unwrapped  # its `_resolve` is the invalid-action rule
     sequential = venv.action_mode == "sequential"
     k, cfg = venv.page_size, venv.reward_config
     rng = np.random.default_rng(1)
@@ -127,12 +127,12 @@ def test_replay_through_the_single_env_pieces_matches_exactly(env_id):
                 continue
             assert not info["_candidate_ids"][i]
             state = states[i]
+            page = state.pending + [int(actions[i])] if sequential else actions[i].tolist()
+            repaired, n_reps = repair_slates(np.array([page]), state.shown[None], state.candidate_ids[None], "repair")
+            chosen, n_rep = repaired[0].tolist(), int(n_reps[0])
             if sequential:
-                picked, n_rep = single._resolve(state.pending + [int(actions[i])], state, start=len(state.pending))
-                state.set_pending(picked)
-                chosen = picked if len(picked) == k else None
-            else:
-                chosen, n_rep = single._resolve(actions[i].tolist(), state)
+                state.set_pending(chosen)
+                chosen = chosen if len(chosen) == k else None
             assert info["n_repaired"][i] == n_rep
             seen["repaired"] += n_rep
             if chosen is None:
@@ -224,7 +224,8 @@ def test_strict_mode_names_env_and_slot_and_changes_nothing():
     _, _, term, trunc, _ = venv.step(page)
     live = np.flatnonzero(~(term | trunc))  # the others are autoreset next step, their actions ignored
     assert len(live) >= 2
-    before = {key: getattr(venv, key).copy() for key in ("_page", "_shown", "_recent", "_n_shown", "_needs_reset")}
+    sessions = venv.sessions
+    before = {key: getattr(sessions, key).copy() for key in ("page", "shown", "recent", "n_shown", "elapsed")}
     dup = page + 4
     dup[live[0], 3] = dup[live[0], 0]
     with pytest.raises(InvalidActionError, match=f"env {live[0]} slot 3: candidate 4 .* already on this page"):
@@ -234,7 +235,7 @@ def test_strict_mode_names_env_and_slot_and_changes_nothing():
     with pytest.raises(InvalidActionError, match=f"env {live[1]} slot 1: candidate 0 .* shown on an earlier page"):
         venv.step(again)
     for key, value in before.items():
-        np.testing.assert_array_equal(getattr(venv, key), value, err_msg=key)
+        np.testing.assert_array_equal(getattr(sessions, key), value, err_msg=key)
     _, _, _, _, info = venv.step(page + 4)
     assert (info["n_repaired"] == 0).all() and (info["page"][live] == 2).all()
 
@@ -379,7 +380,7 @@ def test_statistics_match_the_single_env(single_env_episodes):
 def test_a_drifted_user_model_fails_the_comparison(single_env_episodes, drift):
     """The comparison above has the power to see the model's terms: change one and it fails."""
     venv = _vec(num_envs=100, reward=REWARD)
-    user = venv._user
+    user = venv.user  # the choice model's arrays (simenv.kernel_choice.FastUserArrays)
     if drift == "no fatigue":
         user.fatigue = 0.0
     elif drift == "position x6":

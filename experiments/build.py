@@ -10,13 +10,13 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agents.config import load_fast_user_config, load_llm_user_config, load_response_config
+from agents.config import load_decision_config, load_fast_user_config, load_llm_user_config, load_response_config
 from agents.decision import GroundedDecider, ItemVectors
 from agents.embedding import CachedEmbedder, Embedder, HashingEmbedder, MiniLMEmbedder
 from agents.fast_user import FastUserModel
@@ -55,6 +55,7 @@ class World:
 def build_world(config: ExperimentConfig, n_personas: int | None = None) -> World:
     """Load the dataset, make the Agent4Rec split, build personas and sample `n_personas` of them (seeded;
     default `config.data.n_personas`, capped at the split's users)."""
+
     def make_split(dataset: Dataset) -> Split:
         return agent4rec_split(dataset, n_users=config.data.split_users, seed=config.run.seed)
 
@@ -154,6 +155,9 @@ class UserModelFactory:
         world = self.world
         if (kind or self.config.users.model) == "fast":
             fast = load_fast_user_config()
+            decision = load_decision_config(profile or self.config.users.profile)
+            if decision.response and not fast.response:  # a fitted profile drives the fast user too
+                fast = replace(fast, response=decision.response)
             return FastUserModel(
                 world.dataset,
                 fast,

@@ -26,7 +26,7 @@ from experiments.config import ExperimentConfig
 from experiments.validity import label_shown, score_validity
 from recommenders.degraded import NoisyRanking, PopularityBand, TopNSampling
 from simenv.protocols import Recommender
-from simenv.runner import run_sessions
+from simenv.runner import rollback_to_checkpoint, run_sessions
 
 log = logging.getLogger(__name__)
 VALIDITY_FILE = "validity.json"
@@ -82,6 +82,20 @@ def build_policy(config: ExperimentConfig, world: World, name: str) -> Recommend
     raise ValueError(f"variant {name!r}: unknown wrap {variant.wrap!r}")
 
 
+def check_policy_names(names: tuple[str, ...]) -> None:
+    """Fail before anything runs when a policy is neither a registry name, a variant, nor a recommender spec."""
+    from experiments.config import ConfigError
+    from recommenders.registry import REGISTRY
+
+    spec = ("file:", "http://", "https://")
+    unknown = [n for n in names if n not in VARIANTS and n not in REGISTRY and ":" not in n and not n.startswith(spec)]
+    if unknown:
+        known = ", ".join(sorted({*REGISTRY, *VARIANTS}))
+        raise ConfigError(f"[validity] policies: unknown {unknown}; known: {known} (or a recommender spec)")
+    if len(names) != len(set(names)):
+        raise ConfigError(f"[validity] policies: duplicate names in {list(names)}")
+
+
 def offline_recall(policy: Recommender, world: World, users: list[int], k: int = 20, seed: int = 0) -> float:
     """Mean recall@k on TEST of the policy's top-k (train and valid items excluded), over `users`."""
     test = world.split.test.groupby("user_id")["item_id"].agg(set)
@@ -101,7 +115,9 @@ def offline_recall(policy: Recommender, world: World, users: list[int], k: int =
 def watch_probabilities(user_model: Any, world: World, events: pd.DataFrame) -> np.ndarray:
     """The user model's page-0 watch probability of every shown (user, item) pair (for the item-level AUC)."""
     out = np.full(len(events), np.nan)
-    prob = getattr(user_model, "watch_probability", None)
+    prob = getattr(user_model, "watch_probability", None) or getattr(
+        getattr(user_model, "decider", None), "watch_probability", None
+    )
     if prob is None:
         return out
     for user, rows in events.groupby("user").indices.items():
@@ -109,14 +125,17 @@ def watch_probabilities(user_model: Any, world: World, events: pd.DataFrame) -> 
     return out
 
 
-def run_validate(config: ExperimentConfig, console: Console | None = None) -> Path:
-    """Simulate every policy, score it against the real held-out data, write validity.json/.md/.png."""
+def run_validate(config: ExperimentConfig, console: Console | None = None, resume: bool = False) -> Path:
+    """Simulate every policy, score it against the real held-out data, write validity.json/.md/.png.
+
+    `resume` continues a crashed run: finished policies are re-read from their logs, not re-simulated."""
     from experiments.compare import prepare_run_dir  # the same run-directory rules as compare
 
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     start = time.perf_counter()
     section = config.validity
-    run_dir = prepare_run_dir(config, resume=False)
+    check_policy_names(section.policies)
+    run_dir = prepare_run_dir(config, resume=resume)
     world = build_world(config, n_personas=section.n_personas or 10**9)
     console.print(
         f"[bold]simrec validate[/] → {run_dir}: {world.dataset.name}, {len(world.personas)} personas, "
@@ -132,6 +151,8 @@ def run_validate(config: ExperimentConfig, console: Console | None = None) -> Pa
         policy = build_policy(config, world, name)
         recall[name] = offline_recall(policy, world, sorted(world.personas), seed=config.run.seed)
         policy_dir = run_dir / "policies" / name
+        if resume and policy_dir.is_dir():
+            rollback_to_checkpoint(policy_dir)
         run_sessions(
             policy,
             user_model,
@@ -144,6 +165,7 @@ def run_validate(config: ExperimentConfig, console: Console | None = None) -> Pa
             seed=config.run.seed,
             policy_name=name,
             batch_size=64,
+            resume=resume and (policy_dir / "config.json").is_file(),
         )
         events = pd.read_parquet(policy_dir / "events")
         events = events.assign(watch_probability=watch_probabilities(user_model, world, events))

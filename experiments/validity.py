@@ -125,10 +125,12 @@ def auc_watch(labelled: pd.DataFrame) -> float:
     """Pooled AUC of the `watch_probability` column for test membership (NaN if one class is absent)."""
     if "watch_probability" not in labelled.columns:
         return float("nan")
-    y = labelled["in_test"].to_numpy()
+    score = labelled["watch_probability"].to_numpy(np.float64)
+    known = np.isfinite(score)
+    y = labelled["in_test"].to_numpy()[known]
     if y.all() or not y.any():
         return float("nan")
-    return float(roc_auc_score(y, labelled["watch_probability"].to_numpy(np.float64)))
+    return float(roc_auc_score(y, score[known]))
 
 
 def score_validity(

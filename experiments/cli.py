@@ -152,7 +152,7 @@ def app(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from installed packages, never from a hub
     with redacted_stderr(secret_argv_values(args)):
         try:
-            CliApp.run(Simrec, cli_args=args)
+            CliApp.run(Simrec, cli_args=args, cli_exit_on_error=False)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # noqa: BLE001 - the one place every error becomes a one-line message

@@ -154,25 +154,28 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def toml_key_line(text: str, path: tuple[str, ...]) -> int | None:
-    """The 1-based line of the TOML key at `path` (e.g. ("llm", "api_key")), or of its [section]; best effort."""
+    """The 1-based line of the TOML key at `path` (e.g. ("llm", "api_key")): its `[table]` header, its `key =`
+    line inside the parent table, or a dotted `a.b =` line; else its parent's line. Best effort (None)."""
     if not path:
         return None
     lines = text.splitlines()
-    header = re.compile(r"^\s*\[\s*" + r"\s*\.\s*".join(re.escape(p) for p in path[:-1]) + r"\s*\]\s*(#.*)?$")
+
+    def header(parts: tuple[str, ...]) -> re.Pattern[str]:
+        return re.compile(r"^\s*\[\s*" + r"\s*\.\s*".join(re.escape(p) for p in parts) + r"\s*\]\s*(#.*)?$")
+
+    table = header(path)
+    parent = header(path[:-1]) if len(path) > 1 else None
     key = re.compile(r"^\s*[\"']?" + re.escape(path[-1]) + r"[\"']?\s*=")
     dotted = re.compile(r"^\s*" + r"\s*\.\s*".join(re.escape(p) for p in path) + r"\s*=")
-    section = len(path) == 1
+    inside = parent is None  # top-level keys come before any header
     for number, line in enumerate(lines, 1):
-        if line.lstrip().startswith("["):
-            section = len(path) == 1 or bool(header.match(line))
-            if len(path) > 1 and section and path[-1] == "":
-                return number
-            continue
-        if (section and key.match(line)) or dotted.match(line):
+        if table.match(line) or dotted.match(line):
             return number
-    if len(path) > 1:
-        return toml_key_line(text, path[:-1]) if any(header.match(x) for x in lines) else None
-    return None
+        if line.lstrip().startswith("["):
+            inside = parent is not None and bool(parent.match(line))
+        elif inside and key.match(line):
+            return number
+    return toml_key_line(text, path[:-1])
 
 
 def _has_path(data: Any, path: tuple[str, ...]) -> bool:

@@ -32,9 +32,10 @@ def bad_input_types() -> tuple[type[BaseException], ...]:
 
 
 def one_line(text: str) -> str:
-    """Collapse a message onto one line (newlines become ' | '), capped at MAX_MESSAGE characters."""
+    """Collapse a message onto one line (newlines become ' | '), capped at MAX_MESSAGE characters; bytes of a
+    file name that are not UTF-8 are shown as escapes."""
     parts = [p.strip() for p in str(text).splitlines() if p.strip()]
-    line = " | ".join(parts)
+    line = " | ".join(parts).encode("utf-8", "backslashreplace").decode("utf-8")  # undecodable path bytes
     return line if len(line) <= MAX_MESSAGE else line[: MAX_MESSAGE - 3] + "..."
 
 
@@ -47,7 +48,8 @@ def describe_error(exc: BaseException, extra_secrets: Iterable[str] = ()) -> tup
         if isinstance(exc, OSError) and exc.filename is not None and str(exc.filename) not in text:
             text = f"{exc.filename}: {exc.strerror or text}"
     elif type(exc).__name__ == "SettingsError":  # pydantic-settings could not parse the command line
-        text, code = f"bad command line: {exc}", BAD_INPUT
+        first = (str(exc).strip().splitlines() or [""])[0].removeprefix("error parsing CLI: ")
+        text, code = f"bad command line: {first} (see `simrec --help`)", BAD_INPUT
     else:
         text, code = f"run failed: {type(exc).__name__}: {exc}", RUN_FAILED
     return code, one_line(redact(text, extra_secrets))

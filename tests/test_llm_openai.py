@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from simenv.llm import LLMConfig, OpenAIBackend, ask_json, ask_json_batch, make_llm, read_call_log
-from simenv.llm.schemas import interview_schema
+from simenv.llm.schemas import grammar_friendly, interview_schema
 from simenv.llm.types import LLMError, LLMRequest, Message
 from tests.fixtures_llm import llama_server  # noqa: F401  (pytest fixture)
 from tests.servers.fault_server import FAULTS, FaultPlan, FaultServer
@@ -101,8 +101,10 @@ def test_structured_output_forms_reach_the_server() -> None:
             assert response.prompt_tokens == 10 and response.completion_tokens == 5
             backend.close()
     assert seen[0]["response_format"]["type"] == "json_schema"
-    assert seen[0]["response_format"]["json_schema"]["schema"] == interview_schema()
-    assert seen[1]["response_format"] == {"type": "json_object", "schema": interview_schema()}
+    sent = grammar_friendly(interview_schema())  # the 1..10 score also as an enum (grammars enforce that)
+    assert sent["properties"]["score"]["enum"] == list(range(1, 11))
+    assert seen[0]["response_format"]["json_schema"]["schema"] == sent
+    assert seen[1]["response_format"] == {"type": "json_object", "schema": sent}
     assert "response_format" not in seen[2] and "JSON schema" in seen[2]["messages"][-1]["content"]
     assert seen[0]["seed"] == 3 and seen[0]["max_tokens"] == 20
 

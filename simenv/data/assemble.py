@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from simenv.data.dataset import DataError, Dataset, item_text
-from simenv.data.textfile import Table, check_range, numeric_column
+from simenv.data.textfile import Table, check_range, numeric_column, short
 
 RATING_RANGE = (1.0, 5.0)
 _DIGITS = re.compile(r"(\d+)")
@@ -52,7 +52,7 @@ def _map_ids(table: Table, column: str, raw_ids: np.ndarray, what: str) -> np.nd
     unknown = np.flatnonzero(codes < 0)
     if unknown.size:
         row = int(unknown[0])
-        raise table.fail(row, f"unknown {what} id {table.frame[column].iloc[row]!r} (not in the {what} file)")
+        raise table.fail(row, f"unknown {what} id {short(table.frame[column].iloc[row])} (not in the {what} file)")
     return codes.astype(np.int64)
 
 

@@ -85,13 +85,20 @@ def _resolve(source: str | Path) -> tuple[str, list[Path], Callable[[], Dataset]
     raise DataError(f"{path}: no u.data, ratings.dat or *.inter file here. {GET_DATA}")
 
 
-def load_dataset(source: str | Path, cache_dir: str | Path | None = None, use_cache: bool = True) -> Dataset:
+def load_dataset(
+    source: str | Path,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    check: Callable[[Dataset], object] | None = None,
+) -> Dataset:
     """Load a dataset by name ("ml-100k", "ml-1m", "synthetic") or from a directory of MovieLens files.
 
     A `str` equal to a name means the packaged data; pass a `Path` (or "./ml-1m") for a directory of that name.
 
     The parsed result is cached as parquet (see `simenv.data.cache`); `use_cache=False` always parses.
     Bad files raise DataError naming the file, line, field and value; nothing half-loaded is returned.
+    `check(dataset)` runs on a fresh parse before it is cached (e.g. "some user qualifies for the split"), so a
+    dataset the caller cannot use leaves no cache entry behind; a cached dataset passed it when it was written.
     """
     if source == "synthetic":
         return make_synthetic()
@@ -113,6 +120,8 @@ def load_dataset(source: str | Path, cache_dir: str | Path | None = None, use_ca
         dataset.n_users,
         time.perf_counter() - start,
     )
+    if check is not None:
+        check(dataset)
     if entry is not None:
         write_entry(entry, dataset)
     return dataset

@@ -56,6 +56,12 @@ UTF8_BOM = b"\xef\xbb\xbf"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
+def short(value: object, limit: int = 60) -> str:
+    """repr(value), cut to `limit` characters (a 200,000-digit id must not become a 200,000-character message)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
 def quoted_line(raw: bytes, line: int, encoding: str) -> str:
     """repr() of line `line` (1-based) of `raw`, truncated to MAX_QUOTED characters; "" if there is none."""
     if not raw or line < 1:
@@ -251,7 +257,7 @@ def numeric_column(table: Table, column: str, kind: str = "float") -> np.ndarray
     if rows.size:
         row = int(rows[0])
         expected = "an integer" if kind == "int" else "a number"
-        raise table.fail(row, f"{column} {table.frame[column].iloc[row]!r} is not {expected}")
+        raise table.fail(row, f"{column} {short(table.frame[column].iloc[row])} is not {expected}")
     return values.astype(np.int64) if kind == "int" else values
 
 
@@ -267,7 +273,7 @@ def shown_value(table: Table, column: str, row: int) -> str:
     """The value as it appeared in the file, quoted (numbers parsed on the fast path are re-formatted)."""
     value = table.frame[column].iloc[row]
     if isinstance(value, str):
-        return repr(value)
+        return short(value)
     if isinstance(value, (int, np.integer)) or float(value).is_integer():
         return repr(str(int(value)))
     return repr(f"{float(value):g}")

@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 
 from simenv.llm.batching import LoopThread, failed_response
+from simenv.llm.schemas import grammar_friendly
 from simenv.llm.secrets import redact
 from simenv.llm.structured import parse_if_json, with_json_instruction
 from simenv.llm.types import LLMError, LLMRequest, LLMResponse
@@ -193,6 +194,7 @@ class OpenAIBackend:
             kwargs["seed"] = request.seed
         schema = request.json_schema
         if schema is not None:
+            schema = grammar_friendly(schema)
             if self.structured_output == "json_schema":
                 name = re.sub(r"[^A-Za-z0-9_-]", "_", request.template or "answer")[:64]
                 kwargs["response_format"] = {

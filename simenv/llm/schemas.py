@@ -155,3 +155,29 @@ def check_rerank(candidate_ids: Sequence[int]) -> Check:
             )
 
     return check
+
+
+ENUM_MAX_RANGE = 32  # integer ranges up to this many values are also sent as `enum`
+
+
+def grammar_friendly(schema: Any) -> Any:
+    """A copy of `schema` in forms that grammar-constrained servers enforce: every integer with a `minimum` and a
+    `maximum` at most ENUM_MAX_RANGE values apart also gets an `enum` of those values (llama.cpp's server turns
+    `enum` into its grammar but ignores `minimum`/`maximum`: SmolLM2 wrote ratings of -5 and 8). Answers are
+    still validated against the original schema."""
+    if isinstance(schema, list):
+        return [grammar_friendly(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: grammar_friendly(v) for k, v in schema.items()}
+    low, high = out.get("minimum"), out.get("maximum")
+    if (
+        out.get("type") == "integer"
+        and "enum" not in out
+        and "const" not in out
+        and isinstance(low, int)
+        and isinstance(high, int)
+        and 0 <= high - low < ENUM_MAX_RANGE
+    ):
+        out["enum"] = list(range(low, high + 1))
+    return out

@@ -219,7 +219,8 @@ def _fast_valid(value: Any, schema: Any) -> bool | None:
 
 
 def decode_json(text: str) -> Any:
-    """Decode a JSON answer, tolerating surrounding whitespace and a Markdown code fence (nothing else).
+    """Decode a JSON answer, tolerating surrounding whitespace, a Markdown code fence and raw control characters
+    inside strings (nothing else).
 
     orjson first (~5x faster); what it refuses (e.g. NaN) goes to the json module, whose verdict and error
     message stand. Text with a run of 19+ digits goes to the json module directly: orjson would read an
@@ -229,11 +230,22 @@ def decode_json(text: str) -> Any:
         body = body.split("\n", 1)[1] if "\n" in body else ""
         body = body.rsplit("```", 1)[0]
     if _LONG_DIGITS.search(body) is not None:
-        return json.loads(body)
+        return _loads_lenient(body)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
+        return _loads_lenient(body)
+
+
+def _loads_lenient(body: str) -> Any:
+    """json.loads, accepting raw control characters (a newline or tab typed inside a string): small models
+    behind grammars that allow them write them, and the text is still unambiguous."""
+    try:
         return json.loads(body)
+    except json.JSONDecodeError as exc:
+        if "Invalid control character" not in exc.msg:
+            raise
+        return json.loads(body, strict=False)
 
 
 def validate_answer(text: str, schema: Any, check: Check | None) -> Any:

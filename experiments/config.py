@@ -57,8 +57,9 @@ class SimulationSection(Section):
 class UsersSection(Section):
     model: Literal["llm", "fast"] = "llm"
     """llm: persona agents with memory and an LLM; fast: the multinomial-logit user (no LLM)."""
-    profile: str = "grounded"
-    """Decision profile from experiments/configs/users.toml (grounded, llm-only, genre, embedding, collab)."""
+    profile: str = "fitted"
+    """Decision profile from experiments/configs/users.toml: fitted (the response model fitted to real consumption),
+    fitted-nocollab, grounded (hand-set signal weights), llm-only, genre, embedding, collab."""
     embedder: Literal["minilm", "hashing"] = "minilm"
     """Text embedder for memory relevance and the embedding signal."""
 
@@ -101,7 +102,7 @@ class FidelitySection(Section):
     """Personas scored by the fidelity harness."""
     ratios: tuple[int, ...] = (1, 2, 3, 9)
     """Negatives per positive for taste discrimination."""
-    profiles: tuple[str, ...] = ("genre", "embedding", "collab", "grounded", "fast")
+    profiles: tuple[str, ...] = ("fitted", "fitted-nocollab", "grounded", "fast")
     """Decision profiles to score (fast = the non-LLM user)."""
 
 
@@ -128,6 +129,29 @@ class PopulationSection(Section):
     """Log-in probability per activity group (low, mid, high)."""
 
 
+class ValiditySection(Section):
+    policies: tuple[str, ...] = (
+        "random",
+        "pop",
+        "pop-head",
+        "pop-band100",
+        "mf",
+        "mf-undertrained",
+        "mf-noise1",
+        "mf-noise3",
+        "multvae",
+        "lightgcn",
+        "lightgcn-undertrained",
+        "lightgcn-top200",
+        "sasrec",
+    )
+    """Policies scored by `simrec validate`: registry names or the degraded variants of experiments.validate."""
+    n_personas: int | None = Field(None, ge=1)
+    """Personas simulated (a seeded sample of the split's users); None = every eligible user."""
+    bootstrap: int = Field(1000, ge=10)
+    """Persona-bootstrap resamples for the agreement intervals."""
+
+
 class ExperimentConfig(Section):
     """Everything one command needs. Sections a command does not use are ignored by it."""
 
@@ -140,6 +164,7 @@ class ExperimentConfig(Section):
     fidelity: FidelitySection = FidelitySection()
     rl: RLSection = RLSection()
     population: PopulationSection = PopulationSection()
+    validity: ValiditySection = ValiditySection()
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

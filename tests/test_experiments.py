@@ -27,6 +27,16 @@ n_blocks = 1
 max_len = 20
 epochs = 2
 eval_every = 1
+[models.multvae]
+hidden = 32
+latent = 16
+epochs = 3
+eval_every = 3
+[models.lightgcn]
+dim = 16
+n_layers = 1
+epochs = 3
+eval_every = 3
 """
 
 

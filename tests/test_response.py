@@ -169,3 +169,27 @@ def test_rating_model_orders_planted_ratings(planted) -> None:
         fav = genres == split.dataset.genre_vocabulary[liked]
         gaps.append(pred[fav].mean() - pred[~fav].mean())
     assert np.mean(gaps) > 0.8
+
+
+def test_user_models_draw_from_the_response_model(planted) -> None:
+    """The grounded decider and the fast user (hence the vector env, which reads its plans) use the fitted
+    watch probability and rating plan; a fitted profile without a model is a clear error."""
+    from agents.config import DecisionConfig, FastUserConfig
+    from agents.decision import GroundedDecider
+    from agents.fast_user import FastUserModel
+
+    split, personas, _ = planted
+    model = fit_response_model(split, personas, CONFIG)
+    persona = personas[min(personas)]
+    ids = np.arange(20)
+    decider = GroundedDecider(split.dataset, split.train, DecisionConfig(response="nocollab"), response=model)
+    np.testing.assert_allclose(
+        decider.watch_probability(persona, ids), model.watch_probability(persona, ids), rtol=1e-5, atol=1e-6
+    )
+    assert decider.plan(persona).rating is model.plan(persona).rating
+    fast = FastUserModel(split.dataset, FastUserConfig(response="nocollab"), train=split.train, response=model)
+    np.testing.assert_allclose(fast.watch_probability(persona, ids), model.watch_probability(persona, ids), rtol=1e-5)
+    with pytest.raises(ValueError, match="response model"):
+        GroundedDecider(split.dataset, split.train, DecisionConfig(response="nocollab"))
+    with pytest.raises(ValueError, match="response model"):
+        FastUserModel(split.dataset, FastUserConfig(response="nocollab"), train=split.train)

@@ -203,13 +203,19 @@ def headline(result: dict) -> str:
     """One line: rank agreement on Pop + CF and over all policies, significant pairs, calibration, AUC."""
     a = result["agreement"]
     view, like = a["p_view_vs_real_hit"], a["p_like_vs_real_like"]
+
+    def pairs(a: dict) -> str:
+        agreed = round(a["significant_pairs"] * a["n_significant_pairs"]) if a["n_significant_pairs"] else 0
+        return f"{agreed}/{a['n_significant_pairs']}"
+
     return (
         f"validity ({result['dataset']}, {result['n_personas']} personas): Spearman P_view~real hit "
         f"Pop+CF {view['pop_cf']['spearman']:+.2f} [{view['pop_cf']['ci'][0]:+.2f}, {view['pop_cf']['ci'][1]:+.2f}], "
         f"all {view['all']['spearman']:+.2f}; P_like~real like Pop+CF {like['pop_cf']['spearman']:+.2f}, "
-        f"all {like['all']['spearman']:+.2f}; significant pairs agreed {view['all']['significant_pairs']:.2f} "
-        f"(of {view['all']['n_significant_pairs']}); ratio CV {result['calibration']['ratio_cv']:.2f}; "
-        f"AUC {result['auc_watch_test']:.3f}"
+        f"all {like['all']['spearman']:+.2f}; significant pairs ordered as real: P_view {pairs(view['all'])}, "
+        f"P_like {pairs(like['all'])}; sim/real CV {result['calibration']['ratio_cv']:.2f} (Pop+CF); "
+        f"AUC {result['auc_watch_test']:.3f}; offline recall@20 vs real hit Pop+CF "
+        f"{result.get('offline_recall_vs_real_hit', {}).get('pop_cf', float('nan')):+.2f}"
     )
 
 

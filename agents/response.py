@@ -224,24 +224,8 @@ def fit_response_model(
         ry = np.concatenate([b[4] for b in rows])
         if y.min() == y.max():
             raise ValueError(f"response fit: fold {fold} has no {'positive' if y.max() == 0 else 'negative'} rows")
-        watch = HistGradientBoostingClassifier(
-            max_iter=config.max_iter,
-            learning_rate=config.learning_rate,
-            max_leaf_nodes=config.max_leaf_nodes,
-            min_samples_leaf=config.min_samples_leaf,
-            l2_regularization=config.l2_regularization,
-            early_stopping=False,
-            random_state=config.seed,
-        ).fit(x, y)
-        rating = HistGradientBoostingRegressor(
-            max_iter=config.max_iter,
-            learning_rate=config.learning_rate,
-            max_leaf_nodes=config.max_leaf_nodes,
-            min_samples_leaf=config.min_samples_leaf,
-            l2_regularization=config.l2_regularization,
-            early_stopping=False,
-            random_state=config.seed,
-        ).fit(rx, ry)
+        watch = HistGradientBoostingClassifier(**_boosting(config)).fit(x, y)
+        rating = HistGradientBoostingRegressor(**_boosting(config)).fit(rx, ry)
         models.append(FoldModel(watch, rating, len(y), float(y.mean())))
     cuts = _fit_star_cuts(blocks, models, config)
     x_rows = sum(len(b[2]) for b in blocks)
@@ -256,6 +240,19 @@ def fit_response_model(
     )
     log.info("response model fitted: %s", report)
     return ResponseModel(config, features, folds, models, cuts, report)
+
+
+def _boosting(config: ResponseConfig) -> dict:
+    """The shared, seeded settings of both gradient-boosted models (no early stopping: no holdout is drawn)."""
+    return {
+        "max_iter": config.max_iter,
+        "learning_rate": config.learning_rate,
+        "max_leaf_nodes": config.max_leaf_nodes,
+        "min_samples_leaf": config.min_samples_leaf,
+        "l2_regularization": config.l2_regularization,
+        "early_stopping": False,
+        "random_state": config.seed,
+    }
 
 
 def _fit_star_cuts(blocks: list, models: list[FoldModel], config: ResponseConfig) -> np.ndarray:

@@ -1,0 +1,84 @@
+"""The exit interview: satisfaction 1..10 from the session's memories, blended with the counts-based score by
+`[decision] interview_llm`, and written back to the user's memory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from agents.llm_user.fallbacks import (
+    INTERVIEW_NO_ANSWER_REASON,
+    INTERVIEW_PLACEHOLDER_DETAIL,
+    INTERVIEW_PLACEHOLDER_REASON,
+    answer_text,
+    record_fallback,
+)
+from agents.llm_user.prompts import draw_seed
+from agents.llm_user.session import LLMUserSession
+from agents.signals import stats_interview_score
+from simenv.llm.structured import StructuredResult, ask_json, ask_json_batch
+from simenv.llm.types import LLMRequest
+from simenv.records import Interview
+
+if TYPE_CHECKING:
+    from agents.llm_user.model import LLMUserModel
+
+INTERVIEW_QUERY = "How satisfied am I with the movies recommended to me?"
+
+
+def interview_request(model: LLMUserModel, session: LLMUserSession) -> LLMRequest:
+    memories = session.memory.retrieve(INTERVIEW_QUERY, now=session.memory.clock)
+    return model.prompts.interview_request(session, memories, draw_seed(session.rng))
+
+
+def run_interview(model: LLMUserModel, session: LLMUserSession) -> Interview:
+    result = ask_json(model.llm, interview_request(model, session), max_repairs=model.config.max_repairs)
+    return finish_interview(model, session, result)
+
+
+def run_interviews(model: LLMUserModel, sessions: Sequence[LLMUserSession]) -> list[Interview]:
+    """`run_interview` for many sessions with one concurrent `ask_json_batch`: the same interviews, in order.
+
+    An interview reads and then writes its user's memory, so sessions sharing a memory stream (the same user
+    with carried-over memory) go to later batches, exactly as if they were interviewed one by one.
+    """
+    out: list[Interview] = []
+    start = 0
+    while start < len(sessions):
+        end, seen = start, set()
+        while end < len(sessions) and id(sessions[end].memory) not in seen:
+            seen.add(id(sessions[end].memory))
+            end += 1
+        chunk = sessions[start:end]
+        requests = [interview_request(model, s) for s in chunk]
+        results = ask_json_batch(model.llm, requests, max_repairs=model.config.max_repairs)
+        out.extend(finish_interview(model, s, r) for s, r in zip(chunk, results, strict=True))
+        start = end
+    return out
+
+
+def finish_interview(model: LLMUserModel, session: LLMUserSession, result: StructuredResult) -> Interview:
+    """Score and reason from the answer (or, when it failed, from the session's counts); remember the episode."""
+    stats_score = stats_interview_score(session.n_shown, session.n_watched, session.n_liked)
+    w = model.config.decision.interview_llm
+    page_index = session.last_page_index
+    if result.failed:
+        record_fallback(model.events, session, page_index, "interview", result)
+        score, reason = stats_score, INTERVIEW_NO_ANSWER_REASON
+    else:
+        score = int(np.clip(round(w * int(result.value["score"]) + (1 - w) * stats_score), 1, 10))
+        reason = answer_text(result.value["reason"])
+        if not reason:  # the prompt's "..." echoed back: say so, and keep a plain reason
+            detail = INTERVIEW_PLACEHOLDER_DETAIL
+            record_fallback(model.events, session, page_index, "interview", result, logging.INFO, detail)
+            reason = INTERVIEW_PLACEHOLDER_REASON
+    session.memory.add(
+        "factual",
+        f"Episode {session.episode} ended; satisfaction {score}/10: {reason}",
+        time=session.memory.clock,
+        importance=model.config.memory.importance_factual,
+    )
+    return Interview(session.persona.user_id, score, reason, result.failed, result.call_ids)

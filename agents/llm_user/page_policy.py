@@ -1,0 +1,201 @@
+"""How a persona decides a page, in the two modes of `[llm_user] page_prompt`, always for a batch of sessions
+with ONE `ask_json_batch` call.
+
+- decide (`page_decision`): the LLM answers watch / rating / leave per item; the grounded rule
+  (`agents.decision.GroundedDecider`) blends the answer in by the profile's weights. An answer unusable after
+  repairs is a recorded fallback and the non-LLM signals decide alone.
+- narrate (`page_reaction`): the grounded rule decides first; the LLM only writes the feelings of the watched
+  movies and the leave reason. A page with nothing watched and no exit has no text to write: no call.
+
+Texts an answer lacks get plain defaults (`fallbacks.fill_texts`), logged at DEBUG and counted in
+`LLMUserModel.default_texts`. `judge_many` answers pages outside any session by the same rule (fidelity).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from agents.decision import GroundedDecider
+from agents.embedding import normalise_rows
+from agents.llm_user.fallbacks import answer_text, fill_texts, record_fallback, record_judge_fallback
+from agents.llm_user.prompts import draw_seed
+from agents.llm_user.session import LLMUserSession
+from agents.memory import MemoryRecord
+from simenv.llm.schemas import check_page_decision, check_written_text
+from simenv.llm.structured import StructuredResult, ask_json_batch
+from simenv.records import Item, Page, PageFeedback, Persona
+
+if TYPE_CHECKING:
+    from agents.llm_user.model import LLMUserModel
+
+logger = logging.getLogger(__name__)
+
+Pages = Sequence[tuple[Page, Sequence[Item]]]
+
+
+class PageAnswer(NamedTuple):
+    """A usable page_decision answer, per item in page order."""
+
+    watch: np.ndarray  # bool
+    ratings: np.ndarray  # float64 stars 1..5
+    feelings: list[str]  # "" where the LLM did not watch or wrote a placeholder
+    leave: bool
+    reason: str  # "" for a placeholder
+
+
+def parse_page_answer(value: Any) -> PageAnswer:
+    items = value["items"]
+    return PageAnswer(
+        np.array([bool(a["watch"]) for a in items]),
+        np.array([int(a["rating"]) for a in items], dtype=np.float64),
+        [answer_text(a["feeling"]) if a["watch"] else "" for a in items],
+        bool(value["leave"]),
+        answer_text(value["reason"]),
+    )
+
+
+def page_memories_for(model: LLMUserModel, session: LLMUserSession, page: Page) -> list[MemoryRecord]:
+    """The memories shown with a page: top-k by the mean embedding of its items."""
+    query = normalise_rows(model.item_vectors.get(page.item_ids).mean(axis=0, keepdims=True))[0]
+    return session.memory.retrieve(query, now=session.memory.clock)
+
+
+def watch_and_rate(
+    decider: GroundedDecider,
+    persona: Persona,
+    ids: np.ndarray,
+    llm_watch: np.ndarray | None,
+    llm_ratings: np.ndarray | None,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(watched, stars) by the grounded rule, the LLM's answer blended in when there is one."""
+    plan = decider.plan(persona)
+    watched = decider.watch(plan, ids, llm_watch, rng)
+    if llm_watch is not None:
+        decider.observe_llm(llm_watch)
+    return watched, decider.ratings(plan, ids, llm_ratings, rng)
+
+
+def decide_grounded(
+    session: LLMUserSession, page: Page, decider: GroundedDecider, answer: PageAnswer | None
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(watched, stars, left) for one page by the grounded rule; draws from the session rng."""
+    ids = np.asarray(page.item_ids, dtype=np.int64)
+    llm_watch = llm_ratings = llm_leave = None
+    if answer is not None:
+        llm_watch, llm_ratings, llm_leave = answer.watch, answer.ratings, answer.leave
+    watched, stars = watch_and_rate(decider, session.persona, ids, llm_watch, llm_ratings, session.rng)
+    liked_share = float(np.sum(watched & (stars >= 4))) / len(ids)
+    left, _ = decider.leave(page.page_index, session.persona.activity, liked_share, llm_leave, session.rng)
+    return watched, stars, left
+
+
+def finish_page(
+    model: LLMUserModel,
+    session: LLMUserSession,
+    page: Page,
+    items: Sequence[Item],
+    decision: tuple[np.ndarray, np.ndarray, bool],
+    feelings: Sequence[str],
+    reason: str,
+    result: StructuredResult | None,
+) -> PageFeedback:
+    """Complete the page's texts (defaults are logged and counted unless the answer already fell back) and
+    record it on the session."""
+    watched, stars, left = decision
+    texts = fill_texts(watched, stars, left, feelings, reason)
+    failed = result is not None and result.failed
+    if not failed and (texts.n_default_feelings or texts.default_reason):
+        model.default_texts["feeling"] += texts.n_default_feelings
+        model.default_texts["leave_reason"] += int(texts.default_reason)
+        logger.debug(
+            "default text: user=%s episode=%s page=%s feelings=%s leave_reason=%s",
+            session.persona.user_id, session.episode, page.page_index, texts.n_default_feelings, texts.default_reason,
+        )  # fmt: skip
+    call_ids = () if result is None else result.call_ids
+    return session.record_page(page, items, watched, stars, left, texts.feelings, texts.reason, failed, call_ids)
+
+
+def decide_pages(model: LLMUserModel, sessions: Sequence[LLMUserSession], pages: Pages) -> list[PageFeedback]:
+    """`page_decision`: the LLM answers watch/rating/leave per item; the grounded rule blends them in."""
+    requests, checks = [], []
+    for session, (page, _) in zip(sessions, pages, strict=True):
+        ids = [int(i) for i in page.item_ids]
+        seed = draw_seed(session.rng)
+        memories = page_memories_for(model, session, page)
+        requests.append(model.prompts.page_request(session.persona, page.page_index, ids, memories, seed))
+        checks.append(check_page_decision(ids))
+    results = ask_json_batch(model.llm, requests, checks, max_repairs=model.config.max_repairs)
+    feedback = []
+    for session, (page, items), result in zip(sessions, pages, results, strict=True):
+        if result.failed:
+            record_fallback(model.events, session, page.page_index, "page_decision", result)
+            answer, decider = None, model.decider.fallback_decider()
+        else:
+            answer, decider = parse_page_answer(result.value), model.decider
+        decision = decide_grounded(session, page, decider, answer)
+        feelings = [""] * len(items) if answer is None else answer.feelings
+        # The LLM's reason is the user's only when the user did what the LLM said (leave or stay).
+        reason = answer.reason if answer is not None and answer.leave == decision[2] else ""
+        feedback.append(finish_page(model, session, page, items, decision, feelings, reason, result))
+    return feedback
+
+
+def narrate_pages(model: LLMUserModel, sessions: Sequence[LLMUserSession], pages: Pages) -> list[PageFeedback]:
+    """`page_reaction`: the grounded rule decides each page first; the LLM writes the feelings of the watched
+    movies and the leave reason. A page with nothing watched and no exit has no text to write: no call."""
+    decided, requests, asked = [], [], []
+    for k, (session, (page, items)) in enumerate(zip(sessions, pages, strict=True)):
+        decision = decide_grounded(session, page, model.decider, None)
+        decided.append(decision)
+        watched, stars, left = decision
+        if watched.any() or left:
+            seed = draw_seed(session.rng)
+            memories = page_memories_for(model, session, page)
+            persona = session.persona
+            requests.append(model.prompts.reaction_request(persona, page, items, watched, stars, left, memories, seed))
+            asked.append(k)
+    results: list[StructuredResult | None] = [None] * len(sessions)
+    checks = [check_written_text] * len(requests)
+    answers = ask_json_batch(model.llm, requests, checks, max_repairs=model.config.text_repairs)
+    for k, result in zip(asked, answers, strict=True):
+        results[k] = result
+    feedback = []
+    for session, (page, items), decision, result in zip(sessions, pages, decided, results, strict=True):
+        watched, _, left = decision
+        feelings, reason = [""] * len(items), ""
+        if result is not None and result.failed:
+            record_fallback(model.events, session, page.page_index, "page_reaction", result, logging.INFO)
+        elif result is not None:
+            texts = iter(answer_text(t) for t in result.value["feelings"])
+            feelings = [next(texts) if w else "" for w in watched]
+            reason = answer_text(result.value.get("reason", "")) if left else ""
+        feedback.append(finish_page(model, session, page, items, decision, feelings, reason, result))
+    return feedback
+
+
+def judge_pages(
+    model: LLMUserModel, asks: Sequence[tuple[Persona, Sequence[int]]], rng: np.random.Generator
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Pages answered outside any session (no memory read or written): per item (watch, stars as if watched),
+    with one batched page_decision call. In narrate mode the LLM's answer would not change a decision, so the
+    grounded rule answers alone (no LLM call)."""
+    if model.config.narrates:
+        return model.decider.judge_many(asks, rng)
+    requests = [model.prompts.page_request(p, 0, [int(i) for i in ids], (), draw_seed(rng)) for p, ids in asks]
+    checks = [check_page_decision([int(i) for i in ids]) for _, ids in asks]
+    results = ask_json_batch(model.llm, requests, checks, max_repairs=model.config.max_repairs)
+    out = []
+    for (persona, ids), result in zip(asks, results, strict=True):
+        if result.failed:
+            record_judge_fallback(model.events, persona.user_id, result)
+            llm_watch, llm_ratings, decider = None, None, model.decider.fallback_decider()
+        else:
+            answer = parse_page_answer(result.value)
+            llm_watch, llm_ratings, decider = answer.watch, answer.ratings, model.decider
+        out.append(watch_and_rate(decider, persona, np.asarray(ids, dtype=np.int64), llm_watch, llm_ratings, rng))
+    return out

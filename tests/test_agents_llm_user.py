@@ -61,6 +61,15 @@ def _hand_persona() -> Persona:
     )
 
 
+# The shipped `[llm_user] page_prompt` ("auto"): with the default profile the user narrates (page_reaction).
+SHIPPED_PAGE_PROMPT = load_llm_user_config().page_prompt
+BOTH_MODES = pytest.mark.parametrize("page_prompt", [SHIPPED_PAGE_PROMPT, "decide"], ids=["shipped", "decide"])
+
+
+def _page_template(model) -> str:
+    return "page_reaction" if model.config.narrates else "page_decision"
+
+
 def _model(
     llm=None,
     decision: DecisionConfig | None = None,
@@ -68,7 +77,8 @@ def _model(
     world=None,
     page_prompt: str = "decide",
 ):
-    """The default user config with overrides; `page_prompt="decide"` (page_decision) unless a test narrates."""
+    """The default user config with overrides, on the decide path (page_decision) unless `page_prompt` says
+    otherwise; tests of behaviour both modes share run on both (`BOTH_MODES`)."""
     ds, split, personas = world or tiny_world()
     base = load_llm_user_config()
     cfg = replace(base, decision=decision or base.decision, memory=memory or base.memory, page_prompt=page_prompt)
@@ -124,9 +134,10 @@ class RecordingLLM:
         return self.inner.complete_batch(requests)
 
 
-def test_pages_are_valid_and_the_system_prompt_is_byte_identical():
+@BOTH_MODES
+def test_pages_are_valid_and_the_system_prompt_is_byte_identical(page_prompt):
     llm = RecordingLLM(MockLLM(seed=2))
-    model, ds, personas = _model(llm)
+    model, ds, personas = _model(llm, page_prompt=page_prompt)
     assert isinstance(model, UserModel)
     persona = next(iter(personas.values()))
     rng = np.random.default_rng(0)
@@ -141,10 +152,11 @@ def test_pages_are_valid_and_the_system_prompt_is_byte_identical():
             assert (r.rating is not None) == r.watched
             assert r.rating is None or 1 <= r.rating <= 5
             assert bool(r.feeling) == r.watched
-        assert len(fb.llm_call_ids) == 1
+        asked = fb.n_watched or fb.left or not model.config.narrates  # narrate: no call with nothing to write
+        assert len(fb.llm_call_ids) == (1 if asked else 0)
         if fb.left:
             break
-    page_requests = [r for r in llm.requests if r.template == "page_decision"]
+    page_requests = [r for r in llm.requests if r.template == _page_template(model)]
     assert len({r.messages[0].content for r in page_requests}) == 1
     assert page_requests[0].messages[0].role == "system"
     # memory: a factual record per page and it shows up in later prompts
@@ -152,7 +164,8 @@ def test_pages_are_valid_and_the_system_prompt_is_byte_identical():
     assert "You remember:" in page_requests[-1].messages[1].content
 
 
-def test_one_batched_llm_call_per_round_of_pages():
+@BOTH_MODES
+def test_one_batched_llm_call_per_round_of_pages(page_prompt):
     llm = RecordingLLM(MockLLM(seed=3))
     calls = []
     original = llm.complete_batch
@@ -162,12 +175,13 @@ def test_one_batched_llm_call_per_round_of_pages():
         return original(requests)
 
     llm.complete_batch = counting
-    model, ds, personas = _model(llm)
+    model, ds, personas = _model(llm, page_prompt=page_prompt)
     rng = np.random.default_rng(1)
     sessions = [model.start_session(p, 0, np.random.default_rng(i)) for i, p in enumerate(list(personas.values())[:6])]
     pages = [_page(ds, rng, 0) for _ in sessions]
     out = model.react_batch(sessions, pages)
-    assert len(out) == 6 and calls == [6]
+    asked = sum(bool(fb.n_watched or fb.left) for fb in out) if model.config.narrates else 6
+    assert len(out) == 6 and calls == [asked] and asked > 0
 
 
 class ScriptedLLM:
@@ -257,6 +271,24 @@ def test_llm_only_follows_the_llm_answer_exactly():
     assert [r.rating for r in fb.reactions if r.watched] == [a["rating"] for a in answer["items"] if a["watch"]]
 
 
+def test_texts_a_usable_decide_answer_lacks_are_counted_defaults_not_fallbacks(caplog):
+    ds, _, personas = tiny_world()
+    persona = next(iter(personas.values()))
+    page, items = _page(ds, np.random.default_rng(5), 0, k=2)
+    entries = ", ".join(f'{{"id": {i}, "watch": true, "rating": 5, "feeling": "..."}}' for i in page.item_ids)
+    llm = ScriptedLLM([f'{{"items": [{entries}], "leave": false, "reason": "..."}}'])
+    decision = DecisionConfig(name="llm", w_llm=1.0, w_genre=0.0, calibrate=False, decide="threshold")
+    model, _, _ = _model(llm, decision=decision)
+    with caplog.at_level(logging.DEBUG, logger="agents.llm_user"):
+        fb = model.start_session(persona, 0, np.random.default_rng(0)).react(page, items)
+    assert not fb.fallback and all(r.watched for r in fb.reactions)
+    assert [r.feeling for r in fb.reactions] == [FEELING_BY_RATING[r.rating] for r in fb.reactions]
+    assert model.default_texts["feeling"] == 2 and model.default_texts["leave_reason"] == int(fb.left)
+    assert fb.reason == "" or fb.left  # the placeholder reason is never kept
+    assert not [e for e in model.events if e.kind == "fallback"]  # the decision used the answer
+    assert "default text: user=" in caplog.text
+
+
 def test_reflection_triggers_on_importance_and_stays_within_call_budget():
     llm = RecordingLLM(MockLLM(seed=7))
     model, ds, personas = _model(llm, memory=MemoryConfig(reflection_threshold=12.0))
@@ -280,9 +312,11 @@ def test_reflection_triggers_on_importance_and_stays_within_call_budget():
     assert (pages + n_reflection_calls) / pages <= 1.5
 
 
-def test_default_config_calls_per_page_budget():
+@BOTH_MODES
+def test_default_config_calls_per_page_budget(page_prompt):
     llm = RecordingLLM(MockLLM(seed=8))
-    model, ds, personas = _model(llm)
+    model, ds, personas = _model(llm, page_prompt=page_prompt)
+    assert model.config.narrates == (page_prompt == SHIPPED_PAGE_PROMPT)  # the shipped default narrates
     rng = np.random.default_rng(6)
     pages = 0
     for persona in list(personas.values())[:10]:
@@ -293,8 +327,9 @@ def test_default_config_calls_per_page_budget():
                 pages += 1
                 if session.left:
                     break
-    page_and_reflection = sum(r.template in ("page_decision", "reflection") for r in llm.requests)
-    assert page_and_reflection / pages <= 1.25
+    page_and_reflection = sum(r.template in (_page_template(model), "reflection") for r in llm.requests)
+    assert 0 < page_and_reflection / pages <= 1.25
+    assert {r.template for r in llm.requests} <= {_page_template(model), "reflection"}
 
 
 def test_memory_persists_across_episodes_unless_reset(tmp_path):
@@ -315,9 +350,10 @@ def test_memory_persists_across_episodes_unless_reset(tmp_path):
     assert len(s3.memory) == 0
 
 
-def test_same_seed_same_feedback():
+@BOTH_MODES
+def test_same_seed_same_feedback(page_prompt):
     def run():
-        model, ds, personas = _model(MockLLM(seed=9))
+        model, ds, personas = _model(MockLLM(seed=9), page_prompt=page_prompt)
         rng = np.random.default_rng(11)
         out = []
         for persona in list(personas.values())[:5]:
@@ -395,6 +431,7 @@ def test_golden_page_reaction_prompt_and_schema():
 
 
 def test_auto_narrates_exactly_when_the_profile_discards_the_page_answer():
+    assert load_llm_user_config().narrates  # the shipped default
     assert load_llm_user_config("grounded").narrates
     assert not load_llm_user_config("grounded-llm").narrates  # w_llm = 1
     assert not load_llm_user_config("llm-only").narrates

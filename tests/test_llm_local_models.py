@@ -58,7 +58,7 @@ def test_embedded_answers_are_grammar_constrained_json(embedded: LlamaCppBackend
 
 def _complete_counting_prompt_tokens(embedded: LlamaCppBackend, request: LLMRequest) -> tuple[LLMResponse, int]:
     """Complete `request`, counting the prompt tokens llama.cpp actually evaluated (its first `eval` call)."""
-    llama = embedded._llama
+    llama = embedded.llama
     evaluated: list[int] = []
     original_eval = llama.eval
 
@@ -77,11 +77,11 @@ def _complete_counting_prompt_tokens(embedded: LlamaCppBackend, request: LLMRequ
 def test_embedded_reuses_the_persona_prefix_across_calls(embedded: LlamaCppBackend) -> None:
     """The second page with the same system prompt evaluates only the new suffix, not the whole prompt."""
     embedded.complete(_page(1))
-    llama = embedded._llama
+    llama = embedded.llama
     response, prompt_evaluated = _complete_counting_prompt_tokens(embedded, _page(2))
     assert response.prompt_tokens > 60
     assert prompt_evaluated < response.prompt_tokens - 40  # the shared system prefix was not re-evaluated
-    assert embedded._llama is llama  # one model instance for the backend's life
+    assert embedded.llama is llama  # one model instance for the backend's life
 
 
 def test_transformers_backend_runs_the_gguf_offline() -> None:
@@ -104,7 +104,7 @@ def test_interleaved_personas_get_their_prefix_back_from_the_ram_cache(embedded:
     embedded.complete(
         LLMRequest(messages=(Message("system", other), b.messages[1]), template="t", template_version="v1")
     )
-    llama = embedded._llama
+    llama = embedded.llama
     response, prompt_evaluated = _complete_counting_prompt_tokens(embedded, _page(4))
     assert prompt_evaluated < response.prompt_tokens - 40  # persona A's system prefix came back from the cache
     states = list(llama.cache.cache_state.values())

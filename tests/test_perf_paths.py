@@ -17,7 +17,7 @@ import pytest
 
 from agents.llm_user import page_schema
 from simenv.llm.schemas import interview_schema, reflection_schema
-from simenv.llm.structured import _fast_valid, validate_answer
+from simenv.llm.structured import fast_valid, validate_answer
 from tests.fixtures_llm import page_request
 
 
@@ -82,7 +82,7 @@ def test_fast_validation_agrees_with_jsonschema_on_page_answers() -> None:
         schema = page_schema(ids)
         reference = jsonschema.Draft202012Validator(schema)
         for candidate in [_page_answer(ids), *_mutations(_page_answer(ids), rng)]:
-            fast = _fast_valid(candidate, schema)
+            fast = fast_valid(candidate, schema)
             assert fast is not None, "page schemas are for the fast path"
             assert fast == reference.is_valid(candidate), candidate
             n_valid += fast
@@ -102,8 +102,8 @@ def test_fast_validation_agrees_with_jsonschema_on_page_answers() -> None:
     ],
 )
 def test_fast_validation_on_other_schemas(schema: dict[str, Any], good: Any, bad: Any) -> None:
-    assert _fast_valid(good, schema) is True
-    assert _fast_valid(bad, schema) is False
+    assert fast_valid(good, schema) is True
+    assert fast_valid(bad, schema) is False
     assert jsonschema.Draft202012Validator(schema).is_valid(good)
     assert not jsonschema.Draft202012Validator(schema).is_valid(bad)
 
@@ -119,7 +119,7 @@ def test_fast_validation_on_other_schemas(schema: dict[str, Any], good: Any, bad
     ],
 )
 def test_schemas_outside_the_fast_path_are_still_validated(schema: dict[str, Any], bad: Any) -> None:
-    assert _fast_valid(bad, schema) is None
+    assert fast_valid(bad, schema) is None
     with pytest.raises(Exception, match="does not match the schema"):
         validate_answer(json.dumps(bad), schema, None)
 

@@ -19,7 +19,8 @@ DS, PERSONAS, SPLIT = tiny_world()
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(run_dir, batch_size, resume=False, user=None):
+def run_small(run_dir, batch_size, resume=False, user=None):
+    """A small seeded comparison (random recommender, noisy users); the KILLER script runs it in a subprocess."""
     rec = RandomRecommender().fit(SPLIT.train, DS.n_users, DS.n_items)
     return run_sessions(
         rec,
@@ -43,8 +44,8 @@ def _tables(run_dir):
 
 
 def test_results_do_not_depend_on_batch_composition(tmp_path):
-    small = _run(tmp_path / "small", batch_size=7)
-    big = _run(tmp_path / "big", batch_size=100)
+    small = run_small(tmp_path / "small", batch_size=7)
+    big = run_small(tmp_path / "big", batch_size=100)
     assert small.n_episodes == big.n_episodes == len(PERSONAS)
     a, b = _tables(tmp_path / "small"), _tables(tmp_path / "big")
     for name in a:
@@ -79,7 +80,7 @@ class KillingUser(NoisyUser):
             os.kill(os.getpid(), signal.SIGKILL)
         return super().react_batch(sessions, pages)
 
-t._run(sys.argv[1], batch_size=8, user=KillingUser())
+t.run_small(sys.argv[1], batch_size=8, user=KillingUser())
 """
 
 
@@ -89,7 +90,7 @@ def _files(run_dir):
 
 def test_resume_after_kill_gives_identical_logs(tmp_path):
     clean, crashed = tmp_path / "clean" / "run", tmp_path / "crashed" / "run"  # same run id
-    _run(clean, batch_size=8)
+    run_small(clean, batch_size=8)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # Calls 1-5: chunk 0; 6-10: chunk 1; killed on the 3rd page batch of chunk 2.
     proc = subprocess.run([sys.executable, "-c", KILLER, str(crashed), "13"], cwd=ROOT, env=env, timeout=120)
@@ -98,10 +99,10 @@ def test_resume_after_kill_gives_identical_logs(tmp_path):
     assert "checkpoint.json" in before
     assert len([f for f in before if f.startswith("events/")]) > 10  # parts of the chunk in flight exist
     with pytest.raises(FileExistsError, match="resume=True"):
-        _run(crashed, batch_size=8)
+        run_small(crashed, batch_size=8)
     with pytest.raises(ValueError, match="batch_size"):
-        _run(crashed, batch_size=9, resume=True)
-    summary = _run(crashed, batch_size=8, resume=True)
+        run_small(crashed, batch_size=9, resume=True)
+    summary = run_small(crashed, batch_size=8, resume=True)
     assert summary.n_skipped == 16
     assert _files(crashed) == _files(clean)
 

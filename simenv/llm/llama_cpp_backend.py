@@ -138,6 +138,12 @@ class LlamaCppBackend:
             f"gguf_format={self.gguf_format!r})"
         )
 
+    @property
+    def llama(self) -> Any:
+        """The backend's `llama_cpp.Llama`, loaded on first use; one instance for the backend's life."""
+        with self._lock:
+            return self._get()
+
     def _get(self) -> Any:
         if self._llama is None:
             try:

@@ -198,9 +198,9 @@ def _fast_plan(schema_json: bytes) -> tuple[jsonschema_rs.Validator, tuple[_Cons
     return _shape_validator(orjson.dumps(shape, option=orjson.OPT_SORT_KEYS)), tuple(consts)
 
 
-def _fast_valid(value: Any, schema: Any) -> bool | None:
-    """True if `value` matches `schema` (compiled validator per shape + lifted consts); False if it may not;
-    None if the schema is not for the fast path."""
+def fast_valid(value: Any, schema: Any) -> bool | None:
+    """The fast path of `validate_answer`: True if `value` matches `schema` (compiled validator per shape +
+    lifted consts); False if it may not; None if the schema is not for the fast path."""
     if not isinstance(schema, dict):
         return None
     try:
@@ -254,7 +254,7 @@ def validate_answer(text: str, schema: Any, check: Check | None) -> Any:
         value = decode_json(text)
     except json.JSONDecodeError as exc:
         raise _Invalid("invalid_json", f"it is not valid JSON ({exc.msg} at character {exc.pos})") from None
-    if schema is not None and not _fast_valid(value, schema):
+    if schema is not None and not fast_valid(value, schema):
         validator = _validator(json.dumps(schema, sort_keys=True))
         error = jsonschema.exceptions.best_match(validator.iter_errors(value))
         if error is not None:

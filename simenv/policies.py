@@ -3,9 +3,9 @@
 - `RecommenderPolicy`: any `simenv.protocols.Recommender` chooses each page among the env's available
   candidates (everything else is passed as `exclude`), then `observe`s the feedback.
 - `RandomPolicy`: uniformly random valid pages (benchmarks, baselines).
-- `SB3Recommender`: a trained SB3 model (PPO on the slate env, DQN on the sequential one) behind the
-  `Recommender` interface, so the comparison runner (`simenv.runner.run_sessions`) can evaluate it next to
-  the classic recommenders. It rebuilds the env's observation with the same `SessionState`.
+- `SB3Recommender`: a trained SB3 model (PPO on the slate env, DQN on the sequential one) as a page policy
+  (`recommend` + `observe`, all the comparison runner `simenv.runner.run_sessions` calls), so it can be
+  evaluated next to the classic recommenders. It rebuilds the env's observation with the same `SessionState`.
 - `rollout`: run episodes of any policy in an env (used by the Minari export and the RL scripts).
 """
 
@@ -112,7 +112,12 @@ def rollout(env: Any, policy: EnvPolicy, n_episodes: int, seed: int) -> list[flo
 
 
 class SB3Recommender:
-    """A trained SB3 model as a `Recommender` for the comparison runner.
+    """A trained SB3 model as a page policy for the comparison runner.
+
+    It provides the part of `simenv.protocols.Recommender` the runner calls (`name`, `recommend`, `observe`)
+    and `save`, but not `fit` or `score`: it is trained in the env, and it chooses pages among its session's
+    candidate set, so it has no score for every item of the catalog. It is therefore not a `Recommender`
+    (`isinstance` is False) and offline metrics or `recommenders.degraded` cannot wrap it.
 
     For each user's session it builds the same candidate set and observation as `RecEnv` (same
     `n_candidates`, `explore_fraction`, `history_len`, candidate recommender) and asks the model for a page:
@@ -170,13 +175,6 @@ class SB3Recommender:
             candidate_recommender=e.candidate_recommender,
             name=name,
         )
-
-    def fit(self, train: pd.DataFrame, n_users: int, n_items: int, valid: pd.DataFrame | None = None) -> SB3Recommender:
-        """Already trained in the env; nothing to fit."""
-        return self
-
-    def score(self, user_id: int, history: Sequence[int]) -> np.ndarray:
-        raise NotImplementedError("SB3Recommender chooses pages from its candidate set; it has no item scores")
 
     def _state(self, user_id: int, exclude: Collection[int], rng: np.random.Generator) -> SessionState:
         state = self._states.get(user_id)

@@ -418,7 +418,7 @@ def test_golden_page_reaction_prompt_and_schema():
     model = LLMUserModel(ds, MockLLM(), HashingEmbedder(16), LLMUserConfig(), train=ds.interactions)
     page, items = Page(0, 2, (5, 9)), [ds.catalog[5], ds.catalog[9]]
     watched, stars = np.array([True, False]), np.array([4, 2])
-    request = model.reaction_request(_hand_persona(), page, items, watched, stars, True, [], seed=0)
+    request = model.prompts.reaction_request(_hand_persona(), page, items, watched, stars, True, [], seed=0)
     assert request.messages[0].content == GOLDEN_SYSTEM
     assert request.messages[1].content == GOLDEN_REACTION
     assert request.template == "page_reaction" and request.purpose == "page_reaction"
@@ -426,7 +426,7 @@ def test_golden_page_reaction_prompt_and_schema():
     feelings = request.json_schema["properties"]["feelings"]
     assert (feelings["minItems"], feelings["maxItems"]) == (1, 1)
     assert request.json_schema["required"] == ["feelings", "reason"]
-    stay = model.reaction_request(_hand_persona(), page, items, watched, stars, False, [], seed=0)
+    stay = model.prompts.reaction_request(_hand_persona(), page, items, watched, stars, False, [], seed=0)
     assert stay.json_schema["required"] == ["feelings"] and "leave" not in stay.messages[1].content
 
 

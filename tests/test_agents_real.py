@@ -37,7 +37,9 @@ def test_one_real_page_with_embedded_smollm2():
     # the default grounded profile narrates: the model writes a feeling per watched movie and the leave reason
     ids = (17, 21)
     page, items = Page(0, 1, ids), [ds.catalog[i] for i in ids]
-    request = model.reaction_request(persona, page, items, np.array([True, True]), np.array([5, 2]), True, [], 0)
+    request = model.prompts.reaction_request(
+        persona, page, items, np.array([True, True]), np.array([5, 2]), True, [], 0
+    )
     result = ask_json(llm, request, max_repairs=1)
     assert not result.failed, result.error
     assert len(result.value["feelings"]) == 2 and isinstance(result.value["reason"], str)

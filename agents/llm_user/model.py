@@ -79,7 +79,7 @@ class LLMUserModel:
                 raise ValueError(f"{sub}: memory directory name must be user-<int>") from exc
             self.memories[user_id] = MemoryStream.load(sub, self.embedder, self.config.memory)
 
-    # ---- requests (built by agents.llm_user.prompts) -------------------------------------------------------
+    # ---- requests: `self.prompts` builds them all (agents.llm_user.prompts); two shortcuts ------------------
     def system_message(self, persona: Persona) -> Message:
         return self.prompts.system_message(persona)
 
@@ -87,19 +87,6 @@ class LLMUserModel:
         self, persona: Persona, page_index: int, item_ids: Sequence[int], memories: Sequence[MemoryRecord], seed: int
     ) -> LLMRequest:
         return self.prompts.page_request(persona, page_index, item_ids, memories, seed)
-
-    def reaction_request(
-        self,
-        persona: Persona,
-        page: Page,
-        items: Sequence[Item],
-        watched: np.ndarray,
-        stars: np.ndarray,
-        left: bool,
-        memories: Sequence[MemoryRecord],
-        seed: int,
-    ) -> LLMRequest:
-        return self.prompts.reaction_request(persona, page, items, watched, stars, left, memories, seed)
 
     # ---- pages (agents.llm_user.page_policy, then agents.llm_user.reflection) ------------------------------
     def react_batch(

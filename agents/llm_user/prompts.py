@@ -22,7 +22,7 @@ from simenv.llm.schemas import (
     reflection_schema,
     taste_summary_schema,
 )
-from simenv.llm.templates import load_template
+from simenv.llm.templates import PromptTemplate, load_template
 from simenv.llm.types import LLMRequest, Message
 from simenv.records import Item, Page, Persona
 
@@ -139,6 +139,29 @@ class PromptBuilder:
             self.system_messages[persona.user_id] = msg
         return msg
 
+    def request(
+        self,
+        template: PromptTemplate,
+        persona: Persona,
+        user: Sequence[Message],
+        max_tokens: int,
+        seed: int,
+        schema: dict[str, Any],
+        context: dict[str, Any],
+    ) -> LLMRequest:
+        """A session request: the persona's system message, then the template's rendered user turn."""
+        return LLMRequest(
+            messages=(self.system_message(persona), *user),
+            template=template.name,
+            template_version=template.version_tag,
+            purpose=template.name,
+            temperature=self.config.temperature,
+            max_tokens=max_tokens,
+            seed=seed,
+            json_schema=schema,
+            context=context,
+        )
+
     def page_request(
         self, persona: Persona, page_index: int, item_ids: Sequence[int], memories: Sequence[MemoryRecord], seed: int
     ) -> LLMRequest:
@@ -150,24 +173,16 @@ class PromptBuilder:
             memories=[memory_line(m) for m in memories],
             items=[{"id": it.item_id, "text": it.text} for it in shown],
         )
-        return LLMRequest(
-            messages=(self.system_message(persona), *user),
-            template="page_decision",
-            template_version=self.page_template.version_tag,
-            purpose="page_decision",
-            temperature=self.config.temperature,
-            max_tokens=PAGE_MAX_TOKENS_BASE + PAGE_MAX_TOKENS_PER_ITEM * len(shown),
-            seed=seed,
-            json_schema=page_schema(item_ids),
-            context={
-                "item_ids": [int(i) for i in item_ids],
-                "item_genres": [list(it.genres) for it in shown],
-                "liked_genres": list(persona.liked_genres),
-                "disliked_genres": list(persona.disliked_genres),
-                "activity": int(persona.activity),
-                "page_index": int(page_index),
-            },
-        )
+        context = {
+            "item_ids": [int(i) for i in item_ids],
+            "item_genres": [list(it.genres) for it in shown],
+            "liked_genres": list(persona.liked_genres),
+            "disliked_genres": list(persona.disliked_genres),
+            "activity": int(persona.activity),
+            "page_index": int(page_index),
+        }
+        max_tokens = PAGE_MAX_TOKENS_BASE + PAGE_MAX_TOKENS_PER_ITEM * len(shown)
+        return self.request(self.page_template, persona, user, max_tokens, seed, page_schema(item_ids), context)
 
     def reaction_request(
         self,
@@ -189,34 +204,21 @@ class PromptBuilder:
             skipped=[it.title for k, it in enumerate(items) if not watched[k]],
             left=bool(left),
         )
-        return LLMRequest(
-            messages=(self.system_message(persona), *user),
-            template="page_reaction",
-            template_version=self.reaction_template.version_tag,
-            purpose="page_reaction",
-            temperature=self.config.temperature,
-            max_tokens=REACTION_MAX_TOKENS_BASE
+        max_tokens = (
+            REACTION_MAX_TOKENS_BASE
             + REACTION_MAX_TOKENS_PER_FEELING * len(seen)
-            + (REACTION_MAX_TOKENS_REASON if left else 0),
-            seed=seed,
-            json_schema=page_reaction_schema(len(seen), bool(left), FEELING_MAX_CHARS, REASON_MAX_CHARS),
-            context={"ratings": [s["rating"] for s in seen], "left": bool(left), "page_index": int(page.page_index)},
+            + (REACTION_MAX_TOKENS_REASON if left else 0)
         )
+        schema = page_reaction_schema(len(seen), bool(left), FEELING_MAX_CHARS, REASON_MAX_CHARS)
+        context = {"ratings": [s["rating"] for s in seen], "left": bool(left), "page_index": int(page.page_index)}
+        return self.request(self.reaction_template, persona, user, max_tokens, seed, schema, context)
 
     def reflection_request(self, session: LLMUserSession, window: Sequence[MemoryRecord], seed: int) -> LLMRequest:
         """The reflection request over `window` (the memories since the last reflection)."""
         user = self.reflection_template.render(memories=[m.text for m in window])
-        return LLMRequest(
-            messages=(self.system_message(session.persona), *user),
-            template="reflection",
-            template_version=self.reflection_template.version_tag,
-            purpose="reflection",
-            temperature=self.config.temperature,
-            max_tokens=REFLECTION_MAX_TOKENS,
-            seed=seed,
-            json_schema=reflection_schema(),
-            context={"n_memories": len(session.memory), "mean_rating": session.mean_rating},
-        )
+        context = {"n_memories": len(session.memory), "mean_rating": session.mean_rating}
+        template = self.reflection_template
+        return self.request(template, session.persona, user, REFLECTION_MAX_TOKENS, seed, reflection_schema(), context)
 
     def interview_request(self, session: LLMUserSession, memories: Sequence[MemoryRecord], seed: int) -> LLMRequest:
         """The exit interview request: the session's counts and its retrieved memories."""
@@ -229,14 +231,5 @@ class PromptBuilder:
         user = self.interview_template.render(
             n_pages=len(session.pages), memories=[memory_line(m) for m in memories], **ctx
         )
-        return LLMRequest(
-            messages=(self.system_message(session.persona), *user),
-            template="interview",
-            template_version=self.interview_template.version_tag,
-            purpose="interview",
-            temperature=self.config.temperature,
-            max_tokens=INTERVIEW_MAX_TOKENS,
-            seed=seed,
-            json_schema=interview_schema(INTERVIEW_REASON_MAX_CHARS),
-            context=ctx,
-        )
+        schema = interview_schema(INTERVIEW_REASON_MAX_CHARS)
+        return self.request(self.interview_template, session.persona, user, INTERVIEW_MAX_TOKENS, seed, schema, ctx)

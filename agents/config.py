@@ -157,7 +157,7 @@ class ResponseConfig:
     sources: tuple[str, ...] = ("pop", "mf", "multvae", "lightgcn", "sasrec")
     folds: int = 2
     top_n: int = 20
-    n_random: int = 20
+    n_random: int = 100
     max_iter: int = 150
     learning_rate: float = 0.06
     max_leaf_nodes: int = 15

@@ -11,15 +11,21 @@
 A subject is anything with `judge_many(asks, rng) -> [(watch bool[n], stars int[n])]` (both user models have
 it); any other `UserModel` with a `dataset` attribute is wrapped by `SessionJudge`, which shows each page in
 a fresh session and only has ratings for the items it watched.
+- Level-free taste ranking: when the subject exposes a watch probability (`watch_probability_of`), the pooled
+  AUC of that probability for "held-out" vs "never rated" is reported per ratio too. Accuracy and F1 of sampled
+  decisions depend on the user's absolute watch level: a user calibrated to real consumption (P(watch) ~0.3-0.5
+  for a good recommendation) cannot reach the accuracy of one that watches everything it likes, even when it
+  ranks the items better; the AUC separates the two.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from simenv.data.dataset import Split
 from simenv.protocols import UserModel
@@ -53,6 +59,21 @@ class SessionJudge:
         return out
 
 
+WatchProbability = Callable[[Persona, Sequence[int]], np.ndarray]
+
+
+def watch_probability_of(subject: Any) -> WatchProbability | None:
+    """The subject's P(watch) of items on a page: a user model's own, or its decider's without the LLM term
+    (None when the decider has no non-LLM signal, e.g. `llm-only`: its probability would be a constant)."""
+    prob = getattr(subject, "watch_probability", None)
+    if prob is not None:
+        return prob
+    decider = getattr(subject, "decider", None)
+    if decider is None or not getattr(decider, "has_signals", True):
+        return None
+    return getattr(decider, "watch_probability", None)
+
+
 def as_judge(subject: Judge | UserModel) -> Judge:
     return subject if callable(getattr(subject, "judge_many", None)) else SessionJudge(subject)  # type: ignore[arg-type]
 
@@ -67,6 +88,7 @@ class Discrimination:
     fp: int
     fn: int
     tn: int
+    auc: float = float("nan")  # of the subject's watch probability, positives vs negatives (NaN: none exposed)
 
     @property
     def accuracy(self) -> float:
@@ -93,6 +115,7 @@ class Discrimination:
             "precision": self.precision,
             "recall": self.recall,
             "f1": self.f1,
+            "auc": self.auc,
             "n_personas": self.n_personas,
         }
 
@@ -162,7 +185,30 @@ def discrimination(
     for (watch, _), lab, m in zip(answers, labels, tags, strict=True):
         watch = np.asarray(watch, bool)
         counts[m] += [(watch & lab).sum(), (watch & ~lab).sum(), (~watch & lab).sum(), (~watch & ~lab).sum()]
-    return {m: Discrimination(m, len(counted[m]), *(int(x) for x in counts[m])) for m in ratios}
+    aucs = _ratio_aucs(watch_probability_of(subject), asks, labels, tags, ratios)
+    return {m: Discrimination(m, len(counted[m]), *(int(x) for x in counts[m]), auc=aucs[m]) for m in ratios}
+
+
+def _ratio_aucs(
+    prob: WatchProbability | None,
+    asks: Sequence[Ask],
+    labels: Sequence[np.ndarray],
+    tags: Sequence[int],
+    ratios: Sequence[int],
+) -> dict[int, float]:
+    """Pooled AUC of the watch probability per ratio; NaN without a probability or with one class only."""
+    out = {m: float("nan") for m in ratios}
+    if prob is None:
+        return out
+    for m in ratios:
+        picked = [i for i, tag in enumerate(tags) if tag == m]
+        if not picked:
+            continue
+        y = np.concatenate([labels[i] for i in picked])
+        p = np.concatenate([np.asarray(prob(asks[i][0], asks[i][1]), np.float64) for i in picked])
+        if y.min() != y.max():
+            out[m] = float(roc_auc_score(y, p))
+    return out
 
 
 def star_histogram(stars: np.ndarray, pseudo_count: float = 0.0) -> np.ndarray:

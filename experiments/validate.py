@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
+from agents.fidelity import watch_probability_of
 from experiments.build import UserModelFactory, World, build_llm, build_world, train_recommender
 from experiments.config import ExperimentConfig
 from experiments.validity import label_shown, score_validity
@@ -115,9 +116,7 @@ def offline_recall(policy: Recommender, world: World, users: list[int], k: int =
 def watch_probabilities(user_model: Any, world: World, events: pd.DataFrame) -> np.ndarray:
     """The user model's page-0 watch probability of every shown (user, item) pair (for the item-level AUC)."""
     out = np.full(len(events), np.nan)
-    prob = getattr(user_model, "watch_probability", None) or getattr(
-        getattr(user_model, "decider", None), "watch_probability", None
-    )
+    prob = watch_probability_of(user_model)
     if prob is None:
         return out
     for user, rows in events.groupby("user").indices.items():

@@ -98,3 +98,27 @@ def test_real_user_models_beat_chance_on_planted_taste():
     assert via_sessions[1].tp + via_sessions[1].fp > 0
     ratings = rating_fidelity(SessionJudge(fast), split, ps, np.random.default_rng(3))
     assert 0 < ratings.n and np.isfinite(ratings.rmse)
+
+
+class ProbabilityJudge(OracleJudge):
+    """An oracle that also exposes a watch probability: `quality` of the positives score above the negatives."""
+
+    def __init__(self, split, invert: bool = False) -> None:
+        super().__init__(split, watch="none")
+        self.invert = invert
+
+    def watch_probability(self, persona, item_ids):
+        known = np.array([(persona.user_id, int(i)) in self.truth for i in item_ids], dtype=np.float64)
+        return 1.0 - known if self.invert else 0.1 + 0.8 * known
+
+
+def test_auc_is_level_free_and_nan_without_a_probability():
+    _, split, personas = tiny_world()
+    ps = list(personas.values())
+    # decisions say "watch nothing" (accuracy m/(m+1)), yet the probability ranks every positive first: AUC 1
+    ranked = discrimination(ProbabilityJudge(split), split, ps, np.random.default_rng(3), ratios=(1, 9))
+    inverted = discrimination(ProbabilityJudge(split, invert=True), split, ps, np.random.default_rng(3), ratios=(1,))
+    plain = discrimination(OracleJudge(split), split, ps, np.random.default_rng(3), ratios=(1,))
+    assert all(d.auc == 1.0 and d.recall == 0.0 for d in ranked.values())
+    assert inverted[1].auc == 0.0
+    assert np.isnan(plain[1].auc) and np.isnan(plain[1].as_dict()["auc"])

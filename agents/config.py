@@ -13,6 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from simenv.errors import ConfigError as ConfigError  # the one config error, re-exported
+
 SIGNALS = ("llm", "genre", "embedding", "collab", "popularity")
 
 
@@ -178,10 +180,6 @@ class ResponseConfig:
     @property
     def scale(self) -> float:
         return self.heldout_scale if self.level == "heldout" else 1.0
-
-
-class ConfigError(ValueError):
-    """A user config file or profile is wrong; the message names the file, section, key and value."""
 
 
 def default_config_path() -> Path:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from agents.response import ResponseModel, load_or_fit
 from experiments.config import CONFIG_DIR, ExperimentConfig, read_toml
 from recommenders import registry
 from simenv.data import Dataset, Split, agent4rec_split, load_dataset
+from simenv.data.cache import cache_root as data_cache_root
 from simenv.llm import LLM, LLMConfig, make_llm
 from simenv.protocols import Recommender, UserModel
 from simenv.records import Persona
@@ -35,10 +35,9 @@ log = logging.getLogger(__name__)
 
 
 def cache_root(config: ExperimentConfig) -> Path:
-    """Parsed data, trained models, embeddings and LLM responses live here (never in git)."""
-    if config.data.cache_dir is not None:
-        return Path(config.data.cache_dir)
-    return Path(os.environ.get("SIMREC_CACHE_DIR", Path.home() / ".cache" / "simrec"))
+    """Parsed data, trained models, embeddings and LLM responses live here (never in git): `[data] cache_dir`,
+    else $SIMREC_CACHE_DIR, else ~/.cache/simrec (`simenv.data.cache.cache_root`)."""
+    return data_cache_root(config.data.cache_dir)
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from simenv import defaults
+from simenv.errors import ConfigError as ConfigError  # the one config error, re-exported
+from simenv.llm.factory import Backend, LLMConfig
 from simenv.llm.secrets import redact, shown
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-
-
-class ConfigError(ValueError):
-    """A config file or flag is invalid; the message names the file, key and value."""
+_LLM = LLMConfig()  # the LLM layer's defaults, which [llm] shares
 
 
 class Section(BaseModel):
@@ -37,7 +37,7 @@ class RunSection(Section):
 
 
 class DataSection(Section):
-    dataset: str = "ml-100k"
+    dataset: str = defaults.DATASET
     """ml-100k, ml-1m, synthetic, or a directory holding official MovieLens files."""
     split_users: int | None = Field(None, ge=1)
     """Users in the Agent4Rec split (recommenders train on their 40% train part); None = every eligible user."""
@@ -48,9 +48,9 @@ class DataSection(Section):
 
 
 class SimulationSection(Section):
-    pages: int = Field(5, ge=1)
+    pages: int = Field(defaults.MAX_PAGES, ge=1)
     """Page limit per session (Agent4Rec: 5)."""
-    page_size: int = Field(4, ge=1)
+    page_size: int = Field(defaults.PAGE_SIZE, ge=1)
     """Items per page (Agent4Rec: 4)."""
 
 
@@ -65,27 +65,28 @@ class UsersSection(Section):
 
 
 class LLMSection(Section):
-    backend: Literal["mock", "llama-cpp", "transformers", "openai"] = "llama-cpp"
-    """mock (seeded rules), llama-cpp (embedded SmolLM2), transformers (local HF model), openai (endpoint)."""
+    backend: Backend = _LLM.backend
+    """mock (seeded rules, the default: offline and instant), llama-cpp (embedded SmolLM2, what `make demo` runs),
+    transformers (local HF model), openai (endpoint)."""
     model: str | None = None
     """Model name (openai), or a model path (llama-cpp GGUF / transformers dir); default: the embedded SmolLM2."""
     base_url: str | None = None
     """OpenAI-compatible endpoint; default $OPENAI_BASE_URL. The API key is read from $OPENAI_API_KEY only."""
-    structured_output: Literal["json_schema", "json_object"] = "json_schema"
+    structured_output: Literal["json_schema", "json_object"] = _LLM.structured_output
     """json_schema (OpenAI, vLLM) or json_object+schema (llama.cpp server)."""
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    temperature: float = Field(_LLM.temperature, ge=0.0, le=2.0)
     """Sampling temperature."""
-    concurrency: int = Field(8, ge=1)
+    concurrency: int = Field(_LLM.concurrency, ge=1)
     """Concurrent requests for batches (endpoint backends)."""
-    timeout_s: float = Field(60.0, gt=0)
+    timeout_s: float = Field(_LLM.timeout_s, gt=0)
     """Per-request timeout in seconds."""
-    max_retries: int = Field(3, ge=0)
+    max_retries: int = Field(_LLM.max_retries, ge=0)
     """Bounded retries on 429/5xx/timeouts."""
     cache: bool = True
     """Persistent response cache (replaying a run hits it 100%)."""
-    max_calls: int | None = Field(None, ge=1)
+    max_calls: int | None = Field(_LLM.max_calls, ge=1)
     """Budget: stop the run cleanly after this many LLM calls."""
-    max_total_tokens: int | None = Field(None, ge=1)
+    max_total_tokens: int | None = Field(_LLM.max_total_tokens, ge=1)
     """Budget: stop the run cleanly after this many tokens."""
 
 
@@ -165,6 +166,11 @@ class ExperimentConfig(Section):
     rl: RLSection = RLSection()
     population: PopulationSection = PopulationSection()
     validity: ValiditySection = ValiditySection()
+
+
+DEFAULTS = ExperimentConfig()
+"""Every section's defaults: code outside the CLI that needs one of these settings (the RL scripts, the
+population model) takes its default from here, so a default is written once."""
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

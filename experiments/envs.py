@@ -19,6 +19,7 @@ import pandas as pd
 
 from agents.fast_user import FastUserModel
 from agents.persona import build_personas
+from simenv import defaults
 from simenv.data import agent4rec_split, load_dataset
 from simenv.data.dataset import Dataset, Split
 from simenv.env import RecEnv
@@ -32,7 +33,10 @@ _SINGLE_ENV_ONLY = ("log", "policy_name", "render_mode", "persistent_memory")
 
 @functools.lru_cache(maxsize=8)
 def default_world(
-    dataset: str = "ml-100k", n_users: int | None = None, split_seed: int = 0, min_liked: int = 20
+    dataset: str = defaults.DATASET,
+    n_users: int | None = None,
+    split_seed: int = 0,
+    min_liked: int = defaults.MIN_LIKED,
 ) -> tuple[Dataset, Split, dict[int, Persona]]:
     """(dataset, Agent4Rec split, personas built from the train split); cached, treat as read-only."""
     ds = load_dataset(dataset)
@@ -52,10 +56,10 @@ def candidate_recommender(
 
 
 def make_fast_env(
-    dataset: str = "ml-100k",
+    dataset: str = defaults.DATASET,
     n_users: int | None = None,
     split_seed: int = 0,
-    min_liked: int = 20,
+    min_liked: int = defaults.MIN_LIKED,
     user_config: Any = None,
     recommender: str | Recommender | None = None,
     recommender_config: Mapping[str, Any] | None = None,
@@ -76,10 +80,10 @@ def make_fast_env(
 
 def make_fast_vector_env(
     num_envs: int = 1,
-    dataset: str = "ml-100k",
+    dataset: str = defaults.DATASET,
     n_users: int | None = None,
     split_seed: int = 0,
-    min_liked: int = 20,
+    min_liked: int = defaults.MIN_LIKED,
     user_config: Any = None,
     recommender: str | Recommender | None = None,
     recommender_config: Mapping[str, Any] | None = None,
@@ -103,10 +107,10 @@ def make_fast_vector_env(
 
 
 def make_persona_env(
-    dataset: str = "ml-100k",
+    dataset: str = defaults.DATASET,
     n_users: int | None = None,
     split_seed: int = 0,
-    min_liked: int = 20,
+    min_liked: int = defaults.MIN_LIKED,
     llm: Any = None,
     embedder: str = "hashing",
     user_config: Any = None,

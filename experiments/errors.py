@@ -1,8 +1,9 @@
 """How the CLI reports errors: one line on stderr, secrets redacted, exit 2 for bad input, 1 for a failed run.
 
-Bad input is anything the user can fix by changing what they gave: a config file or flag (`ConfigError`,
-pydantic's `ValidationError` from flag parsing), data (`DataError`), a user-model config, a run directory
-that already exists or is missing. Anything else raised during a run is a failure of the run (exit 1).
+Bad input is anything the user can fix by changing what they gave: a config file, flag or user profile
+(`simenv.errors.ConfigError`, the one config error every layer raises; pydantic's `ValidationError` from flag
+parsing), data (`DataError`), a run directory that already exists or is missing. Anything else raised during
+a run is a failure of the run (exit 1).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from experiments.config import ConfigError, format_validation_error
+from experiments.config import format_validation_error
 from simenv.data.dataset import DataError
+from simenv.errors import ConfigError
 from simenv.llm.secrets import redact
 
 BAD_INPUT = 2
@@ -26,9 +28,7 @@ MAX_MESSAGE = 2000
 
 def bad_input_types() -> tuple[type[BaseException], ...]:
     """Exception types that mean "fix your input" (exit 2)."""
-    from agents.config import ConfigError as UserConfigError
-
-    return (ConfigError, UserConfigError, DataError, FileExistsError, FileNotFoundError, NotADirectoryError)
+    return (ConfigError, DataError, FileExistsError, FileNotFoundError, NotADirectoryError)
 
 
 def one_line(text: str) -> str:

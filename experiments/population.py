@@ -19,6 +19,8 @@ import mesa
 import numpy as np
 import pandas as pd
 
+from experiments.config import DEFAULTS
+from simenv import defaults
 from simenv.data.dataset import Dataset
 from simenv.protocols import Recommender, UserModel, UserSession
 from simenv.records import Page, PageFeedback, Persona
@@ -26,12 +28,13 @@ from simenv.records import Page, PageFeedback, Persona
 
 @dataclass(frozen=True)
 class PopulationConfig:
-    """Knobs of the population model. `login_prob[g-1]` is the chance a persona of activity group g logs in."""
+    """Knobs of the population model. `login_prob[g-1]` is the chance a persona of activity group g logs in.
+    Defaults are the `[population]` section's (`simrec population` passes the section and `[simulation]`)."""
 
-    rounds: int = 5
-    page_size: int = 4
-    login_prob: tuple[float, float, float] = (0.3, 0.6, 0.9)
-    retrain: bool = True
+    rounds: int = DEFAULTS.population.rounds
+    page_size: int = defaults.PAGE_SIZE
+    login_prob: tuple[float, float, float] = DEFAULTS.population.login_prob
+    retrain: bool = DEFAULTS.population.retrain
     positive_rating: int = 4
 
 

@@ -28,12 +28,11 @@ def check_recommender_name(field: str, name: str) -> None:
 
 def check_profile(profile: str) -> None:
     """The decision profile must exist in experiments/configs/users.toml and be valid."""
-    from agents.config import ConfigError as UserConfigError
     from agents.config import load_llm_user_config
 
     try:
         load_llm_user_config(profile)
-    except UserConfigError as exc:
+    except ConfigError as exc:  # the profile's own message, prefixed with the flag that chose it
         raise ConfigError(f"[users.profile] {shown(profile)}: {exc}") from None
 
 

@@ -55,11 +55,10 @@ VARIANTS: dict[str, Variant] = {
 
 
 def with_validate_defaults(config: ExperimentConfig) -> ExperimentConfig:
-    """The mock LLM and the hashing embedder unless the config file or a flag names them: validation scores
-    decisions, not words, and the fitted profiles decide without either (MiniLM would only embed memories)."""
+    """The hashing embedder unless the config file or a flag names one: validation scores decisions, not words,
+    and the fitted profiles decide without it (MiniLM would only embed memories). The LLM is the `[llm]`
+    default, the mock, unless named."""
     updates: dict[str, Any] = {}
-    if "backend" not in config.llm.model_fields_set:
-        updates["llm"] = config.llm.model_copy(update={"backend": "mock"})
     if "embedder" not in config.users.model_fields_set:
         updates["users"] = config.users.model_copy(update={"embedder": "hashing"})
     return config.model_copy(update=updates)

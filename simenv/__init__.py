@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import gymnasium as _gym
 
-PAGES = 5
-PAGE_SIZE = 4
+from simenv.defaults import MAX_PAGES as PAGES
+from simenv.defaults import PAGE_SIZE
 
 ENV_IDS = ("simenv/FastRec-v0", "simenv/FastRecSeq-v0", "simenv/PersonaRec-v0", "simenv/PersonaRecLive-v0")
 

@@ -28,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 from numpy.random.bit_generator import ISeedSequence
 
+from simenv import defaults
 from simenv.records import Page, PageFeedback, Persona
 from simenv.rewards import RewardConfig, reward_config
 
@@ -51,11 +52,11 @@ def apply_settings(
     env: Any,
     personas: Mapping[int, Persona],
     *,
-    page_size: int = 4,
-    max_pages: int = 5,
+    page_size: int = defaults.PAGE_SIZE,
+    max_pages: int = defaults.MAX_PAGES,
     n_candidates: int | None = None,
-    explore_fraction: float = 0.25,
-    history_len: int = 8,
+    explore_fraction: float = defaults.EXPLORE_FRACTION,
+    history_len: int = defaults.HISTORY_LEN,
     reward: RewardConfig | str | Mapping[str, float] | None = None,
     action_mode: ActionMode = "slate",
     invalid_action: InvalidActionRule = "repair",

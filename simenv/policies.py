@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from simenv import kernel
+from simenv import defaults, kernel
 from simenv.candidates import candidate_set
 from simenv.data.dataset import Dataset
 from simenv.env import RecEnv
@@ -114,10 +114,10 @@ def rollout(env: Any, policy: EnvPolicy, n_episodes: int, seed: int) -> list[flo
 class SB3Recommender:
     """A trained SB3 model as a page policy for the comparison runner.
 
-    It provides the part of `simenv.protocols.Recommender` the runner calls (`name`, `recommend`, `observe`)
-    and `save`, but not `fit` or `score`: it is trained in the env, and it chooses pages among its session's
-    candidate set, so it has no score for every item of the catalog. It is therefore not a `Recommender`
-    (`isinstance` is False) and offline metrics or `recommenders.degraded` cannot wrap it.
+    It is a `simenv.protocols.PagePolicy` (`name`, `recommend`, `observe`: what the runner calls) with `save`,
+    but not `fit` or `score`: it is trained in the env, and it chooses pages among its session's candidate
+    set, so it has no score for every item of the catalog. It is therefore not a `Recommender` (`isinstance`
+    is False) and offline metrics or `recommenders.degraded` cannot wrap it.
 
     For each user's session it builds the same candidate set and observation as `RecEnv` (same
     `n_candidates`, `explore_fraction`, `history_len`, candidate recommender) and asks the model for a page:
@@ -133,11 +133,11 @@ class SB3Recommender:
         personas: Mapping[int, Persona],
         train: pd.DataFrame,
         action_mode: str = "slate",
-        page_size: int = 4,
-        max_pages: int = 5,
+        page_size: int = defaults.PAGE_SIZE,
+        max_pages: int = defaults.MAX_PAGES,
         n_candidates: int | None = None,
-        explore_fraction: float = 0.25,
-        history_len: int = 8,
+        explore_fraction: float = defaults.EXPLORE_FRACTION,
+        history_len: int = defaults.HISTORY_LEN,
         candidate_recommender: Recommender | None = None,
         name: str = "sb3",
         deterministic: bool = True,

@@ -1,4 +1,4 @@
-"""Protocols for the pluggable parts: user models, user sessions and recommenders.
+"""Protocols for the pluggable parts: user models, user sessions, page policies and recommenders.
 
 Like SB3's `type_aliases`, this is the one place a newcomer reads to learn what each component must
 provide. `simenv` depends only on these protocols; `agents` and `recommenders` implement them.
@@ -49,26 +49,15 @@ class UserModel(Protocol):
 
 
 @runtime_checkable
-class Recommender(Protocol):
-    """A policy facing simulated users. Item and user ids are the dataset's dense integer ids.
+class PagePolicy(Protocol):
+    """What serves pages to simulated users: all `simenv.runner.run_sessions` calls. Every `Recommender` is one;
+    so is `simenv.policies.SB3Recommender`, which chooses among its session's candidates and cannot score the
+    catalog. Item and user ids are the dataset's dense integer ids.
 
-    `fit` trains on interactions (columns user_id, item_id, rating, timestamp) of the train split;
     `recommend` never returns an id in `exclude` (items already shown or consumed).
     """
 
     name: str
-
-    def fit(
-        self,
-        train: pd.DataFrame,
-        n_users: int,
-        n_items: int,
-        valid: pd.DataFrame | None = None,
-    ) -> Recommender: ...
-
-    def score(self, user_id: int, history: Sequence[int]) -> np.ndarray:
-        """Scores for all `n_items` items (higher is better); `history` is the user's session so far."""
-        ...
 
     def recommend(
         self,
@@ -81,6 +70,27 @@ class Recommender(Protocol):
 
     def observe(self, user_id: int, page: Page, feedback: PageFeedback) -> None:
         """Within-session feedback (sequential models append watched items)."""
+        ...
+
+
+@runtime_checkable
+class Recommender(PagePolicy, Protocol):
+    """A page policy that is trained on data and scores the whole catalog (offline metrics, degraded variants
+    and rerankers need `score`).
+
+    `fit` trains on interactions (columns user_id, item_id, rating, timestamp) of the train split.
+    """
+
+    def fit(
+        self,
+        train: pd.DataFrame,
+        n_users: int,
+        n_items: int,
+        valid: pd.DataFrame | None = None,
+    ) -> Recommender: ...
+
+    def score(self, user_id: int, history: Sequence[int]) -> np.ndarray:
+        """Scores for all `n_items` items (higher is better); `history` is the user's session so far."""
         ...
 
     def save(self, path: Path) -> None: ...

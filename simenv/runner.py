@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from simenv import defaults
 from simenv.data.dataset import Dataset
 from simenv.eventlog import RunLog, event_rows, interview_row, page_row
 from simenv.kernel import check_feedback, episode_rngs
-from simenv.protocols import Recommender, UserModel, UserSession
+from simenv.protocols import PagePolicy, UserModel, UserSession
 from simenv.records import Interview, Page, PageFeedback, Persona
 from simenv.rewards import RewardConfig, item_rewards, page_reward, reward_config
 
@@ -59,14 +60,14 @@ class _Live:
 
 
 def run_sessions(
-    recommender: Recommender,
+    recommender: PagePolicy,
     user_model: UserModel,
     personas: Mapping[int, Persona],
     dataset: Dataset,
     train: pd.DataFrame,
     run_dir: str | Path,
-    n_pages: int = 5,
-    page_size: int = 4,
+    n_pages: int = defaults.MAX_PAGES,
+    page_size: int = defaults.PAGE_SIZE,
     seed: int = 0,
     policy_name: str | None = None,
     resume: bool = False,
@@ -79,7 +80,8 @@ def run_sessions(
 ) -> RunSummary:
     """Run one session per persona (episode `e` = the e-th of `users`, default all persona ids sorted).
 
-    `recommender` must be fitted on `train`; it is called as `recommend(user_id, page_size, exclude, rng,
+    `recommender` (a `simenv.protocols.PagePolicy`: every `Recommender` is one) must be fitted on `train`; it is
+    called as `recommend(user_id, page_size, exclude, rng,
     history)` with `exclude` = the persona's train items plus everything shown so far and `history` = the
     items watched this session, then `observe(user_id, page, feedback)`. `config` adds entries to
     config.json (they must match on resume). Users start with a fresh memory (`reset_memory=True` for
@@ -199,7 +201,7 @@ def _accepts(fn: Any, name: str) -> bool:
 
 def compare_policies(
     env: Any,
-    policies: Mapping[str, Recommender],
+    policies: Mapping[str, PagePolicy],
     run_root: str | Path,
     n_users: int | None = None,
     seed: int = 0,
@@ -252,7 +254,7 @@ def _prepare(run_log: RunLog, config: dict[str, Any], resume: bool) -> int:
     return int(checkpoint["state"]["chunks_done"]) if checkpoint else 0
 
 
-def _next_page(recommender: Recommender, lv: _Live, page_index: int, page_size: int, policy: str) -> Page:
+def _next_page(recommender: PagePolicy, lv: _Live, page_index: int, page_size: int, policy: str) -> Page:
     user = lv.persona.user_id
     rec = recommender.recommend(user, page_size, lv.exclude, lv.rng, tuple(lv.history))
     ids = tuple(int(i) for i in rec.item_ids)

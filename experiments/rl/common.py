@@ -22,6 +22,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from simenv.policies import SB3Recommender
+from simenv.protocols import PagePolicy
 from simenv.sb3_vec import make_sb3_vec_env
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ def evaluate(
 
     env = gym.make("simenv/PersonaRec-v0", dataset=dataset, n_users=n_users, llm={"backend": llm_backend})
     inner = env.unwrapped
-    policies: dict[str, Any] = {name: SB3Recommender.from_env(model, env, name=name, action_mode=train_mode)}
+    policies: dict[str, PagePolicy] = {name: SB3Recommender.from_env(model, env, name=name, action_mode=train_mode)}
     for rec_name in compare:
         policies[rec_name] = make(rec_name).fit(inner.train, inner.dataset.n_users, inner.dataset.n_items)
     users = sorted(inner.personas)[:eval_users] if eval_users else sorted(inner.personas)

@@ -13,6 +13,7 @@ import pandas as pd
 from stable_baselines3 import DQN
 
 import simenv  # noqa: F401  (registers the env ids)
+from experiments.config import DEFAULTS
 from experiments.rl.common import parse_args, train_and_evaluate
 
 
@@ -20,9 +21,9 @@ from experiments.rl.common import parse_args, train_and_evaluate
 class Args:
     """DQN on simenv/FastRecSeq-v0."""
 
-    seed: int = 0
-    total_timesteps: int = 20_000
-    dataset: str = "ml-100k"
+    seed: int = DEFAULTS.run.seed
+    total_timesteps: int = DEFAULTS.rl.timesteps
+    dataset: str = DEFAULTS.data.dataset
     n_users: int | None = None
     buffer_size: int = 20_000
     learning_starts: int = 500

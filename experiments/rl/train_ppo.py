@@ -18,6 +18,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecEnv
 
 import simenv  # noqa: F401  (registers the env ids)
+from experiments.config import DEFAULTS
 from experiments.rl.common import parse_args, train_and_evaluate
 
 
@@ -25,9 +26,9 @@ from experiments.rl.common import parse_args, train_and_evaluate
 class Args:
     """PPO on simenv/FastRec-v0."""
 
-    seed: int = 0
-    total_timesteps: int = 20_000
-    dataset: str = "ml-100k"
+    seed: int = DEFAULTS.run.seed
+    total_timesteps: int = DEFAULTS.rl.timesteps
+    dataset: str = DEFAULTS.data.dataset
     n_users: int | None = None
     vec: str = "native"  # native | dummy
     n_envs: int = 8

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from simenv import defaults
 from simenv.data.dataset import DataError, Dataset, Split
 
 LIKED_ABOVE = 3.0
@@ -33,7 +34,7 @@ def agent4rec_split(
     dataset: Dataset,
     n_users: int | None = 1000,
     seed: int = 0,
-    min_liked: int = 20,
+    min_liked: int = defaults.MIN_LIKED,
     ratios: tuple[float, float, float] = (0.4, 0.3, 0.3),
 ) -> Split:
     """Sample `n_users` users with >= `min_liked` ratings above 3 and split each one's ratings at random.

@@ -10,20 +10,24 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
+from simenv.errors import ConfigError
 from simenv.llm.mock import FAULT_KINDS, FaultConfig, MockLLM
 from simenv.llm.types import LLM
 
-BACKENDS = ("mock", "llama-cpp", "transformers", "openai")
+Backend = Literal["mock", "llama-cpp", "transformers", "openai"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 @dataclass(frozen=True)
 class LLMConfig:
     """Everything needed to build the run's LLM. `temperature`/`max_tokens`/`max_repairs` are the defaults
-    callers put in their requests; each request's own values are what the backend honours."""
+    callers put in their requests; each request's own values are what the backend honours. The defaults are
+    the ones everywhere: `experiments.config.LLMSection` (the `[llm]` section and `--llm.*` flags) takes its
+    defaults from this class. A bad value is a `ConfigError` (a `ValueError`) naming the field."""
 
-    backend: str = "mock"
+    backend: Backend = "mock"
     model: str | None = None  # openai: model name; llama-cpp/transformers: use model_path
     base_url: str | None = None  # openai: else OPENAI_BASE_URL, else the SDK default
     temperature: float = 0.0
@@ -50,17 +54,17 @@ class LLMConfig:
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
-            raise ValueError(f"LLMConfig.backend: unknown backend {self.backend!r}; known: {list(BACKENDS)}")
+            raise ConfigError(f"LLMConfig.backend: unknown backend {self.backend!r}; known: {list(BACKENDS)}")
         for name in ("max_tokens", "concurrency", "n_ctx", "n_threads", "call_log_flush_every"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"LLMConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+                raise ConfigError(f"LLMConfig.{name} must be >= 1, got {getattr(self, name)!r}")
         for name in ("max_repairs", "max_retries", "ram_cache_bytes"):
             if int(getattr(self, name)) < 0:
-                raise ValueError(f"LLMConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+                raise ConfigError(f"LLMConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.timeout_s <= 0:
-            raise ValueError(f"LLMConfig.timeout_s must be > 0, got {self.timeout_s!r}")
+            raise ConfigError(f"LLMConfig.timeout_s must be > 0, got {self.timeout_s!r}")
         if self.backend == "openai" and not self.model:
-            raise ValueError("LLMConfig.model is required for the openai backend (e.g. model = 'gpt-4o-mini')")
+            raise ConfigError("LLMConfig.model is required for the openai backend (e.g. model = 'gpt-4o-mini')")
         object.__setattr__(self, "fault_kinds", tuple(self.fault_kinds))
 
     @classmethod
@@ -74,7 +78,7 @@ class LLMConfig:
                 if any("key" in k.lower() for k in unknown)
                 else ""
             )
-            raise ValueError(f"{source}: unknown llm field(s) {unknown}; known fields: {sorted(known)}{hint}")
+            raise ConfigError(f"{source}: unknown llm field(s) {unknown}; known fields: {sorted(known)}{hint}")
         return cls(**dict(data))
 
 

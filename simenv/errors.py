@@ -1,0 +1,11 @@
+"""The one configuration error of simrec, defined in the lowest layer so every layer raises the same class.
+
+`agents.config.ConfigError` and `experiments.config.ConfigError` are this class (re-exported), so code that
+catches one catches them all, and the CLI reports any of them as bad input (exit 2).
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A config file, section, key, flag or profile is invalid; the message names where and the value."""

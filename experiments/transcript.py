@@ -35,13 +35,16 @@ from experiments.report import policy_dirs
 from simenv.eventlog import RunLog, read_table
 
 USER_EVENTS = "user_events"
+USER_EVENT_COLUMNS = ["user", "episode", "page", "kind", "template", "detail", "llm_call_ids"]
 WIDTH = 100
 DEFAULT_REASONS = {LEAVE_REASON_NOTHING_LIKED, LEAVE_REASON_SEEN_ENOUGH}
 DEFAULT_INTERVIEW_REASONS = {INTERVIEW_NO_ANSWER_REASON, INTERVIEW_PLACEHOLDER_REASON}
 
 
 def write_user_events(run_dir: str | Path, events: Iterable[UserEvent]) -> None:
-    """Append the user model's events (reflections, fallbacks) to the run's `user_events` table."""
+    """Append the user model's events (reflections, fallbacks) to the run's `user_events` table (created even when
+    there are none, so a transcript can tell "none happened" from "not recorded")."""
+    (Path(run_dir) / USER_EVENTS).mkdir(parents=True, exist_ok=True)
     rows = [
         {
             "user": e.user_id,
@@ -101,6 +104,8 @@ def load_sessions(run_dir: str | Path, user: int, policy: str | None = None) -> 
     interviews = read_table(pdir, "interviews")
     has_events = (pdir / USER_EVENTS).is_dir()
     user_events = read_table(pdir, USER_EVENTS) if has_events else None
+    if user_events is not None and user_events.empty:
+        user_events = pd.DataFrame(columns=USER_EVENT_COLUMNS)
     out = []
     for episode in sorted(int(e) for e in mine["episode"].unique()):
         ev = mine[mine["episode"] == episode].sort_values(["page", "position"])

@@ -108,12 +108,19 @@ class FidelitySection(Section):
 
 
 class RLSection(Section):
-    algo: Literal["ppo", "dqn"] = "ppo"
-    """SB3 algorithm: ppo (MultiDiscrete slate) or dqn (Discrete, slot by slot)."""
+    algo: Literal["ppo", "a2c", "dqn"] = "ppo"
+    """SB3 algorithm: ppo or a2c (MultiDiscrete slate), dqn (Discrete, slot by slot)."""
     timesteps: int = Field(20_000, ge=1)
-    """Training timesteps on the fast-user env."""
+    """Training timesteps."""
+    base: str = "mf"
+    """Base recommender whose candidates the policy re-ranks (registry name)."""
+    user: Literal["fast", "grounded"] = "fast"
+    """User model trained on, with the `[users] profile` decisions (fitted: the response model); evaluate-rl also
+    scores the policy in the other one."""
+    time_budget: float | None = Field(None, gt=0)
+    """Stop training cleanly after this many seconds (the model trained so far is saved and evaluated)."""
     eval_personas: int = Field(50, ge=1)
-    """Personas in the evaluation against the persona env."""
+    """Personas held out from training (a seeded draw) on which `evaluate-rl` scores every policy."""
     eval_text: bool = False
     """Evaluate with the [llm] backend so the users also write text; by default the evaluation uses the mock LLM
     (the grounded decisions, hence every metric, do not depend on the words; the embedded model took >15 min)."""

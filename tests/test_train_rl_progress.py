@@ -4,10 +4,9 @@ and shows its progress with an estimate instead of minutes of silence."""
 from __future__ import annotations
 
 import io
+import json
 import re
 from pathlib import Path
-
-import pandas as pd
 
 from experiments.cli import app
 from experiments.rl.common import EvalProgress
@@ -16,15 +15,16 @@ from experiments.rl.common import EvalProgress
 def test_train_rl_evaluation_prints_progress_and_uses_decisions_only(tmp_path: Path, capsys) -> None:
     app(["train-rl", "--data.dataset", "synthetic", "--data.cache-dir", str(tmp_path / "cache"),
          "--llm.backend", "llama-cpp", "--run.out-dir", str(tmp_path / "runs"), "--run.name", "rl",
-         "--rl.timesteps", "64", "--rl.eval-personas", "3", "--recommenders.names", '["random"]'])  # fmt: skip
+         "--rl.timesteps", "64", "--rl.eval-personas", "3", "--rl.base", "pop"])  # fmt: skip
     captured = capsys.readouterr()
-    assert "evaluating 2 policies x 3 personas on the persona env (LLM backend mock)" in captured.err
+    assert "LLM mock (decisions only; --rl.eval-text" in captured.out.replace("\n", " ")
     lines = [ln for ln in captured.err.splitlines() if ln.startswith("eval ")]
-    assert any(re.match(r"eval ppo: 3/3 users; all policies 3/6 \(.* users/s, .* s, ~\d+ s left\)", ln) for ln in lines)
-    assert lines[-1].startswith("eval random: 3/3 users; all policies 6/6")
-    assert "--rl.eval-text" in captured.out
-    metrics = pd.read_csv(tmp_path / "runs" / "rl" / "metrics.csv")
-    assert set(metrics["policy"]) == {"ppo", "random"}
+    # ppo, pop (its base) and random, each in the training user model and the other one: 6 x 3 persona sessions
+    assert any(re.match(r"eval train_sim ppo: 3/3 users; all policies 3/18 \(.* users/s, .* s, ~\d+ s left\)", ln)
+               for ln in lines)  # fmt: skip
+    assert lines[-1].startswith("eval other_sim random: 3/3 users; all policies 18/18")
+    result = json.loads((tmp_path / "runs" / "rl" / "evaluate_rl.json").read_text())
+    assert set(result["policies"]) == {"ppo", "pop", "random"}
 
 
 def test_eval_progress_throttles_and_estimates() -> None:

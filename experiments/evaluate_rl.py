@@ -1,0 +1,241 @@
+"""`simrec evaluate-rl CHECKPOINT`: does a policy trained in the simulator beat its base recommender outside it?
+
+The trained policy (`simenv.policies.SB3Recommender` over the checkpoint's SB3 model), its base recommender, Pop
+and Random run one session each for the checkpoint's held-out personas (never trained on;
+`experiments.rl.checkpoint.split_personas`), same personas and seed for every policy, and are scored three ways:
+1. `train_sim`: in the user model it was trained on (likes and watches per session, P_view, P_like);
+2. `other_sim`: in the other one (fast <-> grounded persona user, both deciding by the same `[users] profile`,
+   default the fitted response model): a gain that exists only in the training simulator is over-fitting to it;
+3. `real`: the (user, item) pairs shown in the `train_sim` sessions scored against the personas' real held-out
+   ratings exactly as `simrec validate` does (`experiments.validity.label_shown` / `per_user`: real hit = in the
+   user's TEST ratings, real like = in test with rating >= 4), plus offline recall@20 on TEST of each policy's
+   ranking (`experiments.validate.offline_recall`; NaN for the RL policy, which picks pages among its session's
+   candidates and has no catalog ranking).
+Differences RL − base come with persona-bootstrap 95% intervals (paired: the same resampled personas).
+Writes `evaluate_rl.json` next to the checkpoint (and each run's event logs under `evaluate/`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+
+from experiments.build import UserModelFactory, build_llm, build_world, train_recommender
+from experiments.rl.checkpoint import Checkpoint, decisions_only, with_personas
+from experiments.rl.common import EvalProgress
+from experiments.validate import offline_recall
+from experiments.validity import label_shown, per_user
+from simenv.policies import SB3Recommender
+from simenv.protocols import PagePolicy
+from simenv.runner import run_sessions
+
+EVALUATE_FILE = "evaluate_rl.json"
+OTHER_USER = {"fast": "grounded", "grounded": "fast"}
+SIM_METRICS = ("likes_per_session", "watches_per_session", "p_view", "p_like")
+REAL_METRICS = ("real_hit", "real_like", "heldout_hit")
+
+
+def paired_difference(frame: pd.DataFrame, column: str, a: str, b: str, n_boot: int, seed: int) -> dict[str, Any]:
+    """Mean over personas of `column` for policy `a` minus policy `b`, with a persona-bootstrap 95% interval."""
+    wide = frame.pivot(index="user", columns="policy", values=column)[[a, b]].dropna()
+    diff = (wide[a] - wide[b]).to_numpy(np.float64)
+    rng = np.random.default_rng([seed, 37])
+    boots = diff[rng.integers(0, len(diff), (n_boot, len(diff)))].mean(axis=1)
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    return {"difference": float(diff.mean()), "ci": [float(lo), float(hi)], "n_personas": int(len(diff))}
+
+
+def per_persona(labelled: pd.DataFrame) -> pd.DataFrame:
+    """(policy, user) rows: validate's per-user shares plus likes and watches per session."""
+    frame = per_user(labelled).frame
+    counts = labelled.groupby(["policy", "user"], sort=True).agg(
+        likes_per_session=("sim_like", "sum"), watches_per_session=("watched", "sum")
+    )
+    frame = frame.merge(counts.reset_index(), on=["policy", "user"])
+    return frame.rename(columns={"sim_p_view": "p_view", "sim_p_like": "p_like"})
+
+
+def simulate(
+    policies: dict[str, PagePolicy],
+    user_model: Any,
+    checkpoint: Checkpoint,
+    world: Any,
+    run_dir: Path,
+    seed: int,
+    progress: EvalProgress,
+    label: str,
+) -> pd.DataFrame:
+    """One session per held-out persona for each policy; the shown pairs labelled with the real held-out data."""
+    parts = []
+    for name, policy in policies.items():
+        policy_dir = run_dir / name
+        done = [0]
+
+        def on_page(episodes: int, pages: int, tag: str = f"{label} {name}", done: list[int] = done) -> None:
+            done[0] = episodes
+            progress(tag, episodes)
+
+        run_sessions(
+            policy,
+            user_model,
+            world.personas,
+            world.dataset,
+            world.split.train,
+            policy_dir,
+            n_pages=checkpoint.env["max_pages"],
+            page_size=checkpoint.env["page_size"],
+            seed=seed,
+            policy_name=name,
+            users=list(checkpoint.eval_users),
+            batch_size=64,
+            progress=on_page,
+        )
+        progress(f"{label} {name}", len(checkpoint.eval_users), final=True)
+        parts.append(label_shown(pd.read_parquet(policy_dir / "events"), world.split.valid, world.split.test))
+    return pd.concat(parts, ignore_index=True)
+
+
+def evaluate_rl(directory: Path, console: Console | None = None, n_boot: int = 1000) -> dict[str, Any]:
+    """Score the checkpoint in `directory` three ways (module docstring); write and return `evaluate_rl.json`."""
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    start = time.perf_counter()
+    directory = Path(directory)
+    checkpoint = Checkpoint.load(directory)
+    config = decisions_only(checkpoint.experiment())
+    seed = config.run.seed
+    world = with_personas(build_world(config), checkpoint.eval_users)
+    base = train_recommender(config, world, checkpoint.base)[0]
+    recommenders = {checkpoint.base: base}
+    for name in ("pop", "random"):
+        recommenders.setdefault(name, train_recommender(config, world, name)[0])
+    rl_name = checkpoint.algo
+    model = checkpoint.load_model()
+
+    def rl_policy() -> SB3Recommender:  # a fresh adapter per simulator (it keeps per-session state)
+        env = checkpoint.env
+        return SB3Recommender(
+            model,
+            world.dataset,
+            world.personas,
+            world.split.train,
+            action_mode=checkpoint.action_mode,
+            page_size=env["page_size"],
+            max_pages=env["max_pages"],
+            n_candidates=env["n_candidates"],
+            explore_fraction=env["explore_fraction"],
+            history_len=env["history_len"],
+            candidate_recommender=base,
+            name=rl_name,
+        )
+
+    users = list(checkpoint.eval_users)
+    kinds = {"train_sim": checkpoint.user, "other_sim": OTHER_USER[checkpoint.user]}
+    factory = UserModelFactory(config, world, build_llm(config))
+    progress = EvalProgress(len(kinds) * (1 + len(recommenders)), len(users))
+    console.print(
+        f"evaluate-rl {directory}: {rl_name} (re-ranking {checkpoint.base}) vs {', '.join(recommenders)} on "
+        f"{len(users)} held-out personas (disjoint from the {len(checkpoint.train_users)} trained on), "
+        f"users {kinds['train_sim']} (trained on) and {kinds['other_sim']}, LLM {config.llm.backend}"
+        + ("" if config.rl.eval_text else " (decisions only; --rl.eval-text for the configured model's words)")
+    )
+    eval_dir = directory / "evaluate"
+    shutil.rmtree(eval_dir, ignore_errors=True)  # this command's own outputs from an earlier evaluation
+    frames: dict[str, pd.DataFrame] = {}
+    labelled_train = pd.DataFrame()
+    for key, kind in kinds.items():
+        user_model = factory(kind="fast" if kind == "fast" else "llm")
+        policies: dict[str, PagePolicy] = {rl_name: rl_policy(), **recommenders}
+        labelled = simulate(policies, user_model, checkpoint, world, eval_dir / key, seed, progress, key)
+        frames[key] = per_persona(labelled)
+        if key == "train_sim":
+            labelled_train = labelled
+    recall = {name: offline_recall(rec, world, users, seed=seed) for name, rec in recommenders.items()}
+    recall[rl_name] = float("nan")
+    names = [rl_name, *recommenders]
+    result_policies: dict[str, Any] = {}
+    for name in names:
+        entry: dict[str, Any] = {}
+        for key, frame in frames.items():
+            rows = frame[frame["policy"] == name]
+            entry[key] = {"user_model": kinds[key], **{m: float(rows[m].mean()) for m in SIM_METRICS}}
+        rows = frames["train_sim"][frames["train_sim"]["policy"] == name]
+        entry["real"] = {
+            **{m: float(rows[m].mean()) for m in REAL_METRICS},
+            "shown": int(rows["shown"].sum()),
+            "recall_at_20": recall[name],
+        }
+        result_policies[name] = entry
+    comparisons: dict[str, Any] = {}
+    for key, frame in frames.items():
+        likes = {n: result_policies[n][key]["likes_per_session"] for n in names}
+        comparisons[key] = {
+            **{f"likes_ratio_vs_{n}": likes[rl_name] / likes[n] if likes[n] else float("nan") for n in recommenders},
+            "likes_difference_vs_base": paired_difference(
+                frame, "likes_per_session", rl_name, checkpoint.base, n_boot, seed
+            ),
+        }
+    comparisons["real"] = {
+        f"{m}_difference_vs_base": paired_difference(frames["train_sim"], m, rl_name, checkpoint.base, n_boot, seed)
+        for m in ("real_hit", "real_like")
+    }
+    result = {
+        "checkpoint": str(directory),
+        "dataset": world.dataset.name,
+        "seed": seed,
+        "algo": rl_name,
+        "base": checkpoint.base,
+        "profile": config.users.profile,
+        "trained_on": checkpoint.user,
+        "timesteps": checkpoint.timesteps,
+        "train_seconds": checkpoint.train_seconds,
+        "stopped_by_budget": checkpoint.stopped_by_budget,
+        "n_train_personas": len(checkpoint.train_users),
+        "eval_personas": users,
+        "personas_disjoint": not set(users) & set(checkpoint.train_users),
+        "real_pairs_from": "train_sim",
+        "policies": result_policies,
+        "comparisons": comparisons,
+        "n_shown_pairs": int(len(labelled_train)),
+        "wall_time_s": round(time.perf_counter() - start, 1),
+    }
+    (directory / EVALUATE_FILE).write_text(json.dumps(result, indent=2))
+    print_table(console, result)
+    console.print(f"written: {directory / EVALUATE_FILE}")
+    return result
+
+
+def print_table(console: Console, result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    train, other = (result["policies"][result["algo"]][k]["user_model"] for k in ("train_sim", "other_sim"))
+    table = Table(title=f"{result['algo']} vs its base {result['base']}, held-out personas ({result['dataset']})")
+    columns = (f"likes/session {train}", "P_view", "P_like", f"likes/session {other}", "real hit", "real like")
+    for column in ("policy", *columns, "recall@20"):
+        table.add_column(column, justify="right")
+    for name, r in result["policies"].items():
+        table.add_row(
+            name,
+            f"{r['train_sim']['likes_per_session']:.3f}",
+            f"{r['train_sim']['p_view']:.3f}",
+            f"{r['train_sim']['p_like']:.3f}",
+            f"{r['other_sim']['likes_per_session']:.3f}",
+            f"{r['real']['real_hit']:.4f}",
+            f"{r['real']['real_like']:.4f}",
+            f"{r['real']['recall_at_20']:.3f}",
+        )
+    console.print(table)
+    c, base = result["comparisons"], result["base"]
+    hit = c["real"]["real_hit_difference_vs_base"]
+    console.print(
+        f"{result['algo']} / {base} likes per session: {c['train_sim'][f'likes_ratio_vs_{base}']:.3f} ({train}), "
+        f"{c['other_sim'][f'likes_ratio_vs_{base}']:.3f} ({other}); real hit {result['algo']} − {base} "
+        f"{hit['difference']:+.4f} [{hit['ci'][0]:+.4f}, {hit['ci'][1]:+.4f}]"
+    )

@@ -1,0 +1,99 @@
+"""Issue 15: `simrec train-rl` trains a re-ranker of a base recommender's candidates on the fitted users and saves a
+checkpoint; `simrec evaluate-rl` scores it three ways on held-out personas (training simulator, other user model,
+real held-out data). Real SB3 PPO on the synthetic dataset, a few hundred steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments.cli import app
+from experiments.config import load_config
+from experiments.evaluate_rl import EVALUATE_FILE, paired_difference
+from experiments.rl.checkpoint import MODEL_FILE, MONITOR_FILE, Checkpoint, split_personas
+from experiments.train_rl import train_rl
+
+pytestmark = pytest.mark.slow
+
+
+def _config(root: Path, name: str, **rl: object):
+    return load_config(
+        None,
+        {
+            "data": {"dataset": "synthetic", "cache_dir": str(root / "cache")},
+            "run": {"out_dir": str(root / "runs"), "name": name},
+            "rl": {"timesteps": 512, "eval_personas": 6, "base": "pop", **rl},
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Checkpoint:
+    return train_rl(_config(tmp_path_factory.mktemp("rl"), "ppo"))
+
+
+def test_checkpoint_holds_model_monitor_and_a_disjoint_persona_split(trained: Checkpoint) -> None:
+    directory = Path(trained.directory)
+    assert (directory / MODEL_FILE).is_file() and (directory / MONITOR_FILE).is_file()
+    loaded = Checkpoint.load(directory)
+    assert loaded.timesteps >= 512 and not loaded.stopped_by_budget
+    assert len(loaded.eval_users) == 6 and len(loaded.train_users) > 100
+    assert not set(loaded.eval_users) & set(loaded.train_users)
+    assert (loaded.algo, loaded.action_mode, loaded.base, loaded.user) == ("ppo", "slate", "pop", "fast")
+
+
+def test_evaluate_rl_scores_every_policy_three_ways(trained: Checkpoint, capsys: pytest.CaptureFixture) -> None:
+    app(["evaluate-rl", trained.directory, "--bootstrap", "50"])
+    assert "evaluate_rl.json" in capsys.readouterr().out
+    result = json.loads((Path(trained.directory) / EVALUATE_FILE).read_text())
+    assert result["personas_disjoint"] is True
+    assert sorted(result["eval_personas"]) == sorted(trained.eval_users)
+    assert not set(result["eval_personas"]) & set(trained.train_users)
+    assert set(result["policies"]) == {"ppo", "pop", "random"}  # the base is pop here
+    for name, scores in result["policies"].items():
+        assert scores["train_sim"]["user_model"] == "fast" and scores["other_sim"]["user_model"] == "grounded"
+        for key in ("train_sim", "other_sim"):
+            row = scores[key]
+            assert 0 <= row["p_like"] <= row["p_view"] <= 1, (name, key)
+            assert 0 <= row["likes_per_session"] <= row["watches_per_session"] <= 20
+        real = scores["real"]
+        assert 0 <= real["real_like"] <= real["real_hit"] <= real["heldout_hit"] <= 1
+        assert real["shown"] >= 6 * 4
+        assert np.isnan(real["recall_at_20"]) == (name == "ppo")  # the RL policy has no catalog ranking
+    diff = result["comparisons"]["real"]["real_hit_difference_vs_base"]
+    assert diff["ci"][0] <= diff["difference"] <= diff["ci"][1] and diff["n_personas"] == 6
+    for key in ("train_sim", "other_sim"):
+        assert set(result["comparisons"][key]) >= {"likes_ratio_vs_pop", "likes_ratio_vs_random"}
+    # every policy met the same personas in both simulators
+    for key in ("train_sim", "other_sim"):
+        events = pd.read_parquet(Path(trained.directory) / "evaluate" / key / "ppo" / "events")
+        assert sorted(events["user"].unique()) == sorted(trained.eval_users)
+
+
+def test_time_budget_stops_training_cleanly(tmp_path: Path) -> None:
+    checkpoint = train_rl(_config(tmp_path, "budget", timesteps=10**7, time_budget=0.5))
+    assert checkpoint.stopped_by_budget and 0 < checkpoint.timesteps < 10**7
+    assert (Path(checkpoint.directory) / MODEL_FILE).is_file()
+    assert Checkpoint.load(Path(checkpoint.directory)).stopped_by_budget
+
+
+def test_split_personas_is_seeded_disjoint_and_complete() -> None:
+    ids = range(100, 300)
+    train, held_out = split_personas(ids, 50, seed=3)
+    assert len(held_out) == 50 and not set(train) & set(held_out) and set(train) | set(held_out) == set(ids)
+    assert split_personas(ids, 50, seed=3) == (train, held_out)
+    assert split_personas(ids, 50, seed=4)[1] != held_out
+    with pytest.raises(ValueError, match="eval_personas"):
+        split_personas(ids, 200, seed=3)
+
+
+def test_paired_difference_of_known_per_persona_values() -> None:
+    frame = pd.DataFrame(
+        {"policy": ["a"] * 4 + ["b"] * 4, "user": [1, 2, 3, 4] * 2, "real_hit": [0.5] * 4 + [0.25] * 4}
+    )
+    out = paired_difference(frame, "real_hit", "a", "b", n_boot=100, seed=0)
+    assert out == {"difference": 0.25, "ci": [0.25, 0.25], "n_personas": 4}

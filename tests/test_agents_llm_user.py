@@ -24,16 +24,18 @@ from tests.fixtures_agents import tiny_world
 GOLDEN_SYSTEM = (
     "You play one movie viewer in a recommendation study. Stay in character and answer only with JSON.\n"
     "You watch movies fairly often, you often disagree with popular opinion, and your taste is focused on a few "
-    "genres.\nYou enjoy Drama movies, such as Movie 0003 (1990). You rarely dislike a movie."
+    "genres."
 )
+# The taste text names titles, so it opens the user message (catalog text never reaches the system role).
+GOLDEN_TASTE = "About you: You enjoy Drama movies, such as Movie 0003 (1990). You rarely dislike a movie.\n"
 GOLDEN_PAGE = (
-    "Page 2 of recommendations.\n"
+    GOLDEN_TASTE + "Page 2 of recommendations.\n"
     "You remember:\n"
     "- Page 1: shown [4] Movie 0004. Watched: nothing.\n"
     "- (insight) I like drama.\n"
     "Movies shown:\n"
-    "[5] Movie 0005 (1982) — Action, Drama\n"
-    "[9] Movie 0009 (1991) — Comedy\n"
+    '[5] "Movie 0005 (1982) — Action, Drama"\n'
+    '[9] "Movie 0009 (1991) — Comedy"\n'
     "\n"
     "For each id in order: would you watch it, your rating 1-5, and a short feeling if you watch. Then: do you "
     "leave the site now, and why. Refer to movies by id only.\n"
@@ -402,10 +404,10 @@ def test_taste_summaries_with_fallback():
 
 # ---- narrate mode (page_reaction): the grounded rule decides, the LLM only writes the text -----------------------
 GOLDEN_REACTION = (
-    "Page 3 of recommendations.\n"
+    GOLDEN_TASTE + "Page 3 of recommendations.\n"
     "You watched:\n"
-    "- Movie 0005 (1982) — Action, Drama; you rated it 4 of 5.\n"
-    "You skipped: Movie 0009.\n"
+    '- "Movie 0005 (1982) — Action, Drama"; you rated it 4 of 5.\n'
+    'You skipped: "Movie 0009".\n'
     "After this page you leave the site.\n"
     "\n"
     "In a few words each, how did you feel about the movies you watched, in the order above? Why do you leave?\n"

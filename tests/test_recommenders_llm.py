@@ -121,7 +121,7 @@ def test_prompt_request_carries_schema_context_and_template(random_split) -> Non
     assert request.context["candidate_ids"] == candidates
     assert request.context["candidate_genres"] == [list(random_split.dataset.catalog[c].genres) for c in candidates]
     text = "\n".join(m.content for m in request.messages)
-    assert all(f"[{c}] {random_split.dataset.catalog[c].text}" in text for c in candidates)
+    assert all(f'[{c}] "{random_split.dataset.catalog[c].text}"' in text for c in candidates)
     assert random_split.dataset.catalog[5].text in text  # the session item is the latest history line
 
 
@@ -150,10 +150,10 @@ def test_rerank_template_golden_rendering() -> None:
     assert [m.role for m in messages] == ["system", "user"]
     assert messages[1].content == (
         "Movies the viewer watched most recently (oldest first):\n"
-        "- Heat (1995) — Action, Crime\n\n"
+        '- "Heat (1995) — Action, Crime"\n\n'
         "Candidate movies, by id:\n"
-        "[7] Casino (1995) — Drama\n"
-        "[2] Babe (1995) — Comedy\n\n"
+        '[7] "Casino (1995) — Drama"\n'
+        '[2] "Babe (1995) — Comedy"\n\n'
         "Rank all 2 candidates from best to worst for this viewer. Use each candidate id exactly once and no "
         "other ids.\n"
         'JSON: {"ranking": [7, ...]}'

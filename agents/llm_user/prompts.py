@@ -53,12 +53,13 @@ TASTE_SUMMARY_MAX_TOKENS = 120
 
 
 def persona_system_prompt(persona: Persona, version: int = 1) -> Message:
-    """The persona's system message: the same bytes on every page (backends can reuse the prefix)."""
+    """The persona's system message: the same bytes on every page (backends can reuse the prefix). It holds
+    only the persona's traits, never catalog or model text: the taste text (which names titles) opens each user
+    message instead, so a hostile title never reaches the system role."""
     messages = load_template("agents", "persona_system", version).render(
         activity_text=ACTIVITY_TEXT[persona.activity],
         conformity_text=CONFORMITY_TEXT[persona.conformity],
         diversity_text=DIVERSITY_TEXT[persona.diversity],
-        taste_text=persona.taste_text,
     )
     if len(messages) != 1 or messages[0].role != "system":
         raise ValueError("template agents/prompts/persona_system must render exactly one system message")
@@ -169,6 +170,7 @@ class PromptBuilder:
         catalog = self.dataset.catalog
         shown = [catalog[i] for i in item_ids]
         user = self.page_template.render(
+            taste=persona.taste_text,
             page_number=page_index + 1,
             memories=[memory_line(m) for m in memories],
             items=[{"id": it.item_id, "text": it.text} for it in shown],
@@ -198,6 +200,7 @@ class PromptBuilder:
         """The page_reaction request: persona system prompt + what the user did on the page; `context` for the mock."""
         seen = [{"text": it.text, "rating": int(stars[k])} for k, it in enumerate(items) if watched[k]]
         user = self.reaction_template.render(
+            taste=persona.taste_text,
             page_number=page.page_index + 1,
             memories=[memory_line(m) for m in memories],
             watched=seen,
@@ -215,7 +218,7 @@ class PromptBuilder:
 
     def reflection_request(self, session: LLMUserSession, window: Sequence[MemoryRecord], seed: int) -> LLMRequest:
         """The reflection request over `window` (the memories since the last reflection)."""
-        user = self.reflection_template.render(memories=[m.text for m in window])
+        user = self.reflection_template.render(taste=session.persona.taste_text, memories=[m.text for m in window])
         context = {"n_memories": len(session.memory), "mean_rating": session.mean_rating}
         template = self.reflection_template
         return self.request(template, session.persona, user, REFLECTION_MAX_TOKENS, seed, reflection_schema(), context)
@@ -229,7 +232,10 @@ class PromptBuilder:
             "mean_rating": session.mean_rating,
         }
         user = self.interview_template.render(
-            n_pages=len(session.pages), memories=[memory_line(m) for m in memories], **ctx
+            taste=session.persona.taste_text,
+            n_pages=len(session.pages),
+            memories=[memory_line(m) for m in memories],
+            **ctx,
         )
         schema = interview_schema(INTERVIEW_REASON_MAX_CHARS)
         return self.request(self.interview_template, session.persona, user, INTERVIEW_MAX_TOKENS, seed, schema, ctx)

@@ -3,10 +3,16 @@
 Templates are Jinja2 with StrictUndefined, so a missing variable is an error, never an empty string.
 A template file may hold several messages separated by lines `--- system ---` / `--- user ---`; the roles are
 taken from the template source, never from rendered text (a title cannot open a system message).
+
+Text that comes from the catalog or from a model (titles, taste texts, memories) is untrusted data: templates
+put it in user messages only, through the filters `line` (one line: every run of whitespace and control
+characters becomes one space, so a title cannot start a line of its own) and `quoted` (`line`, then a JSON
+string literal: the item's text between double quotes, its own quotes escaped).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -18,6 +24,21 @@ import jinja2
 from simenv.llm.types import Message
 
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+_BREAKS = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def one_line(value: object) -> str:
+    """`value` as one line: each run of whitespace or control characters becomes one space (the `line` filter)."""
+    return _BREAKS.sub(" ", str(value)).strip()
+
+
+def quoted(value: object) -> str:
+    """`value` as one line inside double quotes, its own quotes and backslashes escaped (the `quoted` filter)."""
+    return json.dumps(one_line(value), ensure_ascii=False)
+
+
+_ENV.filters["line"] = one_line
+_ENV.filters["quoted"] = quoted
 _SECTION = re.compile(r"^--- (system|user|assistant) ---\s*$", re.MULTILINE)
 
 

@@ -110,14 +110,20 @@ def check_actions(action: Any, shape: tuple[int, ...], n_candidates: int, batche
     `batched`: the first axis is the env (errors name "env i"); a single sequential action (`shape == ()`) may
     also come as a one-element array.
     """
-    a = action if type(action) is np.ndarray else np.asarray(action)
+    if type(action) is np.ndarray:
+        a = action
+    else:
+        try:
+            a = np.asarray(action)
+        except (ValueError, TypeError, OverflowError) as exc:  # ragged nesting, objects numpy cannot hold
+            raise InvalidActionError(f"action {_short(action)}: not an array of candidate indices ({exc})") from None
     if a.shape != shape and not (shape == () and a.shape == (1,)):
         raise InvalidActionError(
-            f"action {action!r}: expected integer candidate indices of shape {shape}, got shape {a.shape} "
+            f"action {_short(action)}: expected integer candidate indices of shape {shape}, got shape {a.shape} "
             f"dtype {a.dtype}"
         )
     if a.dtype.kind not in "iu":
-        raise InvalidActionError(f"action {action!r}: expected integer candidate indices, got dtype {a.dtype}")
+        raise InvalidActionError(f"action {_short(action)}: expected integer candidate indices, got dtype {a.dtype}")
     if not batched:  # a handful of values: Python's min/max beat numpy's reductions
         values = a.tolist()
         if type(values) is int:
@@ -134,6 +140,12 @@ def check_actions(action: Any, shape: tuple[int, ...], n_candidates: int, batche
     raise InvalidActionError(
         f"action: {at + ': ' if at else ''}candidate index {int(a[where])} outside 0..{n_candidates - 1}"
     )
+
+
+def _short(action: Any, limit: int = 120) -> str:
+    """`repr(action)` cut to `limit` characters, for error messages (an action may be any object)."""
+    text = repr(action)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def page_is_clean(indices: Sequence[int], unavailable: set[int]) -> bool:

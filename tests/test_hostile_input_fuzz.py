@@ -1,5 +1,6 @@
-"""Issue 14 fuzz suite (hypothesis): the structured-answer parser, the config loader and the MovieLens readers
-raise nothing but their typed errors, whatever bytes they are given."""
+"""Issue 14 fuzz suite (hypothesis): the structured-answer parser, the config loader, the MovieLens readers and
+action validation raise nothing but their typed errors, whatever they are given; the invalid-action repair
+changes exactly the invalid slots."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ import json
 import tempfile
 from pathlib import Path
 
+import gymnasium as gym
 import jsonschema
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import simenv  # noqa: F401  (registers the env ids)
 from experiments.config import ConfigError, load_config
 from simenv.data import load_dataset
 from simenv.data.dataset import DataError
+from simenv.kernel import InvalidActionError, check_actions, repair_slates
 from simenv.llm.schemas import check_page_decision, grammar_friendly, interview_schema, page_decision_schema
 from simenv.llm.secrets import REDACTED, redact, shown
 from simenv.llm.structured import _Invalid, decode_json, validate_answer
@@ -105,3 +110,70 @@ def test_movielens_readers_raise_only_data_error(name: str, row: int, junk: byte
         except DataError as exc:
             assert str(exc)
             assert not any((Path(tmp) / "cache").rglob("*.parquet")), "a failed load was cached"
+
+
+# ---- action validation -------------------------------------------------------------------------------------
+scalars = st.integers(-(2**70), 2**70) | st.floats() | st.booleans() | st.none() | st.text(max_size=4)
+actions = (
+    scalars
+    | st.lists(scalars, max_size=6)
+    | st.lists(st.lists(st.integers(-3, 12), max_size=3), max_size=3)  # nested, often ragged
+    | st.lists(st.integers(-3, 12), min_size=1, max_size=6).flatmap(
+        lambda xs: st.sampled_from(["int64", "int8", "uint8", "float32", "bool", "object"]).map(
+            lambda dtype: np.array(xs).astype(dtype)
+        )
+    )
+)
+
+
+@FUZZ
+@given(actions, st.sampled_from([(4,), (), (2, 4)]))
+def test_action_check_raises_only_invalid_action_error(action: object, shape: tuple[int, ...]) -> None:
+    try:
+        checked = check_actions(action, shape, 10, batched=len(shape) == 2)
+    except InvalidActionError as exc:
+        assert str(exc).startswith("action") and len(str(exc)) < 600
+    else:
+        assert checked.shape == shape and checked.dtype.kind in "iu"
+        assert ((0 <= checked) & (checked < 10)).all()
+
+
+@FUZZ
+@given(st.integers(1, 4).flatmap(lambda m: st.tuples(st.just(m), st.integers(4 * m, 16))).flatmap(
+    lambda mc: st.tuples(
+        st.lists(st.integers(0, mc[1] - 1), min_size=mc[0], max_size=mc[0]),
+        st.sets(st.integers(0, mc[1] - 1), max_size=mc[1] - 2 * mc[0]),
+        st.just(mc[1]),
+    )
+))  # fmt: skip
+def test_repair_changes_exactly_the_invalid_slots(case: tuple[list[int], set[int], int]) -> None:
+    page, shown, n_candidates = case
+    mask = np.zeros((1, n_candidates), dtype=bool)
+    mask[0, list(shown)] = True
+    ids = 100 + np.arange(n_candidates)[None]
+    invalid = [j for j, c in enumerate(page) if c in shown or c in page[:j]]
+    chosen, n = repair_slates(np.array([page]), mask, ids, "repair")
+    out = chosen[0].tolist()
+    assert int(n[0]) == len(invalid)  # one repair per invalid slot: the fewest that make the page valid
+    assert [j for j in range(len(page)) if out[j] != page[j]] == invalid  # valid slots never move
+    assert len(set(out)) == len(out) and not set(out) & shown
+    try:
+        repair_slates(np.array([page]), mask, ids, "strict")
+    except InvalidActionError:
+        assert invalid
+    else:
+        assert not invalid
+
+
+ENV = gym.make("simenv/FastRec-v0", dataset="synthetic", invalid_action="repair")
+
+
+@FUZZ
+@given(actions | st.lists(st.integers(0, 9), min_size=4, max_size=4))
+def test_env_step_raises_only_invalid_action_error(action: object) -> None:
+    ENV.reset(seed=0)
+    try:
+        _, _, _, _, info = ENV.step(action)
+    except InvalidActionError:
+        return
+    assert 0 <= info["n_repaired"] <= 4 and len(set(info["page_items"].tolist())) == 4

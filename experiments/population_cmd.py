@@ -14,12 +14,12 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import track
 
-from experiments.build import UserModelFactory, build_llm, build_world, recommender_settings
+from experiments.build import UserModelFactory, build_llm, build_world
 from experiments.config import ExperimentConfig
 from experiments.population import PopulationConfig, PopulationModel
 from experiments.preflight import check_recommender_name, preflight
+from experiments.recommender_specs import build_unfitted, check_spec, parse_spec
 from experiments.report import build_report
-from recommenders import registry
 from simenv.eventlog import RunLog
 
 
@@ -31,14 +31,15 @@ def run_population_cmd(config: ExperimentConfig, console: Console | None = None)
     needs_llm = config.users.model == "llm"
     preflight(config, needs_llm=needs_llm, run_dir=run_dir, marker="population")
     check_recommender_name("population.recommender", section.recommender)
+    spec = parse_spec(section.recommender)  # a registry name or a spec (import path, file:, http(s)://)
     world = build_world(config)  # data errors surface before anything is written
+    check_spec(config, world, spec)  # as do a bad spec's module, class, file or service
     llm = build_llm(config) if needs_llm else None
     run_log = RunLog(run_dir)
     tmp = run_dir / ".experiment.json.tmp"
     tmp.write_text(config.model_dump_json(indent=2))
     os.replace(tmp, run_dir / "experiment.json")
     users = UserModelFactory(config, world, llm)
-    settings = recommender_settings(config, section.recommender)
     tables = []
     for retrain in sorted({section.retrain, False}, reverse=True):
         variant = "closed loop" if retrain else "open loop"
@@ -53,7 +54,7 @@ def run_population_cmd(config: ExperimentConfig, console: Console | None = None)
             world.split.train,
             list(world.personas.values()),
             users(),
-            lambda: registry.make(section.recommender, **settings),
+            lambda: build_unfitted(config, world, spec, llm),
             pop_config,
             rng=np.random.default_rng(config.run.seed),
         )

@@ -275,6 +275,20 @@ def train_spec(
     return _fit_external(_build_http(world, config, spec, dict(overrides or {})), world)
 
 
+def build_unfitted(config: ExperimentConfig, world: World, spec: RecommenderSpec, llm: LLM | None = None) -> Any:
+    """A new, unfitted recommender for `spec`, for loops that refit it every round (`simrec population`): a
+    registry model, a plugin class built with its settings, or a ranking file / service (whose fit trains
+    only the fallback)."""
+    if spec.kind == "registry":
+        return registry.make(spec.target, **recommender_settings(config, spec.label))
+    if spec.kind == "import":
+        settings = recommender_settings(config, spec.label)
+        return _build_plugin(spec, import_class(spec), settings, {"dataset": world.dataset, "llm": llm})
+    if spec.kind == "file":
+        return _build_file(config, world, spec)
+    return _build_http(world, config, spec)
+
+
 # ---- checks before a run ------------------------------------------------------------------------------
 def check_spec(config: ExperimentConfig, world: World, spec: RecommenderSpec) -> None:
     """Resolve one spec without training: import and protocol-check a class and its settings; read and check

@@ -32,7 +32,8 @@ from experiments.build import (
 from experiments.config import ConfigError, ExperimentConfig, format_validation_error
 from experiments.preflight import preflight
 from experiments.recommender_specs import check_recommender_specs
-from experiments.report import build_report, llm_summary, metrics_table, read_run
+from experiments.report import EXTERNAL_FILE, build_report, llm_summary, metrics_table, read_run
+from recommenders.external import ExternalRecommender
 from simenv.llm import CallLogLLM
 from simenv.metrics import METRICS
 from simenv.runner import rollback_to_checkpoint, run_sessions
@@ -152,6 +153,8 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
             )
             if call_log is not None:
                 call_log.close()
+            if isinstance(recommender, ExternalRecommender):
+                console.print(f"{name:>9}: {record_external(recommender, policy_dir, resuming)}")
             simulate_s += time.perf_counter() - t0
             progress.update(task, completed=len(world.personas), description=f"{name:>9}: done")
     tables = read_run(run_dir)
@@ -165,6 +168,30 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
     )
     console.print(f"report: {report}")
     return run_dir
+
+
+def record_external(recommender: ExternalRecommender, policy_dir: Path, resuming: bool) -> str:
+    """Write how a ranking file or service served the policy (pages, fallback pages and items, unknown users,
+    dropped ids, failed requests) to `policies/<name>/external.json`, summed with an earlier process's counts
+    when resuming; close a service's client. Returns the one-line summary printed after the policy."""
+    counts = recommender.report()
+    path = policy_dir / EXTERNAL_FILE
+    if resuming and path.is_file():
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        counts = {k: int(earlier.get(k, 0)) + int(counts.get(k, 0)) for k in {*earlier, *counts}}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(sorted(counts.items())), indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+    close = getattr(recommender, "close", None)
+    if callable(close):
+        close()
+    failed = sum(v for k, v in counts.items() if k.startswith("fail_"))
+    return (
+        f"{counts.get('pages', 0)} pages, {counts.get('fallback_pages', 0)} filled by the fallback "
+        f"({counts.get('fallback_items', 0)} items; {counts.get('fallback_users', 0)} users not in the source), "
+        f"{counts.get('dropped_ids', 0)} ids dropped"
+        + (f", {failed} failed attempts of {counts.get('requests', 0)} requests" if "requests" in counts else "")
+    )
 
 
 def print_table(console: Console, metrics: pd.DataFrame, llm: pd.DataFrame) -> None:

@@ -44,6 +44,18 @@ class RunTables:
     population: pd.DataFrame
 
 
+EXTERNAL_FILE = "external.json"  # a ranking file's or service's counters (experiments.compare.record_external)
+
+
+def external_table(run_dir: Path) -> pd.DataFrame:
+    """One row per policy served by a ranking file or service: its `external.json` counters."""
+    rows = {
+        p.parent.name: json.loads(p.read_text(encoding="utf-8"))
+        for p in sorted((run_dir / "policies").glob(f"*/{EXTERNAL_FILE}"))
+    }
+    return pd.DataFrame.from_dict(rows, orient="index").fillna(0).astype(int).rename_axis("policy")
+
+
 def policy_dirs(run_dir: Path) -> list[Path]:
     """The runner directories inside a run: `policies/*` of a comparison, or the run itself."""
     nested = sorted(p for p in (run_dir / "policies").glob("*") if (p / "config.json").is_file())
@@ -213,6 +225,11 @@ def build_report(run_dir: Path, seed: int = 0) -> Path:
         _plot_ratings(tables.events, reference, out / "ratings.png")
         lines += ["![metrics](report/metrics.png)", "", "![exit pages](report/exit_pages.png)", ""]
         lines += ["![ratings](report/ratings.png)", ""]
+    external = external_table(run_dir)
+    if not external.empty:
+        lines += ["## Ranking files and services", "", "Pages the source served, pages and items the fallback policy "
+                  "filled, ids dropped (unknown, excluded or repeated) and failed attempts by kind:", ""]  # fmt: skip
+        lines += [external.to_markdown(), ""]
     if not tables.llm_calls.empty:
         lines += ["## LLM cost and latency", "", llm_summary(tables.llm_calls).round(3).to_markdown(floatfmt="g"), ""]
         _plot_latency(tables.llm_calls, out / "latency.png")

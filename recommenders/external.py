@@ -146,13 +146,25 @@ class ExternalRecommender(BaseRecommender):
         if dropped:
             self.stats["dropped_ids"] += len(dropped)
             log.warning(
-                "%s: user %d: dropped %d unknown, excluded or repeated id(s) %s",
+                "%s: user %s: dropped %d unknown, excluded or repeated id(s) %s",
                 self.name,
-                user_id,
+                self.source_user(user_id),
                 len(dropped),
-                dropped[:5],
+                self.source_items(dropped[:5]),
             )
         return chosen
+
+    def source_user(self, user_id: int) -> str:
+        """A user as the outside source names it (its raw id when the source speaks raw ids), for messages."""
+        return str(user_id) if self.id_map is None else repr(str(self.id_map.user_raw[int(user_id)]))
+
+    def source_items(self, items: Sequence[Any]) -> list[Any]:
+        """Ids as the outside source wrote them (raw ids back from dense ones; unknown ids as their markers),
+        so a message's sample is something the source's author can find in their own output."""
+        if self.id_map is None:
+            return list(items)
+        raw = self.id_map.item_raw
+        return [str(raw[int(i)]) if isinstance(i, int | np.integer) and 0 <= int(i) < len(raw) else i for i in items]
 
     def fill(
         self, user_id: int, chosen: list[int], k: int, allowed: np.ndarray, rng: np.random.Generator

@@ -259,8 +259,8 @@ class HTTPRecommender(ExternalRecommender):
         bad = [a for a in answer if not isinstance(a, int) or not 0 <= a < self.n_items or a in excluded]
         if bad or len(set(answer)) != k:
             raise HTTPRecommenderError(
-                f"http {self.config.url}: user {user_id}: answered {len(answer)} id(s) for k={k} "
-                f"with {len(bad)} unknown or excluded, e.g. {bad[:5]}"
+                f"http {self.config.url}: user {self.source_user(user_id)}: answered {len(answer)} id(s) for k={k} "
+                f"with {len(bad)} unknown or excluded, e.g. {self.source_items(bad[:5])}"
             )
         return answer
 

@@ -204,8 +204,8 @@ class RankingFileRecommender(ExternalRecommender):
     def _state(self) -> dict[str, torch.Tensor]:
         assert self.ranking is not None
         return {
-            "rank_indptr": torch.from_numpy(self.ranking.indptr),
-            "rank_items": torch.from_numpy(self.ranking.items),
+            "rank_indptr": torch.from_numpy(self.ranking.indptr.copy()),  # copies: the ranking arrays are read-only
+            "rank_items": torch.from_numpy(self.ranking.items.copy()),
         }
 
     def _restore(self, state: Any) -> None:

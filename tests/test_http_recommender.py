@@ -113,6 +113,20 @@ def test_probe_raises_with_the_status(caplog) -> None:
             client(server.url).probe(0, 4, PERSONAS[0].train_items)
 
 
+def test_messages_name_ids_as_the_service_wrote_them(caplog) -> None:
+    """A raw-id service reads its own ids in the messages (before: dense ids it never sent, e.g. `[0]`)."""
+    exclude = PERSONAS[0].train_items
+    sent = str(sorted(str(DS.item_raw_ids[i]) for i in exclude)[0])  # what the `excluded` fault puts first
+    with RecommenderServer(ORDER_RAW, always="excluded") as server:
+        with pytest.raises(HTTPRecommenderError) as info:
+            client(server.url).probe(0, 4, exclude)
+        assert "user 'u100'" in str(info.value) and f"e.g. ['{sent}']" in str(info.value)
+        with caplog.at_level(logging.WARNING):
+            client(server.url).recommend(0, 4, exclude, np.random.default_rng(0))
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert dropped == [f"http: user 'u100': dropped 1 unknown, excluded or repeated id(s) ['{sent}']"]
+
+
 def test_concurrency_is_bounded() -> None:
     calls = [(u, 4, set(PERSONAS[u].train_items), np.random.default_rng(u), ()) for u in range(12)]
     with RecommenderServer(ORDER_RAW, latency_s=0.1) as server:

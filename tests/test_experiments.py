@@ -138,11 +138,13 @@ def test_fidelity_command_scores_every_profile(base_flags: list[str], tmp_path: 
     assert table["accuracy"].between(0, 1).all()
 
 
-def test_train_rl_command_trains_and_compares(base_flags: list[str], tmp_path: Path) -> None:
+def test_train_rl_command_trains_and_evaluates(base_flags: list[str], tmp_path: Path) -> None:
+    """The CLI path: train-rl writes a checkpoint and scores it beside its base, Pop and Random (evaluate-rl)."""
     app(["train-rl", *base_flags, "--run.name", "rl", "--rl.timesteps", "128", "--rl.eval-personas", "4",
-         "--recommenders.names", '["random"]'])  # fmt: skip
-    metrics = pd.read_csv(tmp_path / "runs" / "rl" / "metrics.csv")
-    assert set(metrics["policy"]) == {"ppo", "random"}
+         "--rl.base", "pop"])  # fmt: skip
+    result = json.loads((tmp_path / "runs" / "rl" / "evaluate_rl.json").read_text())
+    assert set(result["policies"]) == {"ppo", "pop", "random"}
+    assert result["personas_disjoint"] is True and len(result["eval_personas"]) == 4
 
 
 def test_population_command_writes_rounds_and_report(base_flags: list[str], tmp_path: Path) -> None:

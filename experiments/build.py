@@ -10,7 +10,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,21 +22,16 @@ from agents.features import feature_names
 from agents.llm_user import LLMUserModel
 from agents.persona import build_personas
 from agents.response import ResponseModel, load_or_fit
-from experiments.config import CONFIG_DIR, ExperimentConfig, read_toml
+from experiments.config import ExperimentConfig
+from experiments.model_cache import cache_root, recommender_settings
+from experiments.recommender_specs import train_spec
 from recommenders import registry
 from simenv.data import Dataset, Split, agent4rec_split, load_dataset
-from simenv.data.cache import cache_root as data_cache_root
 from simenv.llm import LLM, LLMConfig, make_llm
 from simenv.protocols import Recommender, UserModel
 from simenv.records import Persona
 
 log = logging.getLogger(__name__)
-
-
-def cache_root(config: ExperimentConfig) -> Path:
-    """Parsed data, trained models, embeddings and LLM responses live here (never in git): `[data] cache_dir`,
-    else $SIMREC_CACHE_DIR, else ~/.cache/simrec (`simenv.data.cache.cache_root`)."""
-    return data_cache_root(config.data.cache_dir)
 
 
 @dataclass(frozen=True)
@@ -203,17 +197,6 @@ def top_unseen(recommender: Recommender, world: World, users: np.ndarray, k: int
     return out
 
 
-def recommender_settings(config: ExperimentConfig, name: str) -> dict[str, Any]:
-    """Hyperparameters for `name` from recommenders.toml: [models.<name>] then [datasets.<dataset>.<name>]."""
-    path = Path(config.recommenders.config_file or "recommenders.toml")
-    if not path.is_file() and (CONFIG_DIR / path).is_file():  # bare names refer to experiments/configs/
-        path = CONFIG_DIR / path
-    data = read_toml(path)
-    settings = dict(data.get("models", {}).get(name, {}))
-    settings.update(data.get("datasets", {}).get(config.data.dataset, {}).get(name, {}))
-    return settings
-
-
 def train_recommender(
     config: ExperimentConfig,
     world: World,
@@ -230,9 +213,7 @@ def train_recommender(
     specs), resolved by `experiments.recommender_specs`.
     """
     if name not in registry.REGISTRY:
-        from experiments.recommender_specs import train_spec  # that module builds on this one
-
-        return train_spec(config, world, name, llm=llm, overrides=overrides)
+        return train_spec(config, world, name, train_recommender, llm=llm, overrides=overrides)
     settings = recommender_settings(config, name) | dict(overrides or {})
     if name == "llm-rank":
         if llm is None:

@@ -121,7 +121,7 @@ class CheckRecommender(_Command):
     spec: CliPositionalArg[str]
 
     def cli_cmd(self) -> None:
-        from experiments.recommender_specs import run_check
+        from experiments.check_recommender import run_check
 
         flags = self.model_dump(exclude_unset=True, exclude={"config", "spec"})
         report = run_check(load_config(self.config, flags), self.spec)

@@ -29,20 +29,26 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
-from experiments.build import World, cache_root, recommender_settings, train_recommender
 from experiments.config import ConfigError, ExperimentConfig
+from experiments.model_cache import cache_root, recommender_settings
 from recommenders import registry
-from recommenders.conformance import ConformanceReport, check_recommender, missing_methods
+from recommenders.conformance import missing_methods
 from recommenders.external import IdMap
 from recommenders.http_client import HTTPRecommender, HTTPRecommenderError
 from recommenders.ranking_file import RankingFileError, RankingFileRecommender, read_ranking_file
 from simenv.llm import LLM
 from simenv.protocols import Recommender
+
+if TYPE_CHECKING:  # the composition root passes its World in; this module never imports it at run time
+    from experiments.build import World
+
+TrainRegistry = Callable[..., tuple[Recommender, float]]
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +159,7 @@ def import_class(spec: RecommenderSpec) -> type:
     return cls
 
 
-def _accepted(fn: Any, available: dict[str, Any]) -> dict[str, Any]:
+def accepted_kwargs(fn: Any, available: dict[str, Any]) -> dict[str, Any]:
     """The entries of `available` that `fn` declares as parameters."""
     try:
         params = inspect.signature(fn).parameters
@@ -171,7 +177,7 @@ def _source_digest(cls: type) -> str:
 
 
 def _build_plugin(spec: RecommenderSpec, cls: type, settings: dict[str, Any], inject: dict[str, Any]) -> Any:
-    kwargs = {**_accepted(cls, inject), **settings}
+    kwargs = {**accepted_kwargs(cls, inject), **settings}
     try:
         inspect.signature(cls).bind(**kwargs)
     except TypeError as exc:
@@ -205,7 +211,7 @@ def _train_plugin(
     path = cache_root(config) / "models" / f"{world.dataset.name}-{spec.label}-{key}"
     if (path / SPEC_MARKER).is_file():
         try:
-            return cls.load(path, **_accepted(cls.load, inject)), 0.0
+            return cls.load(path, **accepted_kwargs(cls.load, inject)), 0.0
         except Exception as exc:  # noqa: BLE001 - a broken cache entry is retrained, not fatal
             log.warning("recommender %r: cached model at %s did not load (%s); retraining", spec.text, path, exc)
     model = _build_plugin(spec, cls, settings, inject)
@@ -259,15 +265,17 @@ def train_spec(
     config: ExperimentConfig,
     world: World,
     name: str,
+    train_registry: TrainRegistry,
     llm: LLM | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> tuple[Recommender, float]:
     """The trained (or loaded) recommender for `name` (a label of the run or a spec) and its training
-    seconds; `overrides` replace settings as in `train_recommender`."""
+    seconds; `overrides` replace settings as in `train_recommender`, which the caller passes as `train_registry`
+    (a label may name a registry model)."""
     spec = find_spec(config, name)
     if spec.kind == "registry":
         extra = {"overrides": overrides} if overrides else {}
-        return train_recommender(config, world, spec.target, llm=llm, **extra)
+        return train_registry(config, world, spec.target, llm=llm, **extra)
     if spec.kind == "import":
         return _train_plugin(config, world, spec, llm, dict(overrides or {}))
     if spec.kind == "file":
@@ -297,7 +305,7 @@ def check_spec(config: ExperimentConfig, world: World, spec: RecommenderSpec) ->
         cls = import_class(spec)
         settings = recommender_settings(config, spec.label)
         try:
-            inspect.signature(cls).bind(**{**_accepted(cls, dict.fromkeys(INJECTABLE, True)), **settings})
+            inspect.signature(cls).bind(**{**accepted_kwargs(cls, dict.fromkeys(INJECTABLE, True)), **settings})
         except TypeError as exc:
             raise spec.fail(f"settings {sorted(settings)} do not fit {cls.__name__}(): {exc}") from None
         except ValueError:
@@ -335,32 +343,3 @@ def check_recommender_specs(config: ExperimentConfig, world: World) -> list[str]
     for spec in specs:
         check_spec(config, world, spec)
     return [spec.label for spec in specs]
-
-
-def run_check(config: ExperimentConfig, text: str) -> ConformanceReport:
-    """`simrec check-recommender SPEC`: check the spec, train it on the config's data as a run would, and run
-    the conformance checker on the first three personas with the run's page size and seed."""
-    from experiments.build import build_llm, build_world
-
-    spec = parse_spec(text)
-    world = build_world(config)
-    wants_llm = spec.kind == "import" and "llm" in _accepted(import_class(spec), {"llm": True})
-    llm = build_llm(config) if spec.target == "llm-rank" or wants_llm else None
-    check_spec(config, world, spec)
-    rec, _ = train_spec(config, world, text, llm=llm)
-    load_kwargs = _accepted(type(rec).load, {"llm": llm, "catalog": world.dataset, "dataset": world.dataset})
-    try:
-        return check_recommender(
-            rec,
-            world.dataset,
-            train=world.split.train,
-            users=sorted(world.personas)[:3],
-            k=config.simulation.page_size,
-            seed=config.run.seed,
-            load_kwargs=load_kwargs,
-            raise_on_failure=False,
-        )
-    finally:
-        close = getattr(rec, "close", None)
-        if callable(close):
-            close()

@@ -54,7 +54,8 @@ NARRATED_DIR = "narrated"
 
 @dataclass
 class Clock:
-    """Wall time per phase, in the order the phases ran, from `start` (the command's start)."""
+    """Wall time per phase, in the order the phases ran, from `start` (the command's start), and the process's
+    CPU time (all threads): on a machine shared with other jobs the wall time says little, the CPU time more."""
 
     start: float = field(default_factory=time.perf_counter)
     phases: dict[str, float] = field(default_factory=dict)
@@ -73,7 +74,8 @@ class Clock:
     def summary(self) -> str:
         total = time.perf_counter() - self.start
         parts = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.phases.items())
-        return f"demo wall time {total:.0f} s ({total / 60:.1f} min): {parts}"
+        cpu = time.process_time()
+        return f"demo wall time {total:.0f} s ({total / 60:.1f} min): {parts}; CPU time {cpu:.0f} s"
 
 
 def decisions_config(config: ExperimentConfig) -> ExperimentConfig:

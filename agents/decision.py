@@ -61,8 +61,10 @@ class ItemVectors:
         self._done = np.zeros(len(self._texts), dtype=bool)
 
     def get(self, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Vectors of `item_ids`; the first miss embeds the whole catalog in one call (many small per-page calls
+        were what limited a first run's speed; the catalog is small and the embedder caches it on disk)."""
         ids = np.asarray(item_ids, dtype=np.int64)
-        todo = np.unique(ids[~self._done[ids]])
+        todo = np.flatnonzero(~self._done) if (~self._done[ids]).any() else np.zeros(0, dtype=np.int64)
         if todo.size:
             self._vectors[todo] = self.embedder.embed([self._texts[i] for i in todo])
             self._done[todo] = True

@@ -63,7 +63,7 @@ class LLMUserModel:
     ) -> LLMUserSession:
         """Begin an episode; the user's memory carries over from earlier episodes unless `reset_memory`."""
         if reset_memory or persona.user_id not in self.memories:
-            self.memories[persona.user_id] = MemoryStream(self.embedder, self.config.memory)
+            self.memories[persona.user_id] = MemoryStream(self.embedder, self.config.memory, self.item_vectors)
         return LLMUserSession(self, persona, episode, rng, self.memories[persona.user_id])
 
     def save_memories(self, directory: Path) -> None:
@@ -77,7 +77,7 @@ class LLMUserModel:
                 user_id = int(sub.name.removeprefix("user-"))
             except ValueError as exc:
                 raise ValueError(f"{sub}: memory directory name must be user-<int>") from exc
-            self.memories[user_id] = MemoryStream.load(sub, self.embedder, self.config.memory)
+            self.memories[user_id] = MemoryStream.load(sub, self.embedder, self.config.memory, self.item_vectors)
 
     # ---- requests: `self.prompts` builds them all (agents.llm_user.prompts); two shortcuts ------------------
     def system_message(self, persona: Persona) -> Message:

@@ -247,7 +247,9 @@ def format_validation_error(
                 where = f"{source} line {line}"
         value = shown(e["input"], loc)
         key = ".".join(loc) or "(top level)"
-        if e["type"] == "extra_forbidden":
+        if e["type"] == "extra_forbidden" and loc and loc[-1] == "api_key":
+            problems.append(f"{where}: [{key}] API keys are not read from config (value {value}); set OPENAI_API_KEY")
+        elif e["type"] == "extra_forbidden":
             problems.append(f"{where}: [{key}] unknown key (value {value})")
         else:
             problems.append(f"{where}: [{key}] {e['msg']} (got {value})")

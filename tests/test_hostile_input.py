@@ -62,7 +62,10 @@ def test_secret_in_config_file_is_named_by_line_but_never_echoed(tmp_path: Path,
     config = tmp_path / "c.toml"
     config.write_text(f'[llm]\nbackend = "mock"\napi_key = "{SECRET}"\n[data]\nn_personas = 0\n')
     line = run_cli(tmp_path, capsys, ["compare", "--config", str(config)])
-    assert f"{config} line 3: [llm.api_key] unknown key (value <redacted>)" in line
+    assert (
+        f"{config} line 3: [llm.api_key] API keys are not read from config (value <redacted>); set OPENAI_API_KEY"
+        in line
+    )
     assert f"{config} line 5: [data.n_personas]" in line and "(got 0)" in line
 
 

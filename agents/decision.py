@@ -64,8 +64,8 @@ class ItemVectors:
         """Vectors of `item_ids`; the first miss embeds the whole catalog in one call (many small per-page calls
         were what limited a first run's speed; the catalog is small and the embedder caches it on disk)."""
         ids = np.asarray(item_ids, dtype=np.int64)
-        todo = np.flatnonzero(~self._done) if (~self._done[ids]).any() else np.zeros(0, dtype=np.int64)
-        if todo.size:
+        if not self._done[ids].all():
+            todo = np.flatnonzero(~self._done)
             self._vectors[todo] = self.embedder.embed([self._texts[i] for i in todo])
             self._done[todo] = True
         return self._vectors[ids]

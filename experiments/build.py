@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,8 +29,9 @@ from experiments.recommender_specs import train_spec
 from recommenders import registry
 from simenv.data import Dataset, Split, agent4rec_split, load_dataset
 from simenv.llm import LLM, LLMConfig, make_llm
-from simenv.protocols import Recommender, UserModel
+from simenv.protocols import PagePolicy, Recommender, UserModel
 from simenv.records import Persona
+from simenv.runner import RunSummary, run_sessions
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,10 @@ class World:
     split: Split
     personas: dict[int, Persona]
     population: dict[int, Persona] = field(default_factory=dict)
+
+    def run_sessions(self, policy: PagePolicy, user_model: UserModel, policy_dir: Path, **kwargs: Any) -> RunSummary:
+        """`simenv.runner.run_sessions` over this world's personas, catalog and train split (keywords pass on)."""
+        return run_sessions(policy, user_model, self.personas, self.dataset, self.split.train, policy_dir, **kwargs)
 
 
 def build_world(config: ExperimentConfig, n_personas: int | None = None) -> World:

@@ -36,7 +36,7 @@ from experiments.report import EXTERNAL_FILE, build_report, llm_summary, metrics
 from recommenders.external import ExternalRecommender
 from simenv.llm import CallLogLLM
 from simenv.metrics import METRICS
-from simenv.runner import rollback_to_checkpoint, run_sessions
+from simenv.runner import rollback_to_checkpoint
 
 log = logging.getLogger(__name__)
 EXPERIMENT_FILE = "experiment.json"
@@ -136,12 +136,9 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
                     rate += f", {calls.n_calls / elapsed:.2f} LLM calls/s"
                 progress.update(task, completed=done, rate=rate)
 
-            run_sessions(
+            world.run_sessions(
                 recommender,
                 user_model,
-                world.personas,
-                world.dataset,
-                world.split.train,
                 policy_dir,
                 n_pages=config.simulation.pages,
                 page_size=config.simulation.page_size,

@@ -35,7 +35,6 @@ from experiments.validate import offline_recall
 from experiments.validity import label_shown, per_user
 from simenv.policies import SB3Recommender
 from simenv.protocols import PagePolicy
-from simenv.runner import run_sessions
 
 EVALUATE_FILE = "evaluate_rl.json"
 OTHER_USER = {"fast": "grounded", "grounded": "fast"}
@@ -77,18 +76,13 @@ def simulate(
     parts = []
     for name, policy in policies.items():
         policy_dir = run_dir / name
-        done = [0]
 
-        def on_page(episodes: int, pages: int, tag: str = f"{label} {name}", done: list[int] = done) -> None:
-            done[0] = episodes
+        def on_page(episodes: int, pages: int, tag: str = f"{label} {name}") -> None:
             progress(tag, episodes)
 
-        run_sessions(
+        world.run_sessions(
             policy,
             user_model,
-            world.personas,
-            world.dataset,
-            world.split.train,
             policy_dir,
             n_pages=checkpoint.env["max_pages"],
             page_size=checkpoint.env["page_size"],

@@ -27,7 +27,7 @@ from experiments.config import ExperimentConfig
 from experiments.validity import label_shown, score_validity
 from recommenders.degraded import NoisyRanking, PopularityBand, TopNSampling
 from simenv.protocols import Recommender
-from simenv.runner import rollback_to_checkpoint, run_sessions
+from simenv.runner import rollback_to_checkpoint
 
 log = logging.getLogger(__name__)
 VALIDITY_FILE = "validity.json"
@@ -151,12 +151,9 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
         policy_dir = run_dir / "policies" / name
         if resume and policy_dir.is_dir():
             rollback_to_checkpoint(policy_dir)
-        run_sessions(
+        world.run_sessions(
             policy,
             user_model,
-            world.personas,
-            world.dataset,
-            world.split.train,
             policy_dir,
             n_pages=config.simulation.pages,
             page_size=config.simulation.page_size,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,7 @@ def run_sessions(
     config: Mapping[str, Any] | None = None,
     persistent_memory: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    chunks: Collection[int] | None = None,
 ) -> RunSummary:
     """Run one session per persona (episode `e` = the e-th of `users`, default all persona ids sorted).
 
@@ -87,6 +88,9 @@ def run_sessions(
     config.json (they must match on resume). Users start with a fresh memory (`reset_memory=True` for
     models that keep one) unless `persistent_memory`, so one user model can serve several policies' runs.
     `progress(episodes_done, pages_shown)` is called after every page step (for progress bars).
+    `chunks` runs only those chunk indices (of `batch_size` episodes each, numbered over all of `users`), with the
+    episodes' global numbers and seeds: a sharded engine runs disjoint chunk sets in separate directories and
+    concatenates their parts in chunk order, which reproduces an unsharded run's parts.
     """
     if n_pages < 1 or page_size < 1 or batch_size < 1:
         raise ValueError(f"n_pages={n_pages}, page_size={page_size}, batch_size={batch_size} must all be >= 1")
@@ -119,7 +123,7 @@ def run_sessions(
     n_shown_pages = 0
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for c, chunk_users in enumerate(chunks):
-        if c < done_chunks:
+        if c < done_chunks or (chunks is not None and c not in chunks):
             continue
         first = c * batch_size
         lives = []

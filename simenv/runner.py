@@ -77,7 +77,7 @@ def run_sessions(
     config: Mapping[str, Any] | None = None,
     persistent_memory: bool = False,
     progress: Callable[[int, int], None] | None = None,
-    chunks: Collection[int] | None = None,
+    only_chunks: Collection[int] | None = None,
 ) -> RunSummary:
     """Run one session per persona (episode `e` = the e-th of `users`, default all persona ids sorted).
 
@@ -88,7 +88,7 @@ def run_sessions(
     config.json (they must match on resume). Users start with a fresh memory (`reset_memory=True` for
     models that keep one) unless `persistent_memory`, so one user model can serve several policies' runs.
     `progress(episodes_done, pages_shown)` is called after every page step (for progress bars).
-    `chunks` runs only those chunk indices (of `batch_size` episodes each, numbered over all of `users`), with the
+    `only_chunks` runs only those chunk indices (of `batch_size` episodes each, numbered over all of `users`), with the
     episodes' global numbers and seeds: a sharded engine runs disjoint chunk sets in separate directories and
     concatenates their parts in chunk order, which reproduces an unsharded run's parts.
     """
@@ -123,7 +123,7 @@ def run_sessions(
     n_shown_pages = 0
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for c, chunk_users in enumerate(chunks):
-        if c < done_chunks or (chunks is not None and c not in chunks):
+        if c < done_chunks or (only_chunks is not None and c not in only_chunks):
             continue
         first = c * batch_size
         lives = []

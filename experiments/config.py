@@ -108,10 +108,15 @@ class FidelitySection(Section):
 
 
 class RLSection(Section):
-    algo: Literal["ppo", "a2c", "dqn"] = "ppo"
-    """SB3 algorithm: ppo or a2c (MultiDiscrete slate), dqn (Discrete, slot by slot)."""
+    algo: Literal["ppo", "a2c", "dqn", "bc", "cql", "bcq"] = "ppo"
+    """SB3 algorithm: ppo or a2c (MultiDiscrete slate), dqn (Discrete, slot by slot); or offline from logged
+    sessions (d3rlpy, slot by slot): bc (behaviour cloning), cql, bcq."""
     timesteps: int = Field(20_000, ge=1)
-    """Training timesteps."""
+    """Training timesteps (offline algorithms: gradient steps)."""
+    behaviour: tuple[str, ...] = ("random", "pop", "mf")
+    """Offline algorithms: the policies whose logged sessions they learn from (registry names; random = uniform)."""
+    offline_episodes: int = Field(1000, ge=1)
+    """Offline algorithms: sessions logged per behaviour policy (training personas)."""
     base: str = "mf"
     """Base recommender whose candidates the policy re-ranks (registry name)."""
     user: Literal["fast", "grounded"] = "fast"

@@ -165,6 +165,22 @@ class ValiditySection(Section):
     """Persona-bootstrap resamples for the agreement intervals."""
 
 
+class RaySection(Section):
+    address: str | None = None
+    """Ray cluster to join with `--engine ray` ('auto' = the cluster started on this machine by `ray start`, or
+    HOST:PORT); None starts a local cluster bound to 127.0.0.1, with no dashboard and no client port."""
+    num_workers: int = Field(2, ge=1)
+    """Worker actors (one CPU each); a policy's personas are sharded over them."""
+    shards_per_worker: int = Field(4, ge=1)
+    """Shards per worker and policy: smaller shards balance the load and redo less after a fault."""
+    max_retries: int = Field(3, ge=0)
+    """Restarts of a worker that died mid-shard; the retried shard resumes from its last checkpoint."""
+    llm_endpoints: tuple[str, ...] = ()
+    """OpenAI-compatible base URLs the workers share out (worker i uses endpoint i mod n); default the [llm] one."""
+    endpoint_concurrency: int | None = Field(None, ge=1)
+    """LLM requests in flight per endpoint over the whole cluster (default [llm] concurrency, for endpoints)."""
+
+
 class ExperimentConfig(Section):
     """Everything one command needs. Sections a command does not use are ignored by it."""
 
@@ -178,6 +194,9 @@ class ExperimentConfig(Section):
     rl: RLSection = RLSection()
     population: PopulationSection = PopulationSection()
     validity: ValiditySection = ValiditySection()
+    engine: Literal["local", "ray"] = "local"
+    """Where sessions run: local (this process) or ray (personas sharded over a Ray cluster, same results)."""
+    ray: RaySection = RaySection()
 
 
 DEFAULTS = ExperimentConfig()

@@ -30,6 +30,7 @@ from simenv.kernel_state import SessionArrays
 from simenv.protocols import Recommender
 from simenv.records import Persona
 from simenv.spaces import ItemFeatures, observation_space, persona_features
+from simenv.synthetic_population import SyntheticPopulation
 
 __all__ = ["FastRecVectorEnv", "FastUserArrays", "interview_scores"]
 
@@ -53,10 +54,11 @@ class FastRecVectorEnv(VectorEnv):
 
     ## Description
     Each sub-env is one `RecEnv` episode with the fast MNL user: at reset a persona is drawn uniformly from
-    `users`, its candidate set is the popularity base (or the `candidate_recommender`'s top items) followed by a
-    uniform exploration sample from the rest of the catalog minus the persona's train history; each page the
-    user watches, rates and maybe leaves (`simenv.kernel_choice`). Only numbers are kept: no `Page`,
-    `PageFeedback`, feelings, reasons, interview text or event log — those exist only in the single env.
+    `users` (or from the `population`'s members, or given by `options={"users": ids}`), its candidate set is
+    the popularity base (or the `candidate_recommender`'s top items) followed by a uniform exploration sample
+    from the rest of the catalog minus the persona's train history; each page the user watches, rates and maybe
+    leaves (`simenv.kernel_choice`). Only numbers are kept: no `Page`, `PageFeedback`, feelings, reasons,
+    interview text or event log — those exist only in the single env.
 
     ## Action Space
     `single_action_space` is the single env's: `MultiDiscrete([n_candidates] * page_size)` (slate mode) or
@@ -90,21 +92,31 @@ class FastRecVectorEnv(VectorEnv):
     `reset(seed=s)` seeds one generator for the whole batch (an int, or a sequence of ints used as the
     entropy of a `SeedSequence`); every draw (personas, exploration samples, user reactions) comes from it, so
     a seed reproduces the whole batch's trajectories. `options={"reset_mask": mask}` resets only the masked
-    sub-envs (the others keep their sessions and return their current observations).
+    sub-envs (the others keep their sessions and return their current observations). `options={"users": ids}`
+    gives the user id of each sub-env being reset (all, or the masked ones, in order) instead of drawing them:
+    how a population is run member by member, a chunk of `num_envs` members at a time.
 
     ## Episode End
     `terminated`: the user left. `truncated`: `max_pages` pages shown, or `max_episode_steps` steps taken (the
     TimeLimit the registered ids apply to the single env; that cut skips the interview, as there).
     Autoreset is Gymnasium 1.x next-step (`metadata["autoreset_mode"] = AutoresetMode.NEXT_STEP`): the step
     after an episode ends resets that sub-env, ignores its action and returns its first observation with
-    reward 0 and `terminated = truncated = False`.
+    reward 0 and `terminated = truncated = False`. With `autoreset_mode="Disabled"` a finished sub-env stays
+    finished until `reset` (e.g. with a `reset_mask`): its steps ignore the action, show no page and return its
+    last observation with reward 0 and `terminated = truncated = False` (Gymnasium's own vector envs assert
+    instead); a population run uses this so each member has exactly one session.
 
     ## Arguments
     `num_envs`, then the single env's: `dataset`, `personas`, `user_model` (a `FastUserModel`), `train`,
     `candidate_recommender`, `page_size`, `max_pages`, `n_candidates`, `explore_fraction`, `history_len`,
     `reward`, `action_mode`, `invalid_action`, `interview`, `users`; and `max_episode_steps` (None = the
-    env's own limit). The single env's `log`, `policy_name`, `render_mode` and `persistent_memory` are not
-    supported (no records, no text). Memory: per persona drawn, two float64 rows over the catalog.
+    env's own limit), `autoreset_mode` (`"NextStep"` or `"Disabled"`), `population`
+    (`simenv.synthetic_population.SyntheticPopulation`: the sessions' users are its members, ids in
+    `info["user_id"]`, each deciding as the real persona it copies; every source must be in `users`). The single
+    env's `log`, `policy_name`, `render_mode` and `persistent_memory` are not supported (no records, no text).
+    Memory: per real persona drawn, two float64 rows over the catalog and one int32 row (its exploration pool);
+    per session about 25 kB at peak (state, observation, a step's temporaries), so a big population runs in
+    chunks of `num_envs` sessions.
 
     ## Version History
     - v0: first version.
@@ -122,20 +134,31 @@ class FastRecVectorEnv(VectorEnv):
         candidate_recommender: Recommender | None = None,
         *,
         max_episode_steps: int | None = None,
+        population: SyntheticPopulation | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         **settings: Any,
     ) -> None:
         if int(num_envs) < 1:
             raise ValueError(f"num_envs={num_envs} must be >= 1")
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ValueError(f"max_episode_steps={max_episode_steps} must be >= 1")
+        mode = AutoresetMode(autoreset_mode)
+        if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED):
+            raise ValueError(f"autoreset_mode={mode.value!r}: expected 'NextStep' or 'Disabled'")
+        self.metadata = {**self.metadata, "autoreset_mode": mode}
+        self._autoreset = mode == AutoresetMode.NEXT_STEP
         kernel.apply_settings(self, personas, **settings)  # the single env's page settings and defaults
         self.num_envs = n = int(num_envs)
         self.dataset = dataset
         self.candidate_recommender = candidate_recommender
         self.max_episode_steps = max_episode_steps
         self.user_model = user_model
-        self._user_ids = np.asarray(self.users, dtype=np.int64)
         self._persona_list = [self.personas[u] for u in self.users]  # persona index -> Persona
+        # Members (the users sessions are drawn from): `users` itself, or a population's members, each mapped to
+        # the index of the persona it decides as.
+        self._member_ids, self._member_persona = _members(np.asarray(self.users, dtype=np.int64), population)
+        self._member_order = np.argsort(self._member_ids, kind="stable")
+        self._member = np.zeros(n, dtype=np.int64)  # each session's member index
         self._features = features = ItemFeatures.from_train(dataset, train)
         self.user = FastUserArrays(user_model, self._persona_list, features.n_items, self.page_size)
         self.pools = CandidatePools(
@@ -167,8 +190,9 @@ class FastRecVectorEnv(VectorEnv):
             super().reset(seed=None if seed is None else int(seed))
         options = dict(options or {})
         mask = options.pop("reset_mask", None)
+        users = options.pop("users", None)
         if options:
-            raise ValueError(f"reset options {sorted(options)}: only 'reset_mask' is supported")
+            raise ValueError(f"reset options {sorted(options)}: only 'reset_mask' and 'users' are supported")
         if mask is None:
             rows = self._rows_all
         else:
@@ -181,7 +205,7 @@ class FastRecVectorEnv(VectorEnv):
             if not self._started and not mask.all():
                 raise RuntimeError("reset(options={'reset_mask': ...}) before a full reset()")
             rows = np.flatnonzero(mask)
-        self._reset_rows(rows)
+        self._reset_rows(rows, None if users is None else self._members_of(users, len(rows)))
         self._started = True
         info = self._base_info(np.zeros(self.num_envs, dtype=np.int64))
         self._add_reset_info(info, rows)
@@ -197,8 +221,9 @@ class FastRecVectorEnv(VectorEnv):
         truncated = np.zeros(n, dtype=bool)
         n_repaired = np.zeros(n, dtype=np.int64)
         resetting = self._needs_reset
-        reset_rows = np.flatnonzero(resetting) if resetting.any() else None
-        rows = self._rows_all if reset_rows is None else np.flatnonzero(~resetting)
+        finished = np.flatnonzero(resetting) if resetting.any() else None
+        reset_rows = finished if self._autoreset else None
+        rows = self._rows_all if finished is None else np.flatnonzero(~resetting)
         # Actions are checked (and strict mode raises) before any state changes, autoresets included.
         s = self.sessions
         sequential = self.action_mode == "sequential"
@@ -285,15 +310,30 @@ class FastRecVectorEnv(VectorEnv):
             self._persona_vec[p] = persona_features(self._persona_list[p], vocab)
         self.user.ensure(persona)
 
-    def _reset_rows(self, rows: np.ndarray) -> None:
-        """Start a new session in each of `rows`: persona, candidate set, fresh state."""
+    def _reset_rows(self, rows: np.ndarray, member: np.ndarray | None = None) -> None:
+        """Start a new session in each of `rows`: member (drawn unless given), candidate set, fresh state."""
         rng = self.np_random
         if len(rows) == 0:
             return
-        persona = (rng.random(len(rows)) * len(self.users)).astype(np.int64)  # floor(u * n), as the single env
+        if member is None:
+            member = (rng.random(len(rows)) * len(self._member_ids)).astype(np.int64)  # floor(u * n), as RecEnv
+        persona = self._member_persona[member]
         self.prepare(persona)
+        self._member[rows] = member
         self.sessions.reset(rows, persona, self.pools.draw(persona, rng))
         self._needs_reset[rows] = False
+
+    def _members_of(self, users: Any, n_rows: int) -> np.ndarray:
+        """Member indices of the user ids in `options["users"]` (one per sub-env being reset)."""
+        ids = np.asarray(users)
+        if ids.shape != (n_rows,) or ids.dtype.kind not in "iu":
+            raise ValueError(f"options['users']: expected {n_rows} integer user ids, got dtype {ids.dtype} {ids.shape}")
+        sorted_ids = self._member_ids[self._member_order]
+        pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+        unknown = ids[sorted_ids[pos] != ids]
+        if len(unknown):
+            raise ValueError(f"options['users']: ids {unknown[:5].tolist()} are not users of this env")
+        return self._member_order[pos]
 
     def _observation(self) -> dict[str, np.ndarray]:
         return self.sessions.observation(self._persona_vec, self.max_pages)
@@ -301,7 +341,7 @@ class FastRecVectorEnv(VectorEnv):
     def _base_info(self, n_repaired: np.ndarray) -> dict[str, Any]:
         t, s = self._all_true, self.sessions
         return {
-            "user_id": self._user_ids[s.persona],
+            "user_id": self._member_ids[self._member],
             "_user_id": t,
             "page": s.page.copy(),
             "_page": t,
@@ -338,3 +378,18 @@ class FastRecVectorEnv(VectorEnv):
             if key not in info:
                 info[key], info[f"_{key}"] = self._blank(key), none
         return info
+
+
+def _members(users: np.ndarray, population: SyntheticPopulation | None) -> tuple[np.ndarray, np.ndarray]:
+    """(member user ids, index into `users` of the persona each member decides as)."""
+    if population is None:
+        return users, np.arange(len(users), dtype=np.int64)
+    order = np.argsort(users, kind="stable")
+    pos = np.minimum(np.searchsorted(users[order], population.source), len(users) - 1)
+    missing = population.source[users[order][pos] != population.source]
+    if len(missing):
+        raise ValueError(f"population: source ids {np.unique(missing)[:5].tolist()} are not in the env's users")
+    clash = np.intersect1d(population.user_ids, users)
+    if len(clash):
+        raise ValueError(f"population: member ids {clash[:5].tolist()} are also real user ids")
+    return population.user_ids, order[pos]

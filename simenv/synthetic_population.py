@@ -1,0 +1,47 @@
+"""Synthetic populations larger than a dataset's users: N personas drawn with replacement from the real ones.
+
+A member has its own user id (above every real id, so the two never collide) and copies one real persona's
+traits, taste and train history, so any user model decides for it exactly as for that persona, but each member's
+session is its own (own session slot, own random draws). This is how a 703-persona split becomes a population of
+100,000 for a scale run (`simenv.vector_env.FastRecVectorEnv(population=...)`, `benchmarks/bench_scale.py`):
+per-persona arrays stay sized by the real personas, per-session state by the sessions stepped at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class SyntheticPopulation:
+    """Members of a population: `user_ids[m]` is member m's id, `source[m]` the real user id it copies."""
+
+    user_ids: np.ndarray  # (N,) int64, increasing
+    source: np.ndarray  # (N,) int64, ids of real personas
+
+    def __post_init__(self) -> None:
+        if self.user_ids.shape != self.source.shape or self.user_ids.ndim != 1 or not len(self.user_ids):
+            raise ValueError(f"population: user_ids {self.user_ids.shape} and source {self.source.shape} must be (N,)")
+        if (np.diff(self.user_ids) <= 0).any():
+            raise ValueError("population: user_ids must be strictly increasing")
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+
+def draw_population(
+    real_user_ids: Sequence[int] | np.ndarray, n: int, rng: np.random.Generator, first_id: int | None = None
+) -> SyntheticPopulation:
+    """`n` members, each copying a real persona drawn uniformly with replacement by `rng`; member ids run from
+    `first_id` (default: one above the largest real id) upwards."""
+    real = np.unique(np.asarray(real_user_ids, dtype=np.int64))
+    if n < 1 or not len(real):
+        raise ValueError(f"draw_population: n={n} members from {len(real)} real personas")
+    start = int(real[-1]) + 1 if first_id is None else int(first_id)
+    if np.searchsorted(real, start + n) > np.searchsorted(real, start):  # a real id inside start..start+n-1
+        raise ValueError(f"first_id={first_id}: member ids {start}..{start + n - 1} would collide with real ids")
+    source = real[rng.integers(len(real), size=n)]
+    return SyntheticPopulation(np.arange(start, start + n, dtype=np.int64), source)

@@ -82,6 +82,9 @@ class DecisionConfig:
     # A feature set of the fitted response model (agents.response, e.g. "full", "nocollab"): when set, the watch
     # logit and the rating come from it and the hand-set signal weights, watch_rate and rating_* are unused.
     response: str = ""
+    # "watch": the LLM's watch answer is a feature stacked on the response model with a weight fitted on the
+    # validation split (agents.llm_feature); needs `response`. "" = the LLM does not enter the watch decision.
+    llm_feature: str = ""
     leave: LeaveConfig = field(default_factory=LeaveConfig)
 
     def weight(self, signal: str) -> float:
@@ -94,7 +97,13 @@ class DecisionConfig:
 
     @property
     def uses_llm(self) -> bool:
-        return self.w_llm != 0.0 or self.rating_llm != 0.0 or self.leave.llm != 0.0 or self.interview_llm != 0.0
+        return (
+            self.w_llm != 0.0
+            or self.rating_llm != 0.0
+            or self.leave.llm != 0.0
+            or self.interview_llm != 0.0
+            or bool(self.llm_feature)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +191,33 @@ class ResponseConfig:
         return self.heldout_scale if self.level == "heldout" else 1.0
 
 
+@dataclass(frozen=True)
+class LLMFeatureConfig:
+    """How the LLM's watch answer is stacked on the response model (agents.llm_feature), from `[llm_feature]`.
+
+    The weights are fitted on a seeded sample of `n_users` split users' fit impressions: per user at most
+    `max_positives` VALID items and `n_negatives` other items (inverse-probability weighted, so the fit sees the
+    impression distribution), probed `probe_page_size` items per page_decision call; `c` is the inverse L2
+    strength of the logistic regression. The LLM cost of the fit is at most n_users * (max_positives +
+    n_negatives) item answers.
+    """
+
+    n_users: int = 120
+    max_positives: int = 3
+    n_negatives: int = 5
+    probe_page_size: int = 4
+    max_repairs: int = 1
+    c: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n_users", "max_positives", "n_negatives", "probe_page_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"llm_feature {name} must be >= 1, got {getattr(self, name)!r}")
+        if self.c <= 0:
+            raise ValueError(f"llm_feature c must be > 0, got {self.c!r}")
+
+
 def default_config_path() -> Path:
     """The packaged `experiments/configs/users.toml` (read as a data file; no experiments code is imported)."""
     spec_root = resources.files("experiments") / "configs" / "users.toml"
@@ -223,6 +259,10 @@ def _validate_decision(cfg: DecisionConfig, where: str) -> DecisionConfig:
     for name in ("rating_llm", "interview_llm", "rating_spread"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ConfigError(f"{where}: {name} must be in [0, 1], got {getattr(cfg, name)!r}")
+    if cfg.llm_feature not in ("", "watch"):
+        raise ConfigError(f"{where}: llm_feature must be '' or 'watch', got {cfg.llm_feature!r}")
+    if cfg.llm_feature and not cfg.response:
+        raise ConfigError(f"{where}: llm_feature = {cfg.llm_feature!r} is stacked on the response model; set response")
     return cfg
 
 
@@ -271,6 +311,15 @@ def load_response_config(feature_set: str, path: Path | None = None, seed: int =
         return _build(ResponseConfig, values, f"{path} [response]")
     except ValueError as exc:
         raise ConfigError(f"{path} [response]: {exc}") from exc
+
+
+def load_llm_feature_config(path: Path | None = None, seed: int = 0) -> LLMFeatureConfig:
+    """The `[llm_feature]` table with the run's seed."""
+    path, data = _read(path)
+    try:
+        return _build(LLMFeatureConfig, {**data.get("llm_feature", {}), "seed": seed}, f"{path} [llm_feature]")
+    except ValueError as exc:
+        raise ConfigError(f"{path} [llm_feature]: {exc}") from exc
 
 
 def load_fast_user_config(path: Path | None = None) -> FastUserConfig:

@@ -15,12 +15,22 @@ from typing import Any
 
 import numpy as np
 
-from agents.config import load_decision_config, load_fast_user_config, load_llm_user_config, load_response_config
+from agents.config import (
+    ConfigError,
+    LLMUserConfig,
+    load_decision_config,
+    load_fast_user_config,
+    load_llm_feature_config,
+    load_llm_user_config,
+    load_response_config,
+)
 from agents.decision import GroundedDecider, ItemVectors
 from agents.embedding import CachedEmbedder, Embedder, HashingEmbedder, MiniLMEmbedder
 from agents.fast_user import FastUserModel
 from agents.features import feature_names
+from agents.llm_feature import build_stacked_decider
 from agents.llm_user import LLMUserModel
+from agents.llm_user.prompts import PromptBuilder
 from agents.persona import build_personas
 from agents.response import ResponseModel, load_or_fit
 from experiments.config import ExperimentConfig
@@ -142,6 +152,29 @@ class UserModelFactory:
             )
         return self._responses[feature_set]
 
+    def _stacked(self, decider: GroundedDecider, user_config: LLMUserConfig, llm: LLM) -> GroundedDecider:
+        """With `llm_feature`, the decider whose watch answer from `llm` is stacked on the response model with a
+        weight fitted on the validation split (agents.llm_feature; probes are cached, outside the policy logs)."""
+        if not user_config.decision.llm_feature:
+            return decider
+        world = self.world
+        rc = load_response_config(user_config.decision.response, seed=self.config.run.seed)
+
+        def candidates(users: np.ndarray) -> dict[str, dict[int, np.ndarray]]:
+            return {
+                n: top_unseen(train_recommender(self.config, world, n)[0], world, users, rc.top_n) for n in rc.sources
+            }
+
+        return build_stacked_decider(
+            decider,
+            llm,
+            PromptBuilder(world.dataset, user_config),
+            world.split,
+            world.population or world.personas,
+            load_llm_feature_config(seed=self.config.run.seed),
+            candidates if rc.candidates == "recommenders" else None,
+        )
+
     def _vectors(self) -> ItemVectors:
         if self._embedder is None:
             self._embedder = build_embedder(self.config)
@@ -155,6 +188,8 @@ class UserModelFactory:
         if (kind or self.config.users.model) == "fast":
             fast = load_fast_user_config()
             decision = load_decision_config(profile or self.config.users.profile)
+            if decision.llm_feature:
+                raise ConfigError(f"profile {decision.name!r} stacks the LLM's answer: use --users.model llm")
             if decision.response and not fast.response:  # a fitted profile drives the fast user too
                 fast = replace(fast, response=decision.response)
             return FastUserModel(
@@ -167,9 +202,12 @@ class UserModelFactory:
         profile = profile or self.config.users.profile
         user_config = load_llm_user_config(profile)
         self._vectors()
+        llm = llm or self.llm
+        if llm is None:
+            raise ValueError("the LLM user model needs an LLM ([llm] backend)")
         if profile not in self._deciders:
             decision = user_config.decision
-            self._deciders[profile] = GroundedDecider(
+            decider = GroundedDecider(
                 world.dataset,
                 world.split.train,
                 decision,
@@ -177,9 +215,7 @@ class UserModelFactory:
                 item_vectors=self._item_vectors,
                 response=self.response_model(decision.response) if decision.response else None,
             )
-        llm = llm or self.llm
-        if llm is None:
-            raise ValueError("the LLM user model needs an LLM ([llm] backend)")
+            self._deciders[profile] = self._stacked(decider, user_config, self.llm or llm)
         return LLMUserModel(
             world.dataset, llm, self._embedder, user_config, train=world.split.train, decider=self._deciders[profile]
         )

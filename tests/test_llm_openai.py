@@ -112,7 +112,7 @@ def test_structured_output_forms_reach_the_server() -> None:
 def test_sync_call_failing_after_retries_raises_llm_error() -> None:
     with FaultServer(FaultPlan(rate=1.0, kinds=("500",))) as server:
         backend = OpenAIBackend(model="m", base_url=server.base_url, max_retries=1)
-        with pytest.raises(LLMError, match="HTTP 500"):
+        with pytest.raises(LLMError, match="http_500"):
             backend.complete(_echo_request(0))
         assert server.stats["500"] == 2  # first try + one bounded retry
         backend.close()

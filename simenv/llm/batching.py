@@ -17,9 +17,19 @@ from simenv.llm.types import BudgetExceeded, LLMError, LLMRequest, LLMResponse
 T = TypeVar("T")
 
 
-def failed_response(request: LLMRequest, backend: str, model: str, error: str, retries: int = 0) -> LLMResponse:
-    """The placeholder a batch returns for a request whose call failed after the backend's retries."""
-    return LLMResponse(text="", backend=backend, model=model, call_id=request.call_id(), error=error, retries=retries)
+def failed_response(request: LLMRequest, backend: str, model: str, error: str | LLMError) -> LLMResponse:
+    """The placeholder a batch returns for a request whose call failed after the backend's retries (an `LLMError`
+    passes on its attempt record: retries, each failed attempt's error kind, time waited between attempts)."""
+    return LLMResponse(
+        text="",
+        backend=backend,
+        model=model,
+        call_id=request.call_id(),
+        error=str(error) or type(error).__name__,
+        retries=getattr(error, "retries", 0),
+        attempt_errors=tuple(getattr(error, "attempt_errors", ())),
+        retry_wait_s=float(getattr(error, "retry_wait_s", 0.0)),
+    )
 
 
 def run_serially(
@@ -33,7 +43,7 @@ def run_serially(
         except BudgetExceeded:
             raise
         except LLMError as exc:
-            out.append(failed_response(request, backend, model, str(exc)))
+            out.append(failed_response(request, backend, model, exc))
     return out
 
 

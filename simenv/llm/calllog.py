@@ -6,9 +6,12 @@ Rows wait in memory until `flush_every` have gathered; they are flushed at the s
 lands in the row before it is written. A crash loses at most the calls since the last part file. Reopening a
 directory continues the numbering (resume). `read_call_log` concatenates the parts.
 
-Each row stores the rendered prompt (`prompt`, the messages as JSON; `prompt_hash` identifies it) so that a
-suspicious answer can be audited, and `retries`, the transport retries the backend made for the call (the openai
-SDK's own 429/5xx/timeout retries), so no retry is off the record.
+Every attempt is on record: `attempts` (HTTP requests sent for the call: 1 + `retries`; 0 for a cache hit or a
+call that never reached a backend), `attempt_errors` (the error kind of each failed attempt, comma-separated, e.g.
+`http_429,timeout`) and `retry_wait_s` (seconds waited between attempts). With `prompts="full"` (the run's
+`--log.prompts full`) each row also stores the rendered prompt (`prompt`, the messages as JSON; `prompt_hash`
+identifies it either way) and the raw answer text (`answer`), so a run can be audited; by default both are null.
+Neither ever holds the API key: requests carry none, and secret values from the environment are redacted.
 
 Call ids: the backend's deterministic `request.call_id()`; a repeat of the same id within the log gets a
 `-N` suffix so every row's id is unique and the user layer can link feedback rows to it.
@@ -30,7 +33,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from simenv.llm.types import LLM, LLMError, LLMRequest, LLMResponse
+from simenv.llm.secrets import redact
+from simenv.llm.types import LLM, BudgetExceeded, LLMError, LLMRequest, LLMResponse
 from simenv.llm.wrapper import LLMWrapper
 
 logger = logging.getLogger(__name__)
@@ -56,8 +60,13 @@ CALL_LOG_SCHEMA = pa.schema(
         ("fallback", pa.bool_()),
         ("retries", pa.int64()),
         ("prompt", pa.string()),
+        ("attempts", pa.int64()),
+        ("attempt_errors", pa.string()),
+        ("retry_wait_s", pa.float64()),
+        ("answer", pa.string()),
     ]
 )
+PROMPT_LOGGING = ("off", "full")
 
 
 def _part_index(path: Path) -> int:
@@ -65,13 +74,16 @@ def _part_index(path: Path) -> int:
 
 
 class CallLogLLM(LLMWrapper):
-    """Logs every call of the wrapped `LLM`; implements `record_outcome` for the structured layer."""
+    """Logs every call of the wrapped `LLM`; implements `record_outcome` for the structured layer. `prompts`:
+    "off" (default) or "full" (store each rendered prompt and raw answer)."""
 
     label = "calllog"
 
-    def __init__(self, inner: LLM, directory: str | Path, flush_every: int = 256, store_prompts: bool = True) -> None:
+    def __init__(self, inner: LLM, directory: str | Path, flush_every: int = 256, prompts: str = "off") -> None:
         super().__init__(inner)
-        self.store_prompts = store_prompts
+        if prompts not in PROMPT_LOGGING:
+            raise ValueError(f"CallLogLLM.prompts must be one of {PROMPT_LOGGING}, got {prompts!r}")
+        self.prompts = prompts
         if flush_every < 1:
             raise ValueError(f"CallLogLLM.flush_every must be >= 1, got {flush_every}")
         self.directory = Path(directory)
@@ -100,12 +112,24 @@ class CallLogLLM(LLMWrapper):
         return base if n == 0 else f"{base}-{n}"
 
     def _row(
-        self, request: LLMRequest, response: LLMResponse | None, error: str, latency_s: float, retries: int = 0
+        self,
+        request: LLMRequest,
+        response: LLMResponse | None,
+        error: str,
+        latency_s: float,
+        raised: LLMError | None = None,
     ) -> dict[str, Any]:
+        """One row; `response` is None for a call that raised `raised` (which carries its attempt record)."""
         if error:
             status = "call_error"
         else:
-            status = "unchecked" if request.json_schema is not None else "unstructured"
+            status = "unstructured" if request.json_schema is None else "unchecked"
+        record: Any = response if response is not None else raised
+        retries = int(getattr(record, "retries", 0))
+        kinds = tuple(getattr(record, "attempt_errors", ()))
+        cache_hit = bool(response.cache_hit) if response else False
+        attempts = 0 if cache_hit or isinstance(raised, BudgetExceeded) else 1 + retries  # the budget refuses unsent
+        full = self.prompts == "full"
         row = {
             "seq": self._seq,
             "call_id": "",
@@ -119,13 +143,17 @@ class CallLogLLM(LLMWrapper):
             "prompt_tokens": response.prompt_tokens if response else 0,
             "completion_tokens": response.completion_tokens if response else 0,
             "latency_s": response.latency_s if response and not error else latency_s,
-            "cache_hit": bool(response.cache_hit) if response else False,
+            "cache_hit": cache_hit,
             "error": error,
             "parse_status": status,
             "repairs": request.attempt,
             "fallback": False,
-            "retries": response.retries if response else retries,
-            "prompt": request.prompt_text() if self.store_prompts else None,
+            "retries": retries,
+            "prompt": redact(request.prompt_text()) if full else None,
+            "attempts": attempts,
+            "attempt_errors": ",".join(kinds),
+            "retry_wait_s": float(getattr(record, "retry_wait_s", 0.0)),
+            "answer": redact(response.text) if full and response is not None else None,
         }
         self._seq += 1
         return row
@@ -140,7 +168,7 @@ class CallLogLLM(LLMWrapper):
 
     def _log_failure(self, request: LLMRequest, exc: LLMError, latency_s: float) -> None:
         with self._lock:
-            row = self._row(request, None, str(exc) or type(exc).__name__, latency_s, int(getattr(exc, "retries", 0)))
+            row = self._row(request, None, str(exc) or type(exc).__name__, latency_s, exc)
             call_id = self._unique_id(getattr(exc, "call_id", None) or request.call_id())
             row["call_id"] = call_id
             self._pending[call_id] = row
@@ -214,12 +242,23 @@ def read_call_log(directory: str | Path) -> pd.DataFrame:
 
 
 def _read_part(path: Path) -> pa.Table:
-    """One part file in CALL_LOG_SCHEMA; columns added since it was written (retries, prompt) read as 0 / null."""
+    """One part file in CALL_LOG_SCHEMA. Columns added since it was written read as: retries 0, attempts 1 +
+    retries (0 for a cache hit: those logs counted every SDK retry), attempt_errors "" (kinds unknown), retry_wait_s
+    null (not measured), prompt and answer null."""
     table = pq.read_table(path)
+    n = len(table)
     for field in CALL_LOG_SCHEMA:
-        if field.name not in table.column_names:
-            fill = (
-                pa.array([0] * len(table), pa.int64()) if field.name == "retries" else pa.nulls(len(table), field.type)
-            )
-            table = table.append_column(field, fill)
+        if field.name in table.column_names:
+            continue
+        if field.name == "retries":
+            fill = pa.array([0] * n, pa.int64())
+        elif field.name == "attempts":
+            retries = table.column("retries").to_pylist()
+            hits = table.column("cache_hit").to_pylist() if "cache_hit" in table.column_names else [False] * n
+            fill = pa.array([0 if h else 1 + int(r or 0) for r, h in zip(retries, hits, strict=True)], pa.int64())
+        elif field.name == "attempt_errors":
+            fill = pa.array([""] * n, pa.string())
+        else:
+            fill = pa.nulls(n, field.type)
+        table = table.append_column(field, fill)
     return table.select(CALL_LOG_SCHEMA.names).cast(CALL_LOG_SCHEMA)

@@ -1,29 +1,34 @@
-"""Any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp server) through the official `openai` SDK.
+"""Any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp server), through the official `openai` SDK by default.
 
-Retries and timeouts are the SDK's own (bounded `max_retries` with exponential backoff on 429, 5xx,
-connection errors and timeouts; it honours `Retry-After`). Each call carries a tag header; an httpx request
-hook reads the SDK's attempt number (`x-stainless-retry-count`) for it, so `LLMResponse.retries` (and the call
-log's `retries` column) counts the retries a call took, also when it finally failed. Every call, single or
-batched, runs on one `AsyncOpenAI` client that lives on the backend's own event-loop thread (`LoopThread`), so
-connections stay open between batches; at most `concurrency` requests are in flight across all batches (one semaphore).
-The HTTP transport is the SDK's aiohttp one when aiohttp is installed (`pip install 'openai[aiohttp]'`;
-~2x less client CPU per call than its default httpx transport), else httpx; both pools hold >= `concurrency`
-connections. Structured output is asked for in one of three forms:
-`json_schema` (OpenAI, vLLM), `json_object` (`{"type": "json_object", "schema": ...}`, llama.cpp server; its
-server answers HTTP 500 to the `json_schema` form) or `none` (an instruction appended to the prompt).
+Retries are ours, not the SDK's (its client is built with `max_retries=0`): a call makes at most
+`max_retries + 1` attempts; 429, 408, 409, 5xx, timeouts and connection errors are retried after the server's
+`Retry-After` (<= 60 s) or an exponential backoff (`backoff_s` * 2^n, at most 8 s, with a deterministic jitter
+drawn from the call id), other errors fail at once. Each response (or `LLMError`) carries the record of its
+attempts — `retries`, the error kind of every failed attempt (`attempt_errors`, e.g. `http_429`, `timeout`) and
+the seconds spent waiting between them (`retry_wait_s`) — which the call log stores, so no attempt is off the record.
 
-The request body is plain JSON built here and sent with the SDK's `client.post("/chat/completions", ...)`
-(its documented way to call an endpoint with a hand-made body), and the answer is read from the raw JSON
-bytes: the SDK's per-call type-driven transform of the parameters and its pydantic model of the completion
-cost more client CPU than the rest of a call and add nothing for a fixed body of plain strings and numbers.
-The API key is read from `OPENAI_API_KEY` when the client is built and is kept only inside the SDK client:
-never in this object's attributes, repr, logs or cache keys.
+Several base URLs are served round-robin (an attempt goes to the next endpoint with a free slot; a retry goes to
+another endpoint), with at most `concurrency` requests in flight per endpoint across all batches (one semaphore
+each). Every call runs on one event-loop thread per backend (`LoopThread`) where the transports live, so
+connections stay open between batches. The transport (`simenv.llm.chat_transport`) is the SDK's (`http_client`
+"auto": its aiohttp transport when aiohttp is installed, else httpx) or `direct`, a plain aiohttp POST with ~3x
+less client CPU per call, for fast local servers at high concurrency (`python -m benchmarks.bench_llm`).
+Structured output is asked for in one of three forms: `json_schema` (OpenAI, vLLM), `json_object`
+(`{"type": "json_object", "schema": ...}`, llama.cpp server; its server answers HTTP 500 to the `json_schema`
+form) or `none` (an instruction appended to the prompt).
+
+The request body is plain JSON serialised once per call here (orjson) and the answer is read from the raw JSON
+bytes: the SDK's per-call type-driven transform of the parameters and its pydantic model of the completion cost
+more client CPU than the rest of a call and add nothing for a fixed body of plain strings and numbers. The API
+key is read from `OPENAI_API_KEY` when the transports are built and is kept only inside them: never in this
+object's attributes, repr, logs or cache keys.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import importlib.util
 import itertools
 import logging
@@ -38,6 +43,7 @@ from typing import Any
 import orjson
 
 from simenv.llm.batching import LoopThread, failed_response
+from simenv.llm.chat_transport import AttemptError, ChatTransport, DirectTransport, SDKTransport
 from simenv.llm.schemas import grammar_friendly
 from simenv.llm.secrets import redact
 from simenv.llm.structured import parse_if_json, with_json_instruction
@@ -46,18 +52,9 @@ from simenv.llm.types import LLMError, LLMRequest, LLMResponse
 logger = logging.getLogger(__name__)
 
 STRUCTURED_OUTPUT_FORMS = ("json_schema", "json_object", "none")
-HTTP_CLIENTS = ("auto", "aiohttp", "httpx")
+HTTP_CLIENTS = ("auto", "aiohttp", "httpx", "direct")  # the first three go through the openai SDK
+MAX_BACKOFF_S = 8.0
 _PLACEHOLDER_KEY = "no-key"  # local servers ignore the key, but the SDK insists on one
-CALL_HEADER = "x-simrec-call"  # our per-call tag, so the request hook can attribute each attempt to its call
-SDK_RETRY_HEADER = "x-stainless-retry-count"  # the SDK numbers every attempt of a request (0 = first)
-
-
-def _import_openai() -> Any:
-    try:
-        import openai
-    except ImportError as exc:
-        raise ImportError("the openai backend needs the openai SDK: pip install 'openai>=1.40'") from exc
-    return openai
 
 
 def _api_key() -> str:
@@ -68,47 +65,68 @@ def _api_key() -> str:
     return key
 
 
-class _Session:
-    """The SDK client, the loop thread it lives on and the concurrency gate: built once per backend."""
+def endpoint_urls(base_url: str | Sequence[str] | None) -> tuple[str | None, ...]:
+    """The endpoints a `base_url` setting names: one URL, a comma-separated list or a sequence of URLs; none means
+    `$OPENAI_BASE_URL` (which may list several too), else the SDK's default (None)."""
+    if base_url is None or (not isinstance(base_url, str) and not base_url):
+        base_url = os.environ.get("OPENAI_BASE_URL") or None
+        if base_url is None:
+            return (None,)
+    parts = base_url.split(",") if isinstance(base_url, str) else [p for u in base_url for p in str(u).split(",")]
+    urls = tuple(p.strip() for p in parts if p.strip())
+    bad = [u for u in urls if not re.match(r"^https?://[^/\s]+", u)]
+    if not urls or bad:
+        raise ValueError(f"OpenAIBackend.base_url: expected http(s):// URLs, got {base_url!r}")
+    return urls
 
-    def __init__(self, client_args: dict[str, Any], http_client: str, concurrency: int) -> None:
+
+@dataclasses.dataclass
+class _Endpoint:
+    """One base URL: its transport and its concurrency gate."""
+
+    url: str | None
+    transport: ChatTransport
+    gate: asyncio.Semaphore
+
+
+class _Session:
+    """The transports, the loop thread they live on and the per-endpoint gates: built once per backend."""
+
+    def __init__(self, urls: Sequence[str | None], http_client: str, concurrency: int) -> None:
         self.pid = os.getpid()  # a forked child cannot use its parent's loop thread: it builds its own session
         self.loop = LoopThread("openai-backend")
-        self.client: Any = None
-        self.gate: asyncio.Semaphore | None = None
-        self.retries: dict[str, int] = {}  # call tag -> the SDK's retry count of its latest attempt
-        self._tags = itertools.count()
+        self.endpoints: list[_Endpoint] = []
+        self._turn = itertools.count()
         try:
-            self.loop.run(self._open(client_args, http_client, concurrency))
+            self.loop.run(self._open(urls, http_client, concurrency))
         except BaseException:
-            self.loop.close()
+            self.close()
             raise
 
-    async def _open(self, client_args: dict[str, Any], http_client: str, concurrency: int) -> None:
-        openai = _import_openai()
-        default = openai.DEFAULT_CONNECTION_LIMITS  # an httpx Limits: same class whatever httpx the SDK ships
-        limits = type(default)(
-            max_connections=max(concurrency, default.max_connections or 0),
-            max_keepalive_connections=max(concurrency, default.max_keepalive_connections or 0),
-            keepalive_expiry=default.keepalive_expiry,
-        )
-        cls = openai.DefaultAioHttpClient if http_client == "aiohttp" else openai.DefaultAsyncHttpxClient
-        hooks = {"request": [self._on_request]}
-        self.client = openai.AsyncOpenAI(**client_args, http_client=cls(limits=limits, event_hooks=hooks))
-        self.gate = asyncio.Semaphore(concurrency)
+    async def _open(self, urls: Sequence[str | None], http_client: str, concurrency: int) -> None:
+        key = _api_key()
+        for url in urls:
+            if http_client == "direct":
+                transport: ChatTransport = DirectTransport(url, key, concurrency)
+            else:
+                transport = SDKTransport(url, key, concurrency, http_client)
+            self.endpoints.append(_Endpoint(url, transport, asyncio.Semaphore(concurrency)))
 
-    async def _on_request(self, request: Any) -> None:
-        """httpx request hook, run for every attempt: the SDK numbers its retries in a header."""
-        tag = request.headers.get(CALL_HEADER)
-        if tag is not None:
-            self.retries[tag] = int(request.headers.get(SDK_RETRY_HEADER) or 0)
-
-    def tag(self) -> str:
-        return f"{self.pid}-{next(self._tags)}"
+    def pick(self, avoid: _Endpoint | None = None) -> _Endpoint:
+        """Round-robin: the next endpoint in turn that has a free slot (the one in turn if none has); a retry
+        passes the endpoint that just failed as `avoid`, so it goes elsewhere when there is anywhere else."""
+        choices = [e for e in self.endpoints if e is not avoid] or self.endpoints
+        n = len(choices)
+        first = next(self._turn) % n
+        for k in range(n):
+            endpoint = choices[(first + k) % n]
+            if not endpoint.gate.locked():
+                return endpoint
+        return choices[first]
 
     async def _aclose(self) -> None:
-        if self.client is not None:
-            await self.client.close()
+        for endpoint in self.endpoints:
+            await endpoint.transport.aclose()
 
     def close(self) -> None:
         if not self.loop.closed:
@@ -119,19 +137,20 @@ class _Session:
 
 
 class OpenAIBackend:
-    """`LLM` over an OpenAI-compatible HTTP API."""
+    """`LLM` over OpenAI-compatible HTTP APIs (one or several endpoints serving the same model)."""
 
     name = "openai"
 
     def __init__(
         self,
         model: str,
-        base_url: str | None = None,
+        base_url: str | Sequence[str] | None = None,
         timeout_s: float = 60.0,
         max_retries: int = 3,
         concurrency: int = 8,
         structured_output: str = "json_schema",
         http_client: str = "auto",
+        backoff_s: float = 0.5,
     ) -> None:
         if not model:
             raise ValueError("OpenAIBackend needs a model name (config llm.model)")
@@ -141,23 +160,29 @@ class OpenAIBackend:
             )
         if http_client not in HTTP_CLIENTS:
             raise ValueError(f"OpenAIBackend.http_client must be one of {HTTP_CLIENTS}, got {http_client!r}")
-        if concurrency < 1 or max_retries < 0 or timeout_s <= 0:
+        if concurrency < 1 or max_retries < 0 or timeout_s <= 0 or backoff_s < 0:
             raise ValueError(
-                f"OpenAIBackend: need concurrency >= 1, max_retries >= 0, timeout_s > 0; got {concurrency}, "
-                f"{max_retries}, {timeout_s}"
+                f"OpenAIBackend: need concurrency >= 1, max_retries >= 0, timeout_s > 0, backoff_s >= 0; got "
+                f"{concurrency}, {max_retries}, {timeout_s}, {backoff_s}"
             )
         if http_client == "auto":
             http_client = "aiohttp" if importlib.util.find_spec("aiohttp") is not None else "httpx"
         self.model = model
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        self.base_urls = endpoint_urls(base_url)
         self.timeout_s = float(timeout_s)
         self.max_retries = int(max_retries)
         self.concurrency = int(concurrency)
         self.structured_output = structured_output
         self.http_client = http_client
+        self.backoff_s = float(backoff_s)
         self._session: _Session | None = None
         self._finalizer: weakref.finalize | None = None
         self._lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str | None:
+        """The first endpoint (None: the SDK's default)."""
+        return self.base_urls[0]
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles its settings only (e.g. for subprocess workers); the copy opens its own client when used."""
@@ -175,15 +200,16 @@ class OpenAIBackend:
         return f"openai(model={self.model},structured={self.structured_output})"
 
     def __repr__(self) -> str:
+        urls = self.base_urls[0] if len(self.base_urls) == 1 else list(self.base_urls)
         return (
-            f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, timeout_s={self.timeout_s}, "
+            f"OpenAIBackend(model={self.model!r}, base_url={urls!r}, timeout_s={self.timeout_s}, "
             f"max_retries={self.max_retries}, concurrency={self.concurrency}, "
             f"structured_output={self.structured_output!r}, http_client={self.http_client!r})"
         )
 
     # -- request shaping ----------------------------------------------------------------------------------
     def _kwargs(self, request: LLMRequest) -> dict[str, Any]:
-        """The JSON body of one chat-completions call."""
+        """The JSON body of one chat-completions call, as a dict."""
         messages = request.messages
         kwargs: dict[str, Any] = {
             "model": request.model or self.model,
@@ -236,79 +262,94 @@ class OpenAIBackend:
             call_id=request.call_id(),
         )
 
-    def _client_args(self) -> dict[str, Any]:
-        return {
-            "api_key": _api_key(),
-            "base_url": self.base_url,
-            "timeout": self.timeout_s,
-            "max_retries": self.max_retries,
-        }
+    def _body(self, request: LLMRequest) -> bytes:
+        """The serialised body; a value JSON cannot hold is an `LLMError` before any attempt."""
+        try:
+            return orjson.dumps(self._kwargs(request))
+        except TypeError as exc:
+            raise LLMError(
+                f"openai backend: the request for template {request.template!r} is not JSON-serialisable: {exc}"
+            ) from exc
 
-    def _error(self, request: LLMRequest, exc: Exception, retries: int = 0) -> LLMError:
-        status = getattr(exc, "status_code", None)
-        kind = f"HTTP {status}" if status is not None else type(exc).__name__
-        detail = redact(str(exc).splitlines()[0][:200]) if str(exc) else ""
+    def _error(self, request: LLMRequest, last: AttemptError, kinds: Sequence[str], waited: float) -> LLMError:
+        """The `LLMError` of a call whose attempts all failed (or whose error is not worth another attempt)."""
+        retries = len(kinds) - 1
         error = LLMError(
-            f"openai backend: call for template {request.template!r} failed after {retries} SDK retries "
-            f"(max {self.max_retries}): {kind} {detail}"
+            f"openai backend: call for template {request.template!r} failed after {retries} retries "
+            f"(max {self.max_retries}; attempts: {', '.join(kinds)}): {redact(str(last))[:240]}"
         )
         error.retries = retries
+        error.attempt_errors = tuple(kinds)
+        error.retry_wait_s = waited
         return error
+
+    def backoff(self, request: LLMRequest, retry: int, retry_after_s: float | None) -> float:
+        """Seconds before retry number `retry` (0-based): the server's Retry-After, else `backoff_s` * 2^retry
+        (at most 8 s) times a jitter in [0.75, 1) drawn from the call id (deterministic, spreads a burst)."""
+        if retry_after_s is not None:
+            return retry_after_s
+        digest = hashlib.blake2b(f"{request.call_id()}:{retry}".encode(), digest_size=2).digest()
+        jitter = 1.0 - 0.25 * int.from_bytes(digest, "big") / 65536
+        return min(self.backoff_s * 2**retry, MAX_BACKOFF_S) * jitter
 
     # -- calls ----------------------------------------------------------------------------------------------
     def _get_session(self) -> _Session:
         with self._lock:
             if self._session is None or self._session.pid != os.getpid():
-                self._session = _Session(self._client_args(), self.http_client, self.concurrency)
+                self._session = _Session(self.base_urls, self.http_client, self.concurrency)
                 self._finalizer = weakref.finalize(self, self._session.close)  # if close() is never called
             return self._session
 
     async def _call(self, session: _Session, request: LLMRequest) -> LLMResponse:
-        """One call under the concurrency gate; raises `LLMError` after the SDK's bounded retries."""
-        openai = _import_openai()
-        assert session.gate is not None
-        body = self._kwargs(request)
-        tag = session.tag()
-        options = {"headers": {CALL_HEADER: tag}}
-        async with session.gate:
-            start = time.perf_counter()
-            try:
-                raw = await session.client.post("/chat/completions", body=body, cast_to=bytes, options=options)
-            except openai.OpenAIError as exc:
-                error = self._error(request, exc, session.retries.pop(tag, 0))
-                raise error from exc
-            latency_s = time.perf_counter() - start
-        retries = session.retries.pop(tag, 0)
-        response = self._response(request, raw, latency_s)
-        return dataclasses.replace(response, retries=retries) if retries else response
+        """One call: up to `max_retries + 1` attempts, each under its endpoint's gate; raises `LLMError`."""
+        body = self._body(request)
+        kinds: list[str] = []
+        waited = 0.0
+        start: float | None = None
+        endpoint: _Endpoint | None = None
+        while True:
+            endpoint = session.pick(avoid=endpoint)
+            async with endpoint.gate:
+                start = time.perf_counter() if start is None else start  # latency: first attempt sent -> answer
+                try:
+                    raw = await endpoint.transport.post(body, self.timeout_s)
+                    break
+                except AttemptError as exc:
+                    kinds.append(exc.kind)
+                    last = exc
+            if not last.retryable or len(kinds) > self.max_retries:
+                raise self._error(request, last, kinds, waited)
+            delay = self.backoff(request, len(kinds) - 1, last.retry_after_s)
+            logger.debug("openai backend: %s on %s; retry %d in %.2f s", last.kind, endpoint.url, len(kinds), delay)
+            await asyncio.sleep(delay)
+            waited += delay
+        response = self._response(request, raw, time.perf_counter() - start)
+        if not kinds:
+            return response
+        return dataclasses.replace(response, retries=len(kinds), attempt_errors=tuple(kinds), retry_wait_s=waited)
 
     async def _batch(self, session: _Session, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
         async def one(request: LLMRequest) -> LLMResponse:
             try:
                 return await self._call(session, request)
-            except (LLMError, ValueError) as exc:
-                error = exc if isinstance(exc, LLMError) else self._error(request, exc)
-                model = request.model or self.model
-                return failed_response(request, self.name, model, str(error), getattr(error, "retries", 0))
+            except LLMError as exc:
+                return failed_response(request, self.name, request.model or self.model, exc)
 
         return list(await asyncio.gather(*(one(r) for r in requests)))
 
     def complete(self, request: LLMRequest) -> LLMResponse:
         session = self._get_session()
-        try:
-            return session.loop.run(self._call(session, request))
-        except ValueError as exc:  # e.g. a body the SDK could not serialise
-            raise self._error(request, exc) from exc
+        return session.loop.run(self._call(session, request))
 
     def complete_batch(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
-        """All requests concurrently (at most `concurrency` in flight); results in request order."""
+        """All requests concurrently (at most `concurrency` in flight per endpoint); results in request order."""
         if not requests:
             return []
         session = self._get_session()
         return session.loop.run(self._batch(session, requests))
 
     def close(self) -> None:
-        """Close the client and its connections and stop the loop thread; safe to call twice."""
+        """Close the transports and their connections and stop the loop thread; safe to call twice."""
         with self._lock:
             if self._finalizer is not None and self._session is not None and self._session.pid == os.getpid():
                 self._finalizer()  # runs `_Session.close` once

@@ -119,7 +119,9 @@ class LLMResponse:
     parsed: Any = None
     call_id: str = ""
     error: str = ""  # non-empty when the call failed after the backend's bounded retries (batch results)
-    retries: int = 0  # transport-level retries the backend made for this call (the openai SDK's 429/5xx/timeouts)
+    retries: int = 0  # transport-level retries the backend made for this call (429/5xx/timeouts/connection errors)
+    attempt_errors: tuple[str, ...] = ()  # the error kind of each failed attempt, in order (e.g. "http_429")
+    retry_wait_s: float = 0.0  # seconds spent waiting between attempts (backoff or the server's Retry-After)
 
     @property
     def ok(self) -> bool:
@@ -140,9 +142,12 @@ class LLM(Protocol):
 
 
 class LLMError(RuntimeError):
-    """A call failed after the backend's bounded retries (`retries`: how many were made)."""
+    """A call failed after the backend's bounded retries: `retries` made, the kind of each failed attempt's error
+    (`attempt_errors`) and the seconds waited between attempts (`retry_wait_s`)."""
 
     retries: int = 0
+    attempt_errors: tuple[str, ...] = ()
+    retry_wait_s: float = 0.0
 
 
 class BudgetExceeded(LLMError):

@@ -2,7 +2,8 @@
 
 `POST /v1/chat/completions` answers with `responder(body)` (default: `{"echo": <first user message>}`),
 after `latency_s`. With probability `rate` a request instead meets one fault from `kinds`:
-`429` / `500` (with a short Retry-After so the SDK's retries are quick), `slow` (answers after `slow_s`, past
+`429` / `500` (with a short Retry-After so retries are quick), `400` (not worth retrying; not in the default kinds),
+`slow` (answers after `slow_s`, past
 the client's timeout), `truncated_answer` / `invalid_answer` (HTTP 200 whose message content is cut JSON /
 prose), `bad_body` (HTTP 200 whose body is cut mid-JSON). The fault for the n-th arrival of a given request
 body is drawn from a generator seeded by (seed, body hash, n), so the schedule does not depend on arrival
@@ -25,7 +26,8 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-FAULTS = ("429", "500", "slow", "truncated_answer", "invalid_answer", "bad_body")
+FAULTS = ("429", "500", "slow", "truncated_answer", "invalid_answer", "bad_body")  # the default kinds
+KNOWN_FAULTS = (*FAULTS, "400")
 Responder = Callable[[dict[str, Any]], str]
 
 
@@ -50,9 +52,9 @@ class FaultServer:
 
     def __init__(self, plan: FaultPlan | None = None, responder: Responder = echo_responder, port: int = 0) -> None:
         self.plan = plan or FaultPlan()
-        unknown = sorted(set(self.plan.kinds) - set(FAULTS))
+        unknown = sorted(set(self.plan.kinds) - set(KNOWN_FAULTS))
         if unknown:
-            raise ValueError(f"FaultPlan.kinds has unknown faults {unknown}; known: {list(FAULTS)}")
+            raise ValueError(f"FaultPlan.kinds has unknown faults {unknown}; known: {list(KNOWN_FAULTS)}")
         self.responder = responder
         self.port = port
         self.stats: Counter[str] = Counter()
@@ -107,7 +109,7 @@ class FaultServer:
         if self.plan.latency_s:
             await asyncio.sleep(self.plan.latency_s)
         retry = {"retry-after-ms": str(self.plan.retry_after_ms)}
-        if fault in ("429", "500"):
+        if fault in ("429", "500", "400"):
             error = {"error": {"message": f"injected {fault}", "type": "injected"}}
             return web.json_response(error, status=int(fault), headers=retry)
         if fault == "slow":

@@ -1,0 +1,149 @@
+"""One chat-completions attempt against one endpoint: through the `openai` SDK (the default) or a direct aiohttp POST.
+
+Both transports send the same JSON body (bytes built once per call by the backend) to `<base_url>/chat/completions`
+and return the raw response bytes; a failed attempt raises `AttemptError` with a transport-independent `kind`
+(`http_429`, `http_503`, `timeout`, `connection`) and the server's `Retry-After` when it sent one. They never
+retry: the SDK is built with `max_retries=0`, so every attempt is the backend's own and on record
+(`simenv.llm.openai_backend`). Transports are built, used and closed on the backend's event-loop thread.
+
+- `SDKTransport` (`http_client` "aiohttp" or "httpx"): `AsyncOpenAI.post`, the SDK's documented way to send a
+  hand-made body; it adds the SDK's headers (organisation, project, platform) and honours its env variables.
+- `DirectTransport` (`http_client` "direct"): an aiohttp session with a pooled connector and the bearer key in
+  its default headers. ~3x less client CPU per call than the SDK path (`python -m benchmarks.bench_llm`),
+  which matters only against fast local servers at high concurrency.
+
+The API key lives only inside the client objects: never in an attribute of ours, a repr, a log or a message.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import inspect
+import math
+import time
+from collections.abc import Mapping
+from typing import Protocol
+
+CHAT_PATH = "chat/completions"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"  # the SDK's default, used by the direct transport too
+MAX_RETRY_AFTER_S = 60.0  # a longer Retry-After is ignored (backoff instead), as the SDK does
+_RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+class AttemptError(Exception):
+    """One failed attempt: `kind` names the error class, `retryable` says whether another attempt may succeed,
+    `retry_after_s` is the wait the server asked for (None if it did not)."""
+
+    def __init__(self, kind: str, detail: str = "", retry_after_s: float | None = None, retryable: bool = True):
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+        self.detail = detail
+        self.retry_after_s = retry_after_s
+        self.retryable = retryable
+
+
+def status_error(status: int, detail: str, headers: Mapping[str, str] | None) -> AttemptError:
+    """The `AttemptError` of an HTTP error status (429, 408, 409 and 5xx are worth another attempt)."""
+    retryable = status in _RETRYABLE_STATUS or status >= 500
+    return AttemptError(f"http_{status}", detail, retry_after(headers), retryable)
+
+
+def retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds the server asked to wait (`retry-after-ms`, or `retry-after` in seconds or as an HTTP date)."""
+    if not headers:
+        return None
+    lower = {k.lower(): v for k, v in headers.items()}
+    try:
+        if "retry-after-ms" in lower:
+            seconds = float(lower["retry-after-ms"]) / 1000
+        elif "retry-after" in lower:
+            value = lower["retry-after"].strip()
+            try:
+                seconds = float(value)
+            except ValueError:
+                date = email.utils.parsedate_to_datetime(value)
+                seconds = date.timestamp() - time.time()
+        else:
+            return None
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return seconds if math.isfinite(seconds) and 0 <= seconds <= MAX_RETRY_AFTER_S else None
+
+
+class ChatTransport(Protocol):
+    """Sends one attempt; raises `AttemptError` for a failed one."""
+
+    async def post(self, body: bytes, timeout_s: float) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+class SDKTransport:
+    """An `openai.AsyncOpenAI` client with retries off and a pool of >= `concurrency` connections."""
+
+    def __init__(self, base_url: str | None, api_key: str, concurrency: int, http_client: str) -> None:
+        try:
+            import openai
+        except ImportError as exc:
+            raise ImportError("the openai backend needs the openai SDK: pip install 'openai[aiohttp]>=1.40'") from exc
+        self._openai = openai
+        default = openai.DEFAULT_CONNECTION_LIMITS  # an httpx Limits: same class whatever httpx the SDK ships
+        limits = type(default)(
+            max_connections=max(concurrency, default.max_connections or 0),
+            max_keepalive_connections=max(concurrency, default.max_keepalive_connections or 0),
+            keepalive_expiry=default.keepalive_expiry,
+        )
+        cls = openai.DefaultAioHttpClient if http_client == "aiohttp" else openai.DefaultAsyncHttpxClient
+        http = cls(limits=limits)
+        self._client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, http_client=http)
+        # raw bytes go in `content` (SDKs of 2026+); older ones took them as `body`
+        self._bytes_arg = "content" if "content" in inspect.signature(self._client.post).parameters else "body"
+
+    async def post(self, body: bytes, timeout_s: float) -> bytes:
+        openai = self._openai
+        try:
+            options = {"timeout": timeout_s, "max_retries": 0}
+            return await self._client.post("/" + CHAT_PATH, cast_to=bytes, options=options, **{self._bytes_arg: body})
+        except openai.APIStatusError as exc:
+            raise status_error(exc.status_code, _first_line(exc), exc.response.headers) from None
+        except openai.APITimeoutError:
+            raise AttemptError("timeout", f"no answer within {timeout_s:g} s") from None
+        except openai.APIConnectionError as exc:
+            raise AttemptError("connection", _first_line(exc.__cause__ or exc)) from None
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+class DirectTransport:
+    """A pooled aiohttp session posting straight to `<base_url>/chat/completions` (no SDK in the path)."""
+
+    def __init__(self, base_url: str | None, api_key: str, concurrency: int) -> None:
+        import aiohttp
+
+        self._aiohttp = aiohttp
+        self.url = (base_url or DEFAULT_BASE_URL).rstrip("/") + "/" + CHAT_PATH
+        headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, keepalive_timeout=30)
+        self._session = aiohttp.ClientSession(connector=connector, headers=headers, skip_auto_headers=("User-Agent",))
+
+    async def post(self, body: bytes, timeout_s: float) -> bytes:
+        aiohttp = self._aiohttp
+        try:
+            async with self._session.post(self.url, data=body, timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
+                raw = await r.read()
+                if r.status >= 400:
+                    raise status_error(r.status, raw[:200].decode("utf-8", "replace"), r.headers)
+                return raw
+        except TimeoutError:
+            raise AttemptError("timeout", f"no answer within {timeout_s:g} s") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise AttemptError("connection", _first_line(exc)) from None
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -1,0 +1,85 @@
+"""Echo detection: is an answer's text the prompt copied back instead of the model's own words?
+
+Small models copy what they see: the `"..."` of a JSON skeleton, a key name, the question itself ("You are not
+satisfied with the recommendations, from 1 (not at all) to 10 (very)"), the example answer. A text is an echo
+when, after its forced opening (if the prompt prescribed one) is removed, it is
+
+- a placeholder: empty, punctuation only, an angle-bracket slot like `<true|false>`, or a key name of the answer;
+- or a copy of the prompt's own words: it shares a run of `min_words` consecutive words with the prompt, or the
+  whole text (at least `min_short` words) appears in the prompt as one run.
+
+"The prompt's own words" are the template's text, its question and its example, rendered with the data (titles,
+taste text, memories: `PromptSpec.data_vars`) masked: a feeling may name its movie, and repeating a feeling the
+user wrote on an earlier page is not an echo of the prompt. Words are lower-cased letter/digit runs, so quoting
+and punctuation do not hide a copy.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+MASK = "\u2016"  # stands in for data in the masked prompt; never a word, so no run crosses it
+MIN_WORDS = 5
+MIN_SHORT = 3
+_WORD = re.compile(rf"\w+|{MASK}")
+_SLOT = re.compile(r"<[^<>]*>")
+PLACEHOLDERS = frozenset({"", ".", "..", "...", "\u2026", "<...>"})
+
+
+@dataclass(frozen=True, slots=True)
+class Echo:
+    """Why a text is not the model's own: the field, the kind of copy and the copied words."""
+
+    field: str
+    kind: str  # "placeholder" | "prompt_copy"
+    copied: str
+
+    @property
+    def reason(self) -> str:
+        if self.kind == "placeholder":
+            return f"{self.field} is the placeholder {self.copied!r}, not your own words"
+        return f"{self.field} copies the prompt ({self.copied!r}): write your own words"
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens; the data mask is a token of its own (it matches no answer word)."""
+    return _WORD.findall(text.lower())
+
+
+class EchoSource:
+    """The prompt's own words (data masked), indexed for `find`."""
+
+    def __init__(self, prompt_text: str, key_names: Iterable[str] = (), min_words: int = MIN_WORDS) -> None:
+        self.min_words = min_words
+        self.tokens = words(prompt_text)
+        self.text = " ".join(self.tokens)
+        self.key_names = frozenset(k.lower() for k in key_names)
+        n = min_words
+        self.ngrams = {tuple(self.tokens[i : i + n]) for i in range(len(self.tokens) - n + 1)}
+
+    def _contains(self, run: Sequence[str]) -> bool:
+        return MASK not in run and f" {' '.join(run)} " in f" {self.text} "
+
+    def find(self, field: str, text: str, opening: str = "", min_short: int = MIN_SHORT) -> Echo | None:
+        """The echo in `text` (the value of answer field `field`), or None when the text is the model's own."""
+        body = str(text).strip()
+        if opening and body.startswith(opening):
+            body = body[len(opening) :]
+        stripped = body.strip()
+        if stripped in PLACEHOLDERS or not words(stripped) or _SLOT.fullmatch(stripped):
+            return Echo(field, "placeholder", stripped)
+        tokens = words(stripped)
+        if len(tokens) == 1 and tokens[0] in self.key_names:
+            return Echo(field, "placeholder", stripped)
+        n = self.min_words
+        for i in range(len(tokens) - n + 1):
+            if tuple(tokens[i : i + n]) in self.ngrams:
+                j = i + n
+                while j < len(tokens) and self._contains(tokens[i : j + 1]):
+                    j += 1
+                return Echo(field, "prompt_copy", " ".join(tokens[i:j]))
+        if min_short <= len(tokens) < n and self._contains(tokens):
+            return Echo(field, "prompt_copy", " ".join(tokens))
+        return None

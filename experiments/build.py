@@ -34,6 +34,7 @@ from agents.llm_user.prompts import PromptBuilder
 from agents.persona import build_personas
 from agents.response import ResponseModel, load_or_fit
 from experiments.config import ExperimentConfig
+from experiments.engine import LocalEngine, PolicyRecipe, SessionEngine, make_engine
 from experiments.model_cache import cache_root, recommender_settings
 from experiments.recommender_specs import train_spec
 from recommenders import registry
@@ -41,7 +42,7 @@ from simenv.data import Dataset, Split, agent4rec_split, load_dataset
 from simenv.llm import LLM, LLMConfig, make_llm
 from simenv.protocols import PagePolicy, Recommender, UserModel
 from simenv.records import Persona
-from simenv.runner import RunSummary, run_sessions
+from simenv.runner import RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,19 @@ class World:
     split: Split
     personas: dict[int, Persona]
     population: dict[int, Persona] = field(default_factory=dict)
+    engine: SessionEngine = field(default_factory=LocalEngine, compare=False, repr=False)
 
-    def run_sessions(self, policy: PagePolicy, user_model: UserModel, policy_dir: Path, **kwargs: Any) -> RunSummary:
-        """`simenv.runner.run_sessions` over this world's personas, catalog and train split (keywords pass on)."""
-        return run_sessions(policy, user_model, self.personas, self.dataset, self.split.train, policy_dir, **kwargs)
+    def run_sessions(
+        self,
+        policy: PagePolicy,
+        user_model: UserModel,
+        policy_dir: Path,
+        recipe: PolicyRecipe | None = None,
+        **kwargs: Any,
+    ) -> RunSummary:
+        """`simenv.runner.run_sessions` over this world's personas, catalog and train split (keywords pass on), on
+        the world's engine; the ray engine rebuilds `policy` and `user_model` on its workers from `recipe`."""
+        return self.engine.run_policy(self, policy, user_model, Path(policy_dir), recipe, kwargs)
 
 
 def build_world(config: ExperimentConfig, n_personas: int | None = None) -> World:
@@ -75,7 +85,13 @@ def build_world(config: ExperimentConfig, n_personas: int | None = None) -> Worl
     rng = np.random.default_rng([config.run.seed, 1])
     chosen = np.sort(rng.choice(split.users, size=n, replace=False))
     all_personas = build_personas(split)
-    return World(dataset, split, {int(u): all_personas[int(u)] for u in chosen}, all_personas)
+    return World(dataset, split, {int(u): all_personas[int(u)] for u in chosen}, all_personas, make_engine(config))
+
+
+def worker_setup(config: ExperimentConfig, n_personas: int | None = None) -> UserModelFactory:
+    """What an engine worker builds once per config: the world (run locally inside the worker) and its factory."""
+    world = build_world(config.model_copy(update={"engine": "local"}), n_personas)
+    return UserModelFactory(config, world, None)
 
 
 def build_embedder(config: ExperimentConfig) -> Embedder:

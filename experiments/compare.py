@@ -28,14 +28,17 @@ from experiments.build import (
     build_llm,
     build_world,
     train_recommender,
+    worker_setup,
 )
 from experiments.config import ConfigError, ExperimentConfig, format_validation_error
+from experiments.engine import PolicyRecipe
 from experiments.preflight import preflight
 from experiments.recommender_specs import check_recommender_specs
 from experiments.report import EXTERNAL_FILE, build_report, llm_summary, metrics_table, read_run
 from recommenders.external import ExternalRecommender
-from simenv.llm import CallLogLLM
+from simenv.llm import LLM, CallLogLLM
 from simenv.metrics import METRICS
+from simenv.protocols import Recommender, UserModel
 from simenv.runner import rollback_to_checkpoint
 
 log = logging.getLogger(__name__)
@@ -140,6 +143,7 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
                 recommender,
                 user_model,
                 policy_dir,
+                PolicyRecipe(config, name, worker_setup, policy_parts, build_llm if llm is not None else None),
                 n_pages=config.simulation.pages,
                 page_size=config.simulation.page_size,
                 seed=config.run.seed,
@@ -165,6 +169,11 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
     )
     console.print(f"report: {report}")
     return run_dir
+
+
+def policy_parts(users: UserModelFactory, llm: LLM | None, name: str) -> tuple[Recommender, UserModel]:
+    """A policy's recommender (from the model cache) and a fresh user model: what an engine worker runs."""
+    return train_recommender(users.config, users.world, name, llm=llm)[0], users(llm)
 
 
 def record_external(recommender: ExternalRecommender, policy_dir: Path, resuming: bool) -> str:

@@ -266,12 +266,12 @@ def test_planted_injection_in_a_liked_title_never_reaches_the_system_role() -> N
 
 
 def test_failure_during_the_run_exits_1_on_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
-    import experiments.build
+    import experiments.engine.local
 
     def boom(*args, **kwargs):
         raise RuntimeError(f"backend fell over (key {ENV_SECRET})")
 
-    monkeypatch.setattr(experiments.build, "run_sessions", boom)  # what World.run_sessions calls
+    monkeypatch.setattr(experiments.engine.local, "run_sessions", boom)  # what World.run_sessions calls (local engine)
     args = ["compare", *FAST, "--data.dataset", "synthetic", "--recommenders.names", '["random"]', "--run.name", "r"]
     line = run_cli(tmp_path, capsys, args, expect=1)
     assert line.startswith("simrec: run failed: RuntimeError: backend fell over (key <redacted>)")

@@ -1,0 +1,195 @@
+"""The Ray engine: a policy's personas sharded over a pool of worker actors, the shards merged in chunk order.
+
+Cluster: `[ray] address` joins a running cluster ('auto' on a machine where `ray start` ran); None starts a local
+one bound to 127.0.0.1 with `num_workers` CPUs, no dashboard and no client server. API keys reach the workers
+through the job's runtime environment (`env_vars` copied from this process's environment), never as task
+arguments or objects. Workers are actors with `max_restarts` / `max_task_retries` = `[ray] max_retries`: a
+worker killed mid-shard is restarted and the shard retried, resuming from its checkpoint (see `worker`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from experiments.config import ConfigError, ExperimentConfig, RaySection
+from experiments.engine.base import PolicyRecipe, SessionWorld, Setup
+from experiments.engine.limits import NAMESPACE, EndpointSlots, slots_name
+from experiments.engine.shards import ShardResult, is_complete, merge_shards, plan_shards, shard_root
+from experiments.engine.worker import ShardWorker
+from simenv.protocols import PagePolicy, UserModel
+from simenv.runner import RunSummary
+
+log = logging.getLogger(__name__)
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a single-node cluster on 127.0.0.1 (Ray's own switch)
+FORWARDED_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SIMREC_CACHE_DIR", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError("--engine ray needs Ray: pip install 'simrec[ray]' (ray==2.60.0)") from exc
+    return ray
+
+
+def worker_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment variables workers need (API key, endpoint, cache dir, offline switches), from ours."""
+    env = os.environ if environ is None else environ
+    return {k: env[k] for k in FORWARDED_ENV if k in env}
+
+
+def connect(section: RaySection) -> Any:
+    """Join `section.address`, or start a local loopback-only cluster (no dashboard, no client port)."""
+    if section.address is None:
+        os.environ.setdefault(LOOPBACK_ONLY, "0")  # read when ray is first imported
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray
+    runtime_env = {"env_vars": worker_env()}
+    if section.address is None:
+        ray.init(
+            num_cpus=section.num_workers,
+            include_dashboard=False,
+            namespace=NAMESPACE,
+            runtime_env=runtime_env,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    else:
+        ray.init(address=section.address, namespace=NAMESPACE, runtime_env=runtime_env, log_to_driver=False)
+    return ray
+
+
+@dataclass
+class EngineStats:
+    """What the last policy run cost: each shard's result, the driver's merge seconds, the whole wall time."""
+
+    shards: list[ShardResult] = field(default_factory=list)
+    merge_s: float = 0.0
+    wall_s: float = 0.0
+
+
+class _Pool:
+    """The live worker actors (one pool per process; replaced when the settings change)."""
+
+    settings: tuple | None = None
+    actors: list[Any] = []
+    slots: list[Any] = []
+
+
+class RayEngine:
+    """Runs a policy's shards on `[ray] num_workers` worker actors; identical output to the local engine."""
+
+    name = "ray"
+
+    def __init__(self, config: ExperimentConfig) -> None:
+        self.config = config
+        self.section = config.ray
+        self.last = EngineStats()
+
+    # -- workers ---------------------------------------------------------------------------------------------
+    def endpoints(self) -> list[str | None]:
+        """One entry per worker: the endpoint it calls (None: the [llm] base_url)."""
+        urls = list(self.section.llm_endpoints)
+        return [urls[i % len(urls)] if urls else None for i in range(self.section.num_workers)]
+
+    def endpoint_limit(self) -> int | None:
+        """Cluster-wide in-flight requests per endpoint: set explicitly, or [llm] concurrency for endpoints."""
+        if self.section.endpoint_concurrency is not None:
+            return self.section.endpoint_concurrency
+        return self.config.llm.concurrency if self.config.llm.backend == "openai" else None
+
+    def workers(self) -> list[Any]:
+        ray = connect(self.section)
+        limit = self.endpoint_limit()
+        endpoints = self.endpoints()
+        settings = (self.section.num_workers, self.section.max_retries, limit, tuple(endpoints), self.config.llm)
+        if _Pool.settings == settings and _Pool.actors:
+            return _Pool.actors
+        for old in [*_Pool.actors, *_Pool.slots]:
+            ray.kill(old)
+        _Pool.slots = []
+        slots: dict[str, str] = {}
+        if limit is not None:
+            slots_actor = ray.remote(num_cpus=0, max_concurrency=10_000)(EndpointSlots)
+            for endpoint in {e or self.config.llm.base_url or self.config.llm.backend for e in endpoints}:
+                name = slots_name(endpoint)
+                slots[endpoint] = name
+                _Pool.slots.append(slots_actor.options(name=name, namespace=NAMESPACE).remote(limit))
+        actor = ray.remote(
+            num_cpus=1, max_restarts=self.section.max_retries, max_task_retries=self.section.max_retries
+        )(ShardWorker)
+        _Pool.actors = [
+            actor.remote(
+                i,
+                endpoint,
+                slots.get(endpoint or self.config.llm.base_url or self.config.llm.backend),
+                self.config.llm.concurrency,
+            )
+            for i, endpoint in enumerate(endpoints)
+        ]
+        _Pool.settings = settings
+        return _Pool.actors
+
+    # -- runs ------------------------------------------------------------------------------------------------
+    def run_policy(
+        self,
+        world: SessionWorld,
+        policy: PagePolicy,
+        user_model: UserModel,
+        policy_dir: Path,
+        recipe: PolicyRecipe | None,
+        run: Mapping[str, Any],
+    ) -> RunSummary:
+        """Shard the policy's episodes, run the shards on the workers, merge them into `policy_dir`."""
+        if recipe is None:
+            raise ConfigError("--engine ray: this command runs its sessions in this process only; use --engine local")
+        start = time.perf_counter()
+        run = dict(run)
+        progress: Callable[[int, int], None] | None = run.pop("progress", None)
+        resume = bool(run.pop("resume", False))
+        users = run.get("users")
+        n = len(world.personas) if users is None else len(users)
+        batch_size = int(run.get("batch_size", 1000))
+        policy_dir = Path(policy_dir)
+        if (policy_dir / "config.json").is_file() and not resume:
+            raise FileExistsError(f"{policy_dir}: already holds a run; pass resume=True or use a new directory")
+        if resume and is_complete(policy_dir, n):
+            return RunSummary(policy_dir, n, n, 0)
+        if not resume:
+            shutil.rmtree(shard_root(policy_dir), ignore_errors=True)
+        shards = plan_shards(policy_dir, n, batch_size, self.section.num_workers * self.section.shards_per_worker)
+        ray = import_ray()
+        from ray.util import ActorPool
+
+        workers = self.workers()
+        recipe_ref = ray.put(recipe)
+        results: list[ShardResult] = []
+        done = pages = 0
+        for result in ActorPool(workers).map_unordered(lambda a, s: a.run_shard.remote(recipe_ref, s, run), shards):
+            results.append(result)
+            shard = shards[result.index]
+            done += min(n, shard.end_chunk * batch_size) - shard.first_chunk * batch_size
+            pages += result.n_pages
+            if progress is not None:
+                progress(done, pages)
+        merge_start = time.perf_counter()
+        merge_shards(policy_dir, shards, n)
+        end = time.perf_counter()
+        self.last = EngineStats(sorted(results, key=lambda r: r.index), end - merge_start, end - start)
+        return RunSummary(policy_dir, n, 0, pages)
+
+    def map(self, setup: Setup, config: ExperimentConfig, fn: Callable[[Any, Any], Any], items: list[Any]) -> list:
+        """`[fn(setup(config, None), item) for item in items]` on the workers (each builds the context once)."""
+        import_ray()
+        from ray.util import ActorPool
+
+        pool = ActorPool(self.workers())
+        return list(pool.map(lambda a, item: a.call.remote(setup, config, fn, item), items))

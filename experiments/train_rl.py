@@ -7,8 +7,15 @@ recommender's top items plus an exploration sample, with the `[rl] user` model d
 Training only sees the training personas of `experiments.rl.checkpoint.split_personas`; the held-out ones are
 scored afterwards by `experiments.evaluate_rl` (in both user models and on the real held-out data).
 
-Writes `runs/<name>/`: `model.zip`, `rl.json`, `monitor.csv` (episode returns), then `evaluate_rl.json`.
-`[rl] time_budget` stops training cleanly (an SB3 callback) and the model trained so far is saved.
+Offline algorithms (`[rl] algo` bc | cql | bcq) never interact while learning: the `[rl] behaviour` policies'
+sessions of the training personas are logged as a Minari dataset and d3rlpy learns from it
+(`experiments.rl.offline`); the result is scored the same way.
+
+Writes `runs/<name>/`: `model.zip`, `rl.json`, `monitor.csv` (episode returns) and `tensorboard/` (SB3's
+TensorBoard logs: `tensorboard --logdir runs/<name>/tensorboard`), then `evaluate_rl.json`; offline:
+`model.d3`, `rl.json`, `minari/`, `d3rlpy/` (CSV + TensorBoard). `[rl] time_budget` stops training cleanly (an SB3
+callback; between d3rlpy epochs) and the model trained so far is saved. Progress: SB3's progress bar on a
+terminal, a line every 5 s otherwise (logs).
 """
 
 from __future__ import annotations
@@ -30,15 +37,17 @@ from experiments.rl.checkpoint import (
     ALGOS,
     MODEL_FILE,
     MONITOR_FILE,
+    TENSORBOARD_DIR,
     Checkpoint,
     decisions_only,
     split_personas,
     with_personas,
 )
+from experiments.rl.offline import OfflineRun
 from simenv.protocols import Recommender
 
 N_ENVS = 8  # fast user: sessions stepped together
-# Hyperparameters per algorithm (those of experiments/rl/train_ppo.py and train_dqn.py; rollouts of 8 x 32 steps).
+# Hyperparameters per SB3 algorithm (PPO: rollouts of 8 x 32 steps). Offline ones: experiments.rl.offline.
 HYPERPARAMETERS: dict[str, dict[str, Any]] = {
     "ppo": {"n_steps": 32, "batch_size": 64, "n_epochs": 10, "learning_rate": 3e-4},
     "a2c": {"n_steps": 8, "learning_rate": 7e-4},
@@ -124,11 +133,68 @@ def make_training_env(
     return VecMonitor(venv, filename=str(monitor)), page
 
 
-def build_model(algo: str, env: VecEnv, seed: int) -> Any:
+def build_model(algo: str, env: VecEnv, seed: int, tensorboard_log: Path | None = None) -> Any:
     import stable_baselines3
 
     sb3_class = getattr(stable_baselines3, ALGOS[algo][0])
-    return sb3_class("MultiInputPolicy", env, seed=seed, device="cpu", verbose=0, **HYPERPARAMETERS[algo])
+    log = str(tensorboard_log) if tensorboard_log else None
+    return sb3_class(
+        "MultiInputPolicy", env, seed=seed, device="cpu", verbose=0, tensorboard_log=log, **HYPERPARAMETERS[algo]
+    )
+
+
+def make_logging_env(config: ExperimentConfig, world: World, base: Recommender, action_mode: str) -> Any:
+    """One `RecEnv` over the training personas (the `[rl] user` model) in which the behaviour policies' sessions
+    are logged for the offline algorithms."""
+    from simenv.env import RecEnv
+
+    config = decisions_only(config)
+    factory = UserModelFactory(config, world, build_llm(config) if config.rl.user == "grounded" else None)
+    user = factory(kind="fast" if config.rl.user == "fast" else "llm")
+    settings = env_settings(config, action_mode)
+    return RecEnv(world.dataset, world.personas, user, world.split.train, base, **settings)
+
+
+def train_offline_policy(
+    config: ExperimentConfig, world: World, base: Recommender, out: Path, console: Console
+) -> tuple[dict[str, Any], OfflineRun, dict[str, Any]]:
+    """Log the behaviour policies' sessions (Minari), fit the d3rlpy algorithm on them; returns the page settings,
+    what training did and a summary of the logged data."""
+    from experiments.rl.offline import behaviour_policies, export_behaviour, mdp_dataset, train_offline
+
+    section = config.rl
+    env = make_logging_env(config, world, base, ALGOS[section.algo][1])
+    recs: dict[str, Recommender | None] = {}
+    for name in section.behaviour:
+        recs[name] = (
+            None if name == "random" else base if name == section.base else train_recommender(config, world, name)[0]
+        )
+    seed = int(np.random.default_rng([config.run.seed, 17]).integers(2**31))
+    t0 = time.perf_counter()
+    dataset_dir = export_behaviour(
+        env, behaviour_policies(recs, config.run.seed), out / "minari", "simrec/sessions/behaviour-v0",
+        section.offline_episodes, seed,
+    )  # fmt: skip
+    dataset = mdp_dataset(dataset_dir)
+    log_seconds = time.perf_counter() - t0
+    console.print(
+        f"logged {len(dataset.episodes)} sessions ({dataset.transition_count} slot steps) of {', '.join(recs)} "
+        f"in {log_seconds:.0f} s: {dataset_dir}"
+    )
+    _, run = train_offline(
+        section.algo, dataset, out, section.timesteps, config.run.seed, section.time_budget, sys.stderr.isatty()
+    )
+    page = {k: getattr(env, k) for k in ("page_size", "max_pages", "n_candidates", "history_len")}
+    page["explore_fraction"] = env.n_explore / env.n_candidates
+    data = {
+        "behaviour": list(recs),
+        "episodes_per_policy": section.offline_episodes,
+        "n_episodes": run.n_episodes,
+        "n_transitions": run.n_transitions,
+        "minari_dataset": str(dataset_dir),
+        "log_seconds": round(log_seconds, 1),
+    }
+    return page, run, data
 
 
 def train_rl(config: ExperimentConfig, console: Console | None = None) -> Checkpoint:
@@ -143,21 +209,30 @@ def train_rl(config: ExperimentConfig, console: Console | None = None) -> Checkp
     train_users, eval_users = split_personas(world.population, section.eval_personas, config.run.seed)
     world = with_personas(world, train_users)
     base, _ = train_recommender(config, world, section.base)
-    action_mode = ALGOS[section.algo][1]
-    env, page = make_training_env(config, world, base, action_mode, out / MONITOR_FILE)
+    offline = ALGOS[section.algo][0] == "d3rlpy"
     console.print(
-        f"training {section.algo} for {section.timesteps} steps"
+        f"training {section.algo} for {section.timesteps} {'gradient steps' if offline else 'steps'}"
         + (f" (at most {section.time_budget:.0f} s)" if section.time_budget else "")
         + f": re-ranking {section.base}'s candidates for {len(train_users)} {world.dataset.name} personas, "
         f"{section.user} user, profile {config.users.profile}; {len(eval_users)} personas held out"
+        + (f"; offline, from the logged sessions of {', '.join(section.behaviour)}" if offline else "")
     )
-    model = build_model(section.algo, env, config.run.seed)
-    budget = TimeBudget(section.time_budget)
-    t0 = time.perf_counter()
-    model.learn(total_timesteps=section.timesteps, callback=[budget, TrainProgress(section.timesteps, section.algo)])
-    train_seconds = time.perf_counter() - t0
-    env.close()
-    model.save(str(out / MODEL_FILE))
+    offline_data = None
+    if offline:
+        page, run, offline_data = train_offline_policy(config, world, base, out, console)
+        timesteps, stopped, train_seconds = run.steps, run.stopped_by_budget, run.train_seconds
+    else:
+        env, page = make_training_env(config, world, base, ALGOS[section.algo][1], out / MONITOR_FILE)
+        model = build_model(section.algo, env, config.run.seed, out / TENSORBOARD_DIR)
+        budget = TimeBudget(section.time_budget)
+        bar = sys.stderr.isatty()  # SB3's progress bar on a terminal, progress lines in logs
+        callbacks: list[BaseCallback] = [budget] if bar else [budget, TrainProgress(section.timesteps, section.algo)]
+        t0 = time.perf_counter()
+        model.learn(total_timesteps=section.timesteps, callback=callbacks, tb_log_name=section.algo, progress_bar=bar)
+        train_seconds = round(time.perf_counter() - t0, 1)
+        env.close()
+        model.save(str(out / MODEL_FILE))
+        timesteps, stopped = int(model.num_timesteps), budget.stopped
     checkpoint = Checkpoint(
         algo=section.algo,
         base=section.base,
@@ -166,13 +241,14 @@ def train_rl(config: ExperimentConfig, console: Console | None = None) -> Checkp
         eval_users=tuple(eval_users),
         env=page,
         config=config.model_dump(mode="json"),
-        timesteps=int(model.num_timesteps),
-        stopped_by_budget=budget.stopped,
-        train_seconds=round(train_seconds, 1),
+        timesteps=timesteps,
+        stopped_by_budget=stopped,
+        train_seconds=train_seconds,
+        offline_data=offline_data,
         directory=str(out),
     )
     checkpoint.save(out)
-    stop = " (time budget reached)" if budget.stopped else ""
+    stop = " (time budget reached)" if stopped else ""
     console.print(
         f"trained {checkpoint.timesteps} steps in {train_seconds:.0f} s{stop} "
         f"({time.perf_counter() - start:.0f} s with data and base); checkpoint: {out}"

@@ -6,12 +6,14 @@ with plain `minari` + pyarrow (Minari's Arrow format). Datasets go under `MINARI
 own setting; default `~/.minari/datasets`).
 
 A logged comparison run (`simenv.runner`) has no env observations, so it is exported by replaying its
-policy through the env: wrap the recommender in `simenv.policies.RecommenderPolicy` and call
-`export_rollouts` with the same seed.
+policies through the env: wrap each recommender in `simenv.policies.RecommenderPolicy` and call
+`export_rollouts` with the same seed (several policies go into one dataset, each with the same episode seeds,
+so every policy meets the same personas, as in `simrec compare`). `experiments.rl.offline` trains d3rlpy on it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -19,8 +21,9 @@ import numpy as np
 from simenv.policies import EnvPolicy
 
 
-def collect_episodes(env: Any, policy: EnvPolicy, n_episodes: int, seed: int) -> list[Any]:
-    """`n_episodes` Minari `EpisodeBuffer`s (episode e reset with seed `seed + e`); infos are not kept."""
+def collect_episodes(env: Any, policy: EnvPolicy, n_episodes: int, seed: int, first_id: int = 0) -> list[Any]:
+    """`n_episodes` Minari `EpisodeBuffer`s (episode e reset with seed `seed + e`, id `first_id + e`); infos are
+    not kept."""
     from minari.data_collector import EpisodeBuffer
 
     inner = env.unwrapped
@@ -43,7 +46,7 @@ def collect_episodes(env: Any, policy: EnvPolicy, n_episodes: int, seed: int) ->
             done = terminated or truncated
         buffers.append(
             EpisodeBuffer(
-                id=e,
+                id=first_id + e,
                 seed=seed + e,
                 observations={k: np.stack(v) for k, v in observations.items()},
                 actions=np.stack(actions),
@@ -57,32 +60,40 @@ def collect_episodes(env: Any, policy: EnvPolicy, n_episodes: int, seed: int) ->
 
 def export_rollouts(
     env: Any,
-    policy: EnvPolicy,
+    policy: EnvPolicy | Sequence[EnvPolicy],
     dataset_id: str,
     n_episodes: int,
     seed: int,
     algorithm_name: str | None = None,
     description: str | None = None,
 ) -> Any:
-    """Record `n_episodes` of `policy` in `env` as Minari dataset `dataset_id`; returns the `MinariDataset`.
+    """Record `n_episodes` of `policy` (of each policy, when several) in `env` as Minari dataset `dataset_id`;
+    returns the `MinariDataset`.
 
-    `dataset_id` follows Minari's syntax, e.g. `"simenv/fastrec/random-v0"`. `env` must come from
-    `gym.make` (Minari stores its spec so `recover_environment()` works).
+    `dataset_id` follows Minari's syntax, e.g. `"simenv/fastrec/random-v0"`. An env from `gym.make` has its spec
+    stored (`recover_environment()` works); an env built from parts (no spec) stores only its spaces.
     """
     try:
         import minari
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError("offline-RL export needs minari: pip install 'minari>=0.5'") from exc
-    if env.spec is None:
-        raise ValueError("export_rollouts: env has no spec; create it with gym.make(...) so Minari can record it")
-    buffers = collect_episodes(env, policy, n_episodes, seed)
+    policies = list(policy) if isinstance(policy, Sequence) else [policy]
+    if not policies:
+        raise ValueError("export_rollouts: no policy given")
+    buffers = []
+    for p in policies:
+        buffers += collect_episodes(env, p, n_episodes, seed, first_id=len(buffers))
+    names = "+".join(getattr(p, "name", type(p).__name__) for p in policies)
+    spec = env.spec
     return minari.create_dataset_from_buffers(
         dataset_id=dataset_id,
         buffer=buffers,
-        env=env,
-        eval_env=env.spec,
+        env=env if spec is not None else None,
+        eval_env=spec,
+        observation_space=None if spec is not None else env.observation_space,
+        action_space=None if spec is not None else env.action_space,
         author="simrec",
-        algorithm_name=algorithm_name or getattr(policy, "name", type(policy).__name__),
+        algorithm_name=algorithm_name or names,
         description=description or "simrec RecEnv rollouts",
         data_format="arrow",
     )

@@ -1,5 +1,5 @@
 """Issue 14 item 12: `simrec train-rl` evaluates with the grounded decisions (mock LLM) unless text is asked for,
-and shows its progress with an estimate instead of minutes of silence."""
+and shows its progress with an estimate instead of minutes of silence. Issue 15: it writes SB3's TensorBoard logs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import io
 import json
 import re
 from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from experiments.cli import app
 from experiments.rl.common import EvalProgress
@@ -25,6 +27,9 @@ def test_train_rl_evaluation_prints_progress_and_uses_decisions_only(tmp_path: P
     assert lines[-1].startswith("eval other_sim random: 3/3 users; all policies 18/18")
     result = json.loads((tmp_path / "runs" / "rl" / "evaluate_rl.json").read_text())
     assert set(result["policies"]) == {"ppo", "pop", "random"}
+    (run,) = (tmp_path / "runs" / "rl" / "tensorboard").iterdir()  # SB3's ppo_1
+    scalars = EventAccumulator(str(run)).Reload().Tags()["scalars"]
+    assert {"rollout/ep_rew_mean", "time/fps"} <= set(scalars)
 
 
 def test_eval_progress_throttles_and_estimates() -> None:

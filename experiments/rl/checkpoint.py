@@ -1,8 +1,10 @@
 """What `simrec train-rl` saves and `simrec evaluate-rl` reads: the SB3 model, its metadata and the persona split.
 
-A checkpoint is a directory holding `model.zip` (SB3's own format), `rl.json` (this module's `Checkpoint`: the
-experiment config it was trained under, the algorithm, base recommender, user model, page settings and the
-persona split) and `monitor.csv` (SB3's episode log of the training run).
+A checkpoint is a directory holding `model.zip` (SB3's own format; `model.d3`, d3rlpy's, for the offline
+algorithms of `experiments.rl.offline`), `rl.json` (this module's `Checkpoint`: the experiment config it was
+trained under, the algorithm, base recommender, user model, page settings and the persona split), and the
+training logs: `monitor.csv` (SB3's episode log) and `tensorboard/` (SB3), or `minari/` (the behaviour
+sessions) and `d3rlpy/` (CSV and TensorBoard) for an offline algorithm.
 
 Persona split (`split_personas`): the split's users in a permutation drawn from `default_rng([seed, 15])`; the
 first `eval_personas` are held out and only ever evaluated, the rest are trained on. The held-out set depends on
@@ -25,8 +27,16 @@ from experiments.config import ExperimentConfig
 META_FILE = "rl.json"
 MODEL_FILE = "model.zip"
 MONITOR_FILE = "monitor.csv"
-# algorithm -> (SB3 class name, the env action mode it is trained in)
-ALGOS: dict[str, tuple[str, str]] = {"ppo": ("PPO", "slate"), "a2c": ("A2C", "slate"), "dqn": ("DQN", "sequential")}
+TENSORBOARD_DIR = "tensorboard"
+# algorithm -> (SB3 class name, or "d3rlpy" for the offline ones, the env action mode it is trained in)
+ALGOS: dict[str, tuple[str, str]] = {
+    "ppo": ("PPO", "slate"),
+    "a2c": ("A2C", "slate"),
+    "dqn": ("DQN", "sequential"),
+    "bc": ("d3rlpy", "sequential"),  # offline, from logged sessions (experiments.rl.offline)
+    "cql": ("d3rlpy", "sequential"),
+    "bcq": ("d3rlpy", "sequential"),
+}
 SPLIT_STREAM = 15  # the persona split's generator is default_rng([seed, SPLIT_STREAM])
 
 
@@ -67,6 +77,7 @@ class Checkpoint:
     timesteps: int = 0  # steps actually trained
     stopped_by_budget: bool = False
     train_seconds: float = 0.0
+    offline_data: dict[str, Any] | None = None  # offline algorithms: behaviour policies, episodes, transitions
     directory: str = ""
 
     @property
@@ -93,7 +104,16 @@ class Checkpoint:
             raise ValueError(f"{path}: {len(overlap)} personas are both trained on and evaluated, e.g. {min(overlap)}")
         return cls(**data, directory=str(directory))
 
+    @property
+    def offline(self) -> bool:
+        return ALGOS[self.algo][0] == "d3rlpy"
+
     def load_model(self) -> Any:
+        """The trained policy: an SB3 model, or an `experiments.rl.offline.OfflinePolicy` (same `predict`)."""
+        if self.offline:
+            from experiments.rl.offline import OFFLINE_MODEL_FILE, OfflinePolicy
+
+            return OfflinePolicy.load(Path(self.directory) / OFFLINE_MODEL_FILE)
         import stable_baselines3
 
         sb3_class = getattr(stable_baselines3, ALGOS[self.algo][0])

@@ -11,8 +11,12 @@
   valid items and `n_negatives` others are probed, weighted by the inverse of their sampling rate so the fit
   sees the impression distribution. P_response is already out of fold (agents.response cross-fits over users);
   the stack is cross-fitted over the same user folds: a persona is scored with the weights fitted on the other
-  folds' users. The decision probability is then scaled to the response model's level exactly as the response
-  model is: clip(scale * sigmoid(logit)). With b = 0, a = 1, c = 0 the decisions are the response model's.
+  folds' users. b is the LLM's weight given the response model's score; a and c (the response model's
+  recalibration on this sample) are reported but not applied, so the decision changes only by the LLM's term:
+      logit P_stacked(valid | shown) = logit P_response(valid | shown) + b * (llm_watch - yes_rate)
+  with yes_rate the fit sample's (weighted) share of yes answers: an answer that is always the same adds nothing,
+  and with b = 0 the decisions are exactly the `fitted` profile's. The probability is scaled to the response
+  model's level as the response model's is: clip(scale * sigmoid(logit)).
 - `StackedDecider` is the grounded decider whose watch logits are the stacked ones (the LLM user's page policy
   calls `watch_logits`; the fidelity harness and `simrec validate` read `watch_probability`).
 Test answers are never read here; `simrec validate` scores the stacked probability on TEST.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -121,7 +126,12 @@ class StackWeights:
     c: float
 
     def logit(self, base_logit: np.ndarray, llm_watch: np.ndarray) -> np.ndarray:
+        """The fitted stack itself (a, b and c applied)."""
         return self.a * base_logit + self.b * llm_watch + self.c
+
+    def decision_logit(self, base_logit: np.ndarray, llm_watch: np.ndarray, yes_rate: float) -> np.ndarray:
+        """What decisions use: the response model's logit plus the LLM's centred term (see module docstring)."""
+        return base_logit + self.b * (llm_watch - yes_rate)
 
 
 @dataclass
@@ -137,7 +147,7 @@ class StackReport:
     folds: list[dict[str, float]] = field(default_factory=list)
     weights: dict[str, float] = field(default_factory=dict)  # the fold weights' mean
     auc_valid_response: float = float("nan")  # out-of-fold, on the (weighted) fit sample
-    auc_valid_stacked: float = float("nan")
+    auc_valid_stacked: float = float("nan")  # the decision rule's (response logit + centred LLM term)
     auc_valid_llm_alone: float = float("nan")
 
 
@@ -176,7 +186,8 @@ class LLMStack:
         for (persona, ids), answer in zip(asks, llm, strict=True):
             items = np.asarray(ids, dtype=np.int64)
             llm_watch = np.nan_to_num(answer, nan=self.fill)
-            z = self.weights_for(persona).logit(response_logit_valid(self.response, persona, items), llm_watch)
+            base = response_logit_valid(self.response, persona, items)
+            z = self.weights_for(persona).decision_logit(base, llm_watch, self.fill)
             p_valid = 1.0 / (1.0 + np.exp(-z))
             out.append(np.clip(self.response.config.scale * p_valid, 1.0 - MAX_WATCH, MAX_WATCH))
         return out
@@ -278,7 +289,7 @@ def fit_llm_stack(
         model = LogisticRegression(C=config.c, max_iter=1000).fit(x[fit_rows], y[fit_rows], sample_weight=w[fit_rows])
         sw = StackWeights(float(model.coef_[0, 0]), float(model.coef_[0, 1]), float(model.intercept_[0]))
         weights.append(sw)
-        stacked_oof[score_rows] = sw.logit(base[score_rows], x_llm[score_rows])
+        stacked_oof[score_rows] = sw.decision_logit(base[score_rows], x_llm[score_rows], fill)
         fold_rows.append({"fold": fold, "a": sw.a, "b": sw.b, "c": sw.c, "n_pairs": int(fit_rows.sum())})
     report = StackReport(
         n_users=len(sample),
@@ -328,6 +339,38 @@ class StackedDecider(GroundedDecider):
     def watch_probability(self, persona: Persona, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """The stacked P(watch) with the LLM term (what `simrec validate` scores at item level)."""
         return self.stack.probability(persona, item_ids)
+
+    def decide_batch(
+        self,
+        personas: Sequence[Persona],
+        item_ids: np.ndarray,
+        sizes: np.ndarray,
+        page_index: np.ndarray,
+        rngs: Sequence[np.random.Generator],
+        answers: Any = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The batched page rule's contract, met page by page with the reference methods (`watch`, `ratings`,
+        `leave`, the same draws in the same order) after ONE batched LLM call for the batch's unasked items: the
+        stacked logits come from per-(persona, item) answers, not from the plan table the base class gathers."""
+        b, width = item_ids.shape
+        self.stack.answers.get([(p, item_ids[i, : sizes[i]]) for i, p in enumerate(personas)])
+        watched = np.zeros((b, width), dtype=bool)
+        stars = np.zeros((b, width), dtype=np.int64)
+        left = np.zeros(b, dtype=bool)
+        for i, persona in enumerate(personas):
+            k = int(sizes[i])
+            ids = np.asarray(item_ids[i, :k], dtype=np.int64)
+            has = answers is not None and bool(answers.has[i])
+            llm_watch = answers.watch[i, :k] if has else None
+            plan = self.plan(persona)
+            watched[i, :k] = self.watch(plan, ids, llm_watch, rngs[i])
+            if llm_watch is not None:
+                self.observe_llm(llm_watch)
+            stars[i, :k] = self.ratings(plan, ids, answers.ratings[i, :k] if has else None, rngs[i])
+            liked_share = float(np.sum(watched[i, :k] & (stars[i, :k] >= 4))) / k
+            llm_leave = bool(answers.leave[i]) if has else None
+            left[i] = self.leave(int(page_index[i]), persona.activity, liked_share, llm_leave, rngs[i])[0]
+        return watched, stars, left
 
 
 def build_stacked_decider(

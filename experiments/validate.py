@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from agents.fidelity import watch_probability_of
 from experiments.build import UserModelFactory, World, build_llm, build_world, train_recommender, worker_setup
 from experiments.config import ExperimentConfig
 from experiments.engine import PolicyRecipe
-from experiments.validity import label_shown, score_validity
+from experiments.validity import label_shown, llm_contribution, score_validity
 from recommenders.degraded import NoisyRanking, PopularityBand, TopNSampling
 from simenv.llm import LLM
 from simenv.protocols import Recommender, UserModel
@@ -130,6 +130,21 @@ def watch_probabilities(user_model: Any, world: World, events: pd.DataFrame) -> 
     return out
 
 
+def response_columns(user_model: Any, world: World, events: pd.DataFrame, seed: int) -> dict[str, np.ndarray]:
+    """For a profile with `llm_feature`: the response model's own watch probability (the `fitted` profile's) and
+    whether the rating plan likes each shown item if watched (for the expected P_like)."""
+    decider = user_model.decider
+    base, like = np.full(len(events), np.nan), np.zeros(len(events))
+    items = events["item"].to_numpy(np.int64)
+    for user, rows in events.groupby("user").indices.items():
+        persona = world.personas[int(user)]
+        base[rows] = decider.stack.base_probability(persona, items[rows])
+        rating = decider.plan(persona).rating
+        stars = rating.stars(rating.prediction[items[rows]], np.random.default_rng([seed, int(user), 53]))
+        like[rows] = stars >= 4
+    return {"response_watch_probability": base, "like_if_watched": like}
+
+
 def run_validate(config: ExperimentConfig, console: Console | None = None, resume: bool = False) -> Path:
     """Simulate every policy, score it against the real held-out data, write validity.json/.md/.png.
 
@@ -151,6 +166,7 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
     llm = build_llm(config) if needs_llm else None
     users = UserModelFactory(config, world, llm)
     user_model = users()
+    stack = getattr(getattr(user_model, "decider", None), "stack", None)  # agents.llm_feature (llm-grounded)
     labelled_parts, recall = [], {}
     for name in section.policies:
         t0 = time.perf_counter()
@@ -173,6 +189,8 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
         )
         events = pd.read_parquet(policy_dir / "events")
         events = events.assign(watch_probability=watch_probabilities(user_model, world, events))
+        if stack is not None:
+            events = events.assign(**response_columns(user_model, world, events, config.run.seed))
         labelled_parts.append(label_shown(events, world.split.valid, world.split.test))
         console.print(f"  {name:>22}: {len(events)} shown, {time.perf_counter() - t0:.1f} s")
     labelled = pd.concat(labelled_parts, ignore_index=True)
@@ -188,6 +206,10 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
         **body,
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
+    if stack is not None:
+        fit = {**asdict(stack.report), "run_llm_calls": stack.answers.n_calls, "run_answers": len(stack.answers)}
+        fit["run_failed_items"] = stack.answers.n_failed_items
+        result["llm_feature"] = llm_contribution(labelled, [p for p in POP_CF if p in section.policies], fit)
     (run_dir / VALIDITY_FILE).write_text(json.dumps(result, indent=2, default=_json_default))
     from experiments.validity_report import write_validity_report
 
@@ -242,3 +264,21 @@ def print_headline(console: Console, result: dict) -> None:
         )
     console.print(table)
     console.print(headline(result))
+    if "llm_feature" in result:
+        console.print(llm_headline(result["llm_feature"]))
+
+
+def llm_headline(block: dict) -> str:
+    """One line: the LLM feature's fitted weights and what it changes (AUC, expected rank agreement)."""
+    w, auc = block["fit"]["weights"], block["auc_watch_test"]
+    spearman = block["expected_spearman"]
+    view, like = spearman["p_view_vs_real_hit"], spearman["p_like_vs_real_like"]
+    return (
+        f"LLM feature: logit P = {w['a']:.2f} * logit P_response {w['b']:+.2f} * llm_watch {w['c']:+.2f} "
+        f"(LLM yes rate {block['fit']['llm_yes_rate']:.2f}); validation AUC {block['fit']['auc_valid_response']:.3f} "
+        f"-> {block['fit']['auc_valid_stacked']:.3f}; test AUC {auc['response']:.3f} -> {auc['stacked']:.3f}; "
+        f"expected Spearman P_view~real hit Pop+CF {view['response']['pop_cf']:+.2f} -> "
+        f"{view['stacked']['pop_cf']:+.2f}, "
+        f"all {view['response']['all']:+.2f} -> {view['stacked']['all']:+.2f}; P_like~real like Pop+CF "
+        f"{like['response']['pop_cf']:+.2f} -> {like['stacked']['pop_cf']:+.2f}"
+    )

@@ -121,11 +121,11 @@ def agreement(
     }
 
 
-def auc_watch(labelled: pd.DataFrame) -> float:
-    """Pooled AUC of the `watch_probability` column for test membership (NaN if one class is absent)."""
-    if "watch_probability" not in labelled.columns:
+def auc_watch(labelled: pd.DataFrame, column: str = "watch_probability") -> float:
+    """Pooled AUC of a watch-probability column for test membership (NaN if one class is absent)."""
+    if column not in labelled.columns:
         return float("nan")
-    score = labelled["watch_probability"].to_numpy(np.float64)
+    score = labelled[column].to_numpy(np.float64)
     known = np.isfinite(score)
     y = labelled["in_test"].to_numpy()[known]
     if y.all() or not y.any():
@@ -179,3 +179,55 @@ def score_validity(
     }
     result["auc_watch_test"] = auc_watch(labelled)
     return result
+
+
+def llm_contribution(labelled: pd.DataFrame, pop_cf: Sequence[str], fit: Mapping) -> dict:
+    """What the stacked LLM answer changes on the same shown pairs (profiles with `llm_feature`).
+
+    `labelled` needs `watch_probability` (stacked), `response_watch_probability` (the response model alone, i.e.
+    the `fitted` profile's) and `like_if_watched` (the rating plan's stars >= 4). Reports the fit (weights, its
+    out-of-fold validation AUCs), the pooled TEST AUC of both probabilities, and the Spearman with real hit / like
+    of the per-policy EXPECTED P_view (mean watch probability) and P_like (times like_if_watched): a paired,
+    sampling-free comparison of the two decision rules on identical pages.
+    """
+    frame = labelled.assign(
+        like_stacked=labelled["watch_probability"] * labelled["like_if_watched"],
+        like_response=labelled["response_watch_probability"] * labelled["like_if_watched"],
+    )
+    columns = ["watch_probability", "response_watch_probability", "like_stacked", "like_response", "in_test"]
+    per_policy = frame.groupby(["policy", "user"])[columns + ["test_like"]].mean().groupby("policy").mean()
+    policies = list(per_policy.index)
+    sub = [p for p in policies if p in pop_cf]
+
+    def spearman(sim: str, real: str) -> dict[str, float]:
+        out = {"all": _rank_corr(per_policy[sim].to_numpy(), per_policy[real].to_numpy())[0]}
+        out["pop_cf"] = (
+            _rank_corr(per_policy.loc[sub, sim].to_numpy(), per_policy.loc[sub, real].to_numpy())[0]
+            if len(sub) > 2
+            else float("nan")
+        )
+        return out
+
+    auc_stacked = auc_watch(labelled)
+    auc_response = auc_watch(labelled, "response_watch_probability")
+    return {
+        "fit": dict(fit),
+        "auc_watch_test": {"response": auc_response, "stacked": auc_stacked, "change": auc_stacked - auc_response},
+        "expected_spearman": {
+            "p_view_vs_real_hit": {
+                "response": spearman("response_watch_probability", "in_test"),
+                "stacked": spearman("watch_probability", "in_test"),
+            },
+            "p_like_vs_real_like": {
+                "response": spearman("like_response", "test_like"),
+                "stacked": spearman("like_stacked", "test_like"),
+            },
+        },
+        "expected_p_view": {
+            p: {
+                "response": float(per_policy.loc[p, "response_watch_probability"]),
+                "stacked": float(per_policy.loc[p, "watch_probability"]),
+            }
+            for p in policies
+        },
+    }

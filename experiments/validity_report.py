@@ -93,7 +93,54 @@ def write_validity_report(run_dir: Path, result: dict, labelled: pd.DataFrame) -
         lines.append(
             f"Reference: Spearman of offline recall@20 with real hit: all {o['all']:+.2f}, Pop + CF {o['pop_cf']:+.2f}."
         )
+    if "llm_feature" in result:
+        lines += ["", *llm_feature_lines(result["llm_feature"])]
     lines += ["", "![sim vs real](validity.png)", ""]
     path = run_dir / "validity.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def llm_feature_lines(block: dict) -> list[str]:
+    """The LLM feature section: fitted weights per fold, and response model vs stacked on the same shown pairs."""
+    fit = block["fit"]
+    lines = [
+        "## The LLM's contribution (fitted, not assumed)",
+        "",
+        "logit P(valid | shown) = a * logit P_response + b * llm_watch + c, fitted on validation membership of "
+        f"{fit['n_pairs']} sampled fit impressions of {fit['n_users']} users ({fit['n_positive']} positive), "
+        f"cross-fitted over user folds. LLM yes rate {fit['llm_yes_rate']:.2f}; unusable answers: "
+        f"{fit['n_failed_items']} in the fit, {fit['run_failed_items']} of {fit['run_answers']} in the run.",
+        "",
+        "| fold | a | b (LLM) | c | fit pairs |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {f['fold']} | {f['a']:.3f} | {f['b']:+.3f} | {f['c']:+.3f} | {f['n_pairs']} |" for f in fit["folds"]]
+    auc = block["auc_watch_test"]
+    view, like = block["expected_spearman"]["p_view_vs_real_hit"], block["expected_spearman"]["p_like_vs_real_like"]
+    rows = [
+        ("validation AUC, out of fold (fit sample)", fit["auc_valid_response"], fit["auc_valid_stacked"], ".3f"),
+        ("test AUC of P(watch), shown pairs", auc["response"], auc["stacked"], ".3f"),
+        (
+            "expected P_view ~ real hit, Spearman Pop + CF",
+            view["response"]["pop_cf"],
+            view["stacked"]["pop_cf"],
+            "+.2f",
+        ),
+        ("expected P_view ~ real hit, Spearman all", view["response"]["all"], view["stacked"]["all"], "+.2f"),
+        (
+            "expected P_like ~ real like, Spearman Pop + CF",
+            like["response"]["pop_cf"],
+            like["stacked"]["pop_cf"],
+            "+.2f",
+        ),
+        ("expected P_like ~ real like, Spearman all", like["response"]["all"], like["stacked"]["all"], "+.2f"),
+    ]
+    lines += ["", "| measure | response model (fitted) | stacked (llm-grounded) |", "|---|---|---|"]
+    lines += [f"| {name} | {a:{fmt}} | {b:{fmt}} |" for name, a, b, fmt in rows]
+    lines += [
+        "",
+        "Expected = mean watch probability over the same shown pairs (no sampling noise); the simulated P_view and "
+        "P_like above are this run's sampled decisions.",
+    ]
+    return lines

@@ -128,7 +128,7 @@ def test_uninformative_answer_gets_no_weight_and_leaves_auc(world) -> None:
     assert stack.report.llm_yes_rate == 1.0
     assert all(abs(f["b"]) < 0.05 for f in stack.report.folds), stack.report.folds
     base_auc, stacked_auc = test_auc(world, stack)
-    assert abs(stacked_auc - base_auc) < 0.005, (base_auc, stacked_auc)
+    assert stacked_auc == base_auc, (base_auc, stacked_auc)  # a constant answer leaves every decision as fitted's
 
 
 def test_noise_answer_gets_near_zero_weight(world) -> None:
@@ -148,7 +148,7 @@ def test_llm_user_decides_by_the_stacked_weights(world) -> None:
     decision = load_decision_config("llm-grounded")
     watched_yes, watched_no = [], []
     for b in (0.0, 6.0):
-        stack = LLMStack(response, answers, dict(response.folds), [StackWeights(1.0, b, -b / 2)] * 2, 0.5, None)
+        stack = LLMStack(response, answers, dict(response.folds), [StackWeights(1.0, b, 0.0)] * 2, 0.5, None)
         decider = StackedDecider(split.dataset, split.train, decision, response=response, stack=stack)
         model = LLMUserModel(split.dataset, llm, HashingEmbedder(), config, train=split.train, decider=decider)
         rng = np.random.default_rng(11)

@@ -34,7 +34,7 @@ from rich.console import Console
 
 from experiments.build import UserModelFactory, World, build_llm, build_world, train_recommender
 from experiments.rl.checkpoint import Checkpoint, decisions_only, with_personas
-from experiments.rl.common import EvalProgress
+from experiments.rl.progress import EvalProgress
 from experiments.validate import offline_recall
 from experiments.validity import label_shown, per_user
 from simenv.policies import SB3Recommender

@@ -11,7 +11,6 @@ from agents.config import ConfigError as AgentsConfigError
 from agents.config import load_decision_config
 from experiments.config import DEFAULTS, ConfigError, LLMSection
 from experiments.population import PopulationConfig
-from experiments.rl import train_dqn, train_ppo
 from simenv import defaults, kernel
 from simenv.errors import ConfigError as CoreConfigError
 from simenv.llm import LLMConfig
@@ -64,12 +63,6 @@ def test_session_defaults_written_once():
         DEFAULTS.population.login_prob,
         DEFAULTS.population.retrain,
     )
-    for args in (train_ppo.Args(), train_dqn.Args()):
-        assert (args.seed, args.total_timesteps, args.dataset) == (
-            DEFAULTS.run.seed,
-            DEFAULTS.rl.timesteps,
-            DEFAULTS.data.dataset,
-        )
 
 
 def test_sb3_recommender_is_a_page_policy_not_a_recommender():

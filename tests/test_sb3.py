@@ -1,50 +1,49 @@
-"""SB3 smoke: PPO and DQN train a few hundred steps on the fast-user env, then face the persona env next to
-the recommenders through the comparison runner."""
+"""SB3 through `simrec train-rl`: A2C (slate) and DQN (slot by slot) train a few hundred steps on the fast users,
+and the saved checkpoint's model serves pages through `SB3Recommender` in the mode it was trained in."""
 
-import dataclasses
+from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
+import pytest
 
-from experiments.rl import train_dqn, train_ppo
-from experiments.rl.common import parse_args
-from simenv.eventlog import read_table
+from experiments.build import build_world, train_recommender
+from experiments.config import load_config
+from experiments.rl.checkpoint import Checkpoint, with_personas
+from experiments.train_rl import train_rl
+from simenv.policies import SB3Recommender
 
-
-def _check(table, name, out_dir):
-    assert set(table["policy"]) == {name, "random", "pop"}
-    assert set(table["metric"]) == {"P_view", "N_like", "P_like", "N_exit", "S_sat"}
-    assert table["n_users"].eq(8).all()
-    assert not table[["mean", "ci_low", "ci_high"]].isna().any().any()
-    events = read_table(out_dir / "eval" / name, "events")
-    assert events["user"].nunique() == 8
-    for _, rows in events.groupby("episode"):
-        assert rows["item"].is_unique
+pytestmark = pytest.mark.slow
 
 
-def test_ppo_smoke(tmp_path):
-    args = train_ppo.Args(
-        total_timesteps=256,
-        n_steps=128,
-        batch_size=64,
-        n_epochs=2,
-        dataset="synthetic",
-        eval_users=8,
-        out_dir=str(tmp_path),
+@pytest.mark.parametrize(("algo", "mode"), [("a2c", "slate"), ("dqn", "sequential")])
+def test_train_rl_algorithms_save_a_model_that_serves_pages(tmp_path: Path, algo: str, mode: str) -> None:
+    config = load_config(
+        None,
+        {
+            "data": {"dataset": "synthetic", "cache_dir": str(tmp_path / "cache")},
+            "run": {"out_dir": str(tmp_path / "runs"), "name": algo},
+            "rl": {"algo": algo, "timesteps": 300, "eval_personas": 4, "base": "pop"},
+        },
     )
-    table = train_ppo.main(args)
-    _check(table, "ppo", tmp_path)
-    assert (tmp_path / "model.zip").exists()
-
-
-def test_dqn_smoke(tmp_path):
-    args = train_dqn.Args(
-        total_timesteps=256, learning_starts=64, batch_size=32, dataset="synthetic", eval_users=8, out_dir=str(tmp_path)
+    checkpoint = Checkpoint.load(Path(train_rl(config).directory))
+    assert (checkpoint.algo, checkpoint.action_mode, checkpoint.offline) == (algo, mode, False)
+    assert checkpoint.timesteps >= 300
+    world = with_personas(build_world(config), checkpoint.eval_users)
+    base = train_recommender(config, world, "pop")[0]
+    policy = SB3Recommender(
+        checkpoint.load_model(),
+        world.dataset,
+        world.personas,
+        world.split.train,
+        action_mode=mode,
+        n_candidates=checkpoint.env["n_candidates"],
+        explore_fraction=checkpoint.env["explore_fraction"],
+        candidate_recommender=base,
+        name=algo,
     )
-    table = train_dqn.main(args)
-    _check(table, "dqn", tmp_path)
-
-
-def test_parse_args_reads_every_field():
-    args = parse_args(train_ppo.Args, ["--seed", "3", "--n-users", "50", "--compare", "pop", "mf"])
-    assert args == dataclasses.replace(train_ppo.Args(), seed=3, n_users=50, compare=("pop", "mf"))
-    assert np.isscalar(args.learning_rate)
+    user = checkpoint.eval_users[0]
+    seen = set(world.split.train.loc[world.split.train["user_id"] == user, "item_id"].tolist())
+    page = policy.recommend(user, 4, seen, np.random.default_rng(0)).item_ids
+    assert len(set(page)) == 4 and not set(page) & seen

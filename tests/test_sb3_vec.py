@@ -5,8 +5,7 @@
   `terminal_observation`, the next episode's first obs returned in its place) equal the episodes of the wrapped
   Gymnasium env stepped directly with next-step autoreset, same seed and same per-env actions; `dones` and
   `TimeLimit.truncated` equal `terminated | truncated` and `truncated & ~terminated`.
-- Seeding through `seed()` and through SB3 (`PPO(seed=...)`); the minimal attribute/method API; a PPO run;
-  the PPO script's `--vec native|dummy` training envs.
+- Seeding through `seed()` and through SB3 (`PPO(seed=...)`); the minimal attribute/method API; a PPO run.
 """
 
 from __future__ import annotations
@@ -20,11 +19,9 @@ import torch
 from gymnasium.vector import AutoresetMode
 from stable_baselines3 import PPO
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+from stable_baselines3.common.vec_env import VecMonitor
 
 import simenv  # noqa: F401  (registers the ids)
-from experiments.rl import train_ppo
-from experiments.rl.common import make_train_env, parse_args
 from simenv.sb3_vec import SB3VectorEnv, make_sb3_vec_env
 from simenv.vector_env import FastRecVectorEnv
 
@@ -233,20 +230,3 @@ def test_ppo_trains_on_the_adapter_reproducibly_and_predicts():
     assert actions.shape == (8, 4) and model.action_space.contains(actions[0].astype(np.int64))
     single, _ = model.predict(_row(obs, 0), deterministic=True)
     assert single.shape == (4,)
-
-
-@pytest.mark.parametrize("vec", ["native", "dummy"])
-def test_the_ppo_script_trains_on_either_vec_env(vec):
-    env = make_train_env("simenv/FastRec-v0", "synthetic", None, np.random.default_rng(0), vec=vec, n_envs=3)
-    assert env.num_envs == 3 and isinstance(env, VecMonitor | DummyVecEnv)
-    assert isinstance(env.unwrapped, SB3VectorEnv if vec == "native" else DummyVecEnv)
-    assert env.observation_space == gym.make("simenv/FastRec-v0", **SMALL).observation_space
-    env.reset()
-    _, _, dones, infos = env.step(np.tile(np.arange(4), (3, 1)))
-    assert len(infos) == 3 and not dones.all()
-    args = parse_args(train_ppo.Args, ["--vec", "dummy", "--n-envs", "4"])
-    assert (args.vec, args.n_envs) == ("dummy", 4) and train_ppo.Args().vec == "native"
-    with pytest.raises(ValueError, match="vec='subproc'"):
-        train_ppo.Args(vec="subproc")
-    with pytest.raises(ValueError, match="vec='subproc'"):
-        make_train_env("simenv/FastRec-v0", "synthetic", None, np.random.default_rng(0), vec="subproc", n_envs=2)

@@ -11,7 +11,7 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from experiments.cli import app
-from experiments.rl.common import EvalProgress
+from experiments.rl.progress import EvalProgress
 
 
 def test_train_rl_evaluation_prints_progress_and_uses_decisions_only(tmp_path: Path, capsys) -> None:

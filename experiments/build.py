@@ -108,6 +108,7 @@ def llm_config(config: ExperimentConfig) -> LLMConfig:
         model=section.model if section.backend == "openai" else None,
         model_path=section.model if section.backend in ("llama-cpp", "transformers") else None,
         base_url=section.base_url,
+        http_client=section.http_client,
         temperature=section.temperature,
         concurrency=section.concurrency,
         timeout_s=section.timeout_s,

@@ -125,7 +125,7 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
             resuming = resume or (policy_dir / "config.json").is_file()
             if resuming:  # drop the chunk in flight before the call log re-reads its directory
                 rollback_to_checkpoint(policy_dir)
-            call_log = CallLogLLM(llm, policy_dir / "llm_calls") if llm is not None else None
+            call_log = None if llm is None else CallLogLLM(llm, policy_dir / "llm_calls", prompts=config.log.prompts)
             recommender, seconds = train_recommender(config, world, name, llm=call_log)
             train_s += seconds
             user_model = users(call_log)

@@ -12,11 +12,12 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from simenv import defaults
 from simenv.errors import ConfigError as ConfigError  # the one config error, re-exported
 from simenv.llm.factory import Backend, LLMConfig
+from simenv.llm.openai_backend import endpoint_urls
 from simenv.llm.secrets import redact, shown
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -70,24 +71,43 @@ class LLMSection(Section):
     transformers (local HF model), openai (endpoint)."""
     model: str | None = None
     """Model name (openai), or a model path (llama-cpp GGUF / transformers dir); default: the embedded SmolLM2."""
-    base_url: str | None = None
-    """OpenAI-compatible endpoint; default $OPENAI_BASE_URL. The API key is read from $OPENAI_API_KEY only."""
+    base_url: tuple[str, ...] | str | None = None
+    """OpenAI-compatible endpoint(s) serving the same model, used round-robin (repeat the flag or separate by
+    commas); default $OPENAI_BASE_URL. The API key is read from $OPENAI_API_KEY only."""
+    http_client: Literal["auto", "aiohttp", "httpx", "direct"] = _LLM.http_client
+    """auto/aiohttp/httpx: the openai SDK (and its HTTP transport); direct: a plain aiohttp POST, ~3x less client CPU
+    per call, for fast local servers at high concurrency (see docs/llm_endpoints.md)."""
     structured_output: Literal["json_schema", "json_object"] = _LLM.structured_output
     """json_schema (OpenAI, vLLM) or json_object+schema (llama.cpp server)."""
     temperature: float = Field(_LLM.temperature, ge=0.0, le=2.0)
     """Sampling temperature."""
     concurrency: int = Field(_LLM.concurrency, ge=1)
-    """Concurrent requests for batches (endpoint backends)."""
+    """Concurrent requests per endpoint (endpoint backends)."""
     timeout_s: float = Field(_LLM.timeout_s, gt=0)
     """Per-request timeout in seconds."""
     max_retries: int = Field(_LLM.max_retries, ge=0)
-    """Bounded retries on 429/5xx/timeouts."""
+    """Bounded retries on 429/5xx/timeouts/connection errors, each on record in llm_calls."""
     cache: bool = True
     """Persistent response cache (replaying a run hits it 100%)."""
     max_calls: int | None = Field(_LLM.max_calls, ge=1)
     """Budget: stop the run cleanly after this many LLM calls."""
     max_total_tokens: int | None = Field(_LLM.max_total_tokens, ge=1)
     """Budget: stop the run cleanly after this many tokens."""
+    price_per_mtok: float | None = Field(None, ge=0)
+    """Price per million tokens (prompt + completion), for the cost `simrec compare --dry-run` prints."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _urls(cls, value: tuple[str, ...] | str | None) -> tuple[str, ...] | str | None:
+        """Each endpoint an http(s):// URL (a comma-separated string lists several)."""
+        if value is not None:
+            endpoint_urls(value)  # its ValueError names the value
+        return value
+
+
+class LogSection(Section):
+    prompts: Literal["off", "full"] = "off"
+    """full: llm_calls also stores every rendered prompt and raw answer (never the API key), to audit a run."""
 
 
 class RecommendersSection(Section):
@@ -189,6 +209,7 @@ class ExperimentConfig(Section):
     simulation: SimulationSection = SimulationSection()
     users: UsersSection = UsersSection()
     llm: LLMSection = LLMSection()
+    log: LogSection = LogSection()
     recommenders: RecommendersSection = RecommendersSection()
     fidelity: FidelitySection = FidelitySection()
     rl: RLSection = RLSection()

@@ -42,8 +42,8 @@ def check_llm(config: ExperimentConfig) -> None:
     if section.backend == "openai":
         if not section.model:
             raise ConfigError("[llm.model] is required with --llm.backend openai (e.g. --llm.model gpt-4o-mini)")
-        url = section.base_url or os.environ.get("OPENAI_BASE_URL")
-        if url:
+        urls = section.base_url or os.environ.get("OPENAI_BASE_URL") or ()  # one, a tuple or a comma-separated list
+        for url in (p.strip() for u in ([urls] if isinstance(urls, str) else urls) for p in u.split(",")):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError(f"[llm.base_url] not an http(s) URL: {shown(url)}")

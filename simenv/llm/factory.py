@@ -29,7 +29,8 @@ class LLMConfig:
 
     backend: Backend = "mock"
     model: str | None = None  # openai: model name; llama-cpp/transformers: use model_path
-    base_url: str | None = None  # openai: else OPENAI_BASE_URL, else the SDK default
+    base_url: str | tuple[str, ...] | None = None  # openai: one or several (round-robin); else OPENAI_BASE_URL
+    http_client: str = "auto"  # openai: auto | aiohttp | httpx (the SDK's transports) | direct (plain aiohttp)
     temperature: float = 0.0
     max_tokens: int = 256
     max_repairs: int = 2
@@ -47,6 +48,7 @@ class LLMConfig:
     cache_dir: str | None = None
     call_log_dir: str | None = None
     call_log_flush_every: int = 256
+    call_log_prompts: str = "off"  # off | full (store rendered prompts and raw answers)
     max_calls: int | None = None
     max_total_tokens: int | None = None
     fault_rate: float = 0.0  # mock only
@@ -63,6 +65,19 @@ class LLMConfig:
                 raise ConfigError(f"LLMConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.timeout_s <= 0:
             raise ConfigError(f"LLMConfig.timeout_s must be > 0, got {self.timeout_s!r}")
+        if self.call_log_prompts not in ("off", "full"):
+            raise ConfigError(f"LLMConfig.call_log_prompts must be 'off' or 'full', got {self.call_log_prompts!r}")
+        if self.backend == "openai":
+            from simenv.llm.openai_backend import HTTP_CLIENTS, endpoint_urls
+
+            if self.http_client not in HTTP_CLIENTS:
+                raise ConfigError(f"LLMConfig.http_client must be one of {HTTP_CLIENTS}, got {self.http_client!r}")
+            try:
+                endpoint_urls(self.base_url)
+            except ValueError as exc:
+                raise ConfigError(f"LLMConfig.base_url: {exc}") from None
+        if isinstance(self.base_url, list):
+            object.__setattr__(self, "base_url", tuple(self.base_url))
         if self.backend == "openai" and not self.model:
             raise ConfigError("LLMConfig.model is required for the openai backend (e.g. model = 'gpt-4o-mini')")
         object.__setattr__(self, "fault_kinds", tuple(self.fault_kinds))
@@ -112,6 +127,7 @@ def make_backend(config: LLMConfig) -> LLM:
         max_retries=config.max_retries,
         concurrency=config.concurrency,
         structured_output=config.structured_output,
+        http_client=config.http_client,
     )
 
 
@@ -127,5 +143,7 @@ def make_llm(config: LLMConfig) -> LLM:
     if config.cache_dir:
         llm = CacheLLM(llm, config.cache_dir)
     if config.call_log_dir:
-        llm = CallLogLLM(llm, config.call_log_dir, flush_every=config.call_log_flush_every)
+        llm = CallLogLLM(
+            llm, config.call_log_dir, flush_every=config.call_log_flush_every, prompts=config.call_log_prompts
+        )
     return llm

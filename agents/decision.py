@@ -11,13 +11,18 @@ watch logit(persona, item) = bias(persona) + sum_s w_s * z_s(persona, item)     
 Rating: r = (1 - rating_llm) * baseline + rating_llm * llm_rating, mapped to stars by the persona's cut points
 (agents.signals.rating_plan); rating_llm == 1 takes the LLM's stars as given.
 Leave: the logistic rule in `agents.signals.leave_logit`, sampled from the session rng.
+
+`GroundedDecider.decide_batch` applies the rule to a batch of pages with array operations over all of them (the
+plans stacked in a `PlanTable`); the only per-session work left is drawing from each session's own generator,
+in the same order and amounts as the page-by-page methods (`watch`, `ratings`, `leave`), so the decisions are
+identical (tests/test_decide_batch.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -49,6 +54,95 @@ class PersonaPlan:
     base_logit: np.ndarray  # (n_items,) bias + weighted non-LLM signals
     bias: float
     rating: RatingPlan
+
+
+class BatchAnswers(NamedTuple):
+    """The LLM's page answers for a batch of B pages padded to K items; rows with `has` False had none."""
+
+    has: np.ndarray  # (B,) bool
+    watch: np.ndarray  # (B, K) bool
+    ratings: np.ndarray  # (B, K) float64 stars
+    leave: np.ndarray  # (B,) bool
+
+
+class PlanTable:
+    """The plans of the personas decided so far, stacked into (rows, n_items) arrays (row per user id, in the
+    plans' own dtypes, so gathered values equal the plan's), for one fancy index per batch of pages."""
+
+    def __init__(self, n_items: int) -> None:
+        self.index: dict[int, int] = {}
+        self.n = 0
+        self.base_logit = np.empty((0, n_items), dtype=np.float32)
+        self.prediction = np.empty((0, n_items), dtype=np.float32)
+        self.cuts = np.empty((0, 4), dtype=np.float64)
+        self.noise = np.empty(0, dtype=np.float64)
+
+    def rows(self, personas: Sequence[Persona], plan_of: Callable[[Persona], PersonaPlan]) -> np.ndarray:
+        """Row of each persona, adding the plans of personas not seen yet (`plan_of` builds one)."""
+        index = self.index
+        new = {p.user_id: p for p in personas if p.user_id not in index}
+        if new:
+            self._add([plan_of(p) for p in new.values()])
+            for user_id in new:
+                index[user_id] = len(index)
+        return np.fromiter((index[p.user_id] for p in personas), dtype=np.int64, count=len(personas))
+
+    def _add(self, plans: list[PersonaPlan]) -> None:
+        m, need = len(plans), self.n + len(plans)
+        if need > len(self.noise):  # grow by doubling (upcasting if a plan's arrays are wider)
+            size = max(need, 2 * len(self.noise), 16)
+            logit_dtype = np.result_type(self.base_logit.dtype, *(p.base_logit.dtype for p in plans))
+            pred_dtype = np.result_type(self.prediction.dtype, *(p.rating.prediction.dtype for p in plans))
+            self.base_logit = _grown(self.base_logit, size, logit_dtype, self.n)
+            self.prediction = _grown(self.prediction, size, pred_dtype, self.n)
+            self.cuts = _grown(self.cuts, size, self.cuts.dtype, self.n)
+            self.noise = _grown(self.noise, size, self.noise.dtype, self.n)
+        elif any(p.base_logit.dtype != self.base_logit.dtype for p in plans) or any(
+            p.rating.prediction.dtype != self.prediction.dtype for p in plans
+        ):
+            self.base_logit = self.base_logit.astype(
+                np.result_type(self.base_logit.dtype, *(p.base_logit.dtype for p in plans))
+            )
+            self.prediction = self.prediction.astype(
+                np.result_type(self.prediction.dtype, *(p.rating.prediction.dtype for p in plans))
+            )
+        at = slice(self.n, self.n + m)
+        self.base_logit[at] = np.stack([p.base_logit for p in plans])
+        self.prediction[at] = np.stack([p.rating.prediction for p in plans])
+        self.cuts[at] = np.stack([np.asarray(p.rating.cuts, dtype=np.float64) for p in plans])
+        self.noise[at] = [float(p.rating.noise) for p in plans]
+        self.n += m
+
+
+def _grown(a: np.ndarray, rows: int, dtype: np.dtype, used: int) -> np.ndarray:
+    out = np.empty((rows, *a.shape[1:]), dtype=dtype)
+    out[:used] = a[:used]
+    return out
+
+
+def session_draws(
+    rngs: Sequence[np.random.Generator], sizes: np.ndarray, width: int, sample: bool, logistic: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each session's draws for one page of `sizes[i]` items, in the order the page-by-page rule makes them:
+    watch uniforms (if `sample`), logistic rating noise (rows where `logistic`), the leave uniform. Returns
+    (watch (B, width), noise (B, width), leave (B,)), padded with 0.5 / 0 past each page's size.
+
+    One generator call per session in the common case: `random(k)` then `random()` is `random(k + 1)`.
+    """
+    b = len(rngs)
+    watch = np.full((b, width), 0.5)
+    noise = np.zeros((b, width))
+    leave = np.empty(b)
+    if sample and not logistic.any() and (sizes == width).all():
+        block = np.stack([rng.random(width + 1) for rng in rngs]) if b else np.empty((0, width + 1))
+        return block[:, :width], noise, block[:, width]
+    for i, (rng, k) in enumerate(zip(rngs, sizes.tolist(), strict=True)):
+        if sample:
+            watch[i, :k] = rng.random(k)
+        if logistic[i]:
+            noise[i, :k] = rng.logistic(size=k)
+        leave[i] = rng.random()
+    return watch, noise, leave
 
 
 class ItemVectors:
@@ -102,6 +196,7 @@ class GroundedDecider:
             collab = CollabPrior.from_train(train, dataset.n_users, dataset.n_items)
         self.collab = collab
         self._plans: dict[int, PersonaPlan] = {}
+        self.table = PlanTable(self.stats.n_items)
         self._fallback: GroundedDecider | None = None
         self._taste: dict[int, np.ndarray] = {}
         self._yes = 5.0  # running LLM yes count (prior 5 of 10 = 0.5)
@@ -239,6 +334,59 @@ class GroundedDecider:
             )
         )
         return bool(rng.random() < p), p
+
+    def decide_batch(
+        self,
+        personas: Sequence[Persona],
+        item_ids: np.ndarray,
+        sizes: np.ndarray,
+        page_index: np.ndarray,
+        rngs: Sequence[np.random.Generator],
+        answers: BatchAnswers | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(watched (B, K) bool, stars (B, K) int64, left (B,) bool) for B pages at once: page i shows
+        `item_ids[i, :sizes[i]]` (padding after) to `personas[i]` on page `page_index[i]`, drawing from `rngs[i]`.
+
+        The same decisions as `watch`, `ratings` and `leave` page by page in row order (the LLM's running yes
+        rate included), with array operations over the batch; entries past a page's size are False / 0.
+        """
+        cfg, table = self.config, self.table
+        b, width = item_ids.shape
+        valid = np.arange(width) < sizes[:, None]
+        ids = np.where(valid, item_ids, 0)
+        rows = table.rows(personas, self.plan)[:, None]
+        has = np.zeros(b, dtype=bool) if answers is None else answers.has
+        logits = table.base_logit[rows, ids].astype(np.float64)
+        if answers is not None and has.any():
+            # observe_llm after each answered page, in row order: the centre each page saw (integer sums, exact)
+            yes = np.cumsum(np.concatenate(([self._yes], np.where(has, (answers.watch & valid).sum(axis=1), 0))))
+            asked = np.cumsum(np.concatenate(([self._asked], np.where(has, sizes, 0))))
+            if cfg.w_llm:
+                centre = yes[:-1] / asked[:-1] if cfg.calibrate else np.full(b, 0.5)
+                term = cfg.w_llm * 2.0 * (answers.watch.astype(np.float64) - centre[:, None])
+                logits = np.where(has[:, None], logits + term, logits)
+            self._yes, self._asked = float(yes[-1]), float(asked[-1])
+        lam = cfg.rating_llm
+        llm_stars = has & (lam >= 1.0)
+        logistic = (table.noise[rows[:, 0]] > 0) & ~llm_stars
+        sample = cfg.decide != "threshold"
+        u_watch, noise, u_leave = session_draws(rngs, sizes, width, sample, logistic)
+        watched = (u_watch < sigmoid(logits) if sample else logits > 0) & valid
+        values = table.prediction[rows, ids].astype(np.float64)
+        if answers is not None and 0 < lam < 1:
+            values = np.where(has[:, None], (1 - lam) * values + lam * answers.ratings, values)
+        values = np.where(logistic[:, None], values + table.noise[rows] * noise, values)
+        stars = 1 + (values[:, :, None] > table.cuts[rows]).sum(axis=-1)
+        if answers is not None and llm_stars.any():
+            stars = np.where(llm_stars[:, None], np.clip(answers.ratings.astype(np.int64), 1, 5), stars)
+        stars = np.where(valid, stars, 0)
+        liked_share = (watched & (stars >= 4)).sum(axis=1) / sizes
+        activity = np.fromiter((p.activity for p in personas), dtype=np.int64, count=b)
+        c = cfg.leave
+        x = c.base + c.fatigue * page_index + c.activity * (activity - 2) + c.satisfaction * (liked_share - 0.5)
+        if answers is not None:
+            x = np.where(has, x + c.llm * np.where(answers.leave, 1.0, -1.0), x)
+        return watched, stars, u_leave < sigmoid(x)
 
     def judge_many(
         self, asks: Sequence[tuple[Persona, Sequence[int]]], rng: np.random.Generator

@@ -7,6 +7,10 @@ with ONE `ask_json_batch` call.
 - narrate (`page_reaction`): the grounded rule decides first; the LLM only writes the feelings of the watched
   movies and the leave reason. A page with nothing watched and no exit has no text to write: no call.
 
+Decisions are made for the whole batch at once (`decide_batch`: `GroundedDecider.decide_batch`, array operations
+over all pages, one generator call per session); `decide_grounded` is the same rule page by page, kept as the
+reference the batched path is tested against and used when `LLMUserModel.batch_decisions` is False.
+
 Texts an answer lacks get plain defaults (`fallbacks.fill_texts`), logged at DEBUG and counted in
 `LLMUserModel.default_texts`. `judge_many` answers pages outside any session by the same rule (fidelity).
 """
@@ -19,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from agents.decision import GroundedDecider
+from agents.decision import BatchAnswers, GroundedDecider
 from agents.embedding import normalise_rows
 from agents.llm_user.fallbacks import answer_text, fill_texts, record_fallback, record_judge_fallback
 from agents.llm_user.prompts import draw_seed
@@ -94,6 +98,59 @@ def decide_grounded(
     return watched, stars, left
 
 
+Decision = tuple[np.ndarray, np.ndarray, bool]
+
+
+def decide_batch(
+    model: LLMUserModel,
+    sessions: Sequence[LLMUserSession],
+    pages: Pages,
+    deciders: Sequence[GroundedDecider],
+    answers: Sequence[PageAnswer | None],
+) -> list[Decision]:
+    """(watched, stars, left) of every page, as `decide_grounded` page by page in order, but one
+    `GroundedDecider.decide_batch` per decider (the profile's and, for failed answers, its fallback)."""
+    if not model.batch_decisions:
+        return [decide_grounded(s, p, d, a) for s, (p, _), d, a in zip(sessions, pages, deciders, answers, strict=True)]
+    out: list[Decision | None] = [None] * len(sessions)
+    for decider in {id(d): d for d in deciders}.values():
+        idx = [i for i, d in enumerate(deciders) if d is decider]
+        sizes = np.fromiter((len(pages[i][0].item_ids) for i in idx), dtype=np.int64, count=len(idx))
+        width = int(sizes.max())
+        ids = np.zeros((len(idx), width), dtype=np.int64)
+        for row, i in enumerate(idx):
+            ids[row, : sizes[row]] = pages[i][0].item_ids
+        batch = _batch_answers([answers[i] for i in idx], width)
+        watched, stars, left = decider.decide_batch(
+            [sessions[i].persona for i in idx],
+            ids,
+            sizes,
+            np.fromiter((pages[i][0].page_index for i in idx), dtype=np.int64, count=len(idx)),
+            [sessions[i].rng for i in idx],
+            batch,
+        )
+        for row, (i, k) in enumerate(zip(idx, sizes.tolist(), strict=True)):
+            out[i] = (watched[row, :k], stars[row, :k], bool(left[row]))
+    return [d for d in out if d is not None]
+
+
+def _batch_answers(answers: Sequence[PageAnswer | None], width: int) -> BatchAnswers | None:
+    """The answers padded to `width` items; None when no page has one."""
+    if all(a is None for a in answers):
+        return None
+    b = len(answers)
+    has = np.array([a is not None for a in answers])
+    watch = np.zeros((b, width), dtype=bool)
+    ratings = np.zeros((b, width), dtype=np.float64)
+    leave = np.zeros(b, dtype=bool)
+    for row, a in enumerate(answers):
+        if a is not None:
+            watch[row, : len(a.watch)] = a.watch
+            ratings[row, : len(a.ratings)] = a.ratings
+            leave[row] = a.leave
+    return BatchAnswers(has, watch, ratings, leave)
+
+
 def finish_page(
     model: LLMUserModel,
     session: LLMUserSession,
@@ -130,14 +187,21 @@ def decide_pages(model: LLMUserModel, sessions: Sequence[LLMUserSession], pages:
         requests.append(model.prompts.page_request(session.persona, page.page_index, ids, memories, seed))
         checks.append(check_page_decision(ids))
     results = ask_json_batch(model.llm, requests, checks, max_repairs=model.config.max_repairs)
-    feedback = []
-    for session, (page, items), result in zip(sessions, pages, results, strict=True):
+    answers: list[PageAnswer | None] = []
+    deciders = []
+    for session, (page, _), result in zip(sessions, pages, results, strict=True):
         if result.failed:
             record_fallback(model.events, session, page.page_index, "page_decision", result)
-            answer, decider = None, model.decider.fallback_decider()
+            answers.append(None)
+            deciders.append(model.decider.fallback_decider())
         else:
-            answer, decider = parse_page_answer(result.value), model.decider
-        decision = decide_grounded(session, page, decider, answer)
+            answers.append(parse_page_answer(result.value))
+            deciders.append(model.decider)
+    decisions = decide_batch(model, sessions, pages, deciders, answers)
+    feedback = []
+    for session, (page, items), result, answer, decision in zip(
+        sessions, pages, results, answers, decisions, strict=True
+    ):
         feelings = [""] * len(items) if answer is None else answer.feelings
         # The LLM's reason is the user's only when the user did what the LLM said (leave or stay).
         reason = answer.reason if answer is not None and answer.leave == decision[2] else ""
@@ -148,10 +212,9 @@ def decide_pages(model: LLMUserModel, sessions: Sequence[LLMUserSession], pages:
 def narrate_pages(model: LLMUserModel, sessions: Sequence[LLMUserSession], pages: Pages) -> list[PageFeedback]:
     """`page_reaction`: the grounded rule decides each page first; the LLM writes the feelings of the watched
     movies and the leave reason. A page with nothing watched and no exit has no text to write: no call."""
-    decided, requests, asked = [], [], []
-    for k, (session, (page, items)) in enumerate(zip(sessions, pages, strict=True)):
-        decision = decide_grounded(session, page, model.decider, None)
-        decided.append(decision)
+    requests, asked = [], []
+    decided = decide_batch(model, sessions, pages, [model.decider] * len(sessions), [None] * len(sessions))
+    for k, (session, (page, items), decision) in enumerate(zip(sessions, pages, decided, strict=True)):
         watched, stars, left = decision
         if watched.any() or left:
             seed = draw_seed(session.rng)

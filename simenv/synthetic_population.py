@@ -9,10 +9,12 @@ per-persona arrays stay sized by the real personas, per-session state by the ses
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
+
+from simenv.records import Persona
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,3 +47,16 @@ def draw_population(
         raise ValueError(f"first_id={first_id}: member ids {start}..{start + n - 1} would collide with real ids")
     source = real[rng.integers(len(real), size=n)]
     return SyntheticPopulation(np.arange(start, start + n, dtype=np.int64), source)
+
+
+def member_personas(population: SyntheticPopulation, personas: Mapping[int, Persona]) -> dict[int, Persona]:
+    """Persona records of the members (each its source's with the member's user id), for user models that take
+    records (the LLM persona user through `simenv.runner.run_sessions`); user models that key per-user state by
+    id then keep one plan and one memory per member."""
+    missing = sorted(set(population.source.tolist()) - set(personas))
+    if missing:
+        raise ValueError(f"population: source ids {missing[:5]} have no persona")
+    return {
+        int(uid): replace(personas[int(src)], user_id=int(uid))
+        for uid, src in zip(population.user_ids.tolist(), population.source.tolist(), strict=True)
+    }

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import simenv  # noqa: F401  (registers the ids)
-from simenv.synthetic_population import SyntheticPopulation, draw_population
+from simenv.synthetic_population import SyntheticPopulation, draw_population, member_personas
 
 SMALL = {"dataset": "synthetic", "vectorization_mode": "vector_entry_point"}
 
@@ -106,3 +106,18 @@ def test_bad_users_and_populations_are_refused():
         gym.make_vec("simenv/FastRec-v0", num_envs=2, population=clash, **SMALL)
     with pytest.raises(ValueError, match="autoreset_mode"):
         gym.make_vec("simenv/FastRec-v0", num_envs=2, autoreset_mode="SameStep", **SMALL)
+
+
+def test_member_personas_copy_their_source_under_their_own_id():
+    from experiments.envs import default_world
+
+    _, _, personas = default_world("synthetic")
+    pop = draw_population(sorted(personas), 50, np.random.default_rng(0))
+    members = member_personas(pop, personas)
+    assert sorted(members) == pop.user_ids.tolist()
+    for uid, src in zip(pop.user_ids.tolist(), pop.source.tolist(), strict=True):
+        m, s = members[uid], personas[src]
+        assert m.user_id == uid and m.train_items == s.train_items and m.activity == s.activity
+        assert m.taste_text == s.taste_text
+    with pytest.raises(ValueError, match="have no persona"):
+        member_personas(pop, {})

@@ -13,9 +13,12 @@ import pytest
 from agents.config import ConfigError, DecisionConfig, LLMUserConfig, MemoryConfig, load_llm_user_config
 from agents.embedding import HashingEmbedder
 from agents.llm_user import FEELING_BY_RATING, LLMUserModel, persona_system_prompt, summarise_tastes
+from agents.llm_user.fallbacks import INTERVIEW_NO_ANSWER_REASON
 from agents.memory import MemoryRecord
 from simenv.data.synthetic import make_synthetic
 from simenv.llm.mock import FaultConfig, MockLLM
+from simenv.llm.prompt_spec import opening_of
+from simenv.llm.specs import LEAVE_OPENING, OPENINGS, feeling_pool, spec_for
 from simenv.llm.types import LLMResponse
 from simenv.protocols import UserModel, UserSession
 from simenv.records import Page, PageFeedback, Persona
@@ -38,9 +41,10 @@ GOLDEN_PAGE = (
     '[9] "Movie 0009 (1991) — Comedy"\n'
     "\n"
     "For each id in order: would you watch it, your rating 1-5, and a short feeling if you watch. Then: do you "
-    "leave the site now, and why. Refer to movies by id only.\n"
-    'JSON: {"items":[{"id":5,"watch":<true|false>,"rating":<1-5>,"feeling":"..."}, ...],'
-    '"leave":<true|false>,"reason":"..."}'
+    "leave the site now, and why. Refer to movies by id only; the example shows the form, use your own words.\n"
+    'JSON: {"items":[{"id":5,"watch":true,"rating":4,"feeling":"I liked it because the story held me to the end"},'
+    '{"id":9,"watch":false,"rating":2,"feeling":"I did not like it because the plot dragged on"}],"leave":false,'
+    '"reason":"I want to see what comes next"}'
 )
 
 
@@ -397,7 +401,7 @@ def test_taste_summaries_with_fallback():
     _, _, personas = tiny_world()
     ps = list(personas.values())[:4]
     good = summarise_tastes(MockLLM(seed=1), ps)
-    assert all(not fb and "I enjoy" in text for text, fb in good.values())
+    assert all(not fb and text != personas[u].taste_text for u, (text, fb) in good.items())
     bad = summarise_tastes(MockLLM(seed=1, faults=FaultConfig(rate=1.0, kinds=("malformed_json",))), ps)
     assert all(fb and text == personas[u].taste_text for u, (text, fb) in bad.items())
 
@@ -406,12 +410,13 @@ def test_taste_summaries_with_fallback():
 GOLDEN_REACTION = (
     GOLDEN_TASTE + "Page 3 of recommendations.\n"
     "You watched:\n"
-    '- "Movie 0005 (1982) — Action, Drama"; you rated it 4 of 5.\n'
+    '1. "Movie 0005 (1982) — Action, Drama": you rated it 4 of 5 stars.\n'
     'You skipped: "Movie 0009".\n'
     "After this page you leave the site.\n"
     "\n"
-    "In a few words each, how did you feel about the movies you watched, in the order above? Why do you leave?\n"
-    'JSON: {"feelings":["..."],"reason":"..."}'
+    "For each movie you watched, in order, finish its sentence: say why, in a few words of your own. Then finish "
+    "the sentence on why you leave.\n"
+    'JSON: {"feelings":["I liked it because"],"reason":"I am leaving because"}'
 )
 
 
@@ -479,16 +484,17 @@ def test_narrated_pages_call_the_llm_only_for_text_and_use_its_feelings():
     assert all(fb.llm_call_ids == () for fb in feedback if not (fb.n_watched or fb.left))
     assert {r.template for r in llm.requests} <= {"page_reaction", "reflection"}
     assert sum(r.template == "page_reaction" for r in llm.requests) == len(asked)
-    mock_feelings = ("Did not like it.", "Not for me.", "It was fine.", "Good film.", "Loved it.")
-    for fb in feedback:
+    for fb in feedback:  # the mock writes the spec's samples: opened by the rating, never the prompt's example
         assert not fb.fallback
         for r in fb.reactions:
             assert bool(r.feeling) == r.watched
-            assert r.feeling == ("" if not r.watched else mock_feelings[r.rating - 1])
-        assert fb.reason == ("I have seen enough for today." if fb.left else "")
+            assert r.feeling == "" or (
+                r.feeling.startswith(OPENINGS[r.rating]) and r.feeling in feeling_pool(r.rating)[1:]
+            )
+        assert fb.reason.startswith(LEAVE_OPENING) if fb.left else fb.reason == ""
     # the feelings reach memory, so later prompts can recall them
     texts = " ".join(m.text for s in sessions for m in s.memory.records)
-    assert any(f in texts for f in mock_feelings)
+    assert any(r.feeling in texts for fb in feedback for r in fb.reactions if r.watched)
 
 
 def test_narrated_decisions_do_not_depend_on_the_llm_and_failures_are_logged(caplog):
@@ -523,7 +529,8 @@ def test_narrated_fidelity_judging_asks_no_llm_and_matches_the_grounded_rule():
 
 
 class EchoingLLM:
-    """Answers page_reaction and interview requests by echoing the prompt's `"..."` skeleton (as SmolLM2 does)."""
+    """Answers page_reaction and interview requests with the prompt's own question copied back after each string's
+    forced opening (as SmolLM2 copies what it sees), so the answers pass the schema but not the echo check."""
 
     name = "echoing"
 
@@ -531,13 +538,23 @@ class EchoingLLM:
         self.mock = MockLLM(seed=0)
 
     def _one(self, request):
-        if request.template == "page_reaction":
-            n = request.json_schema["properties"]["feelings"]["maxItems"]
-            answer = {"feelings": ["..."] * n, **({"reason": "..."} if request.context["left"] else {})}
-        elif request.template == "interview":
-            answer = {"score": 7, "reason": "..."}
-        else:
+        if request.template not in ("page_reaction", "interview"):
             return self.mock.complete(request)
+        lines = request.messages[1].content.splitlines()
+        question = lines[-2][-36:]  # the question, just before the JSON example (of the first ask, not a repair)
+
+        def copy(value, schema):
+            if isinstance(value, str):
+                return opening_of(schema) + question
+            if isinstance(value, dict):
+                return {k: copy(v, schema["properties"][k]) for k, v in value.items()}
+            if isinstance(value, list):
+                return [
+                    copy(v, schema.get("prefixItems", [schema["items"]] * len(value))[i]) for i, v in enumerate(value)
+                ]
+            return value
+
+        answer = copy(spec_for(request.template).example(request.context), request.json_schema)
         text = json.dumps(answer)
         return LLMResponse(text=text, backend="echo", model="e", parsed=answer, call_id=request.call_id())
 
@@ -553,7 +570,7 @@ def test_echoed_placeholders_are_recorded_fallbacks_not_text():
     asked = [fb for fb in feedback if fb.n_watched or fb.left]
     assert asked and all(fb.fallback for fb in asked)
     assert all(r.feeling == FEELING_BY_RATING[r.rating] for fb in asked for r in fb.reactions if r.watched)
-    assert all("placeholder" in e.detail for e in model.events if e.kind == "fallback")
+    assert all("copies the prompt" in e.detail for e in model.events if e.kind == "fallback")
     interview = model.interview(sessions[0])
-    assert interview.reason != "..." and not interview.fallback  # the score was usable, the reason was not
-    assert model.events[-1].template == "interview" and "placeholder reason" in model.events[-1].detail
+    assert interview.fallback and interview.reason == INTERVIEW_NO_ANSWER_REASON  # nothing echoed is stored
+    assert model.events[-1].template == "interview" and "copies the prompt" in model.events[-1].detail

@@ -1,26 +1,20 @@
 """The exit interview: satisfaction 1..10 from the session's memories, blended with the counts-based score by
-`[decision] interview_llm`, and written back to the user's memory."""
+`[decision] interview_llm` (at 0 the counts' score is fixed in the request and the model writes only the reason),
+and written back to the user's memory. A reason that copies the prompt fails the answer's check (`Ask.check`):
+after the repairs it is a recorded fallback (`Interview.fallback`), never a stored answer."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from agents.llm_user.fallbacks import (
-    INTERVIEW_NO_ANSWER_REASON,
-    INTERVIEW_PLACEHOLDER_DETAIL,
-    INTERVIEW_PLACEHOLDER_REASON,
-    answer_text,
-    record_fallback,
-)
-from agents.llm_user.prompts import draw_seed
+from agents.llm_user.fallbacks import INTERVIEW_NO_ANSWER_REASON, record_fallback
+from agents.llm_user.prompts import Ask, draw_seed
 from agents.llm_user.session import LLMUserSession
 from agents.signals import stats_interview_score
 from simenv.llm.structured import StructuredResult, ask_json, ask_json_batch
-from simenv.llm.types import LLMRequest
 from simenv.records import Interview
 
 if TYPE_CHECKING:
@@ -29,13 +23,14 @@ if TYPE_CHECKING:
 INTERVIEW_QUERY = "How satisfied am I with the movies recommended to me?"
 
 
-def interview_request(model: LLMUserModel, session: LLMUserSession) -> LLMRequest:
+def interview_ask(model: LLMUserModel, session: LLMUserSession) -> Ask:
     memories = session.memory.retrieve(INTERVIEW_QUERY, now=session.memory.clock)
-    return model.prompts.interview_request(session, memories, draw_seed(session.rng))
+    return model.prompts.interview_ask(session, memories, draw_seed(session.rng))
 
 
 def run_interview(model: LLMUserModel, session: LLMUserSession) -> Interview:
-    result = ask_json(model.llm, interview_request(model, session), max_repairs=model.config.max_repairs)
+    ask = interview_ask(model, session)
+    result = ask_json(model.llm, ask.request, ask.check, max_repairs=model.config.max_repairs)
     return finish_interview(model, session, result)
 
 
@@ -53,8 +48,9 @@ def run_interviews(model: LLMUserModel, sessions: Sequence[LLMUserSession]) -> l
             seen.add(id(sessions[end].memory))
             end += 1
         chunk = sessions[start:end]
-        requests = [interview_request(model, s) for s in chunk]
-        results = ask_json_batch(model.llm, requests, max_repairs=model.config.max_repairs)
+        asks = [interview_ask(model, s) for s in chunk]
+        requests, checks = [a.request for a in asks], [a.check for a in asks]
+        results = ask_json_batch(model.llm, requests, checks, max_repairs=model.config.max_repairs)
         out.extend(finish_interview(model, s, r) for s, r in zip(chunk, results, strict=True))
         start = end
     return out
@@ -70,11 +66,7 @@ def finish_interview(model: LLMUserModel, session: LLMUserSession, result: Struc
         score, reason = stats_score, INTERVIEW_NO_ANSWER_REASON
     else:
         score = int(np.clip(round(w * int(result.value["score"]) + (1 - w) * stats_score), 1, 10))
-        reason = answer_text(result.value["reason"])
-        if not reason:  # the prompt's "..." echoed back: say so, and keep a plain reason
-            detail = INTERVIEW_PLACEHOLDER_DETAIL
-            record_fallback(model.events, session, page_index, "interview", result, logging.INFO, detail)
-            reason = INTERVIEW_PLACEHOLDER_REASON
+        reason = str(result.value["reason"]).strip()
     session.memory.add(
         "factual",
         f"Episode {session.episode} ended; satisfaction {score}/10: {reason}",

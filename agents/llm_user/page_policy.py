@@ -29,7 +29,7 @@ from agents.llm_user.fallbacks import answer_text, fill_texts, record_fallback, 
 from agents.llm_user.prompts import draw_seed
 from agents.llm_user.session import LLMUserSession
 from agents.memory import MemoryRecord
-from simenv.llm.schemas import check_page_decision, check_written_text
+from simenv.llm.schemas import check_page_decision
 from simenv.llm.structured import StructuredResult, ask_json_batch
 from simenv.records import Item, Page, PageFeedback, Persona
 
@@ -212,7 +212,7 @@ def decide_pages(model: LLMUserModel, sessions: Sequence[LLMUserSession], pages:
 def narrate_pages(model: LLMUserModel, sessions: Sequence[LLMUserSession], pages: Pages) -> list[PageFeedback]:
     """`page_reaction`: the grounded rule decides each page first; the LLM writes the feelings of the watched
     movies and the leave reason. A page with nothing watched and no exit has no text to write: no call."""
-    requests, asked = [], []
+    requests, checks, asked = [], [], []
     decided = decide_batch(model, sessions, pages, [model.decider] * len(sessions), [None] * len(sessions))
     for k, (session, (page, items), decision) in enumerate(zip(sessions, pages, decided, strict=True)):
         watched, stars, left = decision
@@ -220,10 +220,11 @@ def narrate_pages(model: LLMUserModel, sessions: Sequence[LLMUserSession], pages
             seed = draw_seed(session.rng)
             memories = page_memories_for(model, session, page)
             persona = session.persona
-            requests.append(model.prompts.reaction_request(persona, page, items, watched, stars, left, memories, seed))
+            ask = model.prompts.reaction_ask(persona, page, items, watched, stars, left, memories, seed)
+            requests.append(ask.request)
+            checks.append(ask.check)  # feelings agree with their ratings; nothing copies the prompt
             asked.append(k)
     results: list[StructuredResult | None] = [None] * len(sessions)
-    checks = [check_written_text] * len(requests)
     answers = ask_json_batch(model.llm, requests, checks, max_repairs=model.config.text_repairs)
     for k, result in zip(asked, answers, strict=True):
         results[k] = result

@@ -1,30 +1,47 @@
-"""The persona user's LLM requests: the persona system prompt, one request builder per template, answer schemas
-and token budgets. Builders are pure: callers draw the seeds and retrieve the memories.
+"""The persona user's LLM requests: the persona system prompt and one request builder per template. Each
+template's schema, example, check and token budget come from its spec (`simenv.llm.specs`); builders are pure:
+callers draw the seeds and retrieve the memories.
 
 `context` follows docs/CONTRACTS.md (the mock reads it); every request starts with the persona's byte-identical
-system message, so backends can reuse the prompt prefix.
+system message, so backends can reuse the prompt prefix. `*_ask` builders also return the answer's check: the
+spec's own check plus the echo check against the prompt's own words (the template rendered with its data masked).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agents.config import LLMUserConfig
 from agents.memory import MemoryRecord
+from agents.signals import stats_interview_score
 from simenv.data.dataset import Dataset
-from simenv.llm.schemas import (
-    interview_schema,
-    page_decision_schema,
-    page_reaction_schema,
-    reflection_schema,
-    taste_summary_schema,
+from simenv.llm.prompt_spec import PromptSpec, masked, prompt_example
+from simenv.llm.specs import (
+    FEELING_MAX_CHARS,
+    INTERVIEW,
+    INTERVIEW_REASON_MAX_CHARS,
+    LEAVE_OPENING,
+    OPENINGS,
+    PAGE_DECISION,
+    PAGE_MAX_TOKENS_BASE,
+    PAGE_MAX_TOKENS_PER_ITEM,
+    PAGE_REACTION,
+    REASON_MAX_CHARS,
+    REFLECTION,
+    REFLECTION_MAX_TOKENS,
+    TASTE_SUMMARY,
+    TASTE_SUMMARY_MAX_TOKENS,
+    decision_schema,
 )
 from simenv.llm.templates import PromptTemplate, load_template
 from simenv.llm.types import LLMRequest, Message
 from simenv.records import Item, Page, Persona
+
+Check = Callable[[Any], None]
 
 if TYPE_CHECKING:
     from agents.llm_user.session import LLMUserSession
@@ -36,20 +53,39 @@ CONFORMITY_TEXT = {
     3: "often disagree with popular opinion",
 }
 DIVERSITY_TEXT = {1: "focused on a few genres", 2: "moderately varied", 3: "very varied"}
-PAGE_MAX_TOKENS_BASE = 40
-PAGE_MAX_TOKENS_PER_ITEM = 32
-FEELING_MAX_CHARS = 40  # tighter than the contract's caps: short strings keep constrained decoding fast
-REASON_MAX_CHARS = 60
-INTERVIEW_REASON_MAX_CHARS = 100
-# Token budgets for constrained answers: one token per character of capped text (the worst case: SmolLM2 can
-# fall into one-character tokens) plus JSON punctuation, so every answer can close its JSON within budget (a
-# cut-off answer is a failed call and a repair). Typical answers use a fraction of it (~17 tokens per page).
+# Token budgets for constrained answers (specs' budgets): one token per character of capped text (the worst case:
+# SmolLM2 can fall into one-character tokens) plus JSON punctuation, so every answer can close its JSON within
+# budget (a cut-off answer is a failed call and a repair). Typical answers use a fraction of it.
 REACTION_MAX_TOKENS_BASE = 12
-REACTION_MAX_TOKENS_PER_FEELING = 4 + FEELING_MAX_CHARS
-REACTION_MAX_TOKENS_REASON = 6 + REASON_MAX_CHARS
+REACTION_MAX_TOKENS_PER_FEELING = 6 + max(len(o) for o in OPENINGS.values()) + FEELING_MAX_CHARS
+REACTION_MAX_TOKENS_REASON = 8 + len(LEAVE_OPENING) + REASON_MAX_CHARS
 INTERVIEW_MAX_TOKENS = 16 + INTERVIEW_REASON_MAX_CHARS
-REFLECTION_MAX_TOKENS = 160
-TASTE_SUMMARY_MAX_TOKENS = 120
+
+__all__ = [
+    "FEELING_MAX_CHARS", "INTERVIEW_REASON_MAX_CHARS", "PAGE_MAX_TOKENS_BASE", "PAGE_MAX_TOKENS_PER_ITEM",
+    "REASON_MAX_CHARS", "REFLECTION_MAX_TOKENS", "TASTE_SUMMARY_MAX_TOKENS", "Ask", "PromptBuilder",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A request and the check its answer must pass (the spec's check, then the echo check)."""
+
+    request: LLMRequest
+    check: Check
+
+
+def _render(
+    spec: PromptSpec, template: PromptTemplate, variables: Mapping[str, Any], context: Mapping[str, Any]
+) -> tuple[tuple[Message, ...], dict[str, Any], Callable[[], str]]:
+    """The rendered messages (with the spec's example), the schema, and how to render the prompt's own words."""
+    schema = spec.schema(context)
+    full = {**variables, "example": prompt_example(spec.example(context), schema)}
+
+    def own_words() -> str:
+        return "\n".join(m.content for m in template.render(**masked(full, spec.data_vars)))
+
+    return template.render(**full), schema, own_words
 
 
 def persona_system_prompt(persona: Persona, version: int = 1) -> Message:
@@ -72,42 +108,37 @@ def page_schema(item_ids: Sequence[int]) -> dict[str, Any]:
     Grammar-constrained backends then cannot write an unknown or out-of-order id; others are still checked by
     `check_page_decision`.
     """
-    schema = page_decision_schema(len(item_ids))
-    item = schema["properties"]["items"]["items"]
-    item["properties"]["feeling"] = {"type": "string", "maxLength": FEELING_MAX_CHARS}
-    schema["properties"]["reason"] = {"type": "string", "maxLength": REASON_MAX_CHARS}
-    tuple_items = []
-    for i in item_ids:
-        fixed = {**item, "properties": {**item["properties"], "id": {"type": "integer", "const": int(i)}}}
-        tuple_items.append(fixed)
-    schema["properties"]["items"] = {
-        "type": "array",
-        "prefixItems": tuple_items,
-        "items": False,
-        "minItems": len(item_ids),
-        "maxItems": len(item_ids),
-    }
-    return schema
+    return decision_schema({"item_ids": [int(i) for i in item_ids]})
 
 
 def taste_summary_request(persona: Persona, version: int = 1) -> LLMRequest:
     """The one-off `taste_summary` request for a persona (seed 0: the summary is cached with the run)."""
-    template = load_template("agents", "taste_summary", version)
-    return LLMRequest(
-        messages=template.render(
-            liked_genres=list(persona.liked_genres),
-            disliked_genres=list(persona.disliked_genres),
-            liked_titles=list(persona.liked_titles[:5]),
-            disliked_titles=list(persona.disliked_titles[:3]),
-        ),
-        template="taste_summary",
+    return taste_summary_ask(persona, version).request
+
+
+def taste_summary_ask(persona: Persona, version: int = 1) -> Ask:
+    """`taste_summary_request` and its check (the answer must not copy the prompt)."""
+    spec = TASTE_SUMMARY
+    template = spec.template(version)
+    context = {"liked_genres": list(persona.liked_genres), "disliked_genres": list(persona.disliked_genres)}
+    variables = {
+        "liked_genres": list(persona.liked_genres),
+        "disliked_genres": list(persona.disliked_genres),
+        "liked_titles": list(persona.liked_titles[:5]),
+        "disliked_titles": list(persona.disliked_titles[:3]),
+    }
+    messages, schema, own_words = _render(spec, template, variables, context)
+    request = LLMRequest(
+        messages=messages,
+        template=spec.name,
         template_version=template.version_tag,
-        purpose="taste_summary",
-        max_tokens=TASTE_SUMMARY_MAX_TOKENS,
+        purpose=spec.name,
+        max_tokens=spec.budget(context),
         seed=0,
-        json_schema=taste_summary_schema(),
-        context={"liked_genres": list(persona.liked_genres), "disliked_genres": list(persona.disliked_genres)},
+        json_schema=schema,
+        context=context,
     )
+    return Ask(request, spec.full_check(context, own_words, schema))
 
 
 def draw_seed(rng: np.random.Generator) -> int:
@@ -128,10 +159,10 @@ class PromptBuilder:
         self.config = config
         self.system_messages: dict[int, Message] = {}  # user id -> the persona's system message, built once
         v = config.template_version
-        self.page_template = load_template("agents", "page_decision", v)
-        self.reaction_template = load_template("agents", "page_reaction", v)
-        self.reflection_template = load_template("agents", "reflection", v)
-        self.interview_template = load_template("agents", "interview", v)
+        self.page_template = PAGE_DECISION.template(v)
+        self.reaction_template = PAGE_REACTION.template(v)
+        self.reflection_template = REFLECTION.template(v)
+        self.interview_template = INTERVIEW.template(v)
 
     def system_message(self, persona: Persona) -> Message:
         msg = self.system_messages.get(persona.user_id)
@@ -163,18 +194,34 @@ class PromptBuilder:
             context=context,
         )
 
-    def page_request(
+    def ask(
+        self,
+        spec: PromptSpec,
+        template: PromptTemplate,
+        persona: Persona,
+        variables: dict[str, Any],
+        context: dict[str, Any],
+        seed: int,
+    ) -> Ask:
+        """The spec's request (schema, example, budget) and its check; the persona's system message counts as the
+        prompt's own words too."""
+        user, schema, own_words = _render(spec, template, variables, context)
+        request = self.request(template, persona, user, spec.budget(context), seed, schema, context)
+        system = request.messages[0].content
+        return Ask(request, spec.full_check(context, lambda: f"{system}\n{own_words()}", schema))
+
+    def page_ask(
         self, persona: Persona, page_index: int, item_ids: Sequence[int], memories: Sequence[MemoryRecord], seed: int
-    ) -> LLMRequest:
+    ) -> Ask:
         """The page_decision request: persona system prompt + page prompt; `context` per docs/CONTRACTS.md."""
         catalog = self.dataset.catalog
         shown = [catalog[i] for i in item_ids]
-        user = self.page_template.render(
-            taste=persona.taste_text,
-            page_number=page_index + 1,
-            memories=[memory_line(m) for m in memories],
-            items=[{"id": it.item_id, "text": it.text} for it in shown],
-        )
+        variables = {
+            "taste": persona.taste_text,
+            "page_number": page_index + 1,
+            "memories": [memory_line(m) for m in memories],
+            "items": [{"id": it.item_id, "text": it.text} for it in shown],
+        }
         context = {
             "item_ids": [int(i) for i in item_ids],
             "item_genres": [list(it.genres) for it in shown],
@@ -183,8 +230,37 @@ class PromptBuilder:
             "activity": int(persona.activity),
             "page_index": int(page_index),
         }
-        max_tokens = PAGE_MAX_TOKENS_BASE + PAGE_MAX_TOKENS_PER_ITEM * len(shown)
-        return self.request(self.page_template, persona, user, max_tokens, seed, page_schema(item_ids), context)
+        return self.ask(PAGE_DECISION, self.page_template, persona, variables, context, seed)
+
+    def page_request(
+        self, persona: Persona, page_index: int, item_ids: Sequence[int], memories: Sequence[MemoryRecord], seed: int
+    ) -> LLMRequest:
+        return self.page_ask(persona, page_index, item_ids, memories, seed).request
+
+    def reaction_ask(
+        self,
+        persona: Persona,
+        page: Page,
+        items: Sequence[Item],
+        watched: np.ndarray,
+        stars: np.ndarray,
+        left: bool,
+        memories: Sequence[MemoryRecord],
+        seed: int,
+    ) -> Ask:
+        """The page_reaction request (persona system prompt + what the user did on the page, each watched movie
+        with its rating) and its check: feelings that agree with their ratings, no echo of the prompt."""
+        seen = [{"text": it.text, "rating": int(stars[k])} for k, it in enumerate(items) if watched[k]]
+        variables = {
+            "taste": persona.taste_text,
+            "page_number": page.page_index + 1,
+            "memories": [memory_line(m) for m in memories],
+            "watched": seen,
+            "skipped": [it.title for k, it in enumerate(items) if not watched[k]],
+            "left": bool(left),
+        }
+        context = {"ratings": [s["rating"] for s in seen], "left": bool(left), "page_index": int(page.page_index)}
+        return self.ask(PAGE_REACTION, self.reaction_template, persona, variables, context, seed)
 
     def reaction_request(
         self,
@@ -197,45 +273,40 @@ class PromptBuilder:
         memories: Sequence[MemoryRecord],
         seed: int,
     ) -> LLMRequest:
-        """The page_reaction request: persona system prompt + what the user did on the page; `context` for the mock."""
-        seen = [{"text": it.text, "rating": int(stars[k])} for k, it in enumerate(items) if watched[k]]
-        user = self.reaction_template.render(
-            taste=persona.taste_text,
-            page_number=page.page_index + 1,
-            memories=[memory_line(m) for m in memories],
-            watched=seen,
-            skipped=[it.title for k, it in enumerate(items) if not watched[k]],
-            left=bool(left),
-        )
-        max_tokens = (
-            REACTION_MAX_TOKENS_BASE
-            + REACTION_MAX_TOKENS_PER_FEELING * len(seen)
-            + (REACTION_MAX_TOKENS_REASON if left else 0)
-        )
-        schema = page_reaction_schema(len(seen), bool(left), FEELING_MAX_CHARS, REASON_MAX_CHARS)
-        context = {"ratings": [s["rating"] for s in seen], "left": bool(left), "page_index": int(page.page_index)}
-        return self.request(self.reaction_template, persona, user, max_tokens, seed, schema, context)
+        return self.reaction_ask(persona, page, items, watched, stars, left, memories, seed).request
+
+    def reflection_ask(self, session: LLMUserSession, window: Sequence[MemoryRecord], seed: int) -> Ask:
+        """The reflection request over `window` (the memories since the last reflection)."""
+        variables = {"taste": session.persona.taste_text, "memories": [m.text for m in window]}
+        context = {"n_memories": len(session.memory), "mean_rating": session.mean_rating}
+        return self.ask(REFLECTION, self.reflection_template, session.persona, variables, context, seed)
 
     def reflection_request(self, session: LLMUserSession, window: Sequence[MemoryRecord], seed: int) -> LLMRequest:
-        """The reflection request over `window` (the memories since the last reflection)."""
-        user = self.reflection_template.render(taste=session.persona.taste_text, memories=[m.text for m in window])
-        context = {"n_memories": len(session.memory), "mean_rating": session.mean_rating}
-        template = self.reflection_template
-        return self.request(template, session.persona, user, REFLECTION_MAX_TOKENS, seed, reflection_schema(), context)
+        return self.reflection_ask(session, window, seed).request
 
-    def interview_request(self, session: LLMUserSession, memories: Sequence[MemoryRecord], seed: int) -> LLMRequest:
-        """The exit interview request: the session's counts and its retrieved memories."""
+    def interview_ask(self, session: LLMUserSession, memories: Sequence[MemoryRecord], seed: int) -> Ask:
+        """The exit interview request: the session's counts and its retrieved memories. When the profile ignores
+        the model's score (`interview_llm == 0`), the score is the counts' and fixed in the request (`context
+        ["score"]`): the model only writes the reason, opened with the satisfaction the score states."""
+        fixed = None
+        if self.config.decision.interview_llm == 0.0:
+            fixed = stats_interview_score(session.n_shown, session.n_watched, session.n_liked)
         ctx: dict[str, Any] = {
             "n_shown": session.n_shown,
             "n_watched": session.n_watched,
             "n_liked": session.n_liked,
             "mean_rating": session.mean_rating,
         }
-        user = self.interview_template.render(
-            taste=session.persona.taste_text,
-            n_pages=len(session.pages),
-            memories=[memory_line(m) for m in memories],
+        if fixed is not None:
+            ctx["score"] = fixed
+        variables = {
+            "taste": session.persona.taste_text,
+            "n_pages": len(session.pages),
+            "memories": [memory_line(m) for m in memories],
             **ctx,
-        )
-        schema = interview_schema(INTERVIEW_REASON_MAX_CHARS)
-        return self.request(self.interview_template, session.persona, user, INTERVIEW_MAX_TOKENS, seed, schema, ctx)
+            "score": fixed,
+        }
+        return self.ask(INTERVIEW, self.interview_template, session.persona, variables, ctx, seed)
+
+    def interview_request(self, session: LLMUserSession, memories: Sequence[MemoryRecord], seed: int) -> LLMRequest:
+        return self.interview_ask(session, memories, seed).request

@@ -39,12 +39,13 @@ def reflect(model: LLMUserModel, sessions: Sequence[LLMUserSession]) -> None:
     """One batched reflection call for `sessions`; each stores its insights in its memory."""
     if not sessions:
         return
-    requests, windows = [], []
+    asks, windows = [], []
     for s in sessions:
         window = s.memory.since_last_reflection()[-model.config.memory.reflection_window :]
         windows.append(window)
-        requests.append(model.prompts.reflection_request(s, window, draw_seed(s.rng)))
-    results = ask_json_batch(model.llm, requests, max_repairs=model.config.max_repairs)
+        asks.append(model.prompts.reflection_ask(s, window, draw_seed(s.rng)))
+    requests, checks = [a.request for a in asks], [a.check for a in asks]  # checks: no echo of the prompt
+    results = ask_json_batch(model.llm, requests, checks, max_repairs=model.config.max_repairs)
     for s, window, result in zip(sessions, windows, results, strict=True):
         insights = insights_from(model, s, result)
         evidence = tuple(m.memory_id for m in window)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 POSITIVE = 0.05
@@ -25,13 +25,14 @@ def _analyzer() -> Any:
     return SentimentIntensityAnalyzer()
 
 
+@lru_cache(maxsize=8192)
 def compound(text: str) -> float:
-    """VADER's compound sentiment of `text`, in [-1, 1]."""
+    """VADER's compound sentiment of `text`, in [-1, 1] (cached: the mock's feelings repeat)."""
     return float(_analyzer().polarity_scores(str(text))["compound"])
 
 
 def verdict(rating: int, score: float) -> str:
-    """"agree", "contradict" or "neutral" for a feeling with VADER compound `score` about a `rating`-star movie."""
+    """ "agree", "contradict" or "neutral" for a feeling with VADER compound `score` about a `rating`-star movie."""
     if not 1 <= int(rating) <= 5:
         raise ValueError(f"rating must be 1..5, got {rating!r}")
     if rating >= 4:

@@ -100,15 +100,18 @@ def _validator(schema_json: str) -> jsonschema.protocols.Validator:
 
 # Keywords whose meaning is the same in every draft-2020-12 validator and that apply a subschema only at
 # locations fixed by the instance's keys/indices (so a lifted `const` can be checked there). Anything else
-# (`$ref`, `anyOf`, `if`, `pattern`, `format`, `$schema`, ...) sends the schema down the `jsonschema`-only path.
+# (`$ref`, `anyOf`, `if`, `format`, `$schema`, ...) sends the schema down the `jsonschema`-only path. `pattern` is
+# in only in the shape of the specs' forced openings (`^<letters>[^"\\]{m,n}$`), which means the same in Rust's and
+# Python's regex syntax; any other pattern takes the `jsonschema`-only path.
 _FAST_KEYWORDS = frozenset(
     {
         "type", "properties", "required", "additionalProperties", "items", "prefixItems", "minItems", "maxItems",
         "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "enum", "const",
-        "title", "description",
+        "title", "description", "pattern",
     }
 )  # fmt: skip
 _SCALAR = (str, int, float, bool, type(None))
+_PLAIN_PATTERN = re.compile(r"\^[A-Za-z ,']*\[\^\"\\\\\]\{\d+,\d+\}\$")
 _ConstAt = tuple[tuple[Any, ...], Any]  # (instance path: keys, indices or ("*", first index)), required value
 
 
@@ -125,6 +128,8 @@ def _lift(node: Any, path: tuple[Any, ...], consts: list[_ConstAt]) -> Any:
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key not in _FAST_KEYWORDS:
+            raise _NotFast
+        if key == "pattern" and not (isinstance(value, str) and _PLAIN_PATTERN.fullmatch(value)):
             raise _NotFast
         if key == "const":
             if not isinstance(value, _SCALAR):

@@ -60,7 +60,8 @@ class UsersSection(Section):
     """llm: persona agents with memory and an LLM; fast: the multinomial-logit user (no LLM)."""
     profile: str = "fitted"
     """Decision profile from experiments/configs/users.toml: fitted (the response model fitted to real consumption),
-    fitted-nocollab, grounded (hand-set signal weights), llm-only, genre, embedding, collab."""
+    fitted-nocollab, llm-grounded (fitted plus the LLM's watch answer, its weight fitted: docs/LLM_CONTRIBUTION.md),
+    grounded (hand-set signal weights), llm-only, genre, embedding, collab."""
     embedder: Literal["minilm", "hashing"] = "minilm"
     """Text embedder for memory relevance and the embedding signal."""
 

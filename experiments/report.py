@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from experiments.text_quality import feelings_frame, own_text_table, sentiment_table  # noqa: E402
 from simenv.eventlog import read_table  # noqa: E402
 from simenv.llm.calllog import read_call_log  # noqa: E402
 from simenv.metrics import METRICS, per_user_metrics, summarize  # noqa: E402
@@ -202,6 +203,23 @@ def _plot_latency(calls: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def text_quality_section(tables: RunTables) -> list[str]:
+    """Markdown: the share of LLM text that is the model's own per template, and feelings' sentiment agreement."""
+    own = own_text_table(tables.llm_calls)
+    if own.empty:
+        return []
+    lines = ["## LLM text: the model's own words or fallback", "",
+             "Per template: requests, repairs, answers unusable after repairs (fallbacks: bad JSON or schema, an echo "
+             "of the prompt, a feeling contradicting its rating) and the share used as the model's own:", "",
+             own.to_markdown(), ""]  # fmt: skip
+    sentiment = sentiment_table(feelings_frame(tables.events, tables.pages, tables.llm_calls))
+    if not sentiment.empty:
+        lines += ["Feelings whose VADER sentiment agrees with their rating (4-5 positive, 1-2 negative, 3 not "
+                  "strongly either), for the model's own feelings and for all stored ones (defaults included):", "",
+                  sentiment.to_markdown(), ""]  # fmt: skip
+    return lines
+
+
 def build_report(run_dir: Path, seed: int = 0) -> Path:
     """Write `<run_dir>/report.md` and `<run_dir>/report/*.png` from the logs; return the report path."""
     run_dir = Path(run_dir)
@@ -234,6 +252,7 @@ def build_report(run_dir: Path, seed: int = 0) -> Path:
         lines += ["## LLM cost and latency", "", llm_summary(tables.llm_calls).round(3).to_markdown(floatfmt="g"), ""]
         _plot_latency(tables.llm_calls, out / "latency.png")
         lines += ["![latency](report/latency.png)", ""]
+        lines += text_quality_section(tables)
     if not tables.population.empty:
         lines += ["## Population rounds", "", tables.population.to_markdown(index=False, floatfmt=".3f"), ""]
         _plot_population(tables.population, out / "population.png")

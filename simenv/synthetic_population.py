@@ -9,12 +9,13 @@ per-persona arrays stay sized by the real personas, per-session state by the ses
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from simenv.records import Persona
+from simenv.protocols import PagePolicy
+from simenv.records import Page, PageFeedback, Persona, Recommendation
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,3 +61,21 @@ def member_personas(population: SyntheticPopulation, personas: Mapping[int, Pers
         int(uid): replace(personas[int(src)], user_id=int(uid))
         for uid, src in zip(population.user_ids.tolist(), population.source.tolist(), strict=True)
     }
+
+
+class SourceIdPolicy:
+    """A page policy that serves members as the real users they copy: `recommend` and `observe` get the source
+    id (a recommender trained on the dataset knows only real ids); everything else is the wrapped policy's."""
+
+    def __init__(self, policy: PagePolicy, population: SyntheticPopulation) -> None:
+        self.policy = policy
+        self.name = policy.name
+        self._source = dict(zip(population.user_ids.tolist(), population.source.tolist(), strict=True))
+
+    def recommend(
+        self, user_id: int, k: int, exclude: Collection[int], rng: np.random.Generator, history: Sequence[int] = ()
+    ) -> Recommendation:
+        return self.policy.recommend(self._source.get(user_id, user_id), k, exclude, rng, history)
+
+    def observe(self, user_id: int, page: Page, feedback: PageFeedback) -> None:
+        self.policy.observe(self._source.get(user_id, user_id), page, feedback)

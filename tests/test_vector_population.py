@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import simenv  # noqa: F401  (registers the ids)
-from simenv.synthetic_population import SyntheticPopulation, draw_population, member_personas
+from simenv.synthetic_population import SourceIdPolicy, SyntheticPopulation, draw_population, member_personas
 
 SMALL = {"dataset": "synthetic", "vectorization_mode": "vector_entry_point"}
 
@@ -121,3 +121,29 @@ def test_member_personas_copy_their_source_under_their_own_id():
         assert m.taste_text == s.taste_text
     with pytest.raises(ValueError, match="have no persona"):
         member_personas(pop, {})
+
+
+def test_source_id_policy_serves_members_as_their_source():
+    from simenv.records import Page, PageFeedback, Recommendation
+
+    class Recorder:
+        name = "recorder"
+
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, int]] = []
+
+        def recommend(self, user_id, k, exclude, rng, history=()):
+            self.calls.append(("recommend", user_id))
+            return Recommendation(tuple(range(k)))
+
+        def observe(self, user_id, page, feedback):
+            self.calls.append(("observe", user_id))
+
+    pop = SyntheticPopulation(np.array([100, 101]), np.array([7, 3]))
+    inner = Recorder()
+    policy = SourceIdPolicy(inner, pop)
+    assert policy.name == "recorder"
+    assert policy.recommend(101, 2, set(), np.random.default_rng(0)).item_ids == (0, 1)
+    policy.observe(100, Page(0, 0, (0, 1)), PageFeedback((), False))
+    policy.recommend(3, 2, set(), np.random.default_rng(0))  # a real id passes through
+    assert inner.calls == [("recommend", 3), ("observe", 7), ("recommend", 3)]

@@ -3,8 +3,9 @@
 1. `export_behaviour`: each behaviour policy (`[rl] behaviour`: recommenders by registry name, or `random` for
    uniformly random valid pages) runs `[rl] offline_episodes` sessions of the training personas in the slot-by-slot
    env (`RecEnv(action_mode="sequential")`: one candidate per step, the page reward when the page is full); the
-   sessions are recorded with `simenv.offline_rl.export_rollouts` as a Minari dataset under `<run>/minari/`. Every
-   behaviour policy gets the same episode seeds, hence the same personas and candidate sets, as in `simrec compare`.
+   sessions are recorded with `simenv.offline_rl.export_rollouts` as a Minari dataset (HDF5) under
+   `<run>/minari/`. Every behaviour policy gets the same episode seeds, hence the same personas and candidate sets,
+   as in `simrec compare`.
 2. `mdp_dataset`: the Minari dataset read back (`minari.MinariDataset`) as a d3rlpy `MDPDataset` (observations
    flattened in `OBS_KEYS` order; terminated = the persona left, timeout = page limit; every logged step is one
    transition).
@@ -105,7 +106,9 @@ def export_behaviour(
     directory.mkdir(parents=True, exist_ok=True)
     with minari_root(directory), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="minari")  # no permalink, e-mail, env spec
-        export_rollouts(env, policies, dataset_id, n_episodes, seed, description="simrec behaviour sessions")
+        export_rollouts(
+            env, policies, dataset_id, n_episodes, seed, description="simrec behaviour sessions", data_format="hdf5"
+        )
     return directory / dataset_id
 
 

@@ -64,8 +64,11 @@ def response_logit_valid(response: ResponseModel, persona: Persona, items: np.nd
 class LLMAnswers:
     """The LLM's cached watch answers per (persona, item): page_decision asked as page 1 with no memories."""
 
-    def __init__(self, llm: LLM, prompts: PromptBuilder, page_size: int = 4, max_repairs: int = 1, seed: int = 0):
+    def __init__(
+        self, llm: LLM, prompts: PromptBuilder, page_size: int = 4, max_repairs: int = 1, seed: int = 0, chunk: int = 32
+    ) -> None:
         self.llm = llm
+        self.chunk = chunk  # requests per batched call
         self.prompts = prompts
         self.page_size = page_size
         self.max_repairs = max_repairs
@@ -86,7 +89,7 @@ class LLMAnswers:
         return float(values.mean()) if values.size else float("nan")
 
     def get(self, asks: Sequence[tuple[Persona, Sequence[int]]]) -> list[np.ndarray]:
-        """Per ask, the answers (1/0, NaN unusable) for its items; the missing ones in one batched LLM call."""
+        """Per ask, the answers (1/0, NaN unusable) for its items; the missing ones asked in `chunk`-request batches."""
         todo: dict[int, tuple[Persona, list[int]]] = {}
         for persona, ids in asks:
             missing = todo.setdefault(persona.user_id, (persona, []))[1]
@@ -102,11 +105,14 @@ class LLMAnswers:
                 # the persona's id joins the structured facts (a test double with planted answers reads it)
                 requests.append(replace(request, context={**request.context, "user_id": persona.user_id}))
                 pages.append((persona.user_id, page))
-        if requests:
-            checks = [check_page_decision(page) for _, page in pages]
-            results = ask_json_batch(self.llm, requests, checks, max_repairs=self.max_repairs)
-            self.n_calls += len(requests)
-            for (user, page), result in zip(pages, results, strict=True):
+        for start in range(0, len(requests), self.chunk):  # chunks: a disk cache keeps each finished chunk
+            part = pages[start : start + self.chunk]
+            checks = [check_page_decision(page) for _, page in part]
+            batch = requests[start : start + self.chunk]
+            results = ask_json_batch(self.llm, batch, checks, max_repairs=self.max_repairs)
+            self.n_calls += len(batch)
+            log.info("llm feature: %d of %d probe calls", min(start + self.chunk, len(requests)), len(requests))
+            for (user, page), result in zip(part, results, strict=True):
                 if result.failed:
                     self.n_failed_calls += 1
                     values = [float("nan")] * len(page)

@@ -177,3 +177,39 @@ def test_llm_feature_needs_response_model(tmp_path) -> None:
     path.write_text('[profiles.bad]\nresponse = "full"\nllm_feature = "rating"\n')
     with pytest.raises(ConfigError, match=r"llm_feature must be '' or 'watch', got 'rating'"):
         load_decision_config("bad", path)
+
+
+def test_validate_reports_the_llm_feature(tmp_path) -> None:
+    """`simrec validate --users.profile llm-grounded` on synthetic data with the mock LLM: validity.json holds the
+    fitted weights and the response-vs-stacked comparison on the same shown pairs, validity.md its section."""
+    from experiments.config import load_config
+    from experiments.validate import run_validate
+
+    (tmp_path / "recs.toml").write_text(
+        "[models.mf]\nepochs = 10\neval_every = 1000\n[models.lightgcn]\nepochs = 2\neval_every = 1000\n"
+        "[models.multvae]\nepochs = 2\neval_every = 1000\n[models.sasrec]\nepochs = 1\neval_every = 1000\n"
+    )
+    config = load_config(
+        None,
+        {
+            "run": {"name": "v", "out_dir": str(tmp_path / "runs")},
+            "data": {"dataset": "synthetic", "cache_dir": str(tmp_path / "cache")},
+            "users": {"model": "llm", "profile": "llm-grounded", "embedder": "hashing"},
+            "llm": {"backend": "mock"},
+            "validity": {"policies": ["random", "pop", "mf"], "n_personas": 40, "bootstrap": 50},
+            "recommenders": {"config_file": str(tmp_path / "recs.toml")},
+        },
+    )
+    run_dir = run_validate(config)
+    result = json.loads((run_dir / "validity.json").read_text())
+    block = result["llm_feature"]
+    fit = block["fit"]
+    assert len(fit["folds"]) == 2 and {"a", "b", "c"} <= set(fit["weights"])
+    assert 0 < fit["n_positive"] < fit["n_pairs"] <= FEATURE.n_users * (FEATURE.max_positives + FEATURE.n_negatives)
+    assert fit["run_answers"] >= fit["n_pairs"]  # the fit's answers plus the shown pairs'
+    assert block["auc_watch_test"]["stacked"] == result["auc_watch_test"]  # the decisions' own probability
+    assert 0.5 < block["auc_watch_test"]["response"] <= 1.0
+    for key in ("p_view_vs_real_hit", "p_like_vs_real_like"):
+        assert set(block["expected_spearman"][key]) == {"response", "stacked"}
+    assert set(block["expected_p_view"]) == {"random", "pop", "mf"}
+    assert "The LLM's contribution" in (run_dir / "validity.md").read_text()

@@ -42,8 +42,8 @@ GOLDEN_PAGE = (
     "\n"
     "For each id in order: would you watch it, your rating 1-5, and a short feeling if you watch. Then: do you "
     "leave the site now, and why. Refer to movies by id only; the example shows the form, use your own words.\n"
-    'JSON: {"items":[{"id":5,"watch":true,"rating":4,"feeling":"I liked it because the story held me to the end"},'
-    '{"id":9,"watch":false,"rating":2,"feeling":"I did not like it because the plot dragged on"}],"leave":false,'
+    'JSON: {"items":[{"id":5,"watch":true,"rating":4,"feeling":"The story held me to the end"},'
+    '{"id":9,"watch":false,"rating":2,"feeling":"The plot dragged on"}],"leave":false,'
     '"reason":"I want to see what comes next"}'
 )
 

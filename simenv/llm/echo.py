@@ -65,8 +65,8 @@ class EchoSource:
     def find(self, field: str, text: str, opening: str = "", min_short: int = MIN_SHORT) -> Echo | None:
         """The echo in `text` (the value of answer field `field`), or None when the text is the model's own."""
         body = str(text).strip()
-        if opening and body.startswith(opening):
-            body = body[len(opening) :]
+        if opening.strip() and body.startswith(opening.rstrip()):
+            body = body[len(opening.rstrip()) :]
         stripped = body.strip()
         if stripped in PLACEHOLDERS or not words(stripped) or _SLOT.fullmatch(stripped):
             return Echo(field, "placeholder", stripped)

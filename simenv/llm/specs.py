@@ -62,7 +62,7 @@ _BECAUSE = {
     "positive": ("the story held me to the end", "the cast was wonderful", "it made me laugh a lot",
                  "the ending surprised me", "the music was lovely"),
     "mixed": ("parts of it dragged", "the middle was slow", "it felt a bit familiar", "the ending was flat"),
-    "negative": ("the plot dragged on", "the jokes fell flat", "the story made no sense", "it was dull and long"),
+    "negative": ("the plot dragged on", "the jokes were not funny", "the story made no sense", "it was dull and long"),
 }  # fmt: skip
 _STAY = ("I want to see what comes next", "a few of these look promising", "the next page may suit me better")
 _LEAVE = ("none of these films caught my eye", "I have seen enough for today", "I am tired of browsing")
@@ -81,6 +81,11 @@ def _tone(rating: int) -> str:
 
 def _score_tone(score: int) -> str:
     return "positive" if score >= 7 else ("negative" if score <= 4 else "mixed")
+
+
+def _sentence(reason: str) -> str:
+    """A reason as a feeling of its own (decide mode: the rating is the model's choice, so no forced opening)."""
+    return reason[0].upper() + reason[1:]
 
 
 def feeling_pool(rating: int) -> tuple[str, ...]:
@@ -173,7 +178,7 @@ def decision_samples(context: Context) -> Samples:
     return {
         "watch": [(r >= 3,) for r in ratings[:n]],
         "rating": [(r,) for r in ratings[:n]],
-        "feeling": [feeling_pool(r) for r in ratings[:n]],
+        "feeling": [tuple(_sentence(t) for t in _BECAUSE[_tone(r)]) for r in ratings[:n]],
         "leave": [(False,)],
         "reason": [_STAY],
     }
@@ -209,7 +214,7 @@ def decision_mock(ctx: Context, rng: np.random.Generator) -> dict[str, Any]:
         if watch and rating >= 4:
             n_liked += 1
         pool = _BECAUSE[_tone(rating)]
-        feeling = OPENINGS[rating] + pool[1 + (int(ids[k]) + page_index) % (len(pool) - 1)]
+        feeling = _sentence(pool[1 + (int(ids[k]) + page_index) % (len(pool) - 1)])
         items.append({"id": int(ids[k]), "watch": watch, "rating": rating, "feeling": feeling})
     p_leave = min(max(0.1 + 0.12 * page_index - 0.08 * n_liked - 0.05 * activity_shift, 0.02), 0.9)
     leave = u[2 * n] < p_leave

@@ -6,6 +6,7 @@ which holds no secrets: API keys stay in the environment. Workers never receive 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,14 @@ class PolicyRecipe:
 
     def key(self) -> str:
         """Identifies the worker context these parts need: same key, same world and factory."""
-        return f"{self.setup.__module__}.{self.setup.__qualname__}|{self.n_personas}|{self.config.model_dump_json()}"
+        return context_key(self.setup, self.config, self.n_personas)
+
+
+def context_key(setup: Callable[..., Any], config: ExperimentConfig, n_personas: int | None) -> str:
+    """What a worker's context depends on: the setup function, the persona count and the config without the
+    settings that only say where and how a run executes (run name and directory, engine, [ray])."""
+    dumped = config.model_dump(mode="json", exclude={"run": {"name", "out_dir"}, "engine": True, "ray": True})
+    return f"{setup.__module__}.{setup.__qualname__}|{n_personas}|{json.dumps(dumped, sort_keys=True)}"
 
 
 class SessionEngine(Protocol):

@@ -9,12 +9,13 @@ worker killed mid-shard is restarted and the shard retried, resuming from its ch
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from simenv.runner import RunSummary
 
 log = logging.getLogger(__name__)
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a single-node cluster on 127.0.0.1 (Ray's own switch)
+ENGINE_FILE = "engine.json"
 FORWARDED_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SIMREC_CACHE_DIR", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
@@ -48,10 +50,14 @@ def worker_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 def connect(section: RaySection) -> Any:
     """Join `section.address`, or start a local loopback-only cluster (no dashboard, no client port)."""
     if section.address is None:
-        os.environ.setdefault(LOOPBACK_ONLY, "0")  # read when ray is first imported
+        os.environ.setdefault(LOOPBACK_ONLY, "0")  # read by every Ray process when it imports ray
     ray = import_ray()
     if ray.is_initialized():
         return ray
+    if section.address is None:  # this process may have imported ray before the variable was set
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = os.environ[LOOPBACK_ONLY] != "0"
     runtime_env = {"env_vars": worker_env()}
     if section.address is None:
         ray.init(
@@ -84,6 +90,28 @@ class _Pool:
     slots: list[Any] = []
 
 
+def stop_workers() -> None:
+    """Kill this process's worker and endpoint-slot actors (the next run starts a fresh pool)."""
+    import ray
+
+    for actor in [*_Pool.actors, *_Pool.slots]:
+        ray.kill(actor)
+    _Pool.actors, _Pool.slots, _Pool.settings = [], [], None
+
+
+def write_stats(policy_dir: Path, stats: EngineStats) -> None:
+    """`<policy_dir>/engine.json`: per shard its worker, start-up and run seconds; the merge and wall seconds."""
+    payload = {
+        "engine": "ray",
+        "wall_s": round(stats.wall_s, 3),
+        "merge_s": round(stats.merge_s, 3),
+        "shards": [asdict(r) for r in stats.shards],
+    }
+    tmp = policy_dir / ".engine.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, policy_dir / ENGINE_FILE)
+
+
 class RayEngine:
     """Runs a policy's shards on `[ray] num_workers` worker actors; identical output to the local engine."""
 
@@ -113,9 +141,7 @@ class RayEngine:
         settings = (self.section.num_workers, self.section.max_retries, limit, tuple(endpoints), self.config.llm)
         if _Pool.settings == settings and _Pool.actors:
             return _Pool.actors
-        for old in [*_Pool.actors, *_Pool.slots]:
-            ray.kill(old)
-        _Pool.slots = []
+        stop_workers()
         slots: dict[str, str] = {}
         if limit is not None:
             slots_actor = ray.remote(num_cpus=0, max_concurrency=10_000)(EndpointSlots)
@@ -167,29 +193,57 @@ class RayEngine:
             shutil.rmtree(shard_root(policy_dir), ignore_errors=True)
         shards = plan_shards(policy_dir, n, batch_size, self.section.num_workers * self.section.shards_per_worker)
         ray = import_ray()
-        from ray.util import ActorPool
-
-        workers = self.workers()
         recipe_ref = ray.put(recipe)
         results: list[ShardResult] = []
         done = pages = 0
-        for result in ActorPool(workers).map_unordered(lambda a, s: a.run_shard.remote(recipe_ref, s, run), shards):
-            results.append(result)
-            shard = shards[result.index]
-            done += min(n, shard.end_chunk * batch_size) - shard.first_chunk * batch_size
-            pages += result.n_pages
-            if progress is not None:
-                progress(done, pages)
+        try:
+            for result in run_on_pool(self.workers(), lambda a, s: a.run_shard.remote(recipe_ref, s, run), shards):
+                results.append(result)
+                shard = shards[result.index]
+                done += min(n, shard.end_chunk * batch_size) - shard.first_chunk * batch_size
+                pages += result.n_pages
+                if progress is not None:
+                    progress(done, pages)
+        except (KeyboardInterrupt, SystemExit):
+            stop_workers()  # no shard keeps writing after the driver gave up
+            raise
         merge_start = time.perf_counter()
         merge_shards(policy_dir, shards, n)
         end = time.perf_counter()
         self.last = EngineStats(sorted(results, key=lambda r: r.index), end - merge_start, end - start)
+        write_stats(policy_dir, self.last)
         return RunSummary(policy_dir, n, 0, pages)
 
     def map(self, setup: Setup, config: ExperimentConfig, fn: Callable[[Any, Any], Any], items: list[Any]) -> list:
         """`[fn(setup(config, None), item) for item in items]` on the workers (each builds the context once)."""
-        import_ray()
-        from ray.util import ActorPool
+        results = dict(run_on_pool(self.workers(), lambda a, item: a.call.remote(setup, config, fn, item), items, True))
+        return [results[i] for i in range(len(items))]
 
-        pool = ActorPool(self.workers())
-        return list(pool.map(lambda a, item: a.call.remote(setup, config, fn, item), items))
+
+def run_on_pool(actors: list[Any], submit: Callable[[Any, Any], Any], items: list[Any], indexed: bool = False):
+    """Yield `submit(actor, item)`'s results as they finish, one item per idle actor at a time (`(index, result)`
+    pairs if `indexed`). After a failure nothing new starts; the shards in flight finish (their checkpoints are
+    what a resume continues from) and the first error is raised."""
+    import ray
+
+    idle, pending, queue = list(actors), {}, list(enumerate(items))
+    error: BaseException | None = None
+    while queue or pending:
+        while idle and queue and error is None:
+            actor = idle.pop()
+            index, item = queue.pop(0)
+            pending[submit(actor, item)] = (actor, index)
+        if not pending:
+            break
+        [ready], _ = ray.wait(list(pending), num_returns=1)
+        actor, index = pending.pop(ready)
+        idle.append(actor)
+        try:
+            result = ray.get(ready)
+        except Exception as exc:  # noqa: BLE001 - kept and raised once the shards in flight are done
+            error = error or exc
+            continue
+        if error is None:
+            yield (index, result) if indexed else result
+    if error is not None:
+        raise error

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from experiments.config import ExperimentConfig
-from experiments.engine.base import PolicyRecipe, WorkerContext
+from experiments.engine.base import PolicyRecipe, WorkerContext, context_key
 from experiments.engine.limits import NAMESPACE, ClusterLimitedLLM
 from experiments.engine.shards import Shard, ShardResult
 from simenv.llm import LLM, CallLogLLM, LLMRequest, LLMResponse, LLMWrapper
@@ -64,7 +64,7 @@ class ShardWorker:
         return ray.get_actor(self.slots_name, namespace=NAMESPACE)
 
     def context(self, setup: Callable[[ExperimentConfig, int | None], WorkerContext], config, n_personas) -> Any:
-        key = f"{setup.__module__}.{setup.__qualname__}|{n_personas}|{config.model_dump_json()}"
+        key = context_key(setup, config, n_personas)
         if key not in self._contexts:
             self._contexts[key] = setup(config, n_personas)
         return self._contexts[key]

@@ -1,0 +1,166 @@
+"""The Ray engine on a real local 2-CPU cluster (one per module): `--engine ray` writes the same events, pages,
+interviews and metrics as `--engine local` with 1 and 2 workers; a worker killed mid-shard is retried and the
+output is still identical; `simrec resume` finishes a Ray run that failed mid-policy; the per-endpoint LLM limit
+holds across workers; the cluster listens on 127.0.0.1 only and API keys reach workers through the environment."""
+
+from __future__ import annotations
+
+import filecmp
+import ipaddress
+import os
+import pickle
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+import ray
+
+from experiments.build import build_llm, worker_setup
+from experiments.cli import app
+from experiments.compare import policy_parts
+from experiments.config import RaySection, load_config
+from experiments.engine import PolicyRecipe
+from experiments.engine.limits import ClusterLimitedLLM, EndpointSlots
+from experiments.engine.ray_engine import connect, stop_workers
+from experiments.engine.shards import shard_root
+from simenv.eventlog import read_table
+from simenv.llm import LLMRequest, Message
+from simenv.metrics import run_metrics
+from tests.ray_helpers import SleepLLM, max_overlap
+
+SECRET = "sk-test-ray-engine-0123456789"
+KILL = '["kill=tests.ray_helpers:FaultyPop"]'
+FAIL = '["fail=tests.ray_helpers:FaultyPop"]'
+BOTH = '["kill=tests.ray_helpers:FaultyPop","fail=tests.ray_helpers:FaultyPop"]'
+TABLES = ("events", "pages", "interviews")
+
+
+@pytest.fixture(scope="module", name="cluster")
+def cluster_fixture():
+    """One local cluster for the module, started the way the engine starts it (API key set beforehand)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("OPENAI_API_KEY", SECRET)
+    if ray.is_initialized():
+        ray.shutdown()
+    connect(RaySection(num_workers=2))
+    yield ray
+    stop_workers()
+    ray.shutdown()
+    patch.undo()
+
+
+@pytest.fixture(scope="module", name="root")
+def root_fixture(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ray_engine")
+    (root / "models.toml").write_text(
+        f'[models.kill]\nmarker = "{root / "kill.marker"}"\nmode = "kill"\n'
+        f'[models.fail]\nmarker = "{root / "fail.marker"}"\nmode = "raise"\n'
+    )
+    return root
+
+
+def flags(root: Path, name: str, policies: str, *extra: str) -> list[str]:
+    """A seconds-long compare: 40 personas of the synthetic data (3 chunks of 16), LLM users on the mock LLM."""
+    return [
+        "--data.dataset", "synthetic",
+        "--data.n-personas", "40",
+        "--data.cache-dir", str(root / "cache"),
+        "--llm.backend", "mock",
+        "--users.embedder", "hashing",
+        "--simulation.pages", "3",
+        "--run.out-dir", str(root / "runs"),
+        "--run.name", name,
+        "--recommenders.config-file", str(root / "models.toml"),
+        "--recommenders.names", policies,
+        *extra,
+    ]  # fmt: skip
+
+
+def assert_same_policy(local: Path, other: Path) -> None:
+    """Same part files byte for byte (hence the same rows in the same order) and the same per-user metrics."""
+    for table in TABLES:
+        a, b = sorted((local / table).iterdir()), sorted((other / table).iterdir())
+        assert [p.name for p in a] == [p.name for p in b], table
+        assert all(filecmp.cmp(x, y, shallow=False) for x, y in zip(a, b, strict=True)), table
+        pd.testing.assert_frame_equal(read_table(local, table), read_table(other, table))
+    pd.testing.assert_frame_equal(run_metrics(local, rng=None, method="t"), run_metrics(other, rng=None, method="t"))
+    assert not shard_root(other).exists()  # merged shards are removed
+
+
+def test_ray_matches_local_with_one_and_two_workers(cluster, root: Path) -> None:
+    policies = '["random","pop"]'
+    app(["compare", *flags(root, "local", policies)])
+    for workers in ("1", "2"):
+        name = f"ray{workers}"
+        app(["compare", *flags(root, name, policies, "--engine", "ray", "--ray.num-workers", workers)])
+        for policy in ("random", "pop"):
+            assert_same_policy(root / "runs/local/policies" / policy, root / "runs" / name / "policies" / policy)
+        local_metrics = pd.read_csv(root / "runs/local/report/metrics.csv")
+        pd.testing.assert_frame_equal(local_metrics, pd.read_csv(root / "runs" / name / "report/metrics.csv"))
+    # the two-worker run was sharded over both workers
+    stats = pd.read_json(root / "runs/ray2/policies/pop/engine.json", typ="series")
+    assert len({s["worker"] for s in stats["shards"]}) == 2 and len(stats["shards"]) == 3
+
+
+def test_killed_worker_is_retried_and_output_identical(cluster, root: Path) -> None:
+    app(["compare", *flags(root, "faults-local", BOTH)])  # faults fire only inside Ray workers
+    assert not (root / "kill.marker").exists()
+    extra = ("--engine", "ray", "--ray.shards-per-worker", "1")
+    app(["compare", *flags(root, "kill", KILL, *extra)])
+    assert (root / "kill.marker").exists()  # a worker died mid-shard (after its first chunk's checkpoint) ...
+    local = root / "runs/faults-local/policies/kill"
+    assert_same_policy(local, root / "runs/kill/policies/kill")  # ... and the retried shard resumed it exactly
+
+
+def test_resume_finishes_a_failed_ray_run(cluster, root: Path) -> None:
+    extra = ("--engine", "ray", "--ray.shards-per-worker", "1")
+    with pytest.raises(SystemExit) as failed:
+        app(["compare", *flags(root, "fail", FAIL, *extra)])
+    assert failed.value.code == 1
+    policy_dir = root / "runs/fail/policies/fail"
+    assert not (policy_dir / "checkpoint.json").exists()
+    assert any(shard_root(policy_dir).glob("*/fail/checkpoint.json"))  # the failed shard's finished chunk stays
+    (root / "fail.marker").touch()  # the fault is fixed
+    app(["resume", str(root / "runs/fail")])
+    assert_same_policy(root / "runs/faults-local/policies/fail", policy_dir)
+
+
+def test_endpoint_limit_holds_across_workers(cluster, root: Path) -> None:
+    """Two processes send 4 concurrent 0.3 s requests each through one endpoint's slots."""
+
+    @ray.remote(num_cpus=0)
+    def client(slots, holder: str, log: str) -> None:
+        request = LLMRequest(messages=(Message("user", "hi"),), template="t", template_version="1")
+        ClusterLimitedLLM(SleepLLM(0.3, log), slots, holder, concurrency=4).complete_batch([request] * 4)
+
+    def peak(limit: int) -> tuple[int, dict]:
+        log = root / f"calls-{limit}.txt"
+        slots = ray.remote(num_cpus=0, max_concurrency=100)(EndpointSlots).remote(limit)
+        ray.get([client.remote(slots, f"w{i}", str(log)) for i in range(2)])
+        intervals = [tuple(map(float, line.split())) for line in log.read_text().splitlines()]
+        assert len(intervals) == 8
+        return max_overlap(intervals), ray.get(slots.stats.remote())
+
+    overlap, stats = peak(2)
+    assert overlap <= 2 and stats["peak"] == 2 and stats["in_flight"] == 0 and stats["granted"] == 8
+    overlap, _ = peak(8)
+    assert overlap > 2  # without the limit the two processes do overlap: the check above can fail
+
+
+def test_local_cluster_is_loopback_only_and_keys_come_from_the_environment(cluster, root: Path) -> None:
+    assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
+    ray_pids = {p.pid for p in psutil.process_iter(["name", "cmdline"]) if "ray" in " ".join(p.info["cmdline"] or [])}
+    listening = [c for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.pid in ray_pids]
+    addresses = {ipaddress.ip_address(c.laddr.ip) for c in listening}
+    assert listening and all((getattr(a, "ipv4_mapped", None) or a).is_loopback for a in addresses), addresses
+
+    @ray.remote(num_cpus=0)
+    def key_in_worker() -> str | None:
+        return os.environ.get("OPENAI_API_KEY")
+
+    assert ray.get(key_in_worker.remote()) == SECRET  # through the job's runtime_env env_vars
+    config = load_config(None, {"engine": "ray", "llm": {"backend": "mock"}})
+    recipe = PolicyRecipe(config, "pop", worker_setup, policy_parts, build_llm)
+    assert SECRET.encode() not in pickle.dumps(recipe)  # what goes to the object store and task arguments
+    assert SECRET not in repr(recipe)

@@ -17,6 +17,9 @@
   with yes_rate the fit sample's (weighted) share of yes answers: an answer that is always the same adds nothing,
   and with b = 0 the decisions are exactly the `fitted` profile's. The probability is scaled to the response
   model's level as the response model's is: clip(scale * sigmoid(logit)).
+- The LLM earns its place: the fitted b is applied only when, out of fold on the validation sample, this rule
+  lowers the weighted log-loss of the response model alone with a user-bootstrap 95% interval above 0; otherwise
+  decisions use b = 0 (the fitted values are still reported). Answers that are noise fail this test.
 - `StackedDecider` is the grounded decider whose watch logits are the stacked ones (the LLM user's page policy
   calls `watch_logits`; the fidelity harness and `simrec validate` read `watch_probability`).
 Test answers are never read here; `simrec validate` scores the stacked probability on TEST.
@@ -32,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import log_loss, roc_auc_score
 
 from agents.config import LLMFeatureConfig
 from agents.decision import GroundedDecider, PersonaPlan
@@ -155,6 +158,34 @@ class StackReport:
     auc_valid_response: float = float("nan")  # out-of-fold, on the (weighted) fit sample
     auc_valid_stacked: float = float("nan")  # the decision rule's (response logit + centred LLM term)
     auc_valid_llm_alone: float = float("nan")
+    logloss_valid_response: float = float("nan")  # out of fold, weighted
+    logloss_valid_stacked: float = float("nan")
+    logloss_gain_ci_low: float = float("nan")  # 2.5% user-bootstrap quantile of (response - stacked) log-loss
+    applied: bool = False  # True when the LLM's weight is applied to decisions (it lowered the log-loss)
+
+
+def _gain_lower_bound(
+    y: np.ndarray,
+    base: np.ndarray,
+    stacked: np.ndarray,
+    w: np.ndarray,
+    user_of: np.ndarray,
+    seed: int,
+    n_boot: int = 1000,
+) -> float:
+    """2.5% quantile over a user bootstrap (seeded) of the weighted log-loss the stacked logits save."""
+
+    def row_loss(z: np.ndarray) -> np.ndarray:  # -log P(y | z), stable
+        return np.logaddexp(0.0, z) - y * z
+
+    gain = np.bincount(user_of, weights=w * (row_loss(base) - row_loss(stacked)))
+    weight = np.bincount(user_of, weights=w)
+    pick = np.random.default_rng([seed, 59]).integers(0, gain.size, (n_boot, gain.size))
+    return float(np.quantile(gain[pick].sum(axis=1) / weight[pick].sum(axis=1), 0.025))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
 
 
 def _auc(y: np.ndarray, score: np.ndarray, weight: np.ndarray) -> float:
@@ -194,7 +225,7 @@ class LLMStack:
             llm_watch = np.nan_to_num(answer, nan=self.fill)
             base = response_logit_valid(self.response, persona, items)
             z = self.weights_for(persona).decision_logit(base, llm_watch, self.fill)
-            p_valid = 1.0 / (1.0 + np.exp(-z))
+            p_valid = _sigmoid(z)
             out.append(np.clip(self.response.config.scale * p_valid, 1.0 - MAX_WATCH, MAX_WATCH))
         return out
 
@@ -297,6 +328,11 @@ def fit_llm_stack(
         weights.append(sw)
         stacked_oof[score_rows] = sw.decision_logit(base[score_rows], x_llm[score_rows], fill)
         fold_rows.append({"fold": fold, "a": sw.a, "b": sw.b, "c": sw.c, "n_pairs": int(fit_rows.sum())})
+    loss_response = log_loss(y, _sigmoid(base), sample_weight=w)
+    loss_stacked = log_loss(y, _sigmoid(stacked_oof), sample_weight=w)
+    user_of = np.concatenate([np.full(len(s[1]), i) for i, s in enumerate(sample)])
+    gain_low = _gain_lower_bound(y, base, stacked_oof, w, user_of, config.seed)
+    applied = bool(gain_low > 0)
     report = StackReport(
         n_users=len(sample),
         n_pairs=int(y.size),
@@ -309,9 +345,14 @@ def fit_llm_stack(
         auc_valid_response=_auc(y, base, w),
         auc_valid_stacked=_auc(y, stacked_oof, w),
         auc_valid_llm_alone=_auc(y, x_llm, w),
+        logloss_valid_response=float(loss_response),
+        logloss_valid_stacked=float(loss_stacked),
+        logloss_gain_ci_low=gain_low,
+        applied=applied,
     )
     log.info("llm feature stack fitted: %s", report)
-    return LLMStack(response, answers, dict(response.folds), weights, fill, report)
+    used = weights if applied else [replace(sw, b=0.0) for sw in weights]
+    return LLMStack(response, answers, dict(response.folds), used, fill, report)
 
 
 @dataclass(frozen=True, eq=False)

@@ -269,16 +269,18 @@ def print_headline(console: Console, result: dict) -> None:
 
 
 def llm_headline(block: dict) -> str:
-    """One line: the LLM feature's fitted weights and what it changes (AUC, expected rank agreement)."""
-    w, auc = block["fit"]["weights"], block["auc_watch_test"]
+    """One line: the LLM feature's fitted weights, whether b is applied, and what it changes (AUC, rank agreement)."""
+    fit, auc = block["fit"], block["auc_watch_test"]
+    w = fit["weights"]
     spearman = block["expected_spearman"]
     view, like = spearman["p_view_vs_real_hit"], spearman["p_like_vs_real_like"]
+    applied = "applied" if fit["applied"] else "NOT applied"
     return (
         f"LLM feature: logit P = {w['a']:.2f} * logit P_response {w['b']:+.2f} * llm_watch {w['c']:+.2f} "
-        f"(LLM yes rate {block['fit']['llm_yes_rate']:.2f}); validation AUC {block['fit']['auc_valid_response']:.3f} "
-        f"-> {block['fit']['auc_valid_stacked']:.3f}; test AUC {auc['response']:.3f} -> {auc['stacked']:.3f}; "
+        f"(LLM yes rate {fit['llm_yes_rate']:.2f}; b {applied}: validation log-loss gain 95% low "
+        f"{fit['logloss_gain_ci_low']:+.4f}); validation AUC {fit['auc_valid_response']:.3f} -> "
+        f"{fit['auc_valid_stacked']:.3f}; test AUC {auc['response']:.3f} -> {auc['stacked']:.3f}; "
         f"expected Spearman P_view~real hit Pop+CF {view['response']['pop_cf']:+.2f} -> "
-        f"{view['stacked']['pop_cf']:+.2f}, "
-        f"all {view['response']['all']:+.2f} -> {view['stacked']['all']:+.2f}; P_like~real like Pop+CF "
-        f"{like['response']['pop_cf']:+.2f} -> {like['stacked']['pop_cf']:+.2f}"
+        f"{view['stacked']['pop_cf']:+.2f}, all {view['response']['all']:+.2f} -> {view['stacked']['all']:+.2f}; "
+        f"P_like~real like Pop+CF {like['response']['pop_cf']:+.2f} -> {like['stacked']['pop_cf']:+.2f}"
     )

@@ -112,6 +112,12 @@ def llm_feature_lines(block: dict) -> list[str]:
         f"cross-fitted over user folds. LLM yes rate {fit['llm_yes_rate']:.2f}; unusable answers: "
         f"{fit['n_failed_items']} in the fit, {fit['run_failed_items']} of {fit['run_answers']} in the run.",
         "",
+        "Decisions use logit P_response + b * (llm_watch - yes rate) (a, c not applied); b is applied only when it "
+        "lowers the out-of-fold validation log-loss with a user-bootstrap 95% interval above 0: here "
+        f"{'APPLIED' if fit['applied'] else 'NOT applied (b = 0, decisions as fitted)'}, log-loss "
+        f"{fit['logloss_valid_response']:.4f} -> {fit['logloss_valid_stacked']:.4f}, gain 95% low "
+        f"{fit['logloss_gain_ci_low']:+.4f}.",
+        "",
         "| fold | a | b (LLM) | c | fit pairs |",
         "|---|---|---|---|---|",
     ]

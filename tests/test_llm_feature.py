@@ -119,6 +119,7 @@ def test_planted_signal_gets_positive_weight_and_raises_auc(world) -> None:
     assert llm.n_page_calls == report.n_llm_calls <= -(-report.n_pairs // FEATURE.probe_page_size) + len(world[1])
     assert all(f["b"] > 1.0 for f in report.folds), report.folds  # true log-odds ratio of the plant: ln 16 = 2.8
     assert report.auc_valid_stacked > report.auc_valid_response + 0.03
+    assert report.applied and report.logloss_valid_stacked < report.logloss_valid_response
     base_auc, stacked_auc = test_auc(world, stack)
     assert stacked_auc > base_auc + 0.03, (base_auc, stacked_auc)
 
@@ -127,14 +128,18 @@ def test_uninformative_answer_gets_no_weight_and_leaves_auc(world) -> None:
     stack = fit(world, AnswerLLM(lambda user, item, rng: True))
     assert stack.report.llm_yes_rate == 1.0
     assert all(abs(f["b"]) < 0.05 for f in stack.report.folds), stack.report.folds
+    assert not stack.report.applied
     base_auc, stacked_auc = test_auc(world, stack)
     assert stacked_auc == base_auc, (base_auc, stacked_auc)  # a constant answer leaves every decision as fitted's
 
 
 def test_noise_answer_gets_near_zero_weight(world) -> None:
-    """Answers independent of the user's real items (a coin flip) earn a weight near 0, far below the plant's."""
+    """Answers independent of the user's real items (a coin flip) earn a weight near 0, far below the plant's,
+    and do not earn a place in the decisions (out-of-fold validation log-loss not lowered)."""
     stack = fit(world, AnswerLLM(lambda user, item, rng: rng.random() < 0.5))
     assert abs(stack.report.weights["b"]) < 0.5, stack.report.folds
+    assert not stack.report.applied, (stack.report.logloss_valid_response, stack.report.logloss_valid_stacked)
+    assert all(w.b == 0.0 for w in stack.weights)
 
 
 def test_llm_user_decides_by_the_stacked_weights(world) -> None:

@@ -14,8 +14,9 @@ import pandas as pd
 from rich.console import Console
 
 from agents.fidelity import discrimination, rating_fidelity
-from experiments.build import UserModelFactory, build_llm, build_world
+from experiments.build import UserModelFactory, build_llm, build_world, worker_setup
 from experiments.config import ExperimentConfig
+from simenv.llm import LLM
 
 AGENT4REC = {1: (0.6912, 0.6982), 9: (0.6175, 0.3232)}  # published (accuracy, F1), gpt-3.5, ML-1M
 
@@ -34,6 +35,14 @@ def score_profile(config: ExperimentConfig, users: UserModelFactory, profile: st
     ]
 
 
+def profile_rows(users: UserModelFactory, llm: LLM | None, profile: str) -> list[dict]:
+    """`score_profile` on an engine worker, with the LLM that worker built (profiles are seeded alike, so a profile
+    scores the same on any worker)."""
+    if users.llm is None:
+        users.llm = llm
+    return score_profile(users.config, users, profile)
+
+
 def run_fidelity(config: ExperimentConfig, console: Console | None = None) -> pd.DataFrame:
     """Score every configured profile on `fidelity.n_personas` personas; print and write the table."""
     console = console or Console()
@@ -42,10 +51,17 @@ def run_fidelity(config: ExperimentConfig, console: Console | None = None) -> pd
     world = build_world(config)
     needs_llm = any(p != "fast" for p in config.fidelity.profiles)
     users = UserModelFactory(config, world, build_llm(config) if needs_llm else None)
-    rows = []
-    for profile in config.fidelity.profiles:
-        console.print(f"scoring {profile} on {len(world.personas)} personas of {world.dataset.name}")
-        rows.extend(score_profile(config, users, profile))
+    rows: list[dict] = []
+    if config.engine == "ray":  # one task per profile, spread over the workers
+        console.print(f"scoring {', '.join(config.fidelity.profiles)} on {len(world.personas)} personas (ray)")
+        parts = world.engine.map(  # type: ignore[attr-defined]
+            worker_setup, config, profile_rows, list(config.fidelity.profiles), build_llm if needs_llm else None
+        )
+        rows = [row for part in parts for row in part]
+    else:
+        for profile in config.fidelity.profiles:
+            console.print(f"scoring {profile} on {len(world.personas)} personas of {world.dataset.name}")
+            rows.extend(score_profile(config, users, profile))
     table = pd.DataFrame(rows)
     out = Path(config.run.out_dir) / config.run.name
     out.mkdir(parents=True, exist_ok=True)

@@ -164,3 +164,21 @@ def test_local_cluster_is_loopback_only_and_keys_come_from_the_environment(clust
     recipe = PolicyRecipe(config, "pop", worker_setup, policy_parts, build_llm)
     assert SECRET.encode() not in pickle.dumps(recipe)  # what goes to the object store and task arguments
     assert SECRET not in repr(recipe)
+
+
+def test_fidelity_and_population_on_ray_match_local(cluster, root: Path, capsys) -> None:
+    """The fidelity harness shards by profile and the population by loop variant: same tables as local."""
+    base = flags(root, "x", '["pop"]')[:-4]  # without --run.name / --recommenders.names
+    fidelity = ["--fidelity.n-personas", "12", "--fidelity.profiles", '["fast","grounded"]', "--fidelity.ratios", "[1]"]
+    population = ["--population.rounds", "2", "--population.recommender", "pop"]
+    for command, extra, output in (("fidelity", fidelity, "fidelity.csv"), ("population", population, "population")):
+        app([command, *base, *extra, "--run.name", f"{command}-local"])
+        capsys.readouterr()
+        app([command, *base, *extra, "--run.name", f"{command}-ray", "--engine", "ray"])
+        assert "(ray)" in capsys.readouterr().out  # the work went to the workers
+        local, other = root / "runs" / f"{command}-local" / output, root / "runs" / f"{command}-ray" / output
+        if command == "fidelity":
+            pd.testing.assert_frame_equal(pd.read_csv(local), pd.read_csv(other))
+        else:
+            pd.testing.assert_frame_equal(pd.read_parquet(local), pd.read_parquet(other))
+            assert set(pd.read_parquet(other)["variant"]) == {"closed loop", "open loop"}

@@ -24,6 +24,7 @@ from experiments.engine.base import PolicyRecipe, SessionWorld, Setup
 from experiments.engine.limits import NAMESPACE, EndpointSlots, slots_name
 from experiments.engine.shards import ShardResult, is_complete, merge_shards, plan_shards, shard_root
 from experiments.engine.worker import ShardWorker
+from simenv.llm import LLM
 from simenv.protocols import PagePolicy, UserModel
 from simenv.runner import RunSummary
 
@@ -80,6 +81,7 @@ class EngineStats:
     shards: list[ShardResult] = field(default_factory=list)
     merge_s: float = 0.0
     wall_s: float = 0.0
+    dispatch_s: dict[int, float] = field(default_factory=dict)  # shard -> seconds from submission to its start
 
 
 class _Pool:
@@ -105,7 +107,7 @@ def write_stats(policy_dir: Path, stats: EngineStats) -> None:
         "engine": "ray",
         "wall_s": round(stats.wall_s, 3),
         "merge_s": round(stats.merge_s, 3),
-        "shards": [asdict(r) for r in stats.shards],
+        "shards": [asdict(r) | {"dispatch_s": round(stats.dispatch_s[r.index], 3)} for r in stats.shards],
     }
     tmp = policy_dir / ".engine.json.tmp"
     tmp.write_text(json.dumps(payload, indent=2))
@@ -195,9 +197,15 @@ class RayEngine:
         ray = import_ray()
         recipe_ref = ray.put(recipe)
         results: list[ShardResult] = []
+        submitted: dict[int, float] = {}
+
+        def submit(actor: Any, shard: Any) -> Any:
+            submitted[shard.index] = time.time()
+            return actor.run_shard.remote(recipe_ref, shard, run)
+
         done = pages = 0
         try:
-            for result in run_on_pool(self.workers(), lambda a, s: a.run_shard.remote(recipe_ref, s, run), shards):
+            for result in run_on_pool(self.workers(), submit, shards):
                 results.append(result)
                 shard = shards[result.index]
                 done += min(n, shard.end_chunk * batch_size) - shard.first_chunk * batch_size
@@ -210,13 +218,27 @@ class RayEngine:
         merge_start = time.perf_counter()
         merge_shards(policy_dir, shards, n)
         end = time.perf_counter()
-        self.last = EngineStats(sorted(results, key=lambda r: r.index), end - merge_start, end - start)
+        dispatch = {r.index: r.started - submitted[r.index] for r in results}
+        self.last = EngineStats(sorted(results, key=lambda r: r.index), end - merge_start, end - start, dispatch)
         write_stats(policy_dir, self.last)
         return RunSummary(policy_dir, n, 0, pages)
 
-    def map(self, setup: Setup, config: ExperimentConfig, fn: Callable[[Any, Any], Any], items: list[Any]) -> list:
-        """`[fn(setup(config, None), item) for item in items]` on the workers (each builds the context once)."""
-        results = dict(run_on_pool(self.workers(), lambda a, item: a.call.remote(setup, config, fn, item), items, True))
+    def map(
+        self,
+        setup: Setup,
+        config: ExperimentConfig,
+        fn: Callable[[Any, LLM | None, Any], Any],
+        items: list[Any],
+        make_llm: Callable[[ExperimentConfig], LLM] | None = None,
+    ) -> list:
+        """`[fn(setup(config, None), make_llm(config), item) for item in items]` on the workers, results in order;
+        each worker builds its context and LLM once. For work split into independent, identically seeded units
+        (the fidelity harness's profiles, the population's loop variants)."""
+
+        def submit(actor: Any, item: Any) -> Any:
+            return actor.call.remote(setup, config, fn, item, make_llm)
+
+        results = dict(run_on_pool(self.workers(), submit, items, indexed=True))
         return [results[i] for i in range(len(items))]
 
 

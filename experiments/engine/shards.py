@@ -50,6 +50,7 @@ class ShardResult:
     run_s: float
     worker: int
     attempt_pid: int
+    started: float  # wall clock (time.time) when the worker began the shard
 
 
 def shard_root(policy_dir: Path) -> Path:

@@ -83,7 +83,7 @@ class ShardWorker:
 
     def run_shard(self, recipe: PolicyRecipe, shard: Shard, run: Mapping[str, Any]) -> ShardResult:
         """Run `shard` of `recipe`'s policy with the runner settings `run`; resume it if it was started before."""
-        start = time.perf_counter()
+        started, start = time.time(), time.perf_counter()
         context = self.context(recipe.setup, recipe.config, recipe.n_personas)
         base = self.llm(recipe.make_llm, recipe.config) if recipe.make_llm is not None else None
         key = recipe.key() + "|" + recipe.policy
@@ -113,11 +113,20 @@ class ShardWorker:
             run_s=time.perf_counter() - built,
             worker=self.index,
             attempt_pid=os.getpid(),
+            started=started,
         )
 
-    def call(self, setup: Callable[[ExperimentConfig, int | None], WorkerContext], config, fn, item) -> Any:
-        """`fn(context, item)` with this worker's context for `config` (built once): a command's unit of work."""
-        return fn(self.context(setup, config, None), item)
+    def call(self, setup: Callable[[ExperimentConfig, int | None], WorkerContext], config, fn, item, make_llm) -> Any:
+        """`fn(context, llm, item)` with this worker's context and LLM for `config` (built once; the LLM None when
+        `make_llm` is): a command's unit of work."""
+        llm = self.llm(make_llm, config) if make_llm is not None else None
+        return fn(self.context(setup, config, None), llm, item)
 
     def ping(self) -> int:
         return os.getpid()
+
+    def peak_rss_mb(self) -> float:
+        """This worker process's peak resident memory (MB)."""
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,16 +1,18 @@
 """Cost growth with the population size (issue 18), each figure measured in a fresh child process (its own peak
 memory), ratios within this one run.
 
-    .venv/bin/python -m benchmarks.bench_scale [--quick] [--dataset ml-100k] [--chunk 10000] [--no-ray]
+    .venv/bin/python -m benchmarks.bench_scale [--quick] [--dataset ml-100k] [--chunk 10000] [--sizes ...]
+        [--no-ray] [--ray-args '...']
 
 1. Fast users through the vector path: a synthetic population (`simenv.synthetic_population.draw_population`,
-   members drawn with replacement from the real personas, seed 0) of 1k / 10k / 100k members, one session of up to
-   5 pages of 4 items each, run `--chunk` sessions at a time (`FastRecVectorEnv(population=..., autoreset_mode=
-   "Disabled")`, `reset(options={"users": ids})`), the policy showing each session's best remaining candidates
-   (the candidate set is ordered by popularity). Wall and CPU time from the first reset to the last page (the
-   world and the env are built before), seconds per 1k members (linear growth = the same figure at every size),
-   peak RSS of the process. Then 100k members as ONE batch of 100k sessions (what the env allowed before
-   populations): the same work, its memory.
+   members drawn with replacement from the real personas, seed 0) of 1k / 10k / 100k members (`--sizes`, e.g.
+   `1000,10000,100000,1000000`), one session of up to 5 pages of 4 items each, run `--chunk` sessions at a time
+   (`FastRecVectorEnv(population=..., autoreset_mode="Disabled")`, `reset(options={"users": ids})`), the policy
+   showing each session's best remaining candidates (the candidate set is ordered by popularity). Wall and CPU
+   time from the first reset to the last page (the world and the env are built before), peak RSS of the
+   process; each size against the one before (linear growth: time grows as the members do). Then the largest
+   size up to 100k as ONE batch of that many sessions (what the env allowed before populations): the same work,
+   its memory.
 2. Grounded persona users (`LLMUserModel`, profile `grounded`, mock LLM, hashing embedder) through
    `simenv.runner.run_sessions` against Pop: 100 and 1k members x 5 pages. Per size, pages decided in one batch
    (`batch_decisions=True`, the default) and page by page (the reference, the code before the batched path):
@@ -185,30 +187,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--chunk", type=int, default=10_000, help="fast-user sessions stepped at once")
+    parser.add_argument("--sizes", default="1000,10000,100000", help="fast-user population sizes, comma-separated")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray figures")
     parser.add_argument("--ray-args", default=None, help="arguments passed to bench_ray (one shell-quoted string)")
     args = parser.parse_args(argv)
     print(f"machine: {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}; dataset {args.dataset}")
 
-    sizes = (1_000, 10_000) if args.quick else (1_000, 10_000, 100_000)
+    sizes = tuple(int(x) for x in args.sizes.split(","))
+    if args.quick:
+        sizes = tuple(n for n in sizes if n <= 10_000) or (1_000,)
     print(f"\n1. fast users, vector path, one session of <= {PAGES} pages x {PAGE_SIZE} items per member, "
           f"{args.chunk:,} sessions at a time")  # fmt: skip
     fast = [in_child(fast_population, n, args.chunk, args.dataset) for n in sizes]
-    wall0, cpu0 = (fast[0][key] / fast[0]["members"] * 1000 for key in ("wall", "cpu"))
-    for r in fast:
-        wall_k, cpu_k = (r[key] / r["members"] * 1000 for key in ("wall", "cpu"))
-        print(f"  {r['members']:>7,} members: {r['wall']:6.2f} s wall, {r['cpu']:6.2f} s CPU, {r['pages']:>7,} pages "
-              f"({r['pages'] / r['wall']:,.0f} pages/s wall); per 1k members {wall_k:.3f} s wall, {cpu_k:.3f} s CPU "
-              f"({wall_k / wall0:.2f}x / {cpu_k / cpu0:.2f}x the 1k figures); peak RSS {r['peak_mb']:,.0f} MB "
-              f"(before the run {r['base_mb']:,.0f} MB)")  # fmt: skip
-    big = sizes[-1]
+    for k, r in enumerate(fast):
+        growth = ""
+        if k:  # linear growth: time grows as the members do
+            prev = fast[k - 1]
+            growth = (f"; {r['members'] / prev['members']:.0f}x the members of the line above: wall "
+                      f"{r['wall'] / prev['wall']:.1f}x, CPU {r['cpu'] / prev['cpu']:.1f}x")  # fmt: skip
+        print(f"  {r['members']:>9,} members: {r['wall']:6.2f} s wall, {r['cpu']:6.2f} s CPU, {r['pages']:>9,} pages "
+              f"({r['pages'] / r['wall']:,.0f} pages/s wall), peak RSS {r['peak_mb']:,.0f} MB (before the run "
+              f"{r['base_mb']:,.0f} MB){growth}")  # fmt: skip
+    last = max(fast, key=lambda r: r["members"] if r["members"] <= 100_000 else 0)
+    big = last["members"]
     one = in_child(fast_population, big, big, args.dataset)
-    last = fast[-1]
     print(f"  {big:>7,} members as one batch of {big:,} sessions: {one['wall']:6.2f} s wall, {one['cpu']:.2f} s CPU "
           f"({one['wall'] / last['wall']:.2f}x / {one['cpu'] / last['cpu']:.2f}x the chunked run), peak RSS "
           f"{one['peak_mb']:,.0f} MB ({one['peak_mb'] / last['peak_mb']:.2f}x)")  # fmt: skip
-    print(f"  target: 100,000 members x 5 pages in <= 60 s wall on 2 cores; measured {last['wall']:.2f} s for "
-          f"{last['members']:,}")  # fmt: skip
+    print(f"  target: 100,000 members x 5 pages in <= 60 s wall on 2 cores; measured {last['wall']:.2f} s wall for "
+          f"{big:,}")  # fmt: skip
 
     grounded_sizes = (100, 300) if args.quick else (100, 1_000)
     print(f"\n2. grounded persona users (mock LLM, hashing embedder), Pop, {PAGES} pages x {PAGE_SIZE} items")

@@ -165,19 +165,21 @@ def grounded_population(n_members: int, dataset: str, batched: bool, profile: st
 
 
 def ray_figures(ray_args: list[str] | None) -> None:
-    """The Ray engine's benchmark (another module), or why it is skipped."""
+    """The Ray engine's benchmark (another module, its own defaults unless `ray_args`), or why it is skipped."""
     try:
         import ray  # noqa: F401
     except ImportError as exc:
         print(f"ray: skipped (ray is not installed: {exc}; pip install 'simrec[ray]')")
         return
     try:
-        from benchmarks.bench_ray import run_ray_benchmark
+        from benchmarks import bench_ray
     except ImportError as exc:
         print(f"ray: skipped (benchmarks.bench_ray is not available: {exc})")
         return
-    result = run_ray_benchmark(ray_args)
-    print("ray (benchmarks.bench_ray):")
+    parse = getattr(bench_ray, "parse_args", None)
+    options = parse(ray_args or []) if parse is not None else None
+    result = bench_ray.run_ray_benchmark(options)
+    print(f"ray (benchmarks.bench_ray {' '.join(ray_args or [])}):")
     for key, value in result.items():
         print(f"  {key}: {value}")
 

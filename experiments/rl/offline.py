@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from simenv.offline_rl import export_rollouts
 from simenv.policies import EnvPolicy, RandomPolicy, RecommenderPolicy
 from simenv.protocols import Recommender
 
@@ -55,8 +56,8 @@ def _d3rlpy() -> Any:
         import structlog
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError(
-            "offline RL needs d3rlpy: `make setup`, or pip install --no-deps d3rlpy==2.8.1 plus the "
-            "'offline-rl' extra (pip install -e '.[offline-rl]'; d3rlpy pins an older gymnasium, hence --no-deps)"
+            "offline RL needs d3rlpy: `make setup`, or pip install -e '.[rl]' then pip install --no-deps "
+            "d3rlpy==2.8.1 (it pins gymnasium==1.0.0, older than simenv needs, hence --no-deps)"
         ) from exc
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     return d3rlpy
@@ -100,8 +101,6 @@ def export_behaviour(
 ) -> Path:
     """Record `n_episodes` sessions of each policy in `env` as Minari dataset `dataset_id` under `directory`
     (replacing an earlier one there); returns the dataset's directory."""
-    from simenv.offline_rl import export_rollouts
-
     shutil.rmtree(directory / dataset_id, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
     with minari_root(directory), warnings.catch_warnings():

@@ -19,7 +19,8 @@
   model's level as the response model's is: clip(scale * sigmoid(logit)).
 - The LLM earns its place: the fitted b is applied only when, out of fold on the validation sample, this rule
   lowers the weighted log-loss of the response model alone with a user-bootstrap 95% interval above 0; otherwise
-  decisions use b = 0 (the fitted values are still reported). Answers that are noise fail this test.
+  decisions are the response model's and ask the LLM nothing (the fitted values and the candidate rule's scores
+  are still reported). Answers that are noise fail this test.
 - `StackedDecider` is the grounded decider whose watch logits are the stacked ones (the LLM user's page policy
   calls `watch_logits`; the fidelity harness and `simrec validate` read `watch_probability`).
 Test answers are never read here; `simrec validate` scores the stacked probability on TEST.
@@ -204,20 +205,26 @@ class LLMStack:
         folds: dict[int, int],
         weights: list[StackWeights],
         fill: float,
-        report: StackReport,
+        report: StackReport | None,
+        applied: bool = True,
     ) -> None:
         self.response = response
         self.answers = answers
         self.folds = folds
-        self.weights = weights
+        self.weights = weights  # as fitted, per fold
         self.fill = fill
         self.report = report
+        self.applied = applied  # False: decisions use the response model alone and never ask the LLM
 
     def weights_for(self, persona: Persona) -> StackWeights:
         return self.weights[self.folds.get(persona.user_id, persona.user_id % len(self.weights))]
 
-    def probabilities(self, asks: Sequence[tuple[Persona, Sequence[int]]]) -> list[np.ndarray]:
-        """Stacked watch probabilities at the response model's level, one batched LLM call for missing answers."""
+    def probabilities(self, asks: Sequence[tuple[Persona, Sequence[int]]], candidate: bool = False) -> list[np.ndarray]:
+        """Watch probabilities at the response model's level for decisions: stacked (batched LLM calls for the
+        missing answers) when the weight is applied, else the response model's own. `candidate` = the stacked
+        ones with the fitted weights whether applied or not (what `simrec validate` reports)."""
+        if not (self.applied or candidate):
+            return [self.base_probability(persona, ids) for persona, ids in asks]
         llm = self.answers.get(asks)
         out = []
         for (persona, ids), answer in zip(asks, llm, strict=True):
@@ -351,8 +358,7 @@ def fit_llm_stack(
         applied=applied,
     )
     log.info("llm feature stack fitted: %s", report)
-    used = weights if applied else [replace(sw, b=0.0) for sw in weights]
-    return LLMStack(response, answers, dict(response.folds), used, fill, report)
+    return LLMStack(response, answers, dict(response.folds), weights, fill, report, applied)
 
 
 @dataclass(frozen=True, eq=False)
@@ -400,7 +406,8 @@ class StackedDecider(GroundedDecider):
         `leave`, the same draws in the same order) after ONE batched LLM call for the batch's unasked items: the
         stacked logits come from per-(persona, item) answers, not from the plan table the base class gathers."""
         b, width = item_ids.shape
-        self.stack.answers.get([(p, item_ids[i, : sizes[i]]) for i, p in enumerate(personas)])
+        if self.stack.applied:
+            self.stack.answers.get([(p, item_ids[i, : sizes[i]]) for i, p in enumerate(personas)])
         watched = np.zeros((b, width), dtype=bool)
         stars = np.zeros((b, width), dtype=np.int64)
         left = np.zeros(b, dtype=bool)

@@ -131,18 +131,23 @@ def watch_probabilities(user_model: Any, world: World, events: pd.DataFrame) -> 
 
 
 def response_columns(user_model: Any, world: World, events: pd.DataFrame, seed: int) -> dict[str, np.ndarray]:
-    """For a profile with `llm_feature`: the response model's own watch probability (the `fitted` profile's) and
-    whether the rating plan likes each shown item if watched (for the expected P_like)."""
+    """For a profile with `llm_feature`: the response model's own watch probability (the `fitted` profile's), the
+    stacked one with the fitted LLM weight (applied or not: one batched LLM call for unasked pairs), and whether
+    the rating plan likes each shown item if watched (for the expected P_like)."""
     decider = user_model.decider
     base, like = np.full(len(events), np.nan), np.zeros(len(events))
     items = events["item"].to_numpy(np.int64)
-    for user, rows in events.groupby("user").indices.items():
-        persona = world.personas[int(user)]
-        base[rows] = decider.stack.base_probability(persona, items[rows])
+    groups = events.groupby("user").indices
+    asks = [(world.personas[int(user)], items[rows]) for user, rows in groups.items()]
+    candidate = np.full(len(events), np.nan)
+    stacked = decider.stack.probabilities(asks, candidate=True)
+    for (persona, ids), rows, p in zip(asks, groups.values(), stacked, strict=True):
+        candidate[rows] = p
+        base[rows] = decider.stack.base_probability(persona, ids)
         rating = decider.plan(persona).rating
-        stars = rating.stars(rating.prediction[items[rows]], np.random.default_rng([seed, int(user), 53]))
+        stars = rating.stars(rating.prediction[ids], np.random.default_rng([seed, persona.user_id, 53]))
         like[rows] = stars >= 4
-    return {"response_watch_probability": base, "like_if_watched": like}
+    return {"response_watch_probability": base, "llm_candidate_probability": candidate, "like_if_watched": like}
 
 
 def run_validate(config: ExperimentConfig, console: Console | None = None, resume: bool = False) -> Path:

@@ -184,17 +184,18 @@ def score_validity(
 def llm_contribution(labelled: pd.DataFrame, pop_cf: Sequence[str], fit: Mapping) -> dict:
     """What the stacked LLM answer changes on the same shown pairs (profiles with `llm_feature`).
 
-    `labelled` needs `watch_probability` (stacked), `response_watch_probability` (the response model alone, i.e.
-    the `fitted` profile's) and `like_if_watched` (the rating plan's stars >= 4). Reports the fit (weights, its
-    out-of-fold validation AUCs), the pooled TEST AUC of both probabilities, and the Spearman with real hit / like
-    of the per-policy EXPECTED P_view (mean watch probability) and P_like (times like_if_watched): a paired,
-    sampling-free comparison of the two decision rules on identical pages.
+    `labelled` needs `llm_candidate_probability` (stacked with the fitted LLM weight, whether or not the weight
+    was applied to the run's decisions), `response_watch_probability` (the response model alone, i.e. the
+    `fitted` profile's) and `like_if_watched` (the rating plan's stars >= 4). Reports the fit (weights, its
+    out-of-fold validation scores, whether b was applied), the pooled TEST AUC of both probabilities, and the
+    Spearman with real hit / like of the per-policy EXPECTED P_view (mean watch probability) and P_like (times
+    like_if_watched): a paired, sampling-free comparison of the two decision rules on identical pages.
     """
     frame = labelled.assign(
-        like_stacked=labelled["watch_probability"] * labelled["like_if_watched"],
+        like_stacked=labelled["llm_candidate_probability"] * labelled["like_if_watched"],
         like_response=labelled["response_watch_probability"] * labelled["like_if_watched"],
     )
-    columns = ["watch_probability", "response_watch_probability", "like_stacked", "like_response", "in_test"]
+    columns = ["llm_candidate_probability", "response_watch_probability", "like_stacked", "like_response", "in_test"]
     per_policy = frame.groupby(["policy", "user"])[columns + ["test_like"]].mean().groupby("policy").mean()
     policies = list(per_policy.index)
     sub = [p for p in policies if p in pop_cf]
@@ -208,7 +209,7 @@ def llm_contribution(labelled: pd.DataFrame, pop_cf: Sequence[str], fit: Mapping
         )
         return out
 
-    auc_stacked = auc_watch(labelled)
+    auc_stacked = auc_watch(labelled, "llm_candidate_probability")
     auc_response = auc_watch(labelled, "response_watch_probability")
     return {
         "fit": dict(fit),
@@ -216,7 +217,7 @@ def llm_contribution(labelled: pd.DataFrame, pop_cf: Sequence[str], fit: Mapping
         "expected_spearman": {
             "p_view_vs_real_hit": {
                 "response": spearman("response_watch_probability", "in_test"),
-                "stacked": spearman("watch_probability", "in_test"),
+                "stacked": spearman("llm_candidate_probability", "in_test"),
             },
             "p_like_vs_real_like": {
                 "response": spearman("like_response", "test_like"),
@@ -226,7 +227,7 @@ def llm_contribution(labelled: pd.DataFrame, pop_cf: Sequence[str], fit: Mapping
         "expected_p_view": {
             p: {
                 "response": float(per_policy.loc[p, "response_watch_probability"]),
-                "stacked": float(per_policy.loc[p, "watch_probability"]),
+                "stacked": float(per_policy.loc[p, "llm_candidate_probability"]),
             }
             for p in policies
         },

@@ -136,10 +136,17 @@ def test_uninformative_answer_gets_no_weight_and_leaves_auc(world) -> None:
 def test_noise_answer_gets_near_zero_weight(world) -> None:
     """Answers independent of the user's real items (a coin flip) earn a weight near 0, far below the plant's,
     and do not earn a place in the decisions (out-of-fold validation log-loss not lowered)."""
-    stack = fit(world, AnswerLLM(lambda user, item, rng: rng.random() < 0.5))
+    llm = AnswerLLM(lambda user, item, rng: rng.random() < 0.5)
+    stack = fit(world, llm)
     assert abs(stack.report.weights["b"]) < 0.5, stack.report.folds
     assert not stack.report.applied, (stack.report.logloss_valid_response, stack.report.logloss_valid_stacked)
-    assert all(w.b == 0.0 for w in stack.weights)
+    persona, calls = next(iter(world[1].values())), llm.n_page_calls
+    ids = np.setdiff1d(np.arange(40), persona.train_items)
+    assert np.array_equal(stack.probability(persona, ids), stack.base_probability(persona, ids))  # fitted's
+    assert llm.n_page_calls == calls  # decisions without the weight never ask the LLM
+    assert not np.array_equal(
+        stack.probabilities([(persona, ids)], candidate=True)[0], stack.base_probability(persona, ids)
+    )
 
 
 def test_llm_user_decides_by_the_stacked_weights(world) -> None:
@@ -212,7 +219,8 @@ def test_validate_reports_the_llm_feature(tmp_path) -> None:
     assert len(fit["folds"]) == 2 and {"a", "b", "c"} <= set(fit["weights"])
     assert 0 < fit["n_positive"] < fit["n_pairs"] <= FEATURE.n_users * (FEATURE.max_positives + FEATURE.n_negatives)
     assert fit["run_answers"] >= fit["n_pairs"]  # the fit's answers plus the shown pairs'
-    assert block["auc_watch_test"]["stacked"] == result["auc_watch_test"]  # the decisions' own probability
+    decisions = "stacked" if fit["applied"] else "response"  # the decisions' own probability
+    assert block["auc_watch_test"][decisions] == pytest.approx(result["auc_watch_test"], abs=1e-6)
     assert 0.5 < block["auc_watch_test"]["response"] <= 1.0
     for key in ("p_view_vs_real_hit", "p_like_vs_real_like"):
         assert set(block["expected_spearman"][key]) == {"response", "stacked"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import filecmp
 import ipaddress
+import json
 import os
 import pickle
 from pathlib import Path
@@ -34,6 +35,7 @@ KILL = '["kill=tests.ray_helpers:FaultyPop"]'
 FAIL = '["fail=tests.ray_helpers:FaultyPop"]'
 BOTH = '["kill=tests.ray_helpers:FaultyPop","fail=tests.ray_helpers:FaultyPop"]'
 TABLES = ("events", "pages", "interviews")
+EXTERNAL = "policies/rank/external.json"
 
 
 @pytest.fixture(scope="module", name="cluster")
@@ -89,13 +91,19 @@ def assert_same_policy(local: Path, other: Path) -> None:
 
 
 def test_ray_matches_local_with_one_and_two_workers(cluster, root: Path) -> None:
-    policies = '["random","pop"]'
+    # a ranking file for the even users only: the others get the fallback, which external.json counts
+    ranking = root / "ranking.csv"
+    rows = [(u, (u * 7 + j) % 300, 30 - j) for u in range(0, 200, 2) for j in range(30)]
+    pd.DataFrame(rows, columns=["user_id", "item_id", "score"]).to_csv(ranking, index=False)
+    policies = f'["random","pop","rank=file:{ranking}?ids=dense&fallback=random"]'
     app(["compare", *flags(root, "local", policies)])
     for workers in ("1", "2"):
         name = f"ray{workers}"
         app(["compare", *flags(root, name, policies, "--engine", "ray", "--ray.num-workers", workers)])
-        for policy in ("random", "pop"):
+        for policy in ("random", "pop", "rank"):
             assert_same_policy(root / "runs/local/policies" / policy, root / "runs" / name / "policies" / policy)
+        external = [json.loads((root / "runs" / r / EXTERNAL).read_text()) for r in ("local", name)]
+        assert external[0] == external[1] and external[0]["fallback_users"] > 0
         local_metrics = pd.read_csv(root / "runs/local/report/metrics.csv")
         pd.testing.assert_frame_equal(local_metrics, pd.read_csv(root / "runs" / name / "report/metrics.csv"))
     # the two-worker run was sharded over both workers

@@ -24,6 +24,7 @@ from experiments.engine.base import PolicyRecipe, SessionWorld, Setup
 from experiments.engine.limits import NAMESPACE, EndpointSlots, slots_name
 from experiments.engine.shards import ShardResult, is_complete, merge_shards, plan_shards, shard_root
 from experiments.engine.worker import ShardWorker
+from recommenders.external import ExternalRecommender
 from simenv.llm import LLM
 from simenv.protocols import PagePolicy, UserModel
 from simenv.runner import RunSummary
@@ -99,6 +100,15 @@ def stop_workers() -> None:
     for actor in [*_Pool.actors, *_Pool.slots]:
         ray.kill(actor)
     _Pool.actors, _Pool.slots, _Pool.settings = [], [], None
+
+
+def absorb_reports(policy: PagePolicy, results: list[ShardResult]) -> None:
+    """Add the workers' counters of a ranking file or service to the driver's instance, so `simrec compare`
+    writes the run's external.json as a local run would."""
+    if isinstance(policy, ExternalRecommender):
+        for r in results:
+            policy.stats.update(r.policy_report)
+            policy.fallback_users.update(r.fallback_users)
 
 
 def write_stats(policy_dir: Path, stats: EngineStats) -> None:
@@ -215,6 +225,7 @@ class RayEngine:
         except (KeyboardInterrupt, SystemExit):
             stop_workers()  # no shard keeps writing after the driver gave up
             raise
+        absorb_reports(policy, results)
         merge_start = time.perf_counter()
         merge_shards(policy_dir, shards, n)
         end = time.perf_counter()

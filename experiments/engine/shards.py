@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -51,6 +51,8 @@ class ShardResult:
     worker: int
     attempt_pid: int
     started: float  # wall clock (time.time) when the worker began the shard
+    policy_report: dict[str, int] = field(default_factory=dict)  # the policy's `report()` counters for this shard
+    fallback_users: tuple[int, ...] = ()  # users an external source did not know (ExternalRecommender)
 
 
 def shard_root(policy_dir: Path) -> Path:

@@ -100,11 +100,13 @@ class ShardWorker:
             call_log = CallLogLLM(base, shard.directory / "llm_calls") if recipe.call_log else None
             switch.inner = call_log or base
         built = time.perf_counter()
+        before, users_before = _counters(policy)
         summary = context.world.run_sessions(
             policy, user_model, shard.directory, **run, resume=resume, only_chunks=shard.chunks
         )
         if call_log is not None:
             call_log.flush()
+        after, users_after = _counters(policy)
         return ShardResult(
             index=shard.index,
             n_episodes=summary.n_episodes,
@@ -114,6 +116,8 @@ class ShardWorker:
             worker=self.index,
             attempt_pid=os.getpid(),
             started=started,
+            policy_report={k: v - before.get(k, 0) for k, v in after.items() if k != "fallback_users"},
+            fallback_users=tuple(sorted(users_after - users_before)),
         )
 
     def call(self, setup: Callable[[ExperimentConfig, int | None], WorkerContext], config, fn, item, make_llm) -> Any:
@@ -130,3 +134,10 @@ class ShardWorker:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _counters(policy: Any) -> tuple[dict[str, int], set[int]]:
+    """A policy's `report()` counters (ranking files, services) and the users its source did not know."""
+    report = getattr(policy, "report", None)
+    counts = {k: int(v) for k, v in report().items()} if callable(report) else {}
+    return counts, set(getattr(policy, "fallback_users", ()))

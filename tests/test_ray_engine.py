@@ -21,13 +21,16 @@ from experiments.build import build_llm, worker_setup
 from experiments.cli import app
 from experiments.compare import policy_parts
 from experiments.config import RaySection, load_config
-from experiments.engine import PolicyRecipe
+from experiments.engine import PolicyRecipe, RayEngine
 from experiments.engine.limits import ClusterLimitedLLM, EndpointSlots
 from experiments.engine.ray_engine import connect, stop_workers
-from experiments.engine.shards import shard_root
+from experiments.engine.shards import merge_shards, plan_shards, receive_files, shard_files, shard_root
+from recommenders.random_policy import RandomRecommender
 from simenv.eventlog import read_table
 from simenv.llm import LLMRequest, Message
 from simenv.metrics import run_metrics
+from simenv.runner import run_sessions
+from tests.fixtures_env import NoisyUser, tiny_world
 from tests.ray_helpers import SleepLLM, max_overlap
 
 SECRET = "sk-test-ray-engine-0123456789"
@@ -190,3 +193,38 @@ def test_fidelity_and_population_on_ray_match_local(cluster, root: Path, capsys)
         else:
             pd.testing.assert_frame_equal(pd.read_parquet(local), pd.read_parquet(other))
             assert set(pd.read_parquet(other)["variant"]) == {"closed loop", "open loop"}
+
+
+def test_shards_streamed_from_elsewhere_merge_into_the_local_run(tmp_path: Path) -> None:
+    """No Ray: shards run with `only_chunks` in directories the driver never sees (another machine's disk), their
+    files streamed into the driver's shard directories and merged, give the local run's files; the plan covers
+    every chunk once, in order."""
+    ds, personas, split = tiny_world()
+    rec = RandomRecommender().fit(split.train, ds.n_users, ds.n_items)
+
+    def run(run_dir: Path, **extra) -> None:
+        run_sessions(rec, NoisyUser(), personas, ds, split.train, run_dir, n_pages=3, seed=5, batch_size=3, **extra)
+
+    run(tmp_path / "local" / "pol")
+    policy_dir = tmp_path / "sharded" / "pol"
+    shards = plan_shards(policy_dir, len(personas), 3, 4)
+    assert [c for s in shards for c in s.chunks] == list(range(-(-len(personas) // 3)))
+    for shard in shards:
+        remote = tmp_path / "remote" / str(shard.index) / "pol"
+        run(remote, only_chunks=shard.chunks)
+        assert receive_files(shard.directory, shard_files(remote)) > 0
+    merge_shards(policy_dir, shards, len(personas))
+    assert_same_policy(tmp_path / "local" / "pol", policy_dir)
+    assert (policy_dir / "checkpoint.json").read_text() == (tmp_path / "local/pol/checkpoint.json").read_text()
+
+
+def test_endpoints_are_shared_out_and_limited_per_endpoint() -> None:
+    """Worker i calls endpoint i mod n; the cluster-wide limit defaults to [llm] concurrency for endpoints only."""
+    urls = ("http://a:8000/v1", "http://b:8000/v1")
+    config = load_config(None, {"engine": "ray", "ray": {"num_workers": 3, "llm_endpoints": urls}})
+    assert RayEngine(config).endpoints() == [urls[0], urls[1], urls[0]]
+    assert RayEngine(config).endpoint_limit() is None  # the mock backend has no endpoint to protect
+    openai = load_config(None, {"engine": "ray", "llm": {"backend": "openai", "concurrency": 12}})
+    assert RayEngine(openai).endpoints() == [None, None] and RayEngine(openai).endpoint_limit() == 12
+    explicit = load_config(None, {"engine": "ray", "ray": {"endpoint_concurrency": 5}})
+    assert RayEngine(explicit).endpoint_limit() == 5

@@ -15,14 +15,21 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from experiments.config import ConfigError, ExperimentConfig, RaySection
 from experiments.engine.base import PolicyRecipe, SessionWorld, Setup
 from experiments.engine.limits import NAMESPACE, EndpointSlots, slots_name
-from experiments.engine.shards import ShardResult, is_complete, merge_shards, plan_shards, shard_root
+from experiments.engine.shards import (
+    ShardResult,
+    is_complete,
+    merge_shards,
+    plan_shards,
+    receive_files,
+    shard_root,
+)
 from experiments.engine.worker import ShardWorker
 from recommenders.external import ExternalRecommender
 from simenv.llm import LLM
@@ -117,7 +124,10 @@ def write_stats(policy_dir: Path, stats: EngineStats) -> None:
         "engine": "ray",
         "wall_s": round(stats.wall_s, 3),
         "merge_s": round(stats.merge_s, 3),
-        "shards": [asdict(r) | {"dispatch_s": round(stats.dispatch_s[r.index], 3)} for r in stats.shards],
+        "shards": [
+            {k: v for k, v in asdict(r).items() if k != "files"} | {"dispatch_s": round(stats.dispatch_s[r.index], 3)}
+            for r in stats.shards
+        ],
     }
     tmp = policy_dir / ".engine.json.tmp"
     tmp.write_text(json.dumps(payload, indent=2))
@@ -196,7 +206,7 @@ class RayEngine:
         users = run.get("users")
         n = len(world.personas) if users is None else len(users)
         batch_size = int(run.get("batch_size", 1000))
-        policy_dir = Path(policy_dir)
+        policy_dir = Path(policy_dir).resolve()  # workers on other machines write the same absolute path
         if (policy_dir / "config.json").is_file() and not resume:
             raise FileExistsError(f"{policy_dir}: already holds a run; pass resume=True or use a new directory")
         if resume and is_complete(policy_dir, n):
@@ -216,6 +226,8 @@ class RayEngine:
         done = pages = 0
         try:
             for result in run_on_pool(self.workers(), submit, shards):
+                receive_files(shards[result.index].directory, result.files)
+                result = replace(result, files={})
                 results.append(result)
                 shard = shards[result.index]
                 done += min(n, shard.end_chunk * batch_size) - shard.first_chunk * batch_size

@@ -3,6 +3,8 @@
 A shard is a contiguous range of the runner's chunks (`batch_size` episodes each, global episode numbers and
 seeds), run by `simenv.runner.run_sessions(only_chunks=...)` into its own directory
 `<policy_dir>/../.<policy>.shards/<k>/<policy>` (named like the policy directory, so the `run` column matches).
+A worker streams its finished shard's files back with its result (`shard_files`; the driver writes those it does
+not already see, `receive_files`), so workers on other machines need no shared file system.
 Concatenating the shards' part files in chunk order reproduces the parts an unsharded run writes, so the merged
 `events`, `pages` and `interviews` are the local run's, file for file. The call log's `seq` is renumbered to
 run on across shards. Parts are hard-linked before the shard directories are removed, so a driver that dies
@@ -53,6 +55,32 @@ class ShardResult:
     started: float  # wall clock (time.time) when the worker began the shard
     policy_report: dict[str, int] = field(default_factory=dict)  # the policy's `report()` counters for this shard
     fallback_users: tuple[int, ...] = ()  # users an external source did not know (ExternalRecommender)
+    files: dict[str, bytes] = field(default_factory=dict, repr=False)  # the finished shard directory's files
+
+
+def shard_files(directory: Path) -> dict[str, bytes]:
+    """Every file of a finished shard directory (config, checkpoint, parts), by path relative to it."""
+    return {
+        p.relative_to(directory).as_posix(): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and not p.name.endswith(".tmp")
+    }
+
+
+def receive_files(directory: Path, files: dict[str, bytes]) -> int:
+    """Write a shard's streamed files into `directory` (the driver's copy); files already there with the same
+    bytes (a worker on this machine wrote them) are left alone. Returns the number written."""
+    written = 0
+    for name, data in files.items():
+        path = directory / name
+        if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        written += 1
+    return written
 
 
 def shard_root(policy_dir: Path) -> Path:

@@ -17,8 +17,8 @@ from typing import Any
 from experiments.config import ExperimentConfig
 from experiments.engine.base import PolicyRecipe, WorkerContext, context_key
 from experiments.engine.limits import NAMESPACE, ClusterLimitedLLM
-from experiments.engine.shards import Shard, ShardResult
-from simenv.llm import LLM, CallLogLLM, LLMRequest, LLMResponse, LLMWrapper
+from experiments.engine.shards import Shard, ShardResult, shard_files
+from simenv.llm import LLM, CallLogLLM, LLMWrapper
 from simenv.protocols import PagePolicy, UserModel
 from simenv.runner import rollback_to_checkpoint
 
@@ -27,9 +27,6 @@ class SwitchLLM(LLMWrapper):
     """An LLM whose inner model is swapped per shard (to that shard's call log); flush and close reach it."""
 
     label = "shard"
-
-    def complete(self, request: LLMRequest) -> LLMResponse:
-        return self.inner.complete(request)
 
     def flush(self) -> None:
         flush = getattr(self.inner, "flush", None)
@@ -86,7 +83,7 @@ class ShardWorker:
         started, start = time.time(), time.perf_counter()
         context = self.context(recipe.setup, recipe.config, recipe.n_personas)
         base = self.llm(recipe.make_llm, recipe.config) if recipe.make_llm is not None else None
-        key = recipe.key() + "|" + recipe.policy
+        key = f"{recipe.key()}|{recipe.parts.__module__}.{recipe.parts.__qualname__}|{recipe.policy}"
         if key not in self._parts:
             switch = SwitchLLM(base) if base is not None else None
             policy, user_model = recipe.parts(context, switch, recipe.policy)
@@ -118,6 +115,7 @@ class ShardWorker:
             started=started,
             policy_report={k: v - before.get(k, 0) for k, v in after.items() if k != "fallback_users"},
             fallback_users=tuple(sorted(users_after - users_before)),
+            files=shard_files(shard.directory),
         )
 
     def call(self, setup: Callable[[ExperimentConfig, int | None], WorkerContext], config, fn, item, make_llm) -> Any:

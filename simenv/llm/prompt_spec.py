@@ -31,7 +31,7 @@ Check = Callable[[Any], None]
 Rule = Callable[[Context, np.random.Generator], dict[str, Any]]
 Samples = Mapping[str, Sequence[Sequence[Any]]]  # field name -> per index (cycled) a pool of alternatives
 
-FREE_TEXT = '[^"\\\\]'  # a JSON string's character without escapes: what a forced opening's free part may use
+FREE_TEXT = '[^"\\\\\\x00-\\x1f]'  # a JSON string character needing no escape: a forced opening's free part
 _OPENING = re.compile(r"\^([A-Za-z ,']+)(?=\[)")
 
 

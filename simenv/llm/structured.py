@@ -101,8 +101,8 @@ def _validator(schema_json: str) -> jsonschema.protocols.Validator:
 # Keywords whose meaning is the same in every draft-2020-12 validator and that apply a subschema only at
 # locations fixed by the instance's keys/indices (so a lifted `const` can be checked there). Anything else
 # (`$ref`, `anyOf`, `if`, `format`, `$schema`, ...) sends the schema down the `jsonschema`-only path. `pattern` is
-# in only in the shape of the specs' forced openings (`^<letters>[^"\\]{m,n}$`), which means the same in Rust's and
-# Python's regex syntax; any other pattern takes the `jsonschema`-only path.
+# in only in the shape of the specs' forced openings (`^<letters>[^"\\\x00-\x1f]{m,n}$`), which means the same in
+# Rust's and Python's regex syntax; any other pattern takes the `jsonschema`-only path.
 _FAST_KEYWORDS = frozenset(
     {
         "type", "properties", "required", "additionalProperties", "items", "prefixItems", "minItems", "maxItems",
@@ -111,7 +111,7 @@ _FAST_KEYWORDS = frozenset(
     }
 )  # fmt: skip
 _SCALAR = (str, int, float, bool, type(None))
-_PLAIN_PATTERN = re.compile(r"\^[A-Za-z ,']*\[\^\"\\\\\]\{\d+,\d+\}\$")
+_PLAIN_PATTERN = re.compile(r"\^[A-Za-z ,']*" + re.escape('[^"\\\\\\x00-\\x1f]') + r"\{\d+,\d+\}\$")
 _ConstAt = tuple[tuple[Any, ...], Any]  # (instance path: keys, indices or ("*", first index)), required value
 
 

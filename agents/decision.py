@@ -20,7 +20,7 @@ identical (tests/test_decide_batch.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -77,15 +77,18 @@ class PlanTable:
         self.cuts = np.empty((0, 4), dtype=np.float64)
         self.noise = np.empty(0, dtype=np.float64)
 
-    def rows(self, personas: Sequence[Persona], plan_of: Callable[[Persona], PersonaPlan]) -> np.ndarray:
-        """Row of each persona, adding the plans of personas not seen yet (`plan_of` builds one)."""
+    def rows(
+        self, personas: Sequence[Persona], plan_of: Callable[[Persona], PersonaPlan], keys: Sequence[int]
+    ) -> np.ndarray:
+        """Row of each persona (`keys[i]`: the id its plan is stored under), adding the plans not seen yet
+        (`plan_of` builds one)."""
         index = self.index
-        new = {p.user_id: p for p in personas if p.user_id not in index}
+        new = {k: p for k, p in zip(keys, personas, strict=True) if k not in index}
         if new:
             self._add([plan_of(p) for p in new.values()])
-            for user_id in new:
-                index[user_id] = len(index)
-        return np.fromiter((index[p.user_id] for p in personas), dtype=np.int64, count=len(personas))
+            for key in new:
+                index[key] = len(index)
+        return np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
 
     def _add(self, plans: list[PersonaPlan]) -> None:
         m, need = len(plans), self.n + len(plans)
@@ -196,6 +199,7 @@ class GroundedDecider:
             collab = CollabPrior.from_train(train, dataset.n_users, dataset.n_items)
         self.collab = collab
         self._plans: dict[int, PersonaPlan] = {}
+        self._sources: dict[int, int] = {}  # member id -> the real user id whose plan it uses (`use_sources`)
         self.table = PlanTable(self.stats.n_items)
         self._fallback: GroundedDecider | None = None
         self._taste: dict[int, np.ndarray] = {}
@@ -213,6 +217,8 @@ class GroundedDecider:
 
     def prepare(self, personas: Sequence[Persona]) -> None:
         """Precompute every persona's plan (batching the taste-text embeddings and response predictions)."""
+        if self._sources:  # one plan per source
+            personas = list({p.user_id: p for p in map(self._source_of, personas)}.values())
         if self.response is not None:
             self.response.prepare(personas)
         elif self.config.w_embedding:
@@ -240,10 +246,22 @@ class GroundedDecider:
             out["collab"] = self.collab.signal(persona)
         return out
 
+    def use_sources(self, sources: Mapping[int, int]) -> None:
+        """Members of a synthetic population (`simenv.synthetic_population`, member id -> source id) decide with
+        their source's plan: computed once per source, under the source's id (so a fitted response model scores
+        it with the source's fold, as for the source itself)."""
+        self._sources.update((int(m), int(s)) for m, s in sources.items())
+
+    def _source_of(self, persona: Persona) -> Persona:
+        """The record a persona's plan is computed from: its source's (same fields, the source's id) for a member."""
+        source = self._sources.get(persona.user_id)
+        return persona if source is None else replace(persona, user_id=source)
+
     def plan(self, persona: Persona) -> PersonaPlan:
-        cached = self._plans.get(persona.user_id)
+        cached = self._plans.get(self._sources.get(persona.user_id, persona.user_id))
         if cached is not None:
             return cached
+        persona = self._source_of(persona)
         cfg = self.config
         if self.response is not None:  # the fitted model decides watch and rating (agents.response)
             fitted = self.response.plan(persona)
@@ -354,7 +372,9 @@ class GroundedDecider:
         b, width = item_ids.shape
         valid = np.arange(width) < sizes[:, None]
         ids = np.where(valid, item_ids, 0)
-        rows = table.rows(personas, self.plan)[:, None]
+        sources = self._sources
+        keys = [sources.get(p.user_id, p.user_id) for p in personas] if sources else [p.user_id for p in personas]
+        rows = table.rows(personas, self.plan, keys)[:, None]
         has = np.zeros(b, dtype=bool) if answers is None else answers.has
         logits = table.base_logit[rows, ids].astype(np.float64)
         if answers is not None and has.any():

@@ -17,7 +17,8 @@ memory), ratios within this one run.
    `simenv.runner.run_sessions` against Pop: 100 and 1k members x 5 pages. Per size, pages decided in one batch
    (`batch_decisions=True`, the default) and page by page (the reference, the code before the batched path):
    wall time of the run, time inside the user model's `react_batch`, and inside the decision step alone. The
-   members' plans are built before the clock starts (a one-off per persona, reported apart).
+   plans are built before the clock starts (once per source persona: `GroundedDecider.use_sources`; reported
+   apart).
 3. Ray (`benchmarks.bench_ray.run_ray_benchmark`, another module): printed when that module and ray are
    installed, else the reason they are skipped.
 """
@@ -138,6 +139,7 @@ def grounded_population(n_members: int, dataset: str, batched: bool, profile: st
     llm = make_llm(LLMConfig(backend="mock"))  # no cache_dir: no response cache
     model = LLMUserModel(ds, llm, HashingEmbedder(), load_llm_user_config(profile), train=split.train)
     model.batch_decisions = batched
+    model.decider.use_sources(dict(zip(pop.user_ids.tolist(), pop.source.tolist(), strict=True)))  # plan per source
     rec = SourceIdPolicy(make("pop").fit(split.train, ds.n_users, ds.n_items), pop)  # Pop knows real ids only
     t0 = time.perf_counter()
     model.decider.prepare(list(members.values()))  # per-member plans (a one-off per persona)

@@ -133,3 +133,47 @@ def test_runs_write_the_same_logs_with_and_without_batched_decisions(tmp_path, p
         )
     events = logs[0]["events"]
     assert events["watched"].any() and not events["watched"].all()
+
+
+def test_members_decide_with_their_source_plan_computed_once_under_the_source_id():
+    from simenv.synthetic_population import draw_population, member_personas
+
+    ds, split, personas = tiny_world()
+    pop = draw_population(sorted(personas), 40, np.random.default_rng(5))
+    members = member_personas(pop, personas)
+    decider = GroundedDecider(ds, split.train, PROFILES["grounded-sample"])
+    decider.use_sources(dict(zip(pop.user_ids.tolist(), pop.source.tolist(), strict=True)))
+    decider.prepare(list(members.values()))
+    for uid, src in zip(pop.user_ids.tolist(), pop.source.tolist(), strict=True):
+        assert decider.plan(members[uid]) is decider.plan(personas[src])
+    # a member and its source, same page and seed: same decisions
+    uid, src = int(pop.user_ids[0]), int(pop.source[0])
+    ids = np.tile(np.arange(8), (2, 1))
+    out = [
+        decider.decide_batch([p], ids[:1], np.array([8]), np.array([1]), [np.random.default_rng(9)])
+        for p in (members[uid], personas[src])
+    ]
+    for a, b in zip(*out, strict=True):
+        np.testing.assert_array_equal(a, b)
+    everyone = list(members.values())
+    rngs = [np.random.default_rng(i) for i in range(len(everyone))]
+    pages = np.tile(np.arange(4), (len(everyone), 1))
+    decider.decide_batch(everyone, pages, np.full(len(everyone), 4), np.zeros(len(everyone), dtype=np.int64), rngs)
+    assert decider.table.n == len(set(pop.source.tolist()))  # one stacked row per source
+
+    class FittedStandIn:  # records which ids the response model is asked about (its folds are by user id)
+        def __init__(self) -> None:
+            self.asked: list[int] = []
+
+        def prepare(self, people):
+            self.asked.extend(p.user_id for p in people)
+
+        def plan(self, persona):
+            base = decider.plan(personas[persona.user_id])
+            return type("Fitted", (), {"watch_logit": base.base_logit, "rating": base.rating})()
+
+    stand_in = FittedStandIn()
+    fitted = GroundedDecider(ds, split.train, replace(PROFILES["grounded-sample"], response="full"), response=stand_in)
+    fitted.use_sources(dict(zip(pop.user_ids.tolist(), pop.source.tolist(), strict=True)))
+    fitted.prepare(list(members.values()))
+    assert sorted(stand_in.asked) == sorted(set(pop.source.tolist()))

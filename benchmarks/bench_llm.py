@@ -1,11 +1,20 @@
-"""LLM layer benchmarks: concurrency efficiency, embedded SmolLM2 page-decision latency, mock throughput.
+"""LLM layer benchmarks: endpoint throughput per transport, the runner's page barrier, embedded SmolLM2 page-decision
+latency, mock throughput.
 
-Run: `.venv/bin/python -m benchmarks.bench_llm [--skip-embedded] [--skip-http]`. Prints the figures.
+Run: `.venv/bin/python -m benchmarks.bench_llm [--skip-embedded] [--skip-http] [--skip-runner]`. Prints the figures.
 
-- Concurrency: a loopback server (tests/servers/fault_server.py, no faults) answers after a fixed latency, in a
-  subprocess; the openai backend sends N requests at concurrency C, three times on one backend. Efficiency =
-  achieved calls/s divided by the ideal C / latency (median round). Target >= 0.8. `--cpu-hogs K` runs K
-  busy loops meanwhile, to see whether it holds on a busy machine.
+- Concurrency: loopback servers in subprocesses (tests/servers/latency_server.py: ~0.03 ms of server CPU per
+  request, so the client is what is measured; `--server fault` uses the aiohttp fault server) answer after a fixed
+  latency; the openai backend sends waves x C requests per round, three rounds on one backend, for each transport
+  (`--clients`: aiohttp = the openai SDK on its aiohttp transport, the default; direct = plain aiohttp) at each
+  concurrency (`--concurrency`, default 32 and 128), then two endpoints round-robin, then the SDK at 128 behind
+  a 1 s endpoint. Efficiency = achieved calls/s / ideal (C x endpoints / latency), median round; target >= 0.9.
+  Client CPU per call (this process, all threads) and the servers' CPU per call are printed. `--cpu-hogs K` runs
+  K busy loops meanwhile. Figures need an idle machine: on 2 shared cores read ratios within one run.
+- Runner barrier: the LLM persona user (mock answers, hashing embedder) in `simenv.runner.run_sessions` behind
+  an in-process endpoint stand-in with seeded lognormal latency (mean 250 ms, sigma 0.5) at concurrency 32, 128
+  users: the share of the endpoint's capacity the page-by-page batches use, at runner batch 16 (what `simrec
+  compare` used) and 128.
 - Embedded: one page decision with a ~500-token prompt (persona system prompt + page) and a fixed-key JSON
   answer; cold (fresh model, nothing cached) and warm (same persona prefix, a new page each call).
   Target <= 1 s warm. Once per weights format (`--gguf-formats`): the shipped Q4_1 file and the F16 re-encoding
@@ -18,19 +27,25 @@ Run: `.venv/bin/python -m benchmarks.bench_llm [--skip-embedded] [--skip-http]`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from typing import Any
 
-from simenv.llm import LLMRequest, Message, MockLLM, OpenAIBackend
+import numpy as np
+
+from simenv.llm import LLMRequest, LLMWrapper, Message, MockLLM, OpenAIBackend
 from simenv.llm.llama_cpp_backend import LlamaCppBackend
 from simenv.llm.schemas import page_decision_schema
 from simenv.llm.structured import validate_answer
+from simenv.runner import run_sessions
 from tests.fixtures_llm import free_port, page_request
 
 GENRES = ("Action", "Adventure", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Thriller")
@@ -46,47 +61,71 @@ def _process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bench_concurrency(n: int, concurrency: int, latency_s: float, rounds: int = 3) -> dict[str, float]:
-    """`rounds` batches of `n` requests on one backend (its client and connections live across batches, as in a
-    run); efficiency per round = achieved calls/s / (concurrency / latency). Client CPU is this process's,
-    server CPU the loopback server's (it shares the machine's cores, a remote server would not)."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "tests.servers.fault_server", "--port", str(port), "--latency", str(latency_s)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    effs, client_ms, server_ms, failed = [], [], [], 0
-    try:
-        base_url = f"http://127.0.0.1:{port}/v1"
-        for _ in range(200):
+def _start_servers(n: int, latency_s: float, server: str) -> tuple[list[subprocess.Popen], list[str]]:
+    """`n` loopback server processes (`latency`: tests/servers/latency_server.py, `fault`: the aiohttp fault
+    server with no faults), each answering after `latency_s`; returns them and their base URLs once all answer."""
+    module = "tests.servers.latency_server" if server == "latency" else "tests.servers.fault_server"
+    procs, urls = [], []
+    for _ in range(n):
+        port = free_port()
+        cmd = [sys.executable, "-m", module, "--port", str(port), "--latency", str(latency_s)]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        urls.append(f"http://127.0.0.1:{port}/v1")
+    for url in urls:
+        for _ in range(400):
             try:
-                urllib.request.urlopen(f"{base_url}/models", timeout=1).close()
+                urllib.request.urlopen(f"{url}/models", timeout=1).close()
                 break
             except OSError:
                 time.sleep(0.05)
-        backend = OpenAIBackend(model="m", base_url=base_url, concurrency=concurrency, max_retries=0, timeout_s=30)
+    return procs, urls
+
+
+def bench_concurrency(
+    concurrency: int,
+    latency_s: float,
+    http_client: str,
+    waves: int = 16,
+    rounds: int = 3,
+    endpoints: int = 1,
+    server: str = "latency",
+) -> dict[str, Any]:
+    """`rounds` batches of `waves * concurrency * endpoints` requests on one backend (its client and connections
+    live across batches, as in a run); efficiency per round = achieved calls/s / ideal, ideal = concurrency *
+    endpoints / latency. Client CPU is this process's (all threads), server CPU the loopback servers' (they share
+    the machine's cores; a remote server would not)."""
+    procs, urls = _start_servers(endpoints, latency_s, server)
+    n = waves * concurrency * endpoints
+    ideal = concurrency * endpoints / latency_s
+    effs, client_ms, server_ms, failed = [], [], [], 0
+    try:
+        backend = OpenAIBackend(
+            model="m", base_url=urls, concurrency=concurrency, max_retries=0, timeout_s=30, http_client=http_client
+        )
         requests = [
             LLMRequest(messages=(Message("user", f"request #{i}"),), template="echo", template_version="v1")
             for i in range(n)
         ]
-        backend.complete_batch(requests[:concurrency])  # warm-up: imports, connections
+        backend.complete_batch(requests[: concurrency * endpoints])  # warm-up: imports, connections
         for _ in range(rounds):
-            start, cpu_start, server_start = time.perf_counter(), time.process_time(), _process_cpu_s(proc.pid)
+            server_start = sum(_process_cpu_s(p.pid) for p in procs)
+            start, cpu_start = time.perf_counter(), time.process_time()
             responses = backend.complete_batch(requests)
             elapsed = time.perf_counter() - start
             client_ms.append((time.process_time() - cpu_start) * 1000 / n)
-            server_ms.append((_process_cpu_s(proc.pid) - server_start) * 1000 / n)
-            effs.append(n / elapsed / (concurrency / latency_s))
+            server_ms.append((sum(_process_cpu_s(p.pid) for p in procs) - server_start) * 1000 / n)
+            effs.append(n / elapsed / ideal)
             failed += sum(1 for r in responses if r.error)
         backend.close()
     finally:
-        proc.terminate()
-        proc.wait(10)
-    ideal = concurrency / latency_s
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
     eff = statistics.median(effs)
     return {
         "requests": n,
         "rounds": rounds,
         "failed": failed,
-        "seconds": n / (eff * ideal),
         "calls_per_s": eff * ideal,
         "ideal": ideal,
         "eff": eff,
@@ -95,6 +134,76 @@ def bench_concurrency(n: int, concurrency: int, latency_s: float, rounds: int = 
         "cpu_ms_per_call": statistics.median(client_ms),
         "server_cpu_ms_per_call": statistics.median(server_ms),
         "http_client": backend.http_client,
+    }
+
+
+class DelayedLLM(LLMWrapper):
+    """An endpoint stand-in for the runner benchmark: the inner model's answers, each after a seeded lognormal
+    latency (mean `latency_s`, shape `sigma`, drawn from the request's cache key), at most `concurrency` at once.
+    `busy_s` sums the latencies served: busy_s / (concurrency * wall) is the share of the endpoint's capacity used."""
+
+    label = "delayed"
+
+    def __init__(self, inner: Any, latency_s: float, sigma: float, concurrency: int, seed: int = 0) -> None:
+        super().__init__(inner)
+        self.latency_s, self.sigma, self.concurrency, self.seed = latency_s, sigma, concurrency, seed
+        self.busy_s = 0.0
+        self.calls = 0
+
+    def _latency(self, request: LLMRequest) -> float:
+        rng = np.random.default_rng([self.seed, int(request.call_id()[:12], 16)])
+        return float(self.latency_s * rng.lognormal(-(self.sigma**2) / 2, self.sigma))
+
+    def complete(self, request: LLMRequest) -> Any:
+        return self.complete_batch([request])[0]
+
+    def complete_batch(self, requests: Sequence[LLMRequest]) -> list[Any]:
+        delays = [self._latency(r) for r in requests]
+
+        async def serve() -> None:
+            gate = asyncio.Semaphore(self.concurrency)
+
+            async def one(delay: float) -> None:
+                async with gate:
+                    await asyncio.sleep(delay)
+
+            await asyncio.gather(*(one(d) for d in delays))
+
+        asyncio.run(serve())
+        self.busy_s += sum(delays)
+        self.calls += len(requests)
+        return self.inner.complete_batch(requests)
+
+
+def bench_runner_barrier(
+    n_users: int, batch_size: int, concurrency: int, latency_s: float, sigma: float, pages: int = 5
+) -> dict[str, float]:
+    """The LLM persona user (mock answers, hashing embedder) in `simenv.runner.run_sessions` against a
+    `DelayedLLM`: how much of the endpoint's capacity (concurrency / latency) the runner's page-by-page batches
+    use. Each page step waits for its slowest call (and repair or reflection rounds add steps)."""
+    from agents.embedding import HashingEmbedder
+    from agents.llm_user import LLMUserModel
+    from experiments.envs import default_world
+    from recommenders.registry import make
+
+    ds, split, personas = default_world("ml-100k")
+    ids = sorted(personas)[:n_users]
+    llm = DelayedLLM(MockLLM(seed=0), latency_s, sigma, concurrency)
+    user_model = LLMUserModel(ds, llm, HashingEmbedder(), train=split.train)
+    rec = make("pop").fit(split.train, ds.n_users, ds.n_items)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        summary = run_sessions(
+            rec, user_model, personas, ds, split.train, tmp, n_pages=pages, seed=0, users=ids, batch_size=batch_size
+        )
+        wall = time.perf_counter() - start
+    return {
+        "calls": llm.calls,
+        "pages": summary.n_pages_shown,
+        "wall_s": wall,
+        "calls_per_s": llm.calls / wall,
+        "ideal": concurrency / latency_s,
+        "eff": llm.busy_s / (concurrency * wall),
     }
 
 
@@ -215,13 +324,28 @@ def bench_mock(n: int, rounds: int = 12) -> dict[str, float]:
     }
 
 
+def _http_cases(args: argparse.Namespace) -> list[tuple[str, int, float, int]]:
+    """(http_client, concurrency per endpoint, latency, endpoints): every client at every concurrency, then two
+    endpoints round-robin (half the concurrency each), and the SDK at 128 behind a 1 s endpoint."""
+    clients = args.clients.split(",")
+    cases = [(client, c, args.latency, 1) for client in clients for c in args.concurrency]
+    top = max(args.concurrency)
+    cases += [(client, top // 2, args.latency, 2) for client in clients]
+    if "aiohttp" in clients:
+        cases.append(("aiohttp", top, 1.0, 1))
+    return cases
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="LLM layer benchmarks")
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-embedded", action="store_true")
-    parser.add_argument("--requests", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--skip-runner", action="store_true")
+    parser.add_argument("--waves", type=int, default=16, help="requests per round = waves x concurrency")
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[32, 128])
     parser.add_argument("--latency", type=float, default=0.25)
+    parser.add_argument("--clients", default="aiohttp,direct", help="http_client values: aiohttp, httpx (SDK), direct")
+    parser.add_argument("--server", choices=("latency", "fault"), default="latency")
     parser.add_argument("--cpu-hogs", type=int, default=0, help="busy-loop processes during the concurrency run")
     parser.add_argument("--warm-calls", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
@@ -243,19 +367,30 @@ def main() -> None:
     if not args.skip_http:
         hogs = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(args.cpu_hogs)]
         try:
-            c = bench_concurrency(args.requests, args.concurrency, args.latency)
+            for client, concurrency, latency, endpoints in _http_cases(args):
+                c = bench_concurrency(concurrency, latency, client, args.waves, endpoints=endpoints, server=args.server)
+                print(
+                    f"concurrency ({c['http_client']} transport, {endpoints} endpoint(s) x {concurrency} concurrent, "
+                    f"{args.server} server, latency {latency * 1000:.0f} ms, {args.cpu_hogs} CPU hogs): "
+                    f"{c['requests']} requests x {c['rounds']} rounds: {c['calls_per_s']:.1f} calls/s vs ideal "
+                    f"{c['ideal']:.1f} -> efficiency {c['eff']:.2f} (rounds {c['eff_min']:.2f}-{c['eff_max']:.2f}; "
+                    f"target >= 0.9), failed {c['failed']}, client CPU {c['cpu_ms_per_call']:.2f} ms/call, "
+                    f"loopback server CPU {c['server_cpu_ms_per_call']:.2f} ms/call"
+                )
         finally:
             for hog in hogs:
                 hog.kill()
                 hog.wait(10)
-        print(
-            f"concurrency ({c['http_client']} transport, {args.cpu_hogs} busy-loop CPU hogs): {c['requests']} "
-            f"requests x {c['rounds']} rounds, concurrency {args.concurrency}, server latency "
-            f"{args.latency * 1000:.0f} ms: median {c['seconds']:.2f} s, {c['calls_per_s']:.1f} calls/s vs ideal "
-            f"{c['ideal']:.1f} -> efficiency {c['eff']:.2f} (rounds {c['eff_min']:.2f}-{c['eff_max']:.2f}; "
-            f"target >= 0.8), failed {c['failed']}, client CPU {c['cpu_ms_per_call']:.2f} ms/call, "
-            f"loopback server CPU {c['server_cpu_ms_per_call']:.2f} ms/call"
-        )
+
+    if not args.skip_runner:
+        for batch in (16, 128):
+            r = bench_runner_barrier(128, batch, 32, args.latency, sigma=0.5)
+            print(
+                f"runner (LLM user, mock answers behind a lognormal {args.latency * 1000:.0f} ms +-50% endpoint, "
+                f"concurrency 32): 128 users, runner batch {batch}: {r['calls']} calls, {r['pages']} pages in "
+                f"{r['wall_s']:.1f} s = {r['calls_per_s']:.1f} calls/s vs ideal {r['ideal']:.0f} -> endpoint "
+                f"capacity used {r['eff']:.2f}"
+            )
 
     for fmt in [] if args.skip_embedded else args.gguf_formats.split(","):
         e = bench_embedded(args.warm_calls, args.threads, fmt)

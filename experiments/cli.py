@@ -34,15 +34,26 @@ class _Command(ExperimentConfig):
     """TOML config (a path, or a name under experiments/configs/, e.g. 'demo')."""
 
     def experiment(self) -> ExperimentConfig:
-        """Defaults < config file < the flags given explicitly on the command line."""
-        flags = self.model_dump(exclude_unset=True, exclude={"config"})
+        """Defaults < config file < the flags given explicitly on the command line (a command's own options, such
+        as `--dry-run`, are not config keys)."""
+        own = set(type(self).model_fields) - set(ExperimentConfig.model_fields)
+        flags = self.model_dump(exclude_unset=True, exclude=own)
         return load_config(self.config, flags)
 
 
 class Compare(_Command):
     """Train (or load cached) recommenders and run personas against each; print the Agent4Rec table."""
 
+    dry_run: bool = False
+    """Print the expected LLM calls, tokens and cost (--llm.price-per-mtok) from a mock-LLM pilot, and stop: no
+    LLM call, no run directory."""
+
     def cli_cmd(self) -> None:
+        if self.dry_run:
+            from experiments.dry_run import run_dry_run
+
+            run_dry_run(self.experiment())
+            return
         from experiments.compare import run_compare
 
         run_compare(self.experiment())

@@ -79,6 +79,11 @@ def test_an_error_not_worth_retrying_fails_at_once() -> None:
         response = backend.complete_batch([_echo_request(0)])[0]
         backend.close()
     assert server.stats["400"] == 1 and response.attempt_errors == ("http_400",) and response.retries == 0
+    with FaultServer(FaultPlan(rate=1.0, kinds=("bad_body",))) as server:  # HTTP 200, body cut mid-JSON
+        backend = OpenAIBackend(model="m", base_url=server.base_url, max_retries=3)
+        response = backend.complete_batch([_echo_request(0)])[0]
+        backend.close()
+    assert server.stats["bad_body"] == 1 and response.attempt_errors == ("bad_body",) and "unreadable" in response.error
 
 
 def test_round_robin_over_several_endpoints_with_failover(tmp_path: Path) -> None:

@@ -317,13 +317,20 @@ class OpenAIBackend:
                 except AttemptError as exc:
                     kinds.append(exc.kind)
                     last = exc
+                except (ValueError, TypeError) as exc:  # e.g. a URL or header the HTTP library refuses
+                    kinds.append(type(exc).__name__)
+                    last = AttemptError(type(exc).__name__, str(exc), retryable=False)
             if not last.retryable or len(kinds) > self.max_retries:
                 raise self._error(request, last, kinds, waited)
             delay = self.backoff(request, len(kinds) - 1, last.retry_after_s)
             logger.debug("openai backend: %s on %s; retry %d in %.2f s", last.kind, endpoint.url, len(kinds), delay)
             await asyncio.sleep(delay)
             waited += delay
-        response = self._response(request, raw, time.perf_counter() - start)
+        try:
+            response = self._response(request, raw, time.perf_counter() - start)
+        except LLMError as exc:  # an unreadable body is a failed attempt too (the structured layer re-asks)
+            exc.retries, exc.attempt_errors, exc.retry_wait_s = len(kinds), (*kinds, "bad_body"), waited
+            raise
         if not kinds:
             return response
         return dataclasses.replace(response, retries=len(kinds), attempt_errors=tuple(kinds), retry_wait_s=waited)

@@ -58,8 +58,12 @@ def same_output(a: Path, b: Path) -> bool:
 
 
 def run_ray_benchmark(args: argparse.Namespace | None = None) -> dict[str, Any]:
-    """Run the benchmark (see the module docstring) and return its figures."""
-    args = args or parse_args([])
+    """Run the benchmark (see the module docstring) and return its figures. `args` is a namespace of
+    `parse_args`; attributes it lacks take their defaults (so a caller may pass a namespace of its own)."""
+    defaults = vars(parse_args([]))
+    args = argparse.Namespace(
+        **{**defaults, **{k: v for k, v in vars(args or argparse.Namespace()).items() if k in defaults}}
+    )
     overrides: dict[str, Any] = {
         "data": {"dataset": args.dataset, "n_personas": args.personas, "cache_dir": args.cache_dir},
         "llm": {"backend": "mock", "cache": False},

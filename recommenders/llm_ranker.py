@@ -26,7 +26,9 @@ import pandas as pd
 
 from recommenders.base import BaseRecommender, RecommenderConfig
 from simenv.data.dataset import Dataset
+from simenv.llm.prompt_spec import prompt_example
 from simenv.llm.schemas import check_rerank, rerank_schema
+from simenv.llm.specs import RERANK
 from simenv.llm.structured import StructuredResult, ask_json, decode_json
 from simenv.llm.templates import load_template
 from simenv.llm.types import LLM, LLMRequest
@@ -138,9 +140,15 @@ class LLMRanker(BaseRecommender):
         genre_counts = Counter(g for i in recent for g in self.catalog[i].genres)
         schema = rerank_schema(len(candidates))
         schema["properties"]["ranking"]["items"]["enum"] = [int(c) for c in candidates]
+        context = {
+            "candidate_ids": [int(c) for c in candidates],
+            "candidate_genres": [list(self.catalog[c].genres) for c in candidates],
+            "history_genres": [g for g, _ in sorted(genre_counts.items(), key=lambda kv: (-kv[1], kv[0]))],
+        }
         messages = self.template.render(
             history=[self.catalog[i].text for i in recent],
             candidates=[{"id": int(c), "text": self.catalog[c].text} for c in candidates],
+            example=prompt_example(RERANK.example(context), schema),  # the spec's example, no "..." skeleton
         )
         return LLMRequest(
             messages=messages,
@@ -151,11 +159,7 @@ class LLMRanker(BaseRecommender):
             max_tokens=self.config.max_tokens,
             seed=seed,
             json_schema=schema,
-            context={
-                "candidate_ids": [int(c) for c in candidates],
-                "candidate_genres": [list(self.catalog[c].genres) for c in candidates],
-                "history_genres": [g for g, _ in sorted(genre_counts.items(), key=lambda kv: (-kv[1], kv[0]))],
-            },
+            context=context,
         )
 
     def recommend(

@@ -146,6 +146,7 @@ def test_rerank_template_golden_rendering() -> None:
     messages = load_template("recommenders", "rerank", 1).render(
         history=["Heat (1995) — Action, Crime"],
         candidates=[{"id": 7, "text": "Casino (1995) — Drama"}, {"id": 2, "text": "Babe (1995) — Comedy"}],
+        example='{"ranking":[7,2]}',
     )
     assert [m.role for m in messages] == ["system", "user"]
     assert messages[1].content == (
@@ -156,5 +157,5 @@ def test_rerank_template_golden_rendering() -> None:
         '[2] "Babe (1995) — Comedy"\n\n'
         "Rank all 2 candidates from best to worst for this viewer. Use each candidate id exactly once and no "
         "other ids.\n"
-        'JSON: {"ranking": [7, ...]}'
+        'JSON (every candidate id once, best first): {"ranking":[7,2]}'
     )

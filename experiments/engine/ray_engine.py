@@ -9,6 +9,7 @@ worker killed mid-shard is restarted and the shard retried, resuming from its ch
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from experiments.engine.worker import ShardWorker
 from recommenders.external import ExternalRecommender
 from simenv.llm import LLM
 from simenv.protocols import PagePolicy, UserModel
-from simenv.runner import RunSummary
+from simenv.runner import RunSummary, run_sessions
 
 log = logging.getLogger(__name__)
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a single-node cluster on 127.0.0.1 (Ray's own switch)
@@ -140,6 +141,8 @@ class RayEngine:
     name = "ray"
 
     def __init__(self, config: ExperimentConfig) -> None:
+        if importlib.util.find_spec("ray") is None:  # before any work starts
+            raise ConfigError("--engine ray needs Ray: pip install 'simrec[ray]' (ray==2.60.0)")
         self.config = config
         self.section = config.ray
         self.last = EngineStats()
@@ -197,8 +200,9 @@ class RayEngine:
         run: Mapping[str, Any],
     ) -> RunSummary:
         """Shard the policy's episodes, run the shards on the workers, merge them into `policy_dir`."""
-        if recipe is None:
-            raise ConfigError("--engine ray: this command runs its sessions in this process only; use --engine local")
+        if recipe is None:  # train-rl / evaluate-rl: an SB3 policy is not rebuilt from a recipe on workers
+            log.warning("--engine ray: %s runs its sessions in this process (no worker recipe)", policy_dir.name)
+            return run_sessions(policy, user_model, world.personas, world.dataset, world.split.train, policy_dir, **run)
         start = time.perf_counter()
         run = dict(run)
         progress: Callable[[int, int], None] | None = run.pop("progress", None)

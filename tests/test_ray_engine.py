@@ -100,18 +100,20 @@ def test_ray_matches_local_with_one_and_two_workers(cluster, root: Path) -> None
     pd.DataFrame(rows, columns=["user_id", "item_id", "score"]).to_csv(ranking, index=False)
     policies = f'["random","pop","rank=file:{ranking}?ids=dense&fallback=random"]'
     app(["compare", *flags(root, "local", policies)])
-    for workers in ("1", "2"):
+    for workers in ("2", "1"):  # the one-worker run uses the first actor of the two-worker pool
         name = f"ray{workers}"
-        app(["compare", *flags(root, name, policies, "--engine", "ray", "--ray.num-workers", workers)])
+        extra = ("--engine", "ray", "--ray.num-workers", workers, "--ray.shards-per-worker", "2")
+        app(["compare", *flags(root, name, policies, *extra)])
         for policy in ("random", "pop", "rank"):
             assert_same_policy(root / "runs/local/policies" / policy, root / "runs" / name / "policies" / policy)
         external = [json.loads((root / "runs" / r / EXTERNAL).read_text()) for r in ("local", name)]
         assert external[0] == external[1] and external[0]["fallback_users"] > 0
         local_metrics = pd.read_csv(root / "runs/local/report/metrics.csv")
         pd.testing.assert_frame_equal(local_metrics, pd.read_csv(root / "runs" / name / "report/metrics.csv"))
-    # the two-worker run was sharded over both workers
-    stats = pd.read_json(root / "runs/ray2/policies/pop/engine.json", typ="series")
-    assert len({s["worker"] for s in stats["shards"]}) == 2 and len(stats["shards"]) == 3
+    # two workers ran 3 shards (one chunk each) between them; one worker ran 2 shards (chunks 0 and 1-2)
+    two, one = (json.loads((root / "runs" / r / "policies/pop/engine.json").read_text()) for r in ("ray2", "ray1"))
+    assert len({s["worker"] for s in two["shards"]}) == 2 and len(two["shards"]) == 3
+    assert {s["worker"] for s in one["shards"]} == {0} and len(one["shards"]) == 2
 
 
 def test_killed_worker_is_retried_and_output_identical(cluster, root: Path) -> None:

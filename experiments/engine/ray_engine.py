@@ -99,6 +99,7 @@ class _Pool:
     settings: tuple | None = None
     actors: list[Any] = []
     slots: list[Any] = []
+    slot_names: dict[str, str] = {}
 
 
 def stop_workers() -> None:
@@ -160,34 +161,31 @@ class RayEngine:
         return self.config.llm.concurrency if self.config.llm.backend == "openai" else None
 
     def workers(self) -> list[Any]:
+        """The first `num_workers` actors of this process's pool (grown as needed; rebuilt when the retry, endpoint
+        or LLM settings change)."""
         ray = connect(self.section)
         limit = self.endpoint_limit()
-        endpoints = self.endpoints()
-        settings = (self.section.num_workers, self.section.max_retries, limit, tuple(endpoints), self.config.llm)
-        if _Pool.settings == settings and _Pool.actors:
-            return _Pool.actors
-        stop_workers()
-        slots: dict[str, str] = {}
-        if limit is not None:
-            slots_actor = ray.remote(num_cpus=0, max_concurrency=10_000)(EndpointSlots)
-            for endpoint in {e or self.config.llm.base_url or self.config.llm.backend for e in endpoints}:
-                name = slots_name(endpoint)
-                slots[endpoint] = name
-                _Pool.slots.append(slots_actor.options(name=name, namespace=NAMESPACE).remote(limit))
+        settings = (self.section.max_retries, limit, self.section.llm_endpoints, self.config.llm)
+        if _Pool.settings != settings:
+            stop_workers()
+            _Pool.slot_names = {}
+            if limit is not None:
+                slots_actor = ray.remote(num_cpus=0, max_concurrency=10_000)(EndpointSlots)
+                for endpoint in {self._endpoint_key(e) for e in self.section.llm_endpoints or (None,)}:
+                    name = _Pool.slot_names[endpoint] = slots_name(endpoint)
+                    _Pool.slots.append(slots_actor.options(name=name, namespace=NAMESPACE).remote(limit))
+            _Pool.settings = settings
         actor = ray.remote(
             num_cpus=1, max_restarts=self.section.max_retries, max_task_retries=self.section.max_retries
         )(ShardWorker)
-        _Pool.actors = [
-            actor.remote(
-                i,
-                endpoint,
-                slots.get(endpoint or self.config.llm.base_url or self.config.llm.backend),
-                self.config.llm.concurrency,
-            )
-            for i, endpoint in enumerate(endpoints)
-        ]
-        _Pool.settings = settings
-        return _Pool.actors
+        endpoints = self.endpoints()
+        for i in range(len(_Pool.actors), len(endpoints)):
+            slots = _Pool.slot_names.get(self._endpoint_key(endpoints[i]))
+            _Pool.actors.append(actor.remote(i, endpoints[i], slots, self.config.llm.concurrency))
+        return _Pool.actors[: len(endpoints)]
+
+    def _endpoint_key(self, endpoint: str | None) -> str:
+        return endpoint or self.config.llm.base_url or self.config.llm.backend
 
     # -- runs ------------------------------------------------------------------------------------------------
     def run_policy(

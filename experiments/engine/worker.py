@@ -1,10 +1,11 @@
 """A shard worker: builds its parts once (world, user-model factory, LLM, each policy's recommender and user
 model, from the shared caches) and runs the shards it is given. Plain Python; `ray_engine` makes it an actor.
 
-Before each shard the worker points its policy parts' LLM at the shard's own call log (`SwitchLLM`), so a
-recommender and user model built once log every call into the directory of the shard that made it. A shard
-directory that already holds a run (a retry after the worker died) is rolled back to its last checkpoint and
-resumed, so a retried shard writes exactly what an uninterrupted one would.
+A policy's parts are kept for the shards of one policy run and rebuilt for the next (from the caches: loading,
+not training). Before each shard the worker points its policy parts' LLM at the shard's own call log
+(`SwitchLLM`), so a recommender and user model built once log every call into the directory of the shard that
+made it. A shard directory that already holds a run (a retry after the worker died) is rolled back to its last
+checkpoint and resumed, so a retried shard writes exactly what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -83,8 +84,10 @@ class ShardWorker:
         started, start = time.time(), time.perf_counter()
         context = self.context(recipe.setup, recipe.config, recipe.n_personas)
         base = self.llm(recipe.make_llm, recipe.config) if recipe.make_llm is not None else None
-        key = f"{recipe.key()}|{recipe.parts.__module__}.{recipe.parts.__qualname__}|{recipe.policy}"
+        # parts live for one policy run (its shards): a recommender's counters must not carry over to another run
+        key = f"{recipe.key()}|{recipe.parts.__module__}.{recipe.parts.__qualname__}|{shard.directory.parent.parent}"
         if key not in self._parts:
+            self._parts.clear()
             switch = SwitchLLM(base) if base is not None else None
             policy, user_model = recipe.parts(context, switch, recipe.policy)
             self._parts[key] = (switch, policy, user_model)  # type: ignore[assignment]

@@ -429,7 +429,13 @@ def test_golden_page_reaction_prompt_and_schema():
     assert request.messages[0].content == GOLDEN_SYSTEM
     assert request.messages[1].content == GOLDEN_REACTION
     assert request.template == "page_reaction" and request.purpose == "page_reaction"
-    assert dict(request.context) == {"ratings": [4], "left": True, "page_index": 2}
+    context = {
+        "ratings": [4],
+        "left": True,
+        "page_index": 2,
+        "data_words": sorted({ds.catalog[5].title, *ds.catalog[5].genres}),
+    }
+    assert dict(request.context) == context
     feelings = request.json_schema["properties"]["feelings"]
     assert (feelings["minItems"], feelings["maxItems"]) == (1, 1)
     assert request.json_schema["required"] == ["feelings", "reason"]

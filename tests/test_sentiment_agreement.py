@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from experiments.text_quality import feelings_frame, own_text_table, sentiment_table
-from simenv.llm.sentiment import agreement, compound, verdict
+from simenv.llm.sentiment import agreement, compound, verdict, without
 from simenv.llm.specs import check_feelings_agree, feeling_pool
 
 
@@ -28,6 +28,15 @@ from simenv.llm.specs import check_feelings_agree, feeling_pool
 )
 def test_verdicts_on_crafted_feelings(rating: int, text: str, expected: str) -> None:
     assert verdict(rating, compound(text)) == expected
+
+
+def test_titles_and_genres_are_read_past() -> None:
+    """VADER reads "Star Wars" and "Horror" as negative: the check strips the watched movies' titles and genres."""
+    feeling = {"feelings": ["I liked it because of the action scenes in Star Wars (1977)"]}
+    with pytest.raises(ValueError, match="contradicts the rating 4"):
+        check_feelings_agree([4])(feeling)
+    check_feelings_agree([4], ["Star Wars", "Action", "Sci-Fi"])(feeling)
+    assert without("A HORROR classic, War and more war", ["horror", "war"]).split() == ["A", "classic,", "and", "more"]
 
 
 def test_agreement_counts_and_rates() -> None:

@@ -260,6 +260,9 @@ class PromptBuilder:
             "left": bool(left),
         }
         context = {"ratings": [s["rating"] for s in seen], "left": bool(left), "page_index": int(page.page_index)}
+        watched_items = [it for k, it in enumerate(items) if watched[k]]
+        if watched_items:  # read past by the sentiment check ("Star Wars", "Horror" are not feelings)
+            context["data_words"] = sorted({w for it in watched_items for w in (it.title, *it.genres)})
         return self.ask(PAGE_REACTION, self.reaction_template, persona, variables, context, seed)
 
     def reaction_request(

@@ -9,6 +9,7 @@ strongly either way); neutral text for a 1-2 or 4-5 rating neither agrees nor co
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -29,6 +30,14 @@ def _analyzer() -> Any:
 def compound(text: str) -> float:
     """VADER's compound sentiment of `text`, in [-1, 1] (cached: the mock's feelings repeat)."""
     return float(_analyzer().polarity_scores(str(text))["compound"])
+
+
+def without(text: str, phrases: Iterable[str]) -> str:
+    """`text` with every occurrence of `phrases` (titles, genre names: data, not sentiment) removed, longest first,
+    ignoring case: VADER reads "Star Wars" or "Horror" as negative words."""
+    for phrase in sorted({p for p in phrases if p.strip()}, key=len, reverse=True):
+        text = re.sub(re.escape(phrase), " ", text, flags=re.IGNORECASE)
+    return text
 
 
 def verdict(rating: int, score: float) -> str:

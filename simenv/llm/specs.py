@@ -24,7 +24,7 @@ from simenv.llm.schemas import (
     rerank_schema,
     taste_summary_schema,
 )
-from simenv.llm.sentiment import compound, verdict
+from simenv.llm.sentiment import compound, verdict, without
 
 FEELING_MAX_CHARS = 40  # a feeling's free part; tighter than the contract's caps: short strings decode fast
 REASON_MAX_CHARS = 60
@@ -119,13 +119,15 @@ def reaction_samples(context: Context) -> Samples:
     return {"feelings": pools, "reason": [tuple(LEAVE_OPENING + r for r in _LEAVE)]}
 
 
-def check_feelings_agree(ratings: Sequence[int]) -> Any:
-    """No feeling may contradict its movie's rating (VADER; `simenv.llm.sentiment`)."""
+def check_feelings_agree(ratings: Sequence[int], data_words: Sequence[str] = ()) -> Any:
+    """No feeling may contradict its movie's rating (VADER; `simenv.llm.sentiment`), read without `data_words`
+    (the watched movies' titles and genres: "Star Wars", "Horror" are not what the user felt)."""
     expected = [int(r) for r in ratings]
+    words = tuple(data_words)
 
     def check(value: Any) -> None:
         for k, (rating, text) in enumerate(zip(expected, value["feelings"], strict=True)):
-            if verdict(rating, compound(text)) == "contradict":
+            if verdict(rating, compound(without(text, words))) == "contradict":
                 raise ValueError(f"feelings[{k}] {text!r} contradicts the rating {rating} of 5: say what you felt")
 
     return check
@@ -149,7 +151,7 @@ PAGE_REACTION = PromptSpec(
     schema=reaction_schema,
     samples=reaction_samples,
     mock=reaction_mock,
-    check=lambda context: check_feelings_agree(context["ratings"]),
+    check=lambda context: check_feelings_agree(context["ratings"], context.get("data_words", ())),
     data_vars=("taste", "memories", "watched", "skipped"),
     max_tokens=reaction_budget,
 )

@@ -1,4 +1,5 @@
-"""`simrec train-rl`: an SB3 policy that re-ranks a base recommender's candidates, trained on the fitted users.
+"""`simrec train-rl`: a policy that re-ranks a base recommender's candidates, trained on the fitted users (SB3) or
+on their logged sessions (offline, d3rlpy).
 
 The training env is the slate env (`simenv.env.RecEnv` semantics) whose candidate set is the `[rl] base`
 recommender's top items plus an exploration sample, with the `[rl] user` model deciding by the `[users] profile`
@@ -43,7 +44,7 @@ from experiments.rl.checkpoint import (
     split_personas,
     with_personas,
 )
-from experiments.rl.offline import OfflineRun
+from experiments.rl.offline import OfflineRun, behaviour_policies, export_behaviour, mdp_dataset, train_offline
 from simenv.protocols import Recommender
 
 N_ENVS = 8  # fast user: sessions stepped together
@@ -160,8 +161,6 @@ def train_offline_policy(
 ) -> tuple[dict[str, Any], OfflineRun, dict[str, Any]]:
     """Log the behaviour policies' sessions (Minari), fit the d3rlpy algorithm on them; returns the page settings,
     what training did and a summary of the logged data."""
-    from experiments.rl.offline import behaviour_policies, export_behaviour, mdp_dataset, train_offline
-
     section = config.rl
     env = make_logging_env(config, world, base, ALGOS[section.algo][1])
     recs: dict[str, Recommender | None] = {}

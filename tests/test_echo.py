@@ -51,6 +51,16 @@ def test_own_words_are_not_echoes(answer: str) -> None:
     assert EchoSource(PROMPT, {"score", "reason"}).find("reason", answer) is None
 
 
+def test_a_text_looping_on_itself_is_not_own_words() -> None:
+    source = EchoSource(PROMPT, ())
+    opening = "It was okay because "
+    echo = source.find("feelings[0]", opening + "I am leaving to go, I am leaving to go,", opening)
+    assert echo is not None and echo.kind == "repetition" and "repeats itself" in echo.reason
+    looped = source.find("feelings[0]", "I loved it because I loved it because I", "I loved it because ")
+    assert looped is not None and looped.kind == "repetition"  # the opening counts when looking for a loop
+    assert source.find("f", opening + "the middle was slow but the end was good", opening) is None
+
+
 def test_masked_data_is_not_the_prompts_own_words() -> None:
     """A feeling may name its movie: titles and memories are data, masked; runs never cross the mask."""
     source = EchoSource(f"You watched: {MASK}. You rated it 4 of 5 stars.", ())

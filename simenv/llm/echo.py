@@ -6,7 +6,9 @@ when, after its forced opening (if the prompt prescribed one) is removed, it is
 
 - a placeholder: empty, punctuation only, an angle-bracket slot like `<true|false>`, or a key name of the answer;
 - or a copy of the prompt's own words: it shares a run of `min_words` consecutive words with the prompt, or the
-  whole text (at least `min_short` words) appears in the prompt as one run.
+  whole text (at least `min_short` words) appears in the prompt as one run;
+- or a loop: the text (opening included) repeats a run of `REPEAT_WORDS` words ("I am leaving to go, I am leaving
+  to go").
 
 "The prompt's own words" are the template's text, its question and its example, rendered with the data (titles,
 taste text, memories: `PromptSpec.data_vars`) masked: a feeling may name its movie, and repeating a feeling the
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 MASK = "\u2016"  # stands in for data in the masked prompt; never a word, so no run crosses it
 MIN_WORDS = 5
 MIN_SHORT = 3
+REPEAT_WORDS = 4
 _WORD = re.compile(rf"\w+|{MASK}")
 _SLOT = re.compile(r"<[^<>]*>")
 PLACEHOLDERS = frozenset({"", ".", "..", "...", "\u2026", "<...>"})
@@ -33,19 +36,32 @@ class Echo:
     """Why a text is not the model's own: the field, the kind of copy and the copied words."""
 
     field: str
-    kind: str  # "placeholder" | "prompt_copy"
+    kind: str  # "placeholder" | "prompt_copy" | "repetition"
     copied: str
 
     @property
     def reason(self) -> str:
         if self.kind == "placeholder":
             return f"{self.field} is the placeholder {self.copied!r}, not your own words"
+        if self.kind == "repetition":
+            return f"{self.field} repeats itself ({self.copied!r}): say it once, in your own words"
         return f"{self.field} copies the prompt ({self.copied!r}): write your own words"
 
 
 def words(text: str) -> list[str]:
     """Lower-cased word tokens; the data mask is a token of its own (it matches no answer word)."""
     return _WORD.findall(text.lower())
+
+
+def repeated_run(tokens: Sequence[str], n: int = REPEAT_WORDS) -> str:
+    """The first run of `n` words that occurs twice in `tokens` ("" if none): a small model looping on itself."""
+    seen: set[tuple[str, ...]] = set()
+    for i in range(len(tokens) - n + 1):
+        run = tuple(tokens[i : i + n])
+        if run in seen:
+            return " ".join(run)
+        seen.add(run)
+    return ""
 
 
 class EchoSource:
@@ -73,6 +89,9 @@ class EchoSource:
         tokens = words(stripped)
         if len(tokens) == 1 and tokens[0] in self.key_names:
             return Echo(field, "placeholder", stripped)
+        loop = repeated_run(words(str(text)))
+        if loop:
+            return Echo(field, "repetition", loop)
         n = self.min_words
         for i in range(len(tokens) - n + 1):
             if tuple(tokens[i : i + n]) in self.ngrams:

@@ -3,13 +3,14 @@
 A pilot runs the configured comparison on a seeded sample of the run's personas (`PILOT_PERSONAS`, stratified by
 activity group, which drives session length) with the mock LLM in a temporary directory: the same users, decision
 profile, pages and policies (recommenders are trained or loaded from the model cache exactly as the run will, so
-the run reuses them). Every request the pilot's users and rankers make is counted per template, then scaled by
-each group's personas / its pilot size. Prompt tokens are the mock's estimate (rendered characters / 4). The
-completion tokens of a real model lie between the mock's short answers and the requests' `max_tokens` caps; both
-are printed, and the cost (given `--llm.price-per-mtok`) as that range. Not in the estimate: re-asks of invalid
-answers (at most `max_repairs` per call) and transport retries, which depend on the model and the endpoint; and a
-real model's answers may change decisions (hence pages) where the profile weighs them. Cache hits would make the
-run cheaper than estimated.
+the run reuses them), and each sampled persona's very session of the run (same episode number, same seeds).
+Every request the pilot's users and rankers make is counted per template, then scaled by each group's personas /
+its pilot size; calls made outside sessions (building a policy or user model) count once. Prompt tokens are the
+mock's estimate (rendered characters / 4). The completion tokens of a real model lie between the mock's short
+answers and the requests' `max_tokens` caps; both are printed, and the cost (given `--llm.price-per-mtok`) as that
+range. Not in the estimate: re-asks of invalid answers (at most `max_repairs` per call) and transport retries,
+which depend on the model and the endpoint; and a real model's answers may change decisions (hence pages) where
+the profile weighs them. Cache hits would make the run cheaper than estimated.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import tempfile
 import threading
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,6 @@ from experiments.recommender_specs import check_recommender_specs
 from simenv.llm import LLM, LLMRequest, LLMResponse, LLMWrapper, MockLLM
 
 PILOT_PERSONAS = 24
-RUNNER_BATCH = 16  # as experiments.compare
 
 
 class CountingLLM(LLMWrapper):
@@ -56,6 +56,12 @@ class CountingLLM(LLMWrapper):
                 self.prompt_tokens[request.template] += response.prompt_tokens
                 self.completion_tokens[request.template] += response.completion_tokens
                 self.completion_caps[request.template] += request.max_tokens
+
+    def snapshot(self) -> dict[str, Counter[str]]:
+        """Copies of the four counters, keyed calls / prompt / completion / cap."""
+        with self._lock:
+            counters = (self.calls, self.prompt_tokens, self.completion_tokens, self.completion_caps)
+            return {key: Counter(c) for key, c in zip(("calls", "prompt", "completion", "cap"), counters, strict=True)}
 
     def complete(self, request: LLMRequest) -> LLMResponse:
         response = self.inner.complete(request)
@@ -109,42 +115,48 @@ class DryRunEstimate:
         return self.tokens_low * self.price_per_mtok / 1e6, self.tokens_high * self.price_per_mtok / 1e6
 
 
-def pilot_strata(world: World, n: int, seed: int) -> list[tuple[World, float]]:
+def pilot_strata(world: World, n: int, seed: int) -> list[tuple[list[int], float]]:
     """A seeded sample of `n` of the world's personas, stratified by activity group (it drives how many pages a
-    session lasts): per group, its world and the weight (group size / sampled) that scales its counts to the run.
-    Proportional allocation, at least one persona per non-empty group; every persona when there are <= `n`."""
+    session lasts): per group, the sampled personas' episode numbers in the run (their ranks among the sorted
+    persona ids) and the weight (group size / sampled) that scales its counts to the run. Proportional allocation,
+    at least one persona per non-empty group; every persona when there are <= `n`."""
     groups: dict[int, list[int]] = {}
-    for user, persona in sorted(world.personas.items()):
-        groups.setdefault(persona.activity, []).append(user)
+    for episode, user in enumerate(sorted(world.personas)):
+        groups.setdefault(world.personas[user].activity, []).append(episode)
     total = len(world.personas)
     rng = np.random.default_rng([seed, 16])
     out = []
     for activity in sorted(groups):
-        ids = groups[activity]
-        k = len(ids) if total <= n else min(len(ids), max(1, round(n * len(ids) / total)))
-        chosen = sorted(int(u) for u in rng.choice(ids, size=k, replace=False))
-        out.append((replace(world, personas={u: world.personas[u] for u in chosen}), len(ids) / k))
+        episodes = groups[activity]
+        k = len(episodes) if total <= n else min(len(episodes), max(1, round(n * len(episodes) / total)))
+        out.append((sorted(int(e) for e in rng.choice(episodes, size=k, replace=False)), len(episodes) / k))
     return out
 
 
 def estimate_run(config: ExperimentConfig, pilot: int = PILOT_PERSONAS, world: World | None = None) -> DryRunEstimate:
-    """Run the pilot (mock LLM, temporary directory) and scale its counts to the run's personas."""
+    """Run the pilot (mock LLM, temporary directory) and scale its counts to the run's personas.
+
+    Each sampled persona's session is the one the run will simulate (the runner's `only_chunks` with chunks of
+    one episode keeps its episode number, hence its seeds), so the estimate's only error is the sampling of
+    personas (and, for a real model, how its answers differ from the mock's)."""
     if pilot < 1:
         raise ValueError(f"dry run: pilot must be >= 1 persona, got {pilot}")
     world = world or build_world(config)
     policies = tuple(check_recommender_specs(config, world))
     strata = pilot_strata(world, pilot, config.run.seed)
+    counting = CountingLLM(MockLLM(seed=config.run.seed))
+    users = UserModelFactory(config, world, counting)
     totals = {key: Counter[str]() for key in ("calls", "prompt", "completion", "cap")}
     pilot_calls: Counter[str] = Counter()
     with tempfile.TemporaryDirectory(prefix="simrec-dry-run-") as tmp:
-        for k, (small, weight) in enumerate(strata):
-            counting = CountingLLM(MockLLM(seed=config.run.seed))
-            users = UserModelFactory(config, small, counting)
-            for name in policies:
-                before = sum(counting.calls.values())
-                recommender, _ = train_recommender(config, small, name, llm=counting)
-                user_model = users(counting) if config.users.model == "llm" else users()
-                small.run_sessions(
+        for name in policies:
+            before = counting.snapshot()
+            recommender, _ = train_recommender(config, world, name, llm=counting)
+            user_model = users(counting) if config.users.model == "llm" else users()
+            _add(totals, counting.snapshot(), before, 1.0)  # calls outside sessions happen once per policy
+            for k, (episodes, weight) in enumerate(strata):
+                start = counting.snapshot()
+                world.run_sessions(
                     recommender,
                     user_model,
                     Path(tmp) / f"{name}-{k}",
@@ -152,27 +164,31 @@ def estimate_run(config: ExperimentConfig, pilot: int = PILOT_PERSONAS, world: W
                     page_size=config.simulation.page_size,
                     seed=config.run.seed,
                     policy_name=name,
-                    batch_size=RUNNER_BATCH,
+                    batch_size=1,
+                    only_chunks=set(episodes),
                 )
-                close = getattr(recommender, "close", None)
-                if callable(close):
-                    close()
-                pilot_calls[name] += sum(counting.calls.values()) - before
-            for key, counter in zip(
-                totals,
-                (counting.calls, counting.prompt_tokens, counting.completion_tokens, counting.completion_caps),
-                strict=True,
-            ):
-                for template, value in counter.items():
-                    totals[key][template] += value * weight
+                _add(totals, counting.snapshot(), start, weight)
+            close = getattr(recommender, "close", None)
+            if callable(close):
+                close()
+            pilot_calls[name] = sum(counting.calls.values()) - sum(before["calls"].values())
     templates = tuple(
         TemplateEstimate(t, totals["calls"][t], totals["prompt"][t], totals["completion"][t], totals["cap"][t])
         for t in sorted(totals["calls"])
     )
-    n_pilot = sum(len(small.personas) for small, _ in strata)
+    n_pilot = sum(len(episodes) for episodes, _ in strata)
     return DryRunEstimate(
         len(world.personas), n_pilot, policies, templates, config.llm.price_per_mtok, dict(pilot_calls)
     )
+
+
+def _add(
+    totals: dict[str, Counter[str]], now: dict[str, Counter[str]], then: dict[str, Counter[str]], w: float
+) -> None:
+    """Add `w` x (now - then) to `totals`, per counter and template."""
+    for key, counter in totals.items():
+        for template, value in now[key].items():
+            counter[template] += (value - then[key].get(template, 0)) * w
 
 
 def print_estimate(console: Console, estimate: DryRunEstimate, config: ExperimentConfig) -> None:

@@ -1,0 +1,78 @@
+"""`simrec compare --dry-run`: the estimate comes before any LLM call, and a mock run then makes what it said."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from experiments.cli import app
+from experiments.config import load_config
+from experiments.dry_run import run_dry_run
+from experiments.report import read_run
+from tests.servers.fault_server import FaultServer
+
+TINY_MF = "[models.mf]\ndim = 16\nepochs = 4\neval_every = 2\nbatch_size = 512\n"
+
+
+@pytest.fixture(scope="module", name="cache_dir")
+def cache_dir_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data/model cache for the module: parsed data, the tiny MF and the response model are built once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def _settings(tmp_path: Path, cache_dir: Path, n_personas: int, **llm: str) -> dict:
+    """A seconds-long comparison (synthetic data, hashing embedder, tiny MF) as nested config overrides."""
+    models = tmp_path / "tiny_models.toml"
+    models.write_text(TINY_MF)
+    return {
+        "data": {"dataset": "synthetic", "n_personas": n_personas, "cache_dir": str(cache_dir)},
+        "users": {"embedder": "hashing"},
+        "simulation": {"pages": 3},
+        "run": {"out_dir": str(tmp_path / "runs")},
+        "recommenders": {"config_file": str(models), "names": ["random", "pop", "mf"]},
+        "llm": llm,
+    }
+
+
+def _flags(settings: dict) -> list[str]:
+    """The same settings as command-line flags."""
+    return [
+        arg
+        for section, values in settings.items()
+        for key, value in values.items()
+        for arg in (
+            f"--{section}.{key.replace('_', '-')}",
+            json.dumps(value) if isinstance(value, list) else str(value),
+        )
+    ]
+
+
+def test_dry_run_estimate_is_within_10_percent_of_the_calls_a_mock_run_makes(tmp_path: Path, cache_dir: Path) -> None:
+    settings = _settings(tmp_path, cache_dir, 40, backend="mock", price_per_mtok=0.5)
+    out = io.StringIO()
+    estimate = run_dry_run(load_config(None, settings), Console(file=out, width=200), pilot=16)
+    assert "No LLM call was made" in out.getvalue() and "at 0.5 per million tokens" in out.getvalue()
+    assert not (tmp_path / "runs").exists()  # a dry run writes no run directory
+    assert estimate.n_pilot == 16 and estimate.n_personas == 40  # a forecast from a sample, not a replay
+    low, high = estimate.cost() or (0.0, 0.0)
+    assert low == pytest.approx(estimate.tokens_low * 0.5 / 1e6) and high > low
+    app(["compare", *_flags(settings), "--run.name", "real"])
+    calls = read_run(tmp_path / "runs" / "real").llm_calls
+    assert len(calls) > 100
+    assert estimate.calls == pytest.approx(len(calls), rel=0.10)
+    tokens = int(calls["prompt_tokens"].sum() + calls["completion_tokens"].sum())
+    assert estimate.tokens_low == pytest.approx(tokens, rel=0.10)
+    assert {t.template for t in estimate.templates} == set(calls["template"])
+
+
+def test_dry_run_sends_nothing_to_the_configured_endpoint(tmp_path: Path, cache_dir: Path, capsys) -> None:
+    with FaultServer() as server:
+        flags = _flags(_settings(tmp_path, cache_dir, 8, backend="openai", model="m", base_url=server.base_url))
+        app(["compare", "--dry-run", *flags, "--llm.price-per-mtok", "2"])
+    out = capsys.readouterr().out
+    assert sum(server.stats.values()) == 0 and not server.authorizations
+    assert "cost ~" in out and "at 2 per million tokens" in out

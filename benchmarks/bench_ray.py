@@ -10,7 +10,8 @@ response model come from the simrec cache (built on the first run, before any ti
    nothing: each worker's first shard imports the composition root (torch, sklearn) while its arguments are
    unpickled ("dispatch": from submission to the shard's start) and builds its world, user model and recommender
    from the caches ("build"): together the per-shard start-up cost;
-3. ray, warm: the same again into a fresh directory (the workers' parts are built; a second policy of a run).
+3. ray, warm: the same again into a fresh directory (the workers' worlds and factories are built; each worker
+   loads Pop and builds a user model again, as for a run's second policy).
 Printed: wall seconds and pages/s of each, speed-ups (ratios within this run), each shard's start-up and run
 seconds, the driver's merge seconds, the workers' peak RSS, and whether the outputs are identical; then the
 measured per-page figures (LLM calls and tokens from the call log, worker seconds) and `project`'s estimate of a

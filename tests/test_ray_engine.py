@@ -230,3 +230,6 @@ def test_endpoints_are_shared_out_and_limited_per_endpoint() -> None:
     assert RayEngine(openai).endpoints() == [None, None] and RayEngine(openai).endpoint_limit() == 12
     explicit = load_config(None, {"engine": "ray", "ray": {"endpoint_concurrency": 5}})
     assert RayEngine(explicit).endpoint_limit() == 5
+    # several [llm] base URLs: each worker gets one of them, so the per-URL limit is exact
+    several = load_config(None, {"engine": "ray", "llm": {"backend": "openai", "base_url": ",".join(urls)}})
+    assert RayEngine(several).endpoints() == [urls[0], urls[1]]

@@ -34,6 +34,7 @@ from experiments.engine.shards import (
 from experiments.engine.worker import ShardWorker
 from recommenders.external import ExternalRecommender
 from simenv.llm import LLM
+from simenv.llm.openai_backend import endpoint_urls
 from simenv.protocols import PagePolicy, UserModel
 from simenv.runner import RunSummary, run_sessions
 
@@ -149,9 +150,20 @@ class RayEngine:
         self.last = EngineStats()
 
     # -- workers ---------------------------------------------------------------------------------------------
+    def endpoint_urls(self) -> tuple[str, ...]:
+        """The endpoints workers share out: `[ray] llm_endpoints`, else the URLs `[llm] base_url` lists (none: the
+        backend's default, $OPENAI_BASE_URL)."""
+        if self.section.llm_endpoints:
+            return tuple(self.section.llm_endpoints)
+        base = self.config.llm.base_url
+        if base is None or (not isinstance(base, str) and not base):
+            return ()
+        return tuple(u for u in endpoint_urls(base) if u is not None)
+
     def endpoints(self) -> list[str | None]:
-        """One entry per worker: the endpoint it calls (None: the [llm] base_url)."""
-        urls = list(self.section.llm_endpoints)
+        """One entry per worker: the single endpoint it calls (worker i: URL i mod n; None: the backend's default).
+        One URL per worker keeps the cluster-wide limit exact per URL."""
+        urls = self.endpoint_urls()
         return [urls[i % len(urls)] if urls else None for i in range(self.section.num_workers)]
 
     def endpoint_limit(self) -> int | None:
@@ -165,13 +177,13 @@ class RayEngine:
         or LLM settings change)."""
         ray = connect(self.section)
         limit = self.endpoint_limit()
-        settings = (self.section.max_retries, limit, self.section.llm_endpoints, self.config.llm)
+        settings = (self.section.max_retries, limit, self.endpoint_urls(), self.config.llm)
         if _Pool.settings != settings:
             stop_workers()
             _Pool.slot_names = {}
             if limit is not None:
                 slots_actor = ray.remote(num_cpus=0, max_concurrency=10_000)(EndpointSlots)
-                for endpoint in {self._endpoint_key(e) for e in self.section.llm_endpoints or (None,)}:
+                for endpoint in {self._endpoint_key(e) for e in self.endpoint_urls() or (None,)}:
                     name = _Pool.slot_names[endpoint] = slots_name(endpoint)
                     _Pool.slots.append(slots_actor.options(name=name, namespace=NAMESPACE).remote(limit))
             _Pool.settings = settings
@@ -185,7 +197,7 @@ class RayEngine:
         return _Pool.actors[: len(endpoints)]
 
     def _endpoint_key(self, endpoint: str | None) -> str:
-        return endpoint or self.config.llm.base_url or self.config.llm.backend
+        return endpoint or self.config.llm.backend  # no URL: the backend's default endpoint
 
     # -- runs ------------------------------------------------------------------------------------------------
     def run_policy(

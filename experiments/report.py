@@ -211,7 +211,7 @@ def text_quality_section(tables: RunTables) -> list[str]:
     lines = ["## LLM text: the model's own words or fallback", "",
              "Per template: requests, repairs, answers unusable after repairs (fallbacks: bad JSON or schema, an echo "
              "of the prompt, a feeling contradicting its rating) and the share used as the model's own:", "",
-             own.to_markdown(), ""]  # fmt: skip
+             own.reset_index().to_markdown(index=False), ""]  # fmt: skip
     sentiment = sentiment_table(feelings_frame(tables.events, tables.pages, tables.llm_calls))
     if not sentiment.empty:
         lines += ["Feelings whose VADER sentiment agrees with their rating (4-5 positive, 1-2 negative, 3 not "

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from simenv.llm import LLMError
+from simenv.llm import LLMConfig, LLMError, make_backend
 from simenv.llm.calllog import CALL_LOG_SCHEMA, CallLogLLM, read_call_log
 from simenv.llm.openai_backend import OpenAIBackend
 from tests.servers.fault_server import FaultPlan, FaultServer
@@ -88,15 +88,23 @@ def test_an_error_not_worth_retrying_fails_at_once() -> None:
 
 def test_round_robin_over_several_endpoints_with_failover(tmp_path: Path) -> None:
     with FaultServer(FaultPlan(latency_s=0.02)) as good, FaultServer(FaultPlan(rate=1.0, kinds=("500",))) as bad:
-        backend = OpenAIBackend(
-            model="m", base_url=f"{good.base_url},{bad.base_url}", max_retries=2, concurrency=4, backoff_s=0.01
+        config = LLMConfig(
+            backend="openai", model="m", base_url=(good.base_url, bad.base_url), max_retries=2, concurrency=4
         )
+        backend = make_backend(config)  # the config path: two endpoints, each bounded by `concurrency`
+        assert isinstance(backend, OpenAIBackend) and backend.base_urls == (good.base_url, bad.base_url)
         responses = backend.complete_batch([_echo_request(i) for i in range(40)])
         backend.close()
     assert all(r.ok for r in responses)  # every call that met the failing endpoint was retried on the other
     assert bad.stats["500"] > 5 and good.stats["ok"] == 40
     assert good.max_in_flight <= 4
     assert sum(len(r.attempt_errors) for r in responses) == bad.stats["500"]
+    direct = make_backend(
+        LLMConfig(backend="openai", model="m", base_url="http://127.0.0.1:9/v1", http_client="direct")
+    )
+    assert isinstance(direct, OpenAIBackend) and direct.http_client == "direct"
+    with pytest.raises(ValueError, match="http_client"):
+        LLMConfig(backend="openai", model="m", http_client="curl")
 
 
 def test_prompts_and_answers_are_stored_only_with_full_logging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -37,6 +37,7 @@ from experiments.recommender_specs import check_recommender_specs
 from experiments.report import EXTERNAL_FILE, build_report, llm_summary, metrics_table, read_run
 from recommenders.external import ExternalRecommender
 from simenv.llm import LLM, CallLogLLM
+from simenv.llm.openai_backend import endpoint_urls
 from simenv.metrics import METRICS
 from simenv.protocols import Recommender, UserModel
 from simenv.runner import rollback_to_checkpoint
@@ -44,6 +45,15 @@ from simenv.runner import rollback_to_checkpoint
 log = logging.getLogger(__name__)
 EXPERIMENT_FILE = "experiment.json"
 RUNNER_BATCH = 16  # personas stepped together; a crash redoes at most one batch of one policy
+
+
+def runner_batch(config: ExperimentConfig) -> int:
+    """Personas stepped together: `RUNNER_BATCH`, or for an endpoint backend enough to fill every endpoint's
+    concurrency (each page step sends one call per live persona and waits for the slowest; with 16 personas
+    behind 32 slots the endpoint idled at 0.16 of its capacity, 128 personas used 0.58: benchmarks.bench_llm)."""
+    if config.llm.backend != "openai":
+        return RUNNER_BATCH
+    return max(RUNNER_BATCH, config.llm.concurrency * len(endpoint_urls(config.llm.base_url)))
 
 
 @dataclass(frozen=True)
@@ -149,7 +159,7 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
                 seed=config.run.seed,
                 policy_name=name,
                 resume=resuming,
-                batch_size=RUNNER_BATCH,
+                batch_size=runner_batch(config),
                 progress=on_page,
             )
             if call_log is not None:

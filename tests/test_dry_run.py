@@ -1,4 +1,5 @@
-"""`simrec compare --dry-run`: the estimate comes before any LLM call, and a mock run then makes what it said."""
+"""`simrec compare` plans its LLM use: the `--dry-run` estimate comes before any LLM call and a mock run then makes
+what it said; the runner batch fills the endpoints."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from rich.console import Console
 
 from experiments.cli import app
+from experiments.compare import RUNNER_BATCH, runner_batch
 from experiments.config import load_config
 from experiments.dry_run import run_dry_run
 from experiments.report import read_run
@@ -76,3 +78,13 @@ def test_dry_run_sends_nothing_to_the_configured_endpoint(tmp_path: Path, cache_
     out = capsys.readouterr().out
     assert sum(server.stats.values()) == 0 and not server.authorizations
     assert "cost ~" in out and "at 2 per million tokens" in out
+
+
+def test_compare_steps_enough_personas_together_to_fill_the_endpoints() -> None:
+    """With an endpoint backend the runner batch covers every endpoint's concurrency (a page step sends one call
+    per live persona and waits for the slowest); in-process backends keep the small batch."""
+    two = ["http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1"]
+    assert runner_batch(load_config(None, {"llm": {"backend": "mock", "concurrency": 64}})) == RUNNER_BATCH
+    endpoint = {"backend": "openai", "model": "m", "concurrency": 64}
+    assert runner_batch(load_config(None, {"llm": endpoint | {"base_url": two}})) == 128
+    assert runner_batch(load_config(None, {"llm": endpoint | {"base_url": two[0], "concurrency": 4}})) == RUNNER_BATCH

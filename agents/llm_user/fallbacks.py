@@ -2,16 +2,17 @@
 
 Two kinds, both named here and both logged:
 
-- **Fallbacks**: an answer still unusable after its repairs. `record_fallback` appends a `UserEvent("fallback")`
-  to the session and the model and logs it (WARNING; INFO for text-only answers, whose fallback changes no
-  decision). The page or interview is then marked `fallback=True`, which the run's event log and report count.
-  What replaces the answer: a page is decided by the non-LLM signals (`GroundedDecider.fallback_decider`), a
-  page's texts by `default_feeling` / `default_leave_reason`, a reflection by `counts_insight`, an interview
-  score by `stats_interview_score` with `INTERVIEW_NO_ANSWER_REASON`, a taste summary by the persona's
-  templated `taste_text`.
+- **Fallbacks**: an answer still unusable after its repairs (including text that copies the prompt or a feeling
+  that contradicts its rating: `simenv.llm.echo`, `simenv.llm.sentiment`). `record_fallback` appends a
+  `UserEvent("fallback")` to the session and the model and logs it (WARNING; INFO for text-only answers, whose
+  fallback changes no decision). The page or interview is then marked `fallback=True`, which the run's event
+  log and report count. What replaces the answer: a page is decided by the non-LLM signals
+  (`GroundedDecider.fallback_decider`), a page's texts by `default_feeling` / `default_leave_reason`, a
+  reflection by `counts_insight`, an interview score by `stats_interview_score` with
+  `INTERVIEW_NO_ANSWER_REASON`, a taste summary by the persona's templated `taste_text`.
 - **Default texts**: a usable answer that has no text for something the user did (in decide mode the grounded
   rule may watch an item the LLM skipped or leave when it stayed, and the LLM's reason is then not the user's;
-  or the LLM echoed the prompt's placeholder). `fill_texts` fills them in and says how many; the page policy
+  or a decide-mode text is a bare placeholder). `fill_texts` fills them in and says how many; the page policy
   logs that at DEBUG and counts it in `LLMUserModel.default_texts`. They are not fallbacks: the decision used
   the answer.
 """
@@ -44,8 +45,7 @@ LEAVE_REASON_NOTHING_LIKED = "Nothing here holds my interest."
 LEAVE_REASON_SEEN_ENOUGH = "I have seen enough."
 NO_INSIGHT = "(no insight)"
 INTERVIEW_NO_ANSWER_REASON = "Scored from what I watched and liked (no usable answer)."
-INTERVIEW_PLACEHOLDER_REASON = "Scored from what I watched and liked."
-INTERVIEW_PLACEHOLDER_DETAIL = "placeholder reason: kept the score, wrote a plain reason"
+INTERVIEW_PLACEHOLDER_REASON = "Scored from what I watched and liked."  # stored by runs before issue 16
 
 
 @dataclass(frozen=True, slots=True)

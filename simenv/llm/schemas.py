@@ -129,16 +129,7 @@ def check_page_decision(item_ids: Sequence[int]) -> Check:
     return check
 
 
-PLACEHOLDER_TEXTS = frozenset({"", ".", "..", "...", "…", "<...>"})
-
-
-def check_written_text(value: Any) -> None:
-    """Every string in a page_reaction answer must be written text, not the prompt's `"..."` skeleton echoed
-    back (tiny models copy it; a schema cannot tell the difference)."""
-    texts = [*value.get("feelings", []), *([value["reason"]] if "reason" in value else [])]
-    copied = [t for t in texts if str(t).strip() in PLACEHOLDER_TEXTS]
-    if copied:
-        raise ValueError(f"write your own words instead of the placeholder {copied[0]!r} from the example")
+PLACEHOLDER_TEXTS = frozenset({"", ".", "..", "...", "…", "<...>"})  # see simenv.llm.echo for the full echo test
 
 
 def check_rerank(candidate_ids: Sequence[int]) -> Check:

@@ -108,6 +108,40 @@ def test_fast_validation_on_other_schemas(schema: dict[str, Any], good: Any, bad
     assert not jsonschema.Draft202012Validator(schema).is_valid(bad)
 
 
+def test_forced_openings_agree_with_jsonschema_and_share_one_compiled_shape() -> None:
+    """page_reaction schemas differ per page in their ratings' openings and lengths; the fast path checks those
+    itself, so one compiled shape serves every rating combination, with jsonschema's verdicts."""
+    from simenv.llm.specs import LEAVE_OPENING, OPENINGS, reaction_schema
+    from simenv.llm.structured import _shape_validator
+
+    rng = np.random.default_rng(3)
+    before = _shape_validator.cache_info().misses
+    verdicts = set()
+    for _ in range(60):
+        ratings = [int(r) for r in rng.integers(1, 6, size=3)]
+        schema = reaction_schema({"ratings": ratings, "left": True})
+        reference = jsonschema.Draft202012Validator(schema)
+        swapped = [OPENINGS[6 - r] if r != 3 else OPENINGS[4] for r in ratings]
+        candidates = [
+            [OPENINGS[r] + "the plot held me" for r in ratings],  # valid
+            [OPENINGS[r] + "x" * 41 for r in ratings],  # free part over its cap
+            [OPENINGS[r] + "ab" for r in ratings],  # free part under its minimum
+            [o + "the plot held me" for o in swapped],  # another rating's opening
+            [OPENINGS[r] + "the plot\theld me" for r in ratings],  # a control character
+        ]
+        for feelings in candidates:
+            answer = {"feelings": feelings, "reason": LEAVE_OPENING + "it is late"}
+            fast = fast_valid(answer, schema)
+            assert fast == reference.is_valid(answer), answer
+            verdicts.add(fast)
+    assert verdicts == {True, False}
+    assert _shape_validator.cache_info().misses - before <= 1
+    # `$` ends the text as in ECMA regexes (and llama.cpp's grammar): no final newline, where Python's `re` allows one
+    ratings = [4]
+    answer = {"feelings": [OPENINGS[4] + "the plot held me\n"], "reason": LEAVE_OPENING + "it is late"}
+    assert fast_valid(answer, reaction_schema({"ratings": ratings, "left": True})) is False
+
+
 @pytest.mark.parametrize(
     ("schema", "bad"),
     [

@@ -119,19 +119,54 @@ class _NotFast(Exception):
     """The schema uses something the fast path does not reproduce exactly."""
 
 
+@dataclass(frozen=True)
+class _Pattern:
+    """A lifted `pattern` with its string's length bounds: forced openings (and so their lengths) differ per request
+    with the ratings, so they are checked here and the shape, compiled once per structure, holds none."""
+
+    regex: re.Pattern[str]
+    min_length: int | None
+    max_length: int | None
+
+    def holds(self, value: str) -> bool:
+        if self.min_length is not None and len(value) < self.min_length:
+            return False
+        if self.max_length is not None and len(value) > self.max_length:
+            return False
+        return self.regex.search(value) is not None
+
+
+@lru_cache(maxsize=256)
+def _anchored(pattern: str) -> re.Pattern[str]:
+    """`^...$` as JSON Schema (ECMA/Rust) means it: `$` at the very end, not before a final newline as in `re`."""
+    return re.compile(pattern[:-1] + r"\Z")
+
+
+def _lengths(node: dict[str, Any]) -> tuple[int | None, int | None]:
+    bounds = (node.get("minLength"), node.get("maxLength"))
+    if any(b is not None and (isinstance(b, bool) or not isinstance(b, int)) for b in bounds):
+        raise _NotFast
+    return bounds
+
+
 def _lift(node: Any, path: tuple[Any, ...], consts: list[_ConstAt]) -> Any:
-    """The schema without its `const` keywords (appended to `consts` with their instance paths)."""
+    """The schema without its `const` and `pattern` keywords (appended to `consts` with their instance paths)."""
     if isinstance(node, bool):
         return node
     if not isinstance(node, dict):
         raise _NotFast
     out: dict[str, Any] = {}
+    lifted_lengths = "pattern" in node
     for key, value in node.items():
         if key not in _FAST_KEYWORDS:
             raise _NotFast
-        if key == "pattern" and not (isinstance(value, str) and _PLAIN_PATTERN.fullmatch(value)):
-            raise _NotFast
-        if key == "const":
+        if key == "pattern":
+            if not (isinstance(value, str) and _PLAIN_PATTERN.fullmatch(value)):
+                raise _NotFast
+            consts.append((path, _Pattern(_anchored(value), *_lengths(node))))
+        elif lifted_lengths and key in ("minLength", "maxLength"):
+            continue  # checked with the pattern
+        elif key == "const":
             if not isinstance(value, _SCALAR):
                 raise _NotFast
             consts.append((path, value))
@@ -157,7 +192,10 @@ def _lift(node: Any, path: tuple[Any, ...], consts: list[_ConstAt]) -> Any:
 
 
 def _const_equal(value: Any, const: Any) -> bool:
-    """`jsonschema`'s equality for scalars: booleans equal only booleans; 1 == 1.0."""
+    """`jsonschema`'s equality for scalars: booleans equal only booleans; 1 == 1.0. A lifted pattern applies to
+    strings only."""
+    if isinstance(const, _Pattern):
+        return not isinstance(value, str) or const.holds(value)
     if isinstance(value, bool) or isinstance(const, bool):
         return type(value) is type(const) and value == const
     if isinstance(value, int | float) and isinstance(const, int | float):

@@ -77,7 +77,7 @@ class LLMSection(Section):
     commas); default $OPENAI_BASE_URL. The API key is read from $OPENAI_API_KEY only."""
     http_client: Literal["auto", "aiohttp", "httpx", "direct"] = _LLM.http_client
     """auto/aiohttp/httpx: the openai SDK (and its HTTP transport); direct: a plain aiohttp POST, ~3x less client CPU
-    per call, for fast local servers at high concurrency (see docs/llm_endpoints.md)."""
+    per call, for fast local servers at high concurrency (see docs/LLM_ENDPOINTS.md)."""
     structured_output: Literal["json_schema", "json_object"] = _LLM.structured_output
     """json_schema (OpenAI, vLLM) or json_object+schema (llama.cpp server)."""
     temperature: float = Field(_LLM.temperature, ge=0.0, le=2.0)

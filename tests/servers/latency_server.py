@@ -21,9 +21,7 @@ _COMPLETION = json.dumps(
         "object": "chat.completion",
         "created": 0,
         "model": "latency-model",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": '{"ok": true}'}, "finish_reason": "stop"}
-        ],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": '{"ok": true}'}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
     }
 ).encode()

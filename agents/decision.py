@@ -335,6 +335,36 @@ class GroundedDecider:
             values = (1 - lam) * values + lam * llm_ratings
         return plan.rating.stars(values, rng)
 
+    def watch_and_rate(
+        self,
+        persona: Persona,
+        item_ids: np.ndarray,
+        llm_watch: np.ndarray | None,
+        llm_ratings: np.ndarray | None,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(watched, stars) of one page by the rule, the LLM's answer blended in when there is one."""
+        plan = self.plan(persona)
+        watched = self.watch(plan, item_ids, llm_watch, rng)
+        if llm_watch is not None:
+            self.observe_llm(llm_watch)
+        return watched, self.ratings(plan, item_ids, llm_ratings, rng)
+
+    def decide_page(
+        self,
+        persona: Persona,
+        item_ids: np.ndarray,
+        page_index: int,
+        rng: np.random.Generator,
+        llm_watch: np.ndarray | None = None,
+        llm_ratings: np.ndarray | None = None,
+        llm_leave: bool | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(watched, stars, left) of one page by the rule, page by page: the reference `decide_batch` equals."""
+        watched, stars = self.watch_and_rate(persona, item_ids, llm_watch, llm_ratings, rng)
+        liked_share = float(np.sum(watched & (stars >= 4))) / len(item_ids)
+        return watched, stars, self.leave(page_index, persona.activity, liked_share, llm_leave, rng)[0]
+
     def leave(
         self,
         page_index: int,

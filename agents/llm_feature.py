@@ -414,16 +414,12 @@ class StackedDecider(GroundedDecider):
         for i, persona in enumerate(personas):
             k = int(sizes[i])
             ids = np.asarray(item_ids[i, :k], dtype=np.int64)
-            has = answers is not None and bool(answers.has[i])
-            llm_watch = answers.watch[i, :k] if has else None
-            plan = self.plan(persona)
-            watched[i, :k] = self.watch(plan, ids, llm_watch, rngs[i])
-            if llm_watch is not None:
-                self.observe_llm(llm_watch)
-            stars[i, :k] = self.ratings(plan, ids, answers.ratings[i, :k] if has else None, rngs[i])
-            liked_share = float(np.sum(watched[i, :k] & (stars[i, :k] >= 4))) / k
-            llm_leave = bool(answers.leave[i]) if has else None
-            left[i] = self.leave(int(page_index[i]), persona.activity, liked_share, llm_leave, rngs[i])[0]
+            answer = (
+                ()
+                if answers is None or not answers.has[i]
+                else (answers.watch[i, :k], answers.ratings[i, :k], bool(answers.leave[i]))
+            )
+            watched[i, :k], stars[i, :k], left[i] = self.decide_page(persona, ids, int(page_index[i]), rngs[i], *answer)
         return watched, stars, left
 
 

@@ -68,34 +68,16 @@ def page_memories_for(model: LLMUserModel, session: LLMUserSession, page: Page) 
     return session.memory.retrieve(query, now=session.memory.clock)
 
 
-def watch_and_rate(
-    decider: GroundedDecider,
-    persona: Persona,
-    ids: np.ndarray,
-    llm_watch: np.ndarray | None,
-    llm_ratings: np.ndarray | None,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(watched, stars) by the grounded rule, the LLM's answer blended in when there is one."""
-    plan = decider.plan(persona)
-    watched = decider.watch(plan, ids, llm_watch, rng)
-    if llm_watch is not None:
-        decider.observe_llm(llm_watch)
-    return watched, decider.ratings(plan, ids, llm_ratings, rng)
-
-
 def decide_grounded(
     session: LLMUserSession, page: Page, decider: GroundedDecider, answer: PageAnswer | None
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """(watched, stars, left) for one page by the grounded rule; draws from the session rng."""
     ids = np.asarray(page.item_ids, dtype=np.int64)
-    llm_watch = llm_ratings = llm_leave = None
-    if answer is not None:
-        llm_watch, llm_ratings, llm_leave = answer.watch, answer.ratings, answer.leave
-    watched, stars = watch_and_rate(decider, session.persona, ids, llm_watch, llm_ratings, session.rng)
-    liked_share = float(np.sum(watched & (stars >= 4))) / len(ids)
-    left, _ = decider.leave(page.page_index, session.persona.activity, liked_share, llm_leave, session.rng)
-    return watched, stars, left
+    if answer is None:
+        return decider.decide_page(session.persona, ids, page.page_index, session.rng)
+    return decider.decide_page(
+        session.persona, ids, page.page_index, session.rng, answer.watch, answer.ratings, answer.leave
+    )
 
 
 Decision = tuple[np.ndarray, np.ndarray, bool]
@@ -261,5 +243,5 @@ def judge_pages(
         else:
             answer = parse_page_answer(result.value)
             llm_watch, llm_ratings, decider = answer.watch, answer.ratings, model.decider
-        out.append(watch_and_rate(decider, persona, np.asarray(ids, dtype=np.int64), llm_watch, llm_ratings, rng))
+        out.append(decider.watch_and_rate(persona, np.asarray(ids, dtype=np.int64), llm_watch, llm_ratings, rng))
     return out

@@ -23,6 +23,7 @@ from typing import Any
 from experiments.config import ConfigError, ExperimentConfig, RaySection
 from experiments.engine.base import PolicyRecipe, SessionWorld, Setup
 from experiments.engine.limits import NAMESPACE, EndpointSlots, slots_name
+from experiments.engine.local import LocalEngine
 from experiments.engine.shards import (
     ShardResult,
     is_complete,
@@ -36,7 +37,7 @@ from recommenders.external import ExternalRecommender
 from simenv.llm import LLM
 from simenv.llm.openai_backend import endpoint_urls
 from simenv.protocols import PagePolicy, UserModel
-from simenv.runner import RunSummary, run_sessions
+from simenv.runner import RunSummary
 
 log = logging.getLogger(__name__)
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a single-node cluster on 127.0.0.1 (Ray's own switch)
@@ -212,7 +213,7 @@ class RayEngine:
         """Shard the policy's episodes, run the shards on the workers, merge them into `policy_dir`."""
         if recipe is None:  # train-rl / evaluate-rl: an SB3 policy is not rebuilt from a recipe on workers
             log.warning("--engine ray: %s runs its sessions in this process (no worker recipe)", policy_dir.name)
-            return run_sessions(policy, user_model, world.personas, world.dataset, world.split.train, policy_dir, **run)
+            return LocalEngine().run_policy(world, policy, user_model, policy_dir, recipe, run)
         start = time.perf_counter()
         run = dict(run)
         progress: Callable[[int, int], None] | None = run.pop("progress", None)

@@ -80,7 +80,7 @@ def _render(
 ) -> tuple[tuple[Message, ...], dict[str, Any], Callable[[], str]]:
     """The rendered messages (with the spec's example), the schema, and how to render the prompt's own words."""
     schema = spec.schema(context)
-    full = {**variables, "example": prompt_example(spec.example(context), schema)}
+    full = {**variables, "example": prompt_example(spec.example(context, schema=schema), schema)}
 
     def own_words() -> str:
         return "\n".join(m.content for m in template.render(**masked(full, spec.data_vars)))
@@ -133,7 +133,7 @@ def taste_summary_ask(persona: Persona, version: int = 1) -> Ask:
         template=spec.name,
         template_version=template.version_tag,
         purpose=spec.name,
-        max_tokens=spec.budget(context),
+        max_tokens=spec.budget(context, schema),
         seed=0,
         json_schema=schema,
         context=context,
@@ -206,7 +206,7 @@ class PromptBuilder:
         """The spec's request (schema, example, budget) and its check; the persona's system message counts as the
         prompt's own words too."""
         user, schema, own_words = _render(spec, template, variables, context)
-        request = self.request(template, persona, user, spec.budget(context), seed, schema, context)
+        request = self.request(template, persona, user, spec.budget(context, schema), seed, schema, context)
         system = request.messages[0].content
         return Ask(request, spec.full_check(context, lambda: f"{system}\n{own_words()}", schema))
 

@@ -198,12 +198,18 @@ class PromptSpec:
     def template(self, version: int | None = None) -> PromptTemplate:
         return load_template(self.package, self.name, self.version if version is None else version)
 
-    def example(self, context: Context, rng: np.random.Generator | None = None) -> Any:
-        """An answer generated from the schema and the samples (`rng`: draw among the samples, as the mock does)."""
-        return example_answer(self.schema(context), self.samples(context), rng)
+    def example(
+        self, context: Context, rng: np.random.Generator | None = None, schema: Mapping[str, Any] | None = None
+    ) -> Any:
+        """An answer generated from the schema and the samples (`rng`: draw among the samples, as the mock does);
+        `schema`: the context's schema when the caller has built it already."""
+        return example_answer(self.schema(context) if schema is None else schema, self.samples(context), rng)
 
-    def budget(self, context: Context) -> int:
-        return self.max_tokens(context) if self.max_tokens else token_budget(self.schema(context))
+    def budget(self, context: Context, schema: Mapping[str, Any] | None = None) -> int:
+        """Answer tokens: the spec's own budget, else the schema's (`schema` as in `example`)."""
+        if self.max_tokens:
+            return self.max_tokens(context)
+        return token_budget(self.schema(context) if schema is None else schema)
 
     def echo_check(self, masked_prompt: str | Callable[[], str], schema: Mapping[str, Any]) -> Check:
         """Rejects an answer any of whose strings copies the prompt's own words (`masked_prompt`, or a function

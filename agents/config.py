@@ -1,8 +1,9 @@
-"""User-model configurations: typed frozen dataclasses loaded from named profiles in `users.toml`.
+"""User-model configurations: typed frozen dataclasses, and the named user kinds built from them.
 
-The numbers live in `experiments/configs/users.toml` (one place, commented); the dataclass defaults here are
-only the fallbacks a unit test gets when it builds a config by hand. `load_llm_user_config("grounded")` and
-`load_fast_user_config()` are what runs use.
+The defaults live here, once: every dataclass field's default is the value every entry point uses (the gym ids,
+the library builders, the CLI and `simrec validate`). `users.toml` names the user kinds (`[kinds.<name>]`, each
+only the fields it changes) and may override any table (`[response]`, `[memory]`, ...); the packaged file
+holds nothing but the kinds. `load_user("fitted")` is what every run uses; `DEFAULT_KIND` is the validated one.
 """
 
 from __future__ import annotations
@@ -66,18 +67,18 @@ class DecisionConfig:
     `rating_spread` blends the fitted cut points (1) with plain rounding (0): a trade of KL against RMSE.
     """
 
-    name: str = "grounded"
+    name: str = "base"
     w_llm: float = 0.0
-    w_genre: float = 1.0
+    w_genre: float = 0.0
     w_embedding: float = 0.0
     w_collab: float = 0.0
     w_popularity: float = 0.0
     calibrate: bool = True
-    watch_rate: tuple[float, float, float] = (0.05, 0.08, 0.12)
+    watch_rate: tuple[float, float, float] = (0.15, 0.22, 0.3)  # mean P(watch) over the catalog, activity 1..3
     decide: Literal["sample", "threshold"] = "sample"
     rating_llm: float = 0.0
     rating_noise: float = 0.0
-    rating_spread: float = 1.0
+    rating_spread: float = 0.8  # 1 = star histogram follows the persona's, 0 = rounded baseline (RMSE vs KL)
     interview_llm: float = 0.0
     # A feature set of the fitted response model (agents.response, e.g. "full", "nocollab"): when set, the watch
     # logit and the rating come from it and the hand-set signal weights, watch_rate and rating_* are unused.
@@ -94,16 +95,6 @@ class DecisionConfig:
     def uses_page_answer(self) -> bool:
         """True when the LLM's per-page watch, rating or leave answer changes a decision."""
         return self.w_llm != 0.0 or self.rating_llm != 0.0 or self.leave.llm != 0.0
-
-    @property
-    def uses_llm(self) -> bool:
-        return (
-            self.w_llm != 0.0
-            or self.rating_llm != 0.0
-            or self.leave.llm != 0.0
-            or self.interview_llm != 0.0
-            or bool(self.llm_feature)
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,26 +122,6 @@ class LLMUserConfig:
         return self.page_prompt == "narrate"
 
 
-@dataclass(frozen=True, slots=True)
-class FastUserConfig:
-    """The multinomial-logit user: utility = genre*z_genre + popularity*conformity_scale*z_pop - position*pos;
-    the null option's utility is calibrated per persona to `watch_rate[activity-1]` and grows by `fatigue`
-    per page. Ratings use the shared rating model with logistic noise `rating_noise`."""
-
-    genre: float = 1.5
-    popularity: float = 0.8
-    conformity_scale: tuple[float, float, float] = (1.5, 1.0, 0.5)
-    position: float = 0.05
-    fatigue: float = 0.15
-    watch_rate: tuple[float, float, float] = (0.05, 0.08, 0.12)
-    rating_noise: float = 0.3
-    rating_spread: float = 1.0
-    # As DecisionConfig.response: a fitted response-model feature set replaces the hand-set utility (the null
-    # utility is then 0, so an item's watch probability on page 0 at position 0 is the fitted one).
-    response: str = ""
-    leave: LeaveConfig = field(default_factory=LeaveConfig)
-
-
 @dataclass(frozen=True)
 class ResponseConfig:
     """How the fitted response model (agents.response) is fitted; every field is part of its cache key.
@@ -175,7 +146,7 @@ class ResponseConfig:
     min_samples_leaf: int = 80
     l2_regularization: float = 1.0
     rating_noise: float = 0.0
-    rating_spread: float = 0.6
+    rating_spread: float = 0.8
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -218,10 +189,29 @@ class LLMFeatureConfig:
             raise ValueError(f"llm_feature c must be > 0, got {self.c!r}")
 
 
+KINDS = ("fitted", "persona", "llm", "llm-only", "handset")
+"""The user kinds `users.toml` ships (docs/USERS.md): what a user decides by, and whether an LLM writes its text."""
+DEFAULT_KIND = "fitted"
+"""The validated user: decisions from the response model fitted to real consumption, no LLM."""
+
+
+@dataclass(frozen=True)
+class UserSpec:
+    """One named user kind, fully resolved: `writes_text` users are LLM persona agents (memory, reflection,
+    feelings, interview); the others decide by the same rule and write no text (no LLM needed)."""
+
+    kind: str
+    writes_text: bool
+    user: LLMUserConfig
+
+    @property
+    def decision(self) -> DecisionConfig:
+        return self.user.decision
+
+
 def default_config_path() -> Path:
-    """The packaged `experiments/configs/users.toml` (read as a data file; no experiments code is imported)."""
-    spec_root = resources.files("experiments") / "configs" / "users.toml"
-    return Path(str(spec_root))
+    """The packaged `agents/configs/users.toml` (the user kinds)."""
+    return Path(str(resources.files("agents") / "configs" / "users.toml"))
 
 
 def _read(path: Path | None) -> tuple[Path, dict[str, Any]]:
@@ -247,7 +237,7 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
         kwargs[key] = value
     try:
         return cls(**kwargs)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
@@ -266,67 +256,52 @@ def _validate_decision(cfg: DecisionConfig, where: str) -> DecisionConfig:
     return cfg
 
 
-def profile_names(path: Path | None = None) -> tuple[str, ...]:
-    """Names of the decision profiles in the config file."""
+def kind_names(path: Path | None = None) -> tuple[str, ...]:
+    """Names of the user kinds in the config file."""
     _, data = _read(path)
-    return tuple(data.get("profiles", {}))
+    return tuple(data.get("kinds", {}))
 
 
-def load_decision_config(profile: str | None = None, path: Path | None = None) -> DecisionConfig:
-    """A `[profiles.<name>]` table merged over `[decision]` (the shared base); `profile=None` uses `default`."""
+def load_user(kind: str | None = None, path: Path | None = None) -> UserSpec:
+    """The user kind `kind` (None: the file's `default`, else `DEFAULT_KIND`): its `[kinds.<name>]` table over the
+    dataclass defaults, with the file's `[leave]`, `[memory]` and `[llm_user]` overrides."""
     path, data = _read(path)
-    profile = profile or data.get("default", "grounded")
-    profiles = data.get("profiles", {})
-    if profile not in profiles:
-        raise ConfigError(f"{path}: no profile {profile!r} (have: {', '.join(profiles)})")
-    merged = {**data.get("decision", {}), **profiles[profile]}
-    leave_table = {**data.get("leave", {}), **merged.pop("leave", {})}
-    leave = _build(LeaveConfig, leave_table, f"{path} [leave]")
-    cfg = _build(DecisionConfig, {**merged, "name": profile}, f"{path} [profiles.{profile}]")
-    return _validate_decision(replace(cfg, leave=leave), f"{path} [profiles.{profile}]")
-
-
-def load_llm_user_config(profile: str | None = None, path: Path | None = None) -> LLMUserConfig:
-    """The LLM user's full config: a decision profile plus the `[memory]` and `[llm_user]` tables."""
-    decision = load_decision_config(profile, path)
-    path, data = _read(path)
+    kind = kind or data.get("default", DEFAULT_KIND)
+    kinds = data.get("kinds", {})
+    if kind not in kinds:
+        raise ConfigError(f"{path}: no user kind {kind!r} (have: {', '.join(kinds)})")
+    where = f"{path} [kinds.{kind}]"
+    table = dict(kinds[kind])
+    writes_text = table.pop("text", False)
+    if not isinstance(writes_text, bool):
+        raise ConfigError(f"{where}: text must be true or false, got {writes_text!r}")
+    leave = _build(LeaveConfig, {**data.get("leave", {}), **table.pop("leave", {})}, f"{where} leave")
+    decision = _validate_decision(replace(_build(DecisionConfig, {**table, "name": kind}, where), leave=leave), where)
     memory = _build(MemoryConfig, data.get("memory", {}), f"{path} [memory]")
-    where = f"{path} [llm_user]"
-    rest = _build(LLMUserConfig, data.get("llm_user", {}), where)
+    rest = _build(LLMUserConfig, data.get("llm_user", {}), f"{path} [llm_user]")
     if rest.page_prompt not in ("auto", "decide", "narrate"):
-        raise ConfigError(f"{where}: page_prompt must be 'auto', 'decide' or 'narrate', got {rest.page_prompt!r}")
+        raise ConfigError(
+            f"{path} [llm_user]: page_prompt must be 'auto', 'decide' or 'narrate', got {rest.page_prompt!r}"
+        )
     if rest.page_prompt == "narrate" and decision.uses_page_answer:
         raise ConfigError(
-            f"{where}: page_prompt = 'narrate' but profile {decision.name!r} uses the LLM's page answer "
+            f"{path} [llm_user]: page_prompt = 'narrate' but kind {kind!r} uses the LLM's page answer "
             "(w_llm, rating_llm or leave.llm is non-zero); use 'decide' or 'auto'"
         )
-    return replace(rest, decision=decision, memory=memory)
+    if not writes_text and (decision.uses_page_answer or decision.llm_feature or decision.interview_llm):
+        raise ConfigError(f"{where}: decisions use the LLM's answer, so the kind needs text = true")
+    return UserSpec(kind, writes_text, replace(rest, decision=decision, memory=memory))
 
 
 def load_response_config(feature_set: str, path: Path | None = None, seed: int = 0) -> ResponseConfig:
-    """The `[response]` table with the profile's feature set and the run's seed."""
+    """The response model's config: the dataclass defaults, the file's `[response]` overrides, the kind's feature
+    set and the run's seed."""
     path, data = _read(path)
     values = {**data.get("response", {}), "feature_set": feature_set, "seed": seed}
-    try:
-        return _build(ResponseConfig, values, f"{path} [response]")
-    except ValueError as exc:
-        raise ConfigError(f"{path} [response]: {exc}") from exc
+    return _build(ResponseConfig, values, f"{path} [response]")
 
 
 def load_llm_feature_config(path: Path | None = None, seed: int = 0) -> LLMFeatureConfig:
-    """The `[llm_feature]` table with the run's seed."""
+    """The LLM-feature stack's config: defaults, the file's `[llm_feature]` overrides and the run's seed."""
     path, data = _read(path)
-    try:
-        return _build(LLMFeatureConfig, {**data.get("llm_feature", {}), "seed": seed}, f"{path} [llm_feature]")
-    except ValueError as exc:
-        raise ConfigError(f"{path} [llm_feature]: {exc}") from exc
-
-
-def load_fast_user_config(path: Path | None = None) -> FastUserConfig:
-    """The fast user's `[fast]` table (its `leave` sub-table merged over the shared `[leave]`)."""
-    path, data = _read(path)
-    table = dict(data.get("fast", {}))
-    leave_table = {**data.get("leave", {}), **table.pop("leave", {})}
-    leave = _build(LeaveConfig, leave_table, f"{path} [fast.leave]")
-    cfg = _build(FastUserConfig, table, f"{path} [fast]")
-    return replace(cfg, leave=leave)
+    return _build(LLMFeatureConfig, {**data.get("llm_feature", {}), "seed": seed}, f"{path} [llm_feature]")

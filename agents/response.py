@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import pickle
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -309,10 +310,13 @@ def load_or_fit(
     candidates: Callable[[], Candidates] | None = None,
     candidate_key: str = "scorers",
     item_vectors: ItemVectors | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> ResponseModel:
     """`fit_response_model`, cached as a pickle under `cache_dir` keyed by `response_cache_key`.
 
-    `candidates` is called only on a cache miss (building them may mean training recommenders)."""
+    `candidates` is called only on a cache miss (building them may mean training recommenders); `progress`
+    receives one line per phase of a fit (nothing on a cache hit)."""
+    say = progress or (lambda message: None)
     if cache_dir is None:
         return fit_response_model(split, personas, config, candidates() if candidates else None, item_vectors)
     key = response_cache_key(split, config, candidate_key, list(personas))
@@ -327,8 +331,14 @@ def load_or_fit(
         if item_vectors is not None:
             model.features.item_vectors = item_vectors
         return model
-    model = fit_response_model(split, personas, config, candidates() if candidates else None, item_vectors)
+    say(f"fitting the {config.feature_set} response model on {len(personas)} users (once; cached in {path.parent})")
+    start = time.perf_counter()
+    fit_candidates = candidates() if candidates else None
+    say(f"fit impressions ready ({time.perf_counter() - start:.0f} s); fitting {config.folds} folds")
+    model = fit_response_model(split, personas, config, fit_candidates, item_vectors)
+    say(f"folds fitted ({time.perf_counter() - start:.0f} s); predicting every user's plan")
     model.prepare(personas.values())  # every fitted user's plan is cached too: predicting is the slow part
+    say(f"response model ready ({time.perf_counter() - start:.0f} s)")
     path.parent.mkdir(parents=True, exist_ok=True)
     vectors, model.features.item_vectors = model.features.item_vectors, None  # embedder is not pickled
     tmp = path.with_suffix(".tmp")

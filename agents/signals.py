@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from simenv.data.dataset import Dataset
+from simenv.kernel import interview_scores
 from simenv.records import Persona
 
 RATING_LEVELS = np.arange(1, 6, dtype=np.float64)
@@ -243,11 +244,5 @@ def leave_logit(
 
 
 def stats_interview_score(n_shown: int, n_watched: int, n_liked: int) -> int:
-    """Satisfaction 1..10 from the session's counts: 1 + 9 * (0.6 * liked share + 0.4 * watched share).
-
-    Used by the fast user, and by the LLM user when the interview answer is unusable or down-weighted.
-    """
-    if n_shown <= 0:
-        return 1
-    sat = 0.6 * n_liked / n_shown + 0.4 * n_watched / n_shown
-    return int(np.clip(round(1 + 9 * sat), 1, 10))
+    """Satisfaction 1..10 from the session's counts (`simenv.kernel.interview_scores` for one session)."""
+    return int(interview_scores(np.array([n_shown]), np.array([n_watched]), np.array([n_liked]))[0])

@@ -3,7 +3,7 @@ throughput through a latency-injecting loopback endpoint.
 
     .venv/bin/python -m benchmarks.bench_env [--quick]
 
-1. `simenv/FastRec-v0` (ml-100k, fast MNL user): raw reset/step loop with random valid pages (one
+1. `simrec/FastRec-v1` (ml-100k, fast MNL user): raw reset/step loop with random valid pages (one
    permutation of the candidates per episode), no SB3; also the sequential id (one slot per step). Then the
    vector entry point (`simenv.vector_env.FastRecVectorEnv`, N sessions stepped together in numpy) for N = 64,
    256: user-steps/s (pages shown or reset across all N sessions), random valid pages, autoresets included.
@@ -30,8 +30,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-import simenv  # noqa: F401  (registers the env ids)
-from experiments.envs import default_world as build_world
+import simrec  # noqa: F401  (registers the env ids)
+from simrec.envs import default_world as build_world
 from simenv.runner import run_sessions
 
 
@@ -80,7 +80,7 @@ def vector_user_steps_per_second(num_envs: int, n_steps: int, seed: int = 0) -> 
     A user-step is one sub-env step (a page shown, or a next-step autoreset); random valid pages: per session, a
     uniform sample of available candidates (argsort of masked uniforms), drawn in numpy for the whole batch.
     """
-    envs = gym.make_vec("simenv/FastRec-v0", num_envs=num_envs, vectorization_mode="vector_entry_point")
+    envs = gym.make_vec("simrec/FastRec-v1", num_envs=num_envs, vectorization_mode="vector_entry_point")
     rng = np.random.default_rng(seed)
     k = envs.page_size
     _, info = envs.reset(seed=seed)
@@ -114,12 +114,12 @@ def ppo_learn_steps_per_second(vec: str, n_envs: int, budget: int, seed: int = 0
 
     torch.set_num_threads(1)
     if vec == "native":
-        env = make_sb3_vec_env("simenv/FastRec-v0", n_envs, seed=seed)
+        env = make_sb3_vec_env("simrec/FastRec-v1", n_envs, seed=seed)
         venv = env.unwrapped.venv
         every = np.arange(len(venv.users))
         venv.prepare(every)
     else:
-        env = DummyVecEnv([lambda: Monitor(gym.make("simenv/FastRec-v0")) for _ in range(n_envs)])
+        env = DummyVecEnv([lambda: Monitor(gym.make("simrec/FastRec-v1")) for _ in range(n_envs)])
         env.seed(seed)
         inners = [e.unwrapped for e in env.envs]
         for persona in inners[0].personas.values():
@@ -199,14 +199,14 @@ def main() -> None:
     args = parser.parse_args()
     n_steps = 5_000 if args.quick else 50_000
 
-    for env_id in ("simenv/FastRec-v0", "simenv/FastRecSeq-v0"):
+    for env_id in ("simrec/FastRec-v1", "simrec/FastRecSeq-v1"):
         rate, cpu_rate, per_episode = env_steps_per_second(env_id, n_steps)
         print(
             f"{env_id}: {rate:,.0f} steps/s wall, {cpu_rate:,.0f} per CPU-second ({per_episode:.2f} steps/episode, "
             "raw loop, random valid actions; target >= 20,000)"
         )
-    rate, cpu_rate, _ = env_steps_per_second("simenv/FastRec-v0", n_steps, unwrapped=True)
-    print(f"simenv/FastRec-v0 without gym.make's wrappers: {rate:,.0f} steps/s wall, {cpu_rate:,.0f} per CPU-second")
+    rate, cpu_rate, _ = env_steps_per_second("simrec/FastRec-v1", n_steps, unwrapped=True)
+    print(f"simrec/FastRec-v1 without gym.make's wrappers: {rate:,.0f} steps/s wall, {cpu_rate:,.0f} per CPU-second")
     for num_envs in (64, 256):
         rate, cpu_rate, reset_share = vector_user_steps_per_second(num_envs, 4 * n_steps)
         print(

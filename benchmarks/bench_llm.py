@@ -183,7 +183,7 @@ def bench_runner_barrier(
     use. Each page step waits for its slowest call (and repair or reflection rounds add steps)."""
     from agents.embedding import HashingEmbedder
     from agents.llm_user import LLMUserModel
-    from experiments.envs import default_world
+    from simrec.envs import default_world
     from recommenders.registry import make
 
     ds, split, personas = default_world("ml-100k")

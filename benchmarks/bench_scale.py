@@ -78,8 +78,8 @@ def fast_population(n_members: int, chunk: int, dataset: str, seed: int = 0) -> 
     """One session of <= 5 pages for each of `n_members` synthetic members, `chunk` sessions at a time."""
     import gymnasium as gym
 
-    import simenv  # noqa: F401  (registers the ids)
-    from experiments.envs import default_world
+    import simrec  # noqa: F401  (registers the ids)
+    from simrec.envs import default_world
     from simenv.synthetic_population import draw_population
 
     _, _, personas = default_world(dataset)
@@ -89,7 +89,7 @@ def fast_population(n_members: int, chunk: int, dataset: str, seed: int = 0) -> 
     def env_for(size: int) -> Any:
         if size not in envs:
             envs[size] = gym.make_vec(
-                "simenv/FastRec-v0",
+                "simrec/FastRec-v1",
                 num_envs=size,
                 vectorization_mode="vector_entry_point",
                 dataset=dataset,
@@ -128,7 +128,7 @@ def grounded_population(n_members: int, dataset: str, batched: bool, profile: st
     from agents.config import load_llm_user_config
     from agents.embedding import HashingEmbedder
     from agents.llm_user import LLMUserModel, page_policy
-    from experiments.envs import default_world
+    from simrec.envs import default_world
     from recommenders.registry import make
     from simenv.llm import LLMConfig, make_llm
     from simenv.runner import run_sessions

@@ -9,30 +9,23 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agents.config import (
-    ConfigError,
-    LLMUserConfig,
-    load_decision_config,
-    load_fast_user_config,
-    load_llm_feature_config,
-    load_llm_user_config,
-    load_response_config,
-)
+from agents.config import LLMUserConfig, UserSpec, load_llm_feature_config, load_response_config
 from agents.decision import GroundedDecider, ItemVectors
 from agents.embedding import CachedEmbedder, Embedder, HashingEmbedder, MiniLMEmbedder
-from agents.fast_user import FastUserModel
 from agents.features import feature_names
 from agents.llm_feature import build_stacked_decider
 from agents.llm_user import LLMUserModel
 from agents.llm_user.prompts import PromptBuilder
 from agents.persona import build_personas
 from agents.response import ResponseModel, load_or_fit
+from agents.silent_user import SilentUserModel
 from experiments.config import ExperimentConfig
 from experiments.engine import LocalEngine, PolicyRecipe, SessionEngine, make_engine
 from experiments.model_cache import cache_root, recommender_settings
@@ -128,12 +121,19 @@ def build_llm(config: ExperimentConfig) -> LLM:
 
 class UserModelFactory:
     """Builds a fresh user model per policy (fresh memories), sharing the expensive parts across calls:
-    the embedder and item embeddings once, one grounded decider per decision profile."""
+    the embedder and item embeddings once, the fitted response model once, one decider per user kind."""
 
-    def __init__(self, config: ExperimentConfig, world: World, llm: LLM | None) -> None:
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        world: World,
+        llm: LLM | None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
         self.config = config
         self.world = world
         self.llm = llm
+        self.progress = progress  # one line per phase of a first (uncached) response-model fit
         self._embedder: Embedder | None = None
         self._item_vectors: ItemVectors | None = None
         self._deciders: dict[str, GroundedDecider] = {}
@@ -142,7 +142,7 @@ class UserModelFactory:
     def response_model(self, feature_set: str) -> ResponseModel:
         """The fitted response model for a feature set, fitted on every split user (cached on disk)."""
         if feature_set not in self._responses:
-            rc = load_response_config(feature_set, seed=self.config.run.seed)
+            rc = load_response_config(feature_set, self.config.users.config_file, seed=self.config.run.seed)
             world = self.world
             vectors = None
             if "embedding" in feature_names(feature_set):
@@ -153,10 +153,12 @@ class UserModelFactory:
 
                 def candidates() -> dict[str, dict[int, np.ndarray]]:
                     users = np.array(sorted(world.population), dtype=np.int64)
-                    return {
-                        name: top_unseen(train_recommender(self.config, world, name)[0], world, users, rc.top_n)
-                        for name in rc.sources
-                    }
+                    out = {}
+                    for i, name in enumerate(rc.sources, 1):
+                        if self.progress:
+                            self.progress(f"fit impressions {i}/{len(rc.sources)}: {name} (trained once, then cached)")
+                        out[name] = top_unseen(train_recommender(self.config, world, name)[0], world, users, rc.top_n)
+                    return out
 
             self._responses[feature_set] = load_or_fit(
                 cache_root(self.config) / "response",
@@ -166,6 +168,7 @@ class UserModelFactory:
                 candidates,
                 key,
                 vectors,
+                self.progress,
             )
         return self._responses[feature_set]
 
@@ -175,7 +178,9 @@ class UserModelFactory:
         if not user_config.decision.llm_feature:
             return decider
         world = self.world
-        rc = load_response_config(user_config.decision.response, seed=self.config.run.seed)
+        rc = load_response_config(
+            user_config.decision.response, self.config.users.config_file, seed=self.config.run.seed
+        )
 
         def candidates(users: np.ndarray) -> dict[str, dict[int, np.ndarray]]:
             return {
@@ -188,7 +193,7 @@ class UserModelFactory:
             PromptBuilder(world.dataset, user_config),
             world.split,
             world.population or world.personas,
-            load_llm_feature_config(seed=self.config.run.seed),
+            load_llm_feature_config(self.config.users.config_file, seed=self.config.run.seed),
             candidates if rc.candidates == "recommenders" else None,
         )
 
@@ -199,43 +204,47 @@ class UserModelFactory:
         assert self._item_vectors is not None
         return self._item_vectors
 
-    def __call__(self, llm: LLM | None = None, *, kind: str | None = None, profile: str | None = None) -> UserModel:
-        """A user model of `kind` ("llm" | "fast", default from config) with decision `profile`."""
-        world = self.world
-        if (kind or self.config.users.model) == "fast":
-            fast = load_fast_user_config()
-            decision = load_decision_config(profile or self.config.users.profile)
-            if decision.llm_feature:
-                raise ConfigError(f"profile {decision.name!r} stacks the LLM's answer: use --users.model llm")
-            if decision.response and not fast.response:  # a fitted profile drives the fast user too
-                fast = replace(fast, response=decision.response)
-            return FastUserModel(
-                world.dataset,
-                fast,
-                train=world.split.train,
-                personas=world.personas.values(),
-                response=self.response_model(fast.response) if fast.response else None,
-            )
-        profile = profile or self.config.users.profile
-        user_config = load_llm_user_config(profile)
-        self._vectors()
-        llm = llm or self.llm
-        if llm is None:
-            raise ValueError("the LLM user model needs an LLM ([llm] backend)")
-        if profile not in self._deciders:
-            decision = user_config.decision
+    def spec(self, kind: str | None = None) -> UserSpec:
+        """The user kind `kind` (default: the config's `[users] kind`) from the config's users file."""
+        return self.config.users.model_copy(update={"kind": kind or self.config.users.kind}).spec()
+
+    def decider(self, spec: UserSpec, llm: LLM | None = None) -> GroundedDecider:
+        """The kind's decision rule (built once per kind): the response model, hand-set signals, or the LLM
+        feature stacked on the response model (which asks `llm`)."""
+        if spec.kind not in self._deciders:
+            decision = spec.decision
+            if decision.w_embedding:
+                self._vectors()
             decider = GroundedDecider(
-                world.dataset,
-                world.split.train,
+                self.world.dataset,
+                self.world.split.train,
                 decision,
                 embedder=self._embedder,
                 item_vectors=self._item_vectors,
                 response=self.response_model(decision.response) if decision.response else None,
             )
-            self._deciders[profile] = self._stacked(decider, user_config, self.llm or llm)
-        return LLMUserModel(
-            world.dataset, llm, self._embedder, user_config, train=world.split.train, decider=self._deciders[profile]
-        )
+            if decision.llm_feature:
+                if llm is None:
+                    raise ValueError(
+                        f"user kind {spec.kind!r} stacks the LLM's answer: it needs an LLM ([llm] backend)"
+                    )
+                decider = self._stacked(decider, spec.user, llm)
+            self._deciders[spec.kind] = decider
+        return self._deciders[spec.kind]
+
+    def __call__(self, llm: LLM | None = None, *, kind: str | None = None) -> UserModel:
+        """A fresh user model of `kind` (default: the config's `[users] kind`): a `SilentUserModel` for the
+        no-text kinds, an `LLMUserModel` (memory, words) for the others; both decide by `decider(spec)`."""
+        spec = self.spec(kind)
+        world = self.world
+        if not spec.writes_text:
+            return SilentUserModel(self.decider(spec), world.personas.values())
+        llm = llm or self.llm
+        if llm is None:
+            raise ValueError(f"user kind {spec.kind!r} writes text: it needs an LLM ([llm] backend)")
+        self._vectors()
+        decider = self.decider(spec, self.llm or llm)
+        return LLMUserModel(world.dataset, llm, self._embedder, spec.user, train=world.split.train, decider=decider)
 
 
 def top_unseen(recommender: Recommender, world: World, users: np.ndarray, k: int) -> dict[int, np.ndarray]:

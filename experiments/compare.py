@@ -98,7 +98,7 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
     """Train/load each recommender, simulate every persona against it, print the table, write the report."""
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     start = time.perf_counter()
-    needs_llm = config.users.model == "llm" or "llm-rank" in config.recommenders.names
+    needs_llm = config.users.writes_text or "llm-rank" in config.recommenders.names
     preflight(
         config,
         recommenders=config.recommenders.names,
@@ -117,7 +117,7 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
     llm = build_llm(config) if needs_llm else None
     run_dir = prepare_run_dir(config, resume)
     console.print(f"[bold]simrec compare[/] → {run_dir}")
-    (run_dir / "reference.json").write_text(json.dumps(reference_stats(world, config.users.model), indent=2))
+    (run_dir / "reference.json").write_text(json.dumps(reference_stats(world, config.users.kind), indent=2))
     users = UserModelFactory(config, world, llm)
     train_s = simulate_s = 0.0
     with Progress(

@@ -12,8 +12,9 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agents.config import DEFAULT_KIND, UserSpec, load_user
 from simenv import defaults
 from simenv.errors import ConfigError as ConfigError  # the one config error, re-exported
 from simenv.llm.factory import Backend, LLMConfig
@@ -56,14 +57,30 @@ class SimulationSection(Section):
 
 
 class UsersSection(Section):
-    model: Literal["llm", "fast"] = "llm"
-    """llm: persona agents with memory and an LLM; fast: the multinomial-logit user (no LLM)."""
-    profile: str = "fitted"
-    """Decision profile from experiments/configs/users.toml: fitted (the response model fitted to real consumption),
-    fitted-nocollab, llm-grounded (fitted plus the LLM's watch answer, its weight fitted: docs/LLM_CONTRIBUTION.md),
-    grounded (hand-set signal weights), llm-only, genre, embedding, collab."""
+    kind: str = DEFAULT_KIND
+    """The user kind (docs/USERS.md): fitted (the default and the validated one: decisions from the response model
+    fitted to real consumption, no LLM), persona (the same decisions narrated by an LLM persona with memory), llm
+    (persona plus the LLM's watch answer as a fitted feature), llm-only (the LLM decides), handset (hand-set signal
+    weights, research)."""
+    config_file: Path | None = None
+    """A users.toml with other or more kinds and overrides (default: the packaged agents/configs/users.toml)."""
     embedder: Literal["minilm", "hashing"] = "minilm"
     """Text embedder for memory relevance and the embedding signal."""
+
+    @model_validator(mode="after")
+    def _known_kind(self) -> UsersSection:
+        """The kind exists in the config file and is valid (the error names the file and the kinds it has)."""
+        self.spec()
+        return self
+
+    def spec(self) -> UserSpec:
+        """The resolved user kind."""
+        return load_user(self.kind, self.config_file)
+
+    @property
+    def writes_text(self) -> bool:
+        """True for the LLM persona kinds (an LLM backend is needed)."""
+        return self.spec().writes_text
 
 
 class LLMSection(Section):
@@ -124,8 +141,8 @@ class FidelitySection(Section):
     """Personas scored by the fidelity harness."""
     ratios: tuple[int, ...] = (1, 2, 3, 9)
     """Negatives per positive for taste discrimination."""
-    profiles: tuple[str, ...] = ("fitted", "fitted-nocollab", "grounded", "fast")
-    """Decision profiles to score (fast = the non-LLM user)."""
+    kinds: tuple[str, ...] = ("fitted", "handset")
+    """User kinds to score (names from the `[users] config_file`)."""
 
 
 class RLSection(Section):
@@ -140,9 +157,6 @@ class RLSection(Section):
     """Offline algorithms: sessions logged per behaviour policy (training personas)."""
     base: str = "mf"
     """Base recommender whose candidates the policy re-ranks (registry name)."""
-    user: Literal["fast", "grounded"] = "fast"
-    """User model trained on, with the `[users] profile` decisions (fitted: the response model); evaluate-rl also
-    scores the policy in the other one."""
     time_budget: float | None = Field(None, gt=0)
     """Stop training cleanly after this many seconds (the model trained so far is saved and evaluated)."""
     eval_personas: int = Field(50, ge=1)

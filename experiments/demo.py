@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from agents.config import load_llm_user_config
+from agents.config import DEFAULT_KIND
 from experiments.build import (
     UserModelFactory,
     World,
@@ -89,12 +89,13 @@ def decisions_config(config: ExperimentConfig) -> ExperimentConfig:
 
 
 def validity_config(config: ExperimentConfig) -> ExperimentConfig:
-    """The demo's validation run: same data, users profile and seed; mock LLM, hashing embedder, own run dir."""
+    """The demo's validation run: same data and seed, the validated `fitted` user (the demo's decisions without the
+    words), hashing embedder, own run dir."""
     return config.model_copy(
         update={
             "run": config.run.model_copy(update={"name": f"{config.run.name}-validity"}),
             "llm": config.llm.model_copy(update={"backend": "mock", "cache": False}),
-            "users": config.users.model_copy(update={"embedder": "hashing"}),
+            "users": config.users.model_copy(update={"embedder": "hashing", "kind": DEFAULT_KIND}),
         }
     )
 
@@ -118,7 +119,7 @@ def prepare(config: ExperimentConfig, console: Console, clock: Clock) -> World:
         _, seconds = train_recommender(config, world, name)
         times.append(f"{name} {seconds:.0f} s")
     console.print(f"recommenders trained: {', '.join(times)} ({clock.lap('training'):.1f} s)")
-    feature_set = load_llm_user_config(config.users.profile).decision.response
+    feature_set = config.users.spec().decision.response
     if feature_set:
         users.response_model(feature_set)
         console.print(f"response model ({feature_set}) fitted on the split's users ({clock.lap('response fit'):.1f} s)")

@@ -152,7 +152,7 @@ def estimate_run(config: ExperimentConfig, pilot: int = PILOT_PERSONAS, world: W
         for name in policies:
             before = counting.snapshot()
             recommender, _ = train_recommender(config, world, name, llm=counting)
-            user_model = users(counting) if config.users.model == "llm" else users()
+            user_model = users(counting) if config.users.writes_text else users()
             _add(totals, counting.snapshot(), before, 1.0)  # calls outside sessions happen once per policy
             for k, (episodes, weight) in enumerate(strata):
                 start = counting.snapshot()
@@ -227,7 +227,7 @@ def run_dry_run(
 ) -> DryRunEstimate:
     """`simrec compare --dry-run`: check the config as compare does, estimate and print; writes no run directory."""
     console = console or Console(width=None if sys.stdout.isatty() else 160)
-    needs_llm = config.users.model == "llm" or "llm-rank" in config.recommenders.names
+    needs_llm = config.users.writes_text or "llm-rank" in config.recommenders.names
     preflight(config, recommenders=config.recommenders.names, needs_llm=needs_llm)
     estimate = estimate_run(config, pilot)
     print_estimate(console, estimate, config)

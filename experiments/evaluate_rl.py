@@ -4,8 +4,8 @@ The trained policy (`simenv.policies.SB3Recommender` over the checkpoint's SB3 m
 and Random run one session each for the checkpoint's held-out personas (never trained on;
 `experiments.rl.checkpoint.split_personas`), same personas and seed for every policy, and are scored three ways:
 1. `train_sim`: in the user model it was trained on (likes and watches per session, P_view, P_like);
-2. `other_sim`: in the other one (fast <-> grounded persona user, both deciding by the same `[users] profile`,
-   default the fitted response model): a gain that exists only in the training simulator is over-fitting to it;
+2. `other_sim`: in another user model (`other_user`: the LLM persona user for a policy trained on a no-text kind):
+   a gain that exists only in the training simulator is over-fitting to it;
 3. `real`: the (user, item) pairs shown in the `train_sim` sessions scored against the personas' real held-out
    ratings exactly as `simrec validate` does (`experiments.validity.label_shown` / `per_user`: real hit = in the
    user's TEST ratings, real like = in test with rating >= 4), plus offline recall@20 on TEST of each policy's
@@ -41,7 +41,14 @@ from simenv.policies import SB3Recommender
 from simenv.protocols import PagePolicy, Recommender
 
 EVALUATE_FILE = "evaluate_rl.json"
-OTHER_USER = {"fast": "grounded", "grounded": "fast"}
+OTHER_USER = {"persona": "fitted"}  # the other user model a policy is scored in: the LLM persona, unless trained on it
+
+
+def other_user(kind: str) -> str:
+    """The user kind a policy trained on `kind` is also scored in (a gain only the training user shows is over-fit)."""
+    return OTHER_USER.get(kind, "persona")
+
+
 SIM_METRICS = ("likes_per_session", "watches_per_session", "p_view", "p_like")
 REAL_METRICS = ("real_hit", "real_like", "heldout_hit")
 
@@ -145,7 +152,7 @@ def evaluate_rl(
         )
 
     users = list(checkpoint.eval_users)
-    kinds = {"train_sim": checkpoint.user, "other_sim": OTHER_USER[checkpoint.user]}
+    kinds = {"train_sim": checkpoint.user, "other_sim": other_user(checkpoint.user)}
     factory = UserModelFactory(config, world, build_llm(config))
     progress = EvalProgress(len(kinds) * (1 + len(recommenders)), len(users))
     console.print(
@@ -159,7 +166,7 @@ def evaluate_rl(
     frames: dict[str, pd.DataFrame] = {}
     labelled_train = pd.DataFrame()
     for key, kind in kinds.items():
-        user_model = factory(kind="fast" if kind == "fast" else "llm")
+        user_model = factory(kind=kind)
         policies: dict[str, PagePolicy] = {rl_name: rl_policy(), **recommenders}
         labelled = simulate(policies, user_model, checkpoint, world, eval_dir / key, seed, progress, key)
         frames[key] = per_persona(labelled)
@@ -200,7 +207,6 @@ def evaluate_rl(
         "seed": seed,
         "algo": rl_name,
         "base": checkpoint.base,
-        "profile": config.users.profile,
         "trained_on": checkpoint.user,
         "timesteps": checkpoint.timesteps,
         "train_seconds": checkpoint.train_seconds,

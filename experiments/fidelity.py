@@ -1,8 +1,7 @@
 """`simrec fidelity`: taste discrimination (1:m) and rating fidelity per user-model configuration.
 
-Each profile from `[fidelity] profiles` is scored on the same personas and the same sampled items
-(every profile gets identically seeded generators). `fast` is the non-LLM user; the other names are
-decision profiles of the LLM persona user (experiments/configs/users.toml). Writes `fidelity.csv`.
+Each user kind from `[fidelity] kinds` is scored on the same personas and the same sampled items (every kind gets
+identically seeded generators); kinds come from the `[users] config_file` (docs/USERS.md). Writes `fidelity.csv`.
 """
 
 from __future__ import annotations
@@ -15,53 +14,57 @@ from rich.console import Console
 
 from agents.fidelity import discrimination, rating_fidelity
 from experiments.build import UserModelFactory, build_llm, build_world, worker_setup
-from experiments.config import ExperimentConfig
+from experiments.config import ExperimentConfig, UsersSection
 from simenv.llm import LLM
 
 AGENT4REC = {1: (0.6912, 0.6982), 9: (0.6175, 0.3232)}  # published (accuracy, F1), gpt-3.5, ML-1M
 
 
-def score_profile(config: ExperimentConfig, users: UserModelFactory, profile: str) -> list[dict]:
-    """Discrimination rows (one per ratio), each carrying the profile's rating RMSE/KL."""
-    subject = users(kind="fast") if profile == "fast" else users(kind="llm", profile=profile)
+def score_kind(config: ExperimentConfig, users: UserModelFactory, kind: str) -> list[dict]:
+    """Discrimination rows (one per ratio), each carrying the kind's rating RMSE/KL."""
+    subject = users(kind=kind)
     world = users.world
     personas = list(world.personas.values())
     seed = config.run.seed
     disc = discrimination(subject, world.split, personas, np.random.default_rng([seed, 7]), config.fidelity.ratios)
     rating = rating_fidelity(subject, world.split, personas, np.random.default_rng([seed, 8]))
     return [
-        {"profile": profile, **d.as_dict(), "rmse": rating.rmse, "kl": rating.kl, "n_ratings": rating.n}
+        {"kind": kind, **d.as_dict(), "rmse": rating.rmse, "kl": rating.kl, "n_ratings": rating.n}
         for d in disc.values()
     ]
 
 
-def profile_rows(users: UserModelFactory, llm: LLM | None, profile: str) -> list[dict]:
-    """`score_profile` on an engine worker, with the LLM that worker built (profiles are seeded alike, so a profile
-    scores the same on any worker)."""
+def kind_rows(users: UserModelFactory, llm: LLM | None, kind: str) -> list[dict]:
+    """`score_kind` on an engine worker, with the LLM that worker built (kinds are seeded alike, so a kind scores
+    the same on any worker)."""
     if users.llm is None:
         users.llm = llm
-    return score_profile(users.config, users, profile)
+    return score_kind(users.config, users, kind)
+
+
+def users_of(config: ExperimentConfig, kind: str) -> UsersSection:
+    return config.users.model_copy(update={"kind": kind})
 
 
 def run_fidelity(config: ExperimentConfig, console: Console | None = None) -> pd.DataFrame:
-    """Score every configured profile on `fidelity.n_personas` personas; print and write the table."""
+    """Score every configured kind on `fidelity.n_personas` personas; print and write the table."""
     console = console or Console()
     data = config.data.model_copy(update={"n_personas": config.fidelity.n_personas})
     config = config.model_copy(update={"data": data})
     world = build_world(config)
-    needs_llm = any(p != "fast" for p in config.fidelity.profiles)
+    needs_llm = any(users_of(config, k).writes_text for k in config.fidelity.kinds)
     users = UserModelFactory(config, world, build_llm(config) if needs_llm else None)
     rows: list[dict] = []
-    if config.engine == "ray":  # one task per profile, spread over the workers
-        console.print(f"scoring {', '.join(config.fidelity.profiles)} on {len(world.personas)} personas (ray)")
+    if config.engine == "ray":  # one task per kind, spread over the workers
+        console.print(f"scoring {', '.join(config.fidelity.kinds)} on {len(world.personas)} personas (ray)")
         parts = world.engine.map(  # type: ignore[attr-defined]
-            worker_setup, config, profile_rows, list(config.fidelity.profiles), build_llm if needs_llm else None
+            worker_setup, config, kind_rows, list(config.fidelity.kinds), build_llm if needs_llm else None
         )
         rows = [row for part in parts for row in part]
     else:
-        for profile in config.fidelity.profiles:
-            console.print(f"scoring {profile} on {len(world.personas)} personas of {world.dataset.name}")
-            rows.extend(score_profile(config, users, profile))
+        for kind in config.fidelity.kinds:
+            console.print(f"scoring {kind} on {len(world.personas)} personas of {world.dataset.name}")
+            rows.extend(score_kind(config, users, kind))
     table = pd.DataFrame(rows)
     out = Path(config.run.out_dir) / config.run.name
     out.mkdir(parents=True, exist_ok=True)

@@ -60,7 +60,7 @@ def run_population_cmd(config: ExperimentConfig, console: Console | None = None)
     console = console or Console()
     section = config.population
     run_dir = Path(config.run.out_dir) / config.run.name
-    needs_llm = config.users.model == "llm"
+    needs_llm = config.users.writes_text
     preflight(config, needs_llm=needs_llm, run_dir=run_dir, marker="population")
     check_recommender_name("population.recommender", section.recommender)
     spec = parse_spec(section.recommender)  # a registry name or a spec (import path, file:, http(s)://)

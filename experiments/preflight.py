@@ -26,16 +26,6 @@ def check_recommender_name(field: str, name: str) -> None:
         raise ConfigError(f"[{field}] unknown recommender {shown(name)} (known: {known})")
 
 
-def check_profile(profile: str) -> None:
-    """The decision profile must exist in experiments/configs/users.toml and be valid."""
-    from agents.config import load_llm_user_config
-
-    try:
-        load_llm_user_config(profile)
-    except ConfigError as exc:  # the profile's own message, prefixed with the flag that chose it
-        raise ConfigError(f"[users.profile] {shown(profile)}: {exc}") from None
-
-
 def check_llm(config: ExperimentConfig) -> None:
     """Backend requirements: openai needs a model and an http(s) base URL; local model paths must exist."""
     section = config.llm
@@ -88,8 +78,6 @@ def preflight(
     for name in recommenders:
         check_recommender_name("recommenders.names", name)
     check_recommenders_file(config)
-    if config.users.model == "llm":
-        check_profile(config.users.profile)
     if needs_llm:
         check_llm(config)
     if run_dir is not None:

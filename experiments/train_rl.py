@@ -2,9 +2,9 @@
 on their logged sessions (offline, d3rlpy).
 
 The training env is the slate env (`simenv.env.RecEnv` semantics) whose candidate set is the `[rl] base`
-recommender's top items plus an exploration sample, with the `[rl] user` model deciding by the `[users] profile`
-(default *fitted*: the response model fitted to real VALID consumption): the fast user in the native vector env
-(`simenv.vector_env`, 8 sessions stepped together), or the grounded persona user (mock LLM, one env, slow).
+recommender's top items plus an exploration sample, with the `[users] kind` deciding (default *fitted*: the
+response model fitted to real VALID consumption, the user `simrec validate` scores): a no-text kind in the native
+vector env (`simenv.vector_env`, 8 sessions stepped together), an LLM persona kind in one env (mock LLM, slow).
 Training only sees the training personas of `experiments.rl.checkpoint.split_personas`; the held-out ones are
 scored afterwards by `experiments.evaluate_rl` (in both user models and on the real held-out data).
 
@@ -115,18 +115,18 @@ def make_training_env(
 
     settings = env_settings(config, action_mode)
     config = decisions_only(config)
-    factory = UserModelFactory(config, world, build_llm(config) if config.rl.user == "grounded" else None)
-    if config.rl.user == "fast":
+    factory = UserModelFactory(config, world, build_llm(config) if config.users.writes_text else None)
+    if not config.users.writes_text:
         from simenv.vector_env import FastRecVectorEnv
 
         inner: Any = FastRecVectorEnv(
-            N_ENVS, world.dataset, world.personas, factory(kind="fast"), world.split.train, base, **settings
+            N_ENVS, world.dataset, world.personas, factory(), world.split.train, base, **settings
         )
         venv: VecEnv = SB3VectorEnv(inner, info_keys=())
     else:
         from simenv.env import RecEnv
 
-        inner = RecEnv(world.dataset, world.personas, factory(kind="llm"), world.split.train, base, **settings)
+        inner = RecEnv(world.dataset, world.personas, factory(), world.split.train, base, **settings)
         venv = DummyVecEnv([lambda: inner])
     venv.seed(int(np.random.default_rng([config.run.seed, 16]).integers(2**31)))
     page = {k: getattr(inner, k) for k in ("page_size", "max_pages", "n_candidates", "history_len")}
@@ -145,13 +145,13 @@ def build_model(algo: str, env: VecEnv, seed: int, tensorboard_log: Path | None 
 
 
 def make_logging_env(config: ExperimentConfig, world: World, base: Recommender, action_mode: str) -> Any:
-    """One `RecEnv` over the training personas (the `[rl] user` model) in which the behaviour policies' sessions
+    """One `RecEnv` over the training personas (the `[users] kind`) in which the behaviour policies' sessions
     are logged for the offline algorithms."""
     from simenv.env import RecEnv
 
     config = decisions_only(config)
-    factory = UserModelFactory(config, world, build_llm(config) if config.rl.user == "grounded" else None)
-    user = factory(kind="fast" if config.rl.user == "fast" else "llm")
+    factory = UserModelFactory(config, world, build_llm(config) if config.users.writes_text else None)
+    user = factory()
     settings = env_settings(config, action_mode)
     return RecEnv(world.dataset, world.personas, user, world.split.train, base, **settings)
 
@@ -213,7 +213,7 @@ def train_rl(config: ExperimentConfig, console: Console | None = None) -> Checkp
         f"training {section.algo} for {section.timesteps} {'gradient steps' if offline else 'steps'}"
         + (f" (at most {section.time_budget:.0f} s)" if section.time_budget else "")
         + f": re-ranking {section.base}'s candidates for {len(train_users)} {world.dataset.name} personas, "
-        f"{section.user} user, profile {config.users.profile}; {len(eval_users)} personas held out"
+        f"{config.users.kind} users; {len(eval_users)} personas held out"
         + (f"; offline, from the logged sessions of {', '.join(section.behaviour)}" if offline else "")
     )
     offline_data = None
@@ -235,7 +235,7 @@ def train_rl(config: ExperimentConfig, console: Console | None = None) -> Checkp
     checkpoint = Checkpoint(
         algo=section.algo,
         base=section.base,
-        user=section.user,
+        user=config.users.kind,
         train_users=tuple(train_users),
         eval_users=tuple(eval_users),
         env=page,

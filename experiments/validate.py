@@ -165,9 +165,9 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
     world = build_world(config, n_personas=n_personas)
     console.print(
         f"[bold]simrec validate[/] → {run_dir}: {world.dataset.name}, {len(world.personas)} personas, "
-        f"{len(section.policies)} policies, profile {config.users.profile}"
+        f"{len(section.policies)} policies, {config.users.kind} users"
     )
-    needs_llm = config.users.model == "llm"
+    needs_llm = config.users.writes_text
     llm = build_llm(config) if needs_llm else None
     users = UserModelFactory(config, world, llm)
     user_model = users()
@@ -206,8 +206,7 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
         "dataset": world.dataset.name,
         "n_personas": len(world.personas),
         "seed": config.run.seed,
-        "profile": config.users.profile if config.users.model == "llm" else f"fast:{config.users.profile}",
-        "user_model": config.users.model,
+        "user_kind": config.users.kind,
         **body,
         "wall_time_s": round(time.perf_counter() - start, 1),
     }

@@ -10,13 +10,15 @@ separate parts, and an env's `step` calls them in order. Here:
   batch-of-one shortcut;
 - rewards of arrays of outcomes: `page_rewards`, `terminal_rewards` (`simenv.rewards` holds the weights and the
   same terms over `PageFeedback` records);
-- episode end: `episode_end`; user feedback checks: `check_feedback`;
+- episode end: `episode_end`; the counts-based satisfaction score: `interview_scores`; user feedback checks:
+  `check_feedback`;
 - seeding: `child_rng` (an env's per-episode user generator), `episode_rngs` (the runner's per-episode
   `SeedSequence`).
 
-The choice model (multinomial logit, ratings by cut points, the leave rule) is in `simenv.kernel_choice`, the
-batched session state and observations in `simenv.kernel_state`. `simenv.env.RecEnv` (a batch of one, with
-any `UserModel`), `simenv.vector_env.FastRecVectorEnv`, the runner and the SB3 adapter use these.
+The user's choice (watch, rating, leave) is the user model's (`agents.decision.GroundedDecider.decide_batch`,
+reached through `simenv.protocols.BatchDecider`); the batched session state and observations are in
+`simenv.kernel_state`. `simenv.env.RecEnv` (a batch of one, with any `UserModel`),
+`simenv.vector_env.FastRecVectorEnv`, the runner and the SB3 adapter use these.
 """
 
 from __future__ import annotations
@@ -239,6 +241,15 @@ def episode_end(left: Any, pages_shown: Any, max_pages: int) -> tuple[Any, Any]:
     and ints as on arrays."""
     stayed = ~left if isinstance(left, np.ndarray) else not left
     return left, stayed & (pages_shown >= max_pages)
+
+
+def interview_scores(n_shown: np.ndarray, n_watched: np.ndarray, n_liked: np.ndarray) -> np.ndarray:
+    """Satisfaction 1..10 from session counts: 1 + 9 * (0.6 * liked share + 0.4 * watched share), rounded half
+    to even and clipped; 1 when nothing was shown. The no-text user's interview and the LLM user's fallback."""
+    n_shown, n_watched, n_liked = np.asarray(n_shown), np.asarray(n_watched), np.asarray(n_liked)
+    shown = np.maximum(n_shown, 1)
+    sat = 0.6 * n_liked / shown + 0.4 * n_watched / shown
+    return np.where(n_shown > 0, np.clip(np.rint(1 + 9 * sat), 1, 10), 1).astype(np.int64)
 
 
 def check_feedback(page: Page, feedback: PageFeedback) -> None:

@@ -49,6 +49,23 @@ class UserModel(Protocol):
 
 
 @runtime_checkable
+class BatchDecider(Protocol):
+    """A user model that decides many pages at once from arrays (the vectorised env's user; no text)."""
+
+    def decide_batch(
+        self,
+        personas: Sequence[Persona],
+        item_ids: np.ndarray,
+        sizes: np.ndarray,
+        page_index: np.ndarray,
+        rngs: Sequence[np.random.Generator],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(watched (B, K) bool, stars (B, K) int, left (B,) bool) for B pages: page i shows
+        `item_ids[i, :sizes[i]]` to `personas[i]` on page `page_index[i]`, drawing from `rngs[i]`."""
+        ...
+
+
+@runtime_checkable
 class PagePolicy(Protocol):
     """What serves pages to simulated users: all `simenv.runner.run_sessions` calls. Every `Recommender` is one;
     so is `simenv.policies.SB3Recommender`, which chooses among its session's candidates and cannot score the

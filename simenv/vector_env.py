@@ -1,15 +1,14 @@
-"""A native vectorised fast-user environment: N independent `simenv/FastRec-v0` episodes stepped together in numpy.
+"""A native vectorised environment: N independent no-text sessions (`simrec/FastRec-v1`) stepped together in numpy.
 
-The single env (`simenv.env.RecEnv` with `agents.fast_user.FastUserModel`) builds Python records on every step
-(`Page`, `PageFeedback`, `info`), which caps it near 10-14k steps/s. This env keeps every session's state in
-arrays of shape (num_envs, ...) (`simenv.kernel_state.SessionArrays`) and reacts to all pages at once with the
-same multinomial-logit user (`simenv.kernel_choice.FastUserArrays`, numbers read from the user model's `plan`),
-the same candidate pools (`simenv.candidates`), invalid-action rule, rewards and episode end (`simenv.kernel`).
-Statistics match the single env; random streams do not.
+The single env (`simenv.env.RecEnv`) builds Python records on every step (`Page`, `PageFeedback`, `info`). This
+env keeps every session's state in arrays of shape (num_envs, ...) (`simenv.kernel_state.SessionArrays`) and asks
+the user model to decide all pages at once (`simenv.protocols.BatchDecider.decide_batch`: the same rule the
+single env's user applies to a batch of one), with the same candidate pools (`simenv.candidates`), invalid-action
+rule, rewards and episode end (`simenv.kernel`). Statistics match the single env; random streams do not.
 
-`experiments.envs.make_fast_vector_env` is the `vector_entry_point` of `simenv/FastRec-v0` and
-`simenv/FastRecSeq-v0`, so `gym.make_vec(id, num_envs=N)` (or `vectorization_mode="vector_entry_point"`) builds
-it; `"sync"` and `"async"` still wrap N single envs.
+`simrec.envs.make_vector_env` is the `vector_entry_point` of the no-text ids, so `gym.make_vec(id,
+num_envs=N)` (or `vectorization_mode="vector_entry_point"`) builds it; `"sync"` and `"async"` still wrap N
+single envs.
 """
 
 from __future__ import annotations
@@ -25,14 +24,14 @@ from gymnasium.vector.utils import batch_space
 from simenv import kernel
 from simenv.candidates import CandidatePools
 from simenv.data.dataset import Dataset
-from simenv.kernel_choice import FastUserArrays, interview_scores
+from simenv.kernel import interview_scores
 from simenv.kernel_state import SessionArrays
-from simenv.protocols import Recommender
+from simenv.protocols import BatchDecider, Recommender
 from simenv.records import Persona
 from simenv.spaces import ItemFeatures, observation_space, persona_features
 from simenv.synthetic_population import SyntheticPopulation
 
-__all__ = ["FastRecVectorEnv", "FastUserArrays", "interview_scores"]
+__all__ = ["FastRecVectorEnv", "interview_scores"]
 
 # Info keys of a shown page or an episode end: (shape per env given (page_size, n_candidates), dtype, fill).
 _INFO_KEYS: dict[str, tuple[str, Any, Any]] = {
@@ -50,15 +49,15 @@ _INFO_KEYS: dict[str, tuple[str, Any, Any]] = {
 
 
 class FastRecVectorEnv(VectorEnv):
-    """`num_envs` independent fast-user sessions (the `simenv/FastRec-v0` model) stepped together in numpy.
+    """`num_envs` independent no-text sessions (the `simrec/FastRec-v1` model) stepped together in numpy.
 
     ## Description
-    Each sub-env is one `RecEnv` episode with the fast MNL user: at reset a persona is drawn uniformly from
-    `users` (or from the `population`'s members, or given by `options={"users": ids}`), its candidate set is
-    the popularity base (or the `candidate_recommender`'s top items) followed by a uniform exploration sample
-    from the rest of the catalog minus the persona's train history; each page the user watches, rates and maybe
-    leaves (`simenv.kernel_choice`). Only numbers are kept: no `Page`, `PageFeedback`, feelings, reasons,
-    interview text or event log — those exist only in the single env.
+    Each sub-env is one `RecEnv` episode with a no-text user (a `BatchDecider`): at reset a persona is drawn
+    uniformly from `users` (or from the `population`'s members, or given by `options={"users": ids}`), its
+    candidate set is the popularity base (or the `candidate_recommender`'s top items) followed by a uniform
+    exploration sample from the rest of the catalog minus the persona's train history; each page the user
+    watches, rates and maybe leaves (the user model's `decide_batch`). Only numbers are kept: no `Page`,
+    `PageFeedback`, feelings, reasons, interview text or event log — those exist only in the single env.
 
     ## Action Space
     `single_action_space` is the single env's: `MultiDiscrete([n_candidates] * page_size)` (slate mode) or
@@ -70,7 +69,7 @@ class FastRecVectorEnv(VectorEnv):
     Actions of sub-envs being autoreset are ignored.
 
     ## Observation Space
-    `single_observation_space` equals `simenv/FastRec-v0`'s flat Dict (`simenv.spaces`); observations are
+    `single_observation_space` equals `simrec/FastRec-v1`'s flat Dict (`simenv.spaces`); observations are
     batched along a leading axis of size `num_envs` and are fresh arrays each step.
 
     ## Info
@@ -107,7 +106,8 @@ class FastRecVectorEnv(VectorEnv):
     instead); a population run uses this so each member has exactly one session.
 
     ## Arguments
-    `num_envs`, then the single env's: `dataset`, `personas`, `user_model` (a `FastUserModel`), `train`,
+    `num_envs`, then the single env's: `dataset`, `personas`, `user_model` (a `simenv.protocols.BatchDecider`,
+    e.g. `agents.silent_user.SilentUserModel`), `train`,
     `candidate_recommender`, `page_size`, `max_pages`, `n_candidates`, `explore_fraction`, `history_len`,
     `reward`, `action_mode`, `invalid_action`, `interview`, `users`; and `max_episode_steps` (None = the
     env's own limit), `autoreset_mode` (`"NextStep"` or `"Disabled"`), `population`
@@ -129,7 +129,7 @@ class FastRecVectorEnv(VectorEnv):
         num_envs: int,
         dataset: Dataset,
         personas: Mapping[int, Persona],
-        user_model: Any,
+        user_model: BatchDecider,
         train: pd.DataFrame,
         candidate_recommender: Recommender | None = None,
         *,
@@ -160,7 +160,11 @@ class FastRecVectorEnv(VectorEnv):
         self._member_order = np.argsort(self._member_ids, kind="stable")
         self._member = np.zeros(n, dtype=np.int64)  # each session's member index
         self._features = features = ItemFeatures.from_train(dataset, train)
-        self.user = FastUserArrays(user_model, self._persona_list, features.n_items, self.page_size)
+        if not callable(getattr(user_model, "decide_batch", None)):
+            raise TypeError(
+                f"user_model {type(user_model).__name__}: the vectorised env needs a user model with decide_batch "
+                "(a no-text user kind such as 'fitted'; LLM persona users run in the single env)"
+            )
         self.pools = CandidatePools(
             self._persona_list, self.n_candidates, self.n_explore, features, candidate_recommender
         )
@@ -276,7 +280,11 @@ class FastRecVectorEnv(VectorEnv):
         s = self.sessions
         persona = s.persona[rows]
         items = s.candidates[rows[:, None], chosen]
-        watched, stars, left = self.user.react(persona, items, s.page[rows], self.np_random)
+        personas = [self._persona_list[p] for p in persona.tolist()]
+        sizes = np.full(len(rows), items.shape[1], dtype=np.int64)
+        rngs = [self.np_random] * len(rows)  # one generator for the batch, drawn row after row
+        watched, stars, left = self.user_model.decide_batch(personas, items, sizes, s.page[rows].copy(), rngs)
+        stars = np.where(watched, stars, 0)
         cfg = self.reward_config
         page_reward = kernel.page_rewards(watched, stars, left, cfg)
         s.record_pages(rows, chosen, watched, stars)
@@ -308,7 +316,6 @@ class FastRecVectorEnv(VectorEnv):
         vocab = self._features.genre_vocabulary
         for p in self.pools.prepare(persona):
             self._persona_vec[p] = persona_features(self._persona_list[p], vocab)
-        self.user.ensure(persona)
 
     def _reset_rows(self, rows: np.ndarray, member: np.ndarray | None = None) -> None:
         """Start a new session in each of `rows`: member (drawn unless given), candidate set, fresh state."""

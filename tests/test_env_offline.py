@@ -5,7 +5,7 @@ import minari
 import numpy as np
 import pytest
 
-import simenv  # noqa: F401  (registers the ids)
+import simrec  # noqa: F401  (registers the ids)
 from recommenders.popularity import PopRecommender
 from simenv.offline_rl import export_rollouts
 from simenv.policies import RandomPolicy, RecommenderPolicy, rollout
@@ -13,7 +13,7 @@ from simenv.policies import RandomPolicy, RecommenderPolicy, rollout
 
 def test_minari_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
-    env = gym.make("simenv/FastRec-v0", dataset="synthetic")
+    env = gym.make("simrec/FastRec-v1", dataset="synthetic")
     policy = RandomPolicy(np.random.default_rng(0))
     returns = rollout(env, RandomPolicy(np.random.default_rng(0)), 5, seed=100)
     export_rollouts(env, policy, "simenv/fastrec/random-v0", n_episodes=5, seed=100)
@@ -30,7 +30,7 @@ def test_minari_round_trip(tmp_path, monkeypatch):
 
 
 def test_recommender_drives_env_in_both_modes():
-    for env_id in ("simenv/FastRec-v0", "simenv/FastRecSeq-v0"):
+    for env_id in ("simrec/FastRec-v1", "simrec/FastRecSeq-v1"):
         env = gym.make(env_id, dataset="synthetic")
         inner = env.unwrapped
         pop = PopRecommender().fit(inner.train, inner.dataset.n_users, inner.dataset.n_items)

@@ -6,22 +6,22 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import simenv
+import simrec
 from simenv.env import RecEnv
 
 SMALL = {"dataset": "synthetic"}
 
 
-@pytest.mark.parametrize("env_id", simenv.ENV_IDS)
+@pytest.mark.parametrize("env_id", simrec.ENV_IDS)
 def test_checkers_pass_on_every_id(env_id):
     kwargs = dict(SMALL)
-    if env_id == "simenv/PersonaRecLive-v0":
+    if env_id == "simrec/PersonaRecLive-v1":
         # The live id defaults to the embedded SmolLM2 (minutes per check on 2 cores); the plumbing is checked
         # here with the mock backend, the real model by the benchmark/CLI.
         kwargs["llm"] = {"backend": "mock"}
     env = gym.make(env_id, **kwargs)
     spec = gym.spec(env_id)
-    assert spec.nondeterministic == (env_id == "simenv/PersonaRecLive-v0")
+    assert spec.nondeterministic == (env_id == "simrec/PersonaRecLive-v1")
     inner = env.unwrapped
     assert isinstance(inner, RecEnv)
     steps = inner.max_pages * (inner.page_size if inner.action_mode == "sequential" else 1)
@@ -32,7 +32,7 @@ def test_checkers_pass_on_every_id(env_id):
 
 
 def test_default_world_is_ml100k_agent4rec_split():
-    env = gym.make("simenv/FastRec-v0")
+    env = gym.make("simrec/FastRec-v1")
     inner = env.unwrapped
     assert inner.dataset.name.startswith("ml-100k")
     assert inner.dataset.n_items == 1682
@@ -43,7 +43,7 @@ def test_default_world_is_ml100k_agent4rec_split():
 
 
 def test_persona_env_reproduces_episode_with_mock_llm():
-    env = gym.make("simenv/PersonaRec-v0", **SMALL)
+    env = gym.make("simrec/PersonaRec-v1", **SMALL)
 
     def episode(seed):
         obs, info = env.reset(seed=seed)
@@ -62,7 +62,7 @@ def test_persona_env_reproduces_episode_with_mock_llm():
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_make_vec(mode):
-    envs = gym.make_vec("simenv/FastRec-v0", num_envs=2, vectorization_mode=mode, **SMALL)
+    envs = gym.make_vec("simrec/FastRec-v1", num_envs=2, vectorization_mode=mode, **SMALL)
     obs, info = envs.reset(seed=[1, 2])
     assert obs["candidates"].shape[0] == 2
     rng = np.random.default_rng(0)

@@ -14,7 +14,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import simenv  # noqa: F401  (registers the env ids)
+import simrec  # noqa: F401  (registers the env ids)
 from experiments.config import ConfigError, load_config
 from simenv.data import load_dataset
 from simenv.data.dataset import DataError
@@ -165,7 +165,7 @@ def test_repair_changes_exactly_the_invalid_slots(case: tuple[list[int], set[int
         assert not invalid
 
 
-ENV = gym.make("simenv/FastRec-v0", dataset="synthetic", invalid_action="repair")
+ENV = gym.make("simrec/FastRec-v1", dataset="synthetic", invalid_action="repair")
 
 
 @FUZZ

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import simenv  # noqa: F401  (registers the ids)
+import simrec  # noqa: F401  (registers the ids)
 from simenv import kernel
 from simenv.kernel import InvalidActionError, check_actions, repair_slates
 from simenv.records import ItemReaction, PageFeedback
@@ -88,12 +88,12 @@ def test_page_is_clean_agrees_with_the_rule():
 
 
 def test_both_envs_repair_the_cascade_case_with_one_repair():
-    single = gym.make("simenv/FastRec-v0", **SMALL)
+    single = gym.make("simrec/FastRec-v1", **SMALL)
     _, info = single.reset(seed=0)
     ids = info["candidate_ids"]
     _, _, _, _, info = single.step(np.array([0, 0, 1, 2]))
     assert info["n_repaired"] == 1 and info["page_items"].tolist() == ids[[0, 3, 1, 2]].tolist()
-    venv = gym.make_vec("simenv/FastRec-v0", num_envs=2, **SMALL)
+    venv = gym.make_vec("simrec/FastRec-v1", num_envs=2, **SMALL)
     _, info = venv.reset(seed=0)
     ids = info["candidate_ids"][0]
     _, _, _, _, info = venv.step(np.array([[0, 0, 1, 2], [5, 6, 7, 8]]))
@@ -147,8 +147,8 @@ def test_episode_end_on_scalars_and_arrays():
 
 
 def test_one_n_candidates_default_everywhere():
-    single = gym.make("simenv/FastRec-v0", **SMALL, max_pages=30).unwrapped
-    venv = gym.make_vec("simenv/FastRec-v0", num_envs=2, **SMALL, max_pages=30)
+    single = gym.make("simrec/FastRec-v1", **SMALL, max_pages=30).unwrapped
+    venv = gym.make_vec("simrec/FastRec-v1", num_envs=2, **SMALL, max_pages=30)
     assert single.n_candidates == venv.n_candidates == kernel.default_n_candidates(4, 30) == 240
 
 

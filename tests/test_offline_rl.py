@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import simenv  # noqa: F401  (registers the ids)
+import simrec  # noqa: F401  (registers the ids)
 from experiments.cli import app
 from experiments.evaluate_rl import EVALUATE_FILE
 from experiments.rl.checkpoint import Checkpoint
@@ -34,7 +34,7 @@ DATASET_ID = "simrec/test/behaviour-v0"
 
 
 def _logged(tmp_path: Path, names: tuple[str, ...], n_episodes: int) -> tuple[Path, gym.Env]:
-    env = gym.make("simenv/FastRecSeq-v0", dataset="synthetic")
+    env = gym.make("simrec/FastRecSeq-v1", dataset="synthetic")
     inner = env.unwrapped
     pop = PopRecommender().fit(inner.train, inner.dataset.n_users, inner.dataset.n_items)
     recs = {name: (None if name == "random" else pop) for name in names}

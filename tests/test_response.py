@@ -172,11 +172,11 @@ def test_rating_model_orders_planted_ratings(planted) -> None:
 
 
 def test_user_models_draw_from_the_response_model(planted) -> None:
-    """The grounded decider and the fast user (hence the vector env, which reads its plans) use the fitted
-    watch probability and rating plan; a fitted profile without a model is a clear error."""
-    from agents.config import DecisionConfig, FastUserConfig
+    """The grounded decider and the silent user (hence the vector env, which calls its decide_batch) use the fitted
+    watch probability and rating plan; a fitted kind without a model is a clear error."""
+    from agents.config import DecisionConfig
     from agents.decision import GroundedDecider
-    from agents.fast_user import FastUserModel
+    from agents.silent_user import SilentUserModel
 
     split, personas, _ = planted
     model = fit_response_model(split, personas, CONFIG)
@@ -187,9 +187,7 @@ def test_user_models_draw_from_the_response_model(planted) -> None:
         decider.watch_probability(persona, ids), model.watch_probability(persona, ids), rtol=1e-5, atol=1e-6
     )
     assert decider.plan(persona).rating is model.plan(persona).rating
-    fast = FastUserModel(split.dataset, FastUserConfig(response="nocollab"), train=split.train, response=model)
-    np.testing.assert_allclose(fast.watch_probability(persona, ids), model.watch_probability(persona, ids), rtol=1e-5)
+    silent = SilentUserModel(decider)
+    np.testing.assert_allclose(silent.watch_probability(persona, ids), model.watch_probability(persona, ids), rtol=1e-5)
     with pytest.raises(ValueError, match="response model"):
         GroundedDecider(split.dataset, split.train, DecisionConfig(response="nocollab"))
-    with pytest.raises(ValueError, match="response model"):
-        FastUserModel(split.dataset, FastUserConfig(response="nocollab"), train=split.train)

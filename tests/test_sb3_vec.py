@@ -21,7 +21,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecMonitor
 
-import simenv  # noqa: F401  (registers the ids)
+import simrec  # noqa: F401  (registers the ids)
 from simenv.sb3_vec import SB3VectorEnv, make_sb3_vec_env
 from simenv.vector_env import FastRecVectorEnv
 
@@ -29,11 +29,11 @@ SMALL = {"dataset": "synthetic"}
 
 
 def _native(num_envs: int, **kwargs: Any) -> FastRecVectorEnv:
-    return gym.make_vec("simenv/FastRec-v0", num_envs=num_envs, **{**SMALL, **kwargs})
+    return gym.make_vec("simrec/FastRec-v1", num_envs=num_envs, **{**SMALL, **kwargs})
 
 
 def _sync(num_envs: int, **kwargs: Any) -> gym.vector.SyncVectorEnv:
-    return gym.make_vec("simenv/FastRec-v0", num_envs=num_envs, vectorization_mode="sync", **{**SMALL, **kwargs})
+    return gym.make_vec("simrec/FastRec-v1", num_envs=num_envs, vectorization_mode="sync", **{**SMALL, **kwargs})
 
 
 def _policies(num_envs: int, seed: int) -> list[np.random.Generator]:
@@ -215,7 +215,7 @@ def test_ppo_trains_on_the_adapter_reproducibly_and_predicts():
     torch.set_num_threads(1)
 
     def train(seed: int) -> PPO:
-        env = make_sb3_vec_env("simenv/FastRec-v0", n_envs=8, seed=None, **SMALL)
+        env = make_sb3_vec_env("simrec/FastRec-v1", n_envs=8, seed=None, **SMALL)
         assert isinstance(env, VecMonitor)
         model = PPO("MultiInputPolicy", env, n_steps=32, batch_size=64, n_epochs=2, seed=seed, device="cpu")
         return model.learn(total_timesteps=512)

@@ -1,7 +1,7 @@
 """The vectorised fast-user env (`simenv.vector_env.FastRecVectorEnv`) against the single env it batches.
 
 - Registration and spaces: `gym.make_vec` builds it by default; sync/async still wrap single envs; the single
-  spaces equal `simenv/FastRec-v0`'s (slate and sequential ids).
+  spaces equal `simrec/FastRec-v1`'s (slate and sequential ids).
 - Replay: every sub-env's observations, action masks, rewards, episode ends and interview scores equal what the
   single env's own pieces (`SessionState`, `page_reward`, `stats_interview_score`) and the kernel's
   invalid-action rule (`simenv.kernel.repair_slates`, through `SessionState`'s public masks) give for the same
@@ -22,7 +22,7 @@ import pytest
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-import simenv  # noqa: F401  (registers the ids)
+import simrec  # noqa: F401  (registers the ids)
 from agents.signals import stats_interview_score
 from simenv.kernel import InvalidActionError, repair_slates
 from simenv.records import Interview, ItemReaction, PageFeedback
@@ -34,7 +34,7 @@ SMALL = {"dataset": "synthetic"}
 REWARD = RewardConfig(watch=1.0, like=0.5, rating=0.1, exit_penalty=2.0, satisfaction=0.3)
 
 
-def _vec(env_id: str = "simenv/FastRec-v0", num_envs: int = 8, **kwargs) -> FastRecVectorEnv:
+def _vec(env_id: str = "simrec/FastRec-v1", num_envs: int = 8, **kwargs) -> FastRecVectorEnv:
     return gym.make_vec(env_id, num_envs=num_envs, **{**SMALL, **kwargs})
 
 
@@ -44,7 +44,7 @@ def _uniform_valid(rng: np.random.Generator, mask: np.ndarray, k: int) -> np.nda
     return np.argsort(keys, axis=1)[:, :k]
 
 
-@pytest.mark.parametrize("env_id", ["simenv/FastRec-v0", "simenv/FastRecSeq-v0"])
+@pytest.mark.parametrize("env_id", ["simrec/FastRec-v1", "simrec/FastRecSeq-v1"])
 def test_make_vec_builds_it_with_the_single_env_spaces(env_id):
     venv = _vec(env_id, num_envs=3)
     single = gym.make(env_id, **SMALL)
@@ -90,7 +90,7 @@ def _feedback(items: np.ndarray, watched: np.ndarray, stars: np.ndarray, left: b
     return PageFeedback(reactions, bool(left))
 
 
-@pytest.mark.parametrize("env_id", ["simenv/FastRec-v0", "simenv/FastRecSeq-v0"])
+@pytest.mark.parametrize("env_id", ["simrec/FastRec-v1", "simrec/FastRecSeq-v1"])
 def test_replay_through_the_single_env_pieces_matches_exactly(env_id):
     """Rebuild each sub-env's session with `SessionState` from the info arrays and compare everything."""
     n = 6
@@ -276,7 +276,7 @@ def _episodes(rows: list[tuple]) -> Episodes:
 
 
 def _single_env_episodes(n: int, seed: int) -> Episodes:
-    env = gym.make("simenv/FastRec-v0", **SMALL, reward=REWARD)
+    env = gym.make("simrec/FastRec-v1", **SMALL, reward=REWARD)
     rng = np.random.default_rng(seed)
     rows = []
     obs, info = env.reset(seed=seed)

@@ -12,14 +12,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import simenv  # noqa: F401  (registers the ids)
+import simrec  # noqa: F401  (registers the ids)
 from simenv.synthetic_population import SourceIdPolicy, SyntheticPopulation, draw_population, member_personas
 
 SMALL = {"dataset": "synthetic", "vectorization_mode": "vector_entry_point"}
 
 
 def _real_ids() -> list[int]:
-    venv = gym.make_vec("simenv/FastRec-v0", num_envs=1, **SMALL)
+    venv = gym.make_vec("simrec/FastRec-v1", num_envs=1, **SMALL)
     return list(venv.users)
 
 
@@ -46,8 +46,8 @@ def test_a_member_decides_exactly_as_the_persona_it_copies():
     real = _real_ids()
     pop = draw_population(real, 64, np.random.default_rng(3))
     # No autoreset: a new session would be a uniform draw over members in one env, over real users in the other.
-    members = gym.make_vec("simenv/FastRec-v0", num_envs=64, population=pop, autoreset_mode="Disabled", **SMALL)
-    sources = gym.make_vec("simenv/FastRec-v0", num_envs=64, autoreset_mode="Disabled", **SMALL)
+    members = gym.make_vec("simrec/FastRec-v1", num_envs=64, population=pop, autoreset_mode="Disabled", **SMALL)
+    sources = gym.make_vec("simrec/FastRec-v1", num_envs=64, autoreset_mode="Disabled", **SMALL)
     obs_m, info_m = members.reset(seed=7, options={"users": pop.user_ids})
     obs_s, info_s = sources.reset(seed=7, options={"users": pop.source})
     np.testing.assert_array_equal(info_m["user_id"], pop.user_ids)
@@ -69,7 +69,7 @@ def test_a_member_decides_exactly_as_the_persona_it_copies():
 
 def test_disabled_autoreset_gives_each_member_one_session():
     pop = draw_population(_real_ids(), 300, np.random.default_rng(0))
-    venv = gym.make_vec("simenv/FastRec-v0", num_envs=100, population=pop, autoreset_mode="Disabled", **SMALL)
+    venv = gym.make_vec("simrec/FastRec-v1", num_envs=100, population=pop, autoreset_mode="Disabled", **SMALL)
     assert venv.metadata["autoreset_mode"] == gym.vector.AutoresetMode.DISABLED
     seen: list[int] = []
     for start in range(0, 300, 100):
@@ -94,22 +94,22 @@ def test_disabled_autoreset_gives_each_member_one_session():
 def test_bad_users_and_populations_are_refused():
     real = _real_ids()
     pop = draw_population(real, 20, np.random.default_rng(0))
-    venv = gym.make_vec("simenv/FastRec-v0", num_envs=4, population=pop, **SMALL)
+    venv = gym.make_vec("simrec/FastRec-v1", num_envs=4, population=pop, **SMALL)
     with pytest.raises(ValueError, match="not users of this env"):
         venv.reset(seed=0, options={"users": np.array(real[:4])})  # real ids are not members here
     with pytest.raises(ValueError, match="expected 4 integer user ids"):
         venv.reset(seed=0, options={"users": pop.user_ids[:3]})
     with pytest.raises(ValueError, match="not in the env's users"):
-        gym.make_vec("simenv/FastRec-v0", num_envs=2, population=pop, users=real[:5], **SMALL)
+        gym.make_vec("simrec/FastRec-v1", num_envs=2, population=pop, users=real[:5], **SMALL)
     clash = SyntheticPopulation(np.array(real[:2], dtype=np.int64), np.array(real[:2], dtype=np.int64))
     with pytest.raises(ValueError, match="also real user ids"):
-        gym.make_vec("simenv/FastRec-v0", num_envs=2, population=clash, **SMALL)
+        gym.make_vec("simrec/FastRec-v1", num_envs=2, population=clash, **SMALL)
     with pytest.raises(ValueError, match="autoreset_mode"):
-        gym.make_vec("simenv/FastRec-v0", num_envs=2, autoreset_mode="SameStep", **SMALL)
+        gym.make_vec("simrec/FastRec-v1", num_envs=2, autoreset_mode="SameStep", **SMALL)
 
 
 def test_member_personas_copy_their_source_under_their_own_id():
-    from experiments.envs import default_world
+    from simrec.envs import default_world
 
     _, _, personas = default_world("synthetic")
     pop = draw_population(sorted(personas), 50, np.random.default_rng(0))

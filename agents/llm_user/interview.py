@@ -25,7 +25,7 @@ INTERVIEW_QUERY = "How satisfied am I with the movies recommended to me?"
 
 def interview_ask(model: LLMUserModel, session: LLMUserSession) -> Ask:
     memories = session.memory.retrieve(INTERVIEW_QUERY, now=session.memory.clock)
-    return model.prompts.interview_ask(session, memories, draw_seed(session.rng))
+    return model.prompts.interview_ask(session, memories, draw_seed(session.text_rng))
 
 
 def run_interview(model: LLMUserModel, session: LLMUserSession) -> Interview:

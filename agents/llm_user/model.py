@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agents.config import LLMUserConfig, load_llm_user_config
+from agents.config import LLMUserConfig, load_user
 from agents.decision import GroundedDecider, ItemVectors
 from agents.embedding import Embedder
 from agents.llm_user.fallbacks import UserEvent
@@ -49,7 +49,9 @@ class LLMUserModel:
         self.dataset = dataset
         self.llm = llm
         self.embedder = embedder
-        self.config = config or load_llm_user_config()
+        # Built directly with neither, it decides by the hand-set kind: the validated `fitted` rule needs a response
+        # model fitted on a split (`experiments.build.UserModelFactory`, `simrec.make_env` build that one).
+        self.config = config or load_user("handset").user
         self.item_vectors = decider.item_vectors if decider and decider.item_vectors else ItemVectors(dataset, embedder)
         self.decider = decider or GroundedDecider(
             dataset, train, self.config.decision, embedder=embedder, item_vectors=self.item_vectors

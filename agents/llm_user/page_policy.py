@@ -164,7 +164,7 @@ def decide_pages(model: LLMUserModel, sessions: Sequence[LLMUserSession], pages:
     requests, checks = [], []
     for session, (page, _) in zip(sessions, pages, strict=True):
         ids = [int(i) for i in page.item_ids]
-        seed = draw_seed(session.rng)
+        seed = draw_seed(session.text_rng)
         memories = page_memories_for(model, session, page)
         requests.append(model.prompts.page_request(session.persona, page.page_index, ids, memories, seed))
         checks.append(check_page_decision(ids))
@@ -199,7 +199,7 @@ def narrate_pages(model: LLMUserModel, sessions: Sequence[LLMUserSession], pages
     for k, (session, (page, items), decision) in enumerate(zip(sessions, pages, decided, strict=True)):
         watched, stars, left = decision
         if watched.any() or left:
-            seed = draw_seed(session.rng)
+            seed = draw_seed(session.text_rng)
             memories = page_memories_for(model, session, page)
             persona = session.persona
             ask = model.prompts.reaction_ask(persona, page, items, watched, stars, left, memories, seed)

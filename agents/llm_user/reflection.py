@@ -43,7 +43,7 @@ def reflect(model: LLMUserModel, sessions: Sequence[LLMUserSession]) -> None:
     for s in sessions:
         window = s.memory.since_last_reflection()[-model.config.memory.reflection_window :]
         windows.append(window)
-        asks.append(model.prompts.reflection_ask(s, window, draw_seed(s.rng)))
+        asks.append(model.prompts.reflection_ask(s, window, draw_seed(s.text_rng)))
     requests, checks = [a.request for a in asks], [a.check for a in asks]  # checks: no echo of the prompt
     results = ask_json_batch(model.llm, requests, checks, max_repairs=model.config.max_repairs)
     for s, window, result in zip(sessions, windows, results, strict=True):

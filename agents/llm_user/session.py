@@ -3,6 +3,7 @@ recorded (feedback, counters, memories)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,13 @@ if TYPE_CHECKING:
     from agents.llm_user.model import LLMUserModel
 
 
+def request_rng(rng: np.random.Generator, user_id: int, episode: int) -> np.random.Generator:
+    """The session's generator of LLM request seeds, derived from the decision generator's state without drawing
+    from it: a persona decides exactly as the no-text user of its kind, whatever text it writes."""
+    state = hashlib.sha256(repr(rng.bit_generator.state).encode()).digest()
+    return np.random.default_rng([user_id, episode, int.from_bytes(state[:8], "little")])
+
+
 class LLMUserSession:
     """One episode of one persona. Memory lives in the model (it persists across a user's episodes)."""
 
@@ -26,7 +34,8 @@ class LLMUserSession:
         self.model = model
         self.persona = persona
         self.episode = episode
-        self.rng = rng
+        self.rng = rng  # decisions only: the same draws as the no-text user of the same kind
+        self.text_rng = request_rng(rng, persona.user_id, episode)  # LLM request seeds
         self.memory = memory
         self.plan: PersonaPlan = model.decider.plan(persona)
         self.pages: list[PageFeedback] = []

@@ -69,7 +69,7 @@ class Checkpoint:
 
     algo: str
     base: str
-    user: str  # the user model trained on: fast | grounded
+    user: str  # the user kind trained on (agents.config.KINDS)
     train_users: tuple[int, ...]
     eval_users: tuple[int, ...]
     env: dict[str, Any]  # page_size, max_pages, n_candidates, explore_fraction, history_len

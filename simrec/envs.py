@@ -1,0 +1,136 @@
+"""Build environments the way `simrec validate` builds its users: the entry points of the registered gym ids.
+
+`make_env` and `make_vector_env` turn a few keyword arguments (`dataset`, `seed`, `user`, ...) into the experiment
+config the CLI would use, then build the same world (dataset, Agent4Rec split, every split user's persona from the
+train split) and the same user model (`experiments.build.UserModelFactory`): the default `user="fitted"` is the
+validated user. The first build on a machine trains the recommenders whose impressions the response model is
+fitted on and fits it (printed phase by phase to stderr; minutes on ML-100K, longer on ML-1M); later builds load
+both from the cache (`~/.cache/simrec`, `$SIMREC_CACHE_DIR` or `cache_dir=`) in seconds. Worlds and user models are
+memoised per process, so `gym.make_vec` and repeated `gym.make` calls share them.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from experiments.build import UserModelFactory, World, build_llm, build_world, train_recommender
+from experiments.config import ExperimentConfig
+from simenv import defaults
+from simenv.env import RecEnv
+from simenv.protocols import Recommender, UserModel
+from simenv.vector_env import FastRecVectorEnv
+
+# RecEnv options that need records or text, which the vectorised env does not keep.
+_SINGLE_ENV_ONLY = ("log", "policy_name", "render_mode", "persistent_memory")
+
+
+def env_config(
+    dataset: str = defaults.DATASET,
+    seed: int = 0,
+    user: str | None = None,
+    n_users: int | None = None,
+    llm: Mapping[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+    users_file: str | Path | None = None,
+) -> ExperimentConfig:
+    """The experiment config an env is built from: the CLI's defaults with these fields set (every other default,
+    including the user kind's numbers, is the one `simrec validate` uses)."""
+    users: dict[str, Any] = {"embedder": "hashing", "config_file": users_file}
+    if user is not None:
+        users["kind"] = user
+    return ExperimentConfig.model_validate(
+        {
+            "run": {"seed": seed},
+            "data": {"dataset": dataset, "split_users": n_users, "cache_dir": cache_dir},
+            "users": users,
+            "llm": dict(llm or {"backend": "mock", "cache": False}),
+        }
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _world_and_users(config: ExperimentConfig) -> tuple[World, UserModelFactory]:
+    world = build_world(config, n_personas=10**9)  # every split user is a persona
+    llm = build_llm(config) if config.users.writes_text else None
+    return world, UserModelFactory(config, world, llm, progress=_progress)
+
+
+def _progress(message: str) -> None:
+    print(f"simrec: {message}", file=sys.stderr, flush=True)
+
+
+def build_parts(
+    config: ExperimentConfig, recommender: str | Recommender | None
+) -> tuple[World, UserModel, Recommender | None]:
+    """(world, a fresh user model of the config's kind, the candidate recommender) for one env."""
+    world, factory = _world_and_users(config)
+    rec = recommender
+    if isinstance(recommender, str):
+        rec = train_recommender(config, world, recommender)[0]
+    return world, factory(), rec
+
+
+def make_env(
+    dataset: str = defaults.DATASET,
+    seed: int = 0,
+    user: str | None = None,
+    n_users: int | None = None,
+    recommender: str | Recommender | None = None,
+    llm: Mapping[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+    users_file: str | Path | None = None,
+    **env_kwargs: Any,
+) -> RecEnv:
+    """One session per episode (`simenv.env.RecEnv`) with the `user` kind (default `fitted`, the validated user).
+
+    `dataset` (ml-100k, ml-1m, synthetic or a MovieLens directory), `seed` (the split and the user model's fit),
+    `n_users` (users in the split; None = all eligible) choose the world; `recommender` (a registry name trained on
+    the train split and cached, or a fitted `Recommender`; None = train popularity) gives the base candidates;
+    `llm` is an `[llm]` table for the text-writing kinds (default the mock backend); `users_file` a users.toml with
+    other kinds. Everything else goes to `RecEnv` (page_size, max_pages, n_candidates, reward, action_mode, ...).
+    """
+    config = env_config(dataset, seed, user, n_users, llm, cache_dir, users_file)
+    world, user_model, rec = build_parts(config, recommender)
+    if config.users.writes_text:
+        env_kwargs.setdefault("persistent_memory", False)  # a seeded reset reproduces the episode
+    return RecEnv(world.dataset, world.personas, user_model, world.split.train, candidate_recommender=rec, **env_kwargs)
+
+
+def make_vector_env(
+    num_envs: int = 1,
+    dataset: str = defaults.DATASET,
+    seed: int = 0,
+    user: str | None = None,
+    n_users: int | None = None,
+    recommender: str | Recommender | None = None,
+    cache_dir: str | Path | None = None,
+    users_file: str | Path | None = None,
+    **env_kwargs: Any,
+) -> FastRecVectorEnv:
+    """`num_envs` sessions stepped together (`simenv.vector_env.FastRecVectorEnv`) with a no-text `user` kind; the
+    world and user model of `make_env`. Other kwargs go to `FastRecVectorEnv` (including the `max_episode_steps`
+    that `gym.make_vec` passes from the registration)."""
+    unsupported = sorted(k for k in _SINGLE_ENV_ONLY if env_kwargs.get(k) not in (None, False, "env"))
+    if unsupported:
+        raise ValueError(
+            f"{unsupported}: not supported by the vectorised env (no records or text); "
+            f"use vectorization_mode='sync' or 'async' for single envs with these options"
+        )
+    for key in _SINGLE_ENV_ONLY:
+        env_kwargs.pop(key, None)
+    config = env_config(dataset, seed, user, n_users, None, cache_dir, users_file)
+    if config.users.writes_text:
+        raise ValueError(f"user={config.users.kind!r} writes text: the vectorised env takes no-text kinds only")
+    world, user_model, rec = build_parts(config, recommender)
+    return FastRecVectorEnv(
+        num_envs, world.dataset, world.personas, user_model, world.split.train, candidate_recommender=rec, **env_kwargs
+    )
+
+
+def make_live_persona_env(llm: Mapping[str, Any] | None = None, **kwargs: Any) -> RecEnv:
+    """`simrec/PersonaRecLive-v1`: the persona user with a real model (default the embedded SmolLM2)."""
+    return make_env(llm=llm or {"backend": "llama-cpp"}, **{"user": "persona", **kwargs})

@@ -20,14 +20,14 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from agents.config import load_decision_config, load_fast_user_config, load_llm_user_config  # noqa: E402
+from agents.config import load_user  # noqa: E402
 from agents.decision import GroundedDecider, ItemVectors  # noqa: E402
 from agents.embedding import CachedEmbedder, HashingEmbedder, MiniLMEmbedder  # noqa: E402
-from agents.fast_user import FastUserModel  # noqa: E402
 from agents.fidelity import discrimination, rating_fidelity  # noqa: E402
 from agents.llm_user import LLMUserModel  # noqa: E402
 from agents.persona import build_personas  # noqa: E402
 from agents.signals import CollabPrior, TrainStats, sigmoid  # noqa: E402
+from agents.silent_user import SilentUserModel  # noqa: E402
 from simenv.data.loaders import load_dataset  # noqa: E402
 from simenv.data.splits import agent4rec_split  # noqa: E402
 from simenv.llm.mock import MockLLM  # noqa: E402
@@ -35,6 +35,7 @@ from simenv.records import Page  # noqa: E402
 
 AGENT4REC = "Agent4Rec (gpt-3.5): 1:1 acc 0.6912 F1 0.6982; 1:9 acc 0.6175 F1 0.3232"
 CACHE = Path(".cache")
+RESEARCH = Path(__file__).parent / "configs" / "research_users.toml"  # the research kinds (genre, collab, ...)
 
 
 class CountingLLM:
@@ -80,7 +81,7 @@ def bench_speed(n_pages: int, batch: int) -> None:
     ds = load_dataset("ml-100k")
     split = agent4rec_split(ds, n_users=300, seed=0)
     personas = list(build_personas(split).values())
-    cfg = load_llm_user_config()
+    cfg = load_user("handset").user
     llm = CountingLLM(MockLLM(seed=0))
     model = LLMUserModel(ds, llm, HashingEmbedder(64), cfg, train=split.train)
     model.decider.prepare(personas)
@@ -151,8 +152,9 @@ def bench_speed(n_pages: int, batch: int) -> None:
             f"  tokens per page (SmolLM2 tokenizer, {len(total)} pages): prompt {np.mean(prompt):.0f} + answer "
             f"{np.mean(answer):.0f} = {total.mean():.0f} mean, {total.max()} max"
         )
-    fast = FastUserModel(ds, load_fast_user_config(), split.train, personas=personas)
-    sessions = [fast.start_session(p, 0, np.random.default_rng(i)) for i, p in enumerate(personas)]
+    decider = GroundedDecider(ds, split.train, load_user("handset").decision, embedder=HashingEmbedder(64))
+    silent = SilentUserModel(decider, personas)
+    sessions = [silent.start_session(p, 0, np.random.default_rng(i)) for i, p in enumerate(personas)]
     pages_list = [Page(0, t % 5, tuple(int(i) for i in rng.choice(ds.n_items, 4, replace=False))) for t in range(5000)]
     n = 100_000
     start, cpu = time.perf_counter(), time.process_time()
@@ -160,7 +162,8 @@ def bench_speed(n_pages: int, batch: int) -> None:
         sessions[k % len(sessions)].react(pages_list[k % len(pages_list)])
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     print(
-        f"Fast MNL user: {n} page decisions in {elapsed:.2f} s wall = {n / elapsed:,.0f} pages/s; "
+        f"Silent (no-text) user, handset kind: {n} page decisions in {elapsed:.2f} s wall = "
+        f"{n / elapsed:,.0f} pages/s; "
         f"{cpu:.2f} s CPU = {n / cpu:,.0f} pages/s per core"
     )
 
@@ -218,7 +221,7 @@ def bench_fidelity(
     datasets: list[str], n_personas: int, llm_personas: int, heldout: str, circularity_only: bool = False
 ) -> None:
     emb = CachedEmbedder(MiniLMEmbedder(), CACHE / "embeddings")
-    base = load_llm_user_config()
+    base = load_user("handset").user
     print(f"Fidelity (held-out = {heldout}; acc/F1 per ratio 1:1 1:2 1:3 1:9; pooled counts). {AGENT4REC}")
     for name in datasets:
         ds = load_dataset(name)
@@ -230,8 +233,8 @@ def bench_fidelity(
         collab = CollabPrior.from_train(split.train, ds.n_users, ds.n_items)
         print(f"\n{name}: {len(personas)} personas, {ds.n_items} items, train {len(split.train)} ratings")
         deciders = {}
-        for prof in ("genre", "embedding", "collab", "popularity", "grounded", "grounded-nocollab"):
-            cfg = load_decision_config(prof)
+        for prof in ("genre", "embedding", "collab", "popularity", "handset", "handset-nocollab"):
+            cfg = load_user(prof, RESEARCH if prof != "handset" else None).decision
             if cfg.w_llm or cfg.rating_llm:  # measured with the LLM below; here the signals alone
                 cfg = replace(cfg, w_llm=0.0, rating_llm=0.0, name=f"{prof}(w_llm=0)")
             dec = GroundedDecider(ds, split.train, cfg, embedder=emb, item_vectors=iv, stats=stats, collab=collab)
@@ -242,15 +245,10 @@ def bench_fidelity(
             d = discrimination(dec, split, personas, np.random.default_rng(0), heldout=heldout)
             r = rating_fidelity(dec, split, personas, np.random.default_rng(0), heldout=heldout)
             print(f"  {cfg.name:<24} {fmt(d, r)}", flush=True)
-        fast = FastUserModel(ds, load_fast_user_config(), split.train, personas=personas)
         if circularity_only:
-            circularity(ds, split, personas, {k: deciders[k] for k in ("grounded", "grounded-nocollab")})
+            circularity(ds, split, personas, {k: deciders[k] for k in ("handset", "handset-nocollab")})
             continue
-        d = discrimination(fast, split, personas, np.random.default_rng(0), heldout=heldout)
-        r = rating_fidelity(fast, split, personas, np.random.default_rng(0), heldout=heldout)
-        print(f"  {'fast-user':<24} {fmt(d, r)}", flush=True)
-        circularity(ds, split, personas, {"grounded": deciders["grounded"], "grounded-nocollab": deciders[
-            "grounded-nocollab"]})  # fmt: skip
+        circularity(ds, split, personas, {k: deciders[k] for k in ("handset", "handset-nocollab")})
         if llm_personas:
             bench_llm_fidelity(ds, split, personas[:llm_personas], emb, iv, stats, collab, base, heldout)
 
@@ -262,8 +260,8 @@ def bench_llm_fidelity(ds, split, personas, emb, iv, stats, collab, base, heldou
     llm = make_llm(LLMConfig(backend="llama-cpp", cache_dir=str(CACHE / "llm-fidelity")))
     ratios, n_pos = (1, 9), 2
     print(f"  SmolLM2-135M on {len(personas)} personas (ratios 1:1 and 1:9, {n_pos} positives each):", flush=True)
-    grounded = load_decision_config("grounded")
-    configs = [load_decision_config("llm-only")] + [
+    grounded = load_user("handset").decision
+    configs = [load_user("llm-only").decision] + [
         replace(grounded, w_llm=w, name=f"grounded w_llm={w}") for w in (0.0, 0.5, 1.0, 2.0)
     ]
     for cfg in configs:

@@ -24,7 +24,7 @@ from dataclasses import replace  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from agents.config import load_llm_user_config  # noqa: E402
+from agents.config import load_user  # noqa: E402
 from agents.embedding import HashingEmbedder  # noqa: E402
 from agents.llm_user import LLMUserModel  # noqa: E402
 from agents.persona import build_personas  # noqa: E402
@@ -61,7 +61,7 @@ def run(fmt: str, profile: str, n_personas: int, n_pages: int, page_size: int) -
     personas = list(build_personas(split).values())[:n_personas]
     popular = np.argsort(-np.bincount(split.train["item_id"].to_numpy(), minlength=ds.n_items))[:200]
     llm = Timed(LlamaCppBackend(gguf_format=fmt))
-    config = replace(load_llm_user_config(profile), page_prompt="auto")
+    config = replace(load_user(profile).user, page_prompt="auto")
     model = LLMUserModel(ds, llm, HashingEmbedder(64), config, train=split.train)
     rng = np.random.default_rng(0)
     sessions = [model.start_session(p, 0, np.random.default_rng(i)) for i, p in enumerate(personas)]

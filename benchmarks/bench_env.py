@@ -31,8 +31,8 @@ import gymnasium as gym
 import numpy as np
 
 import simrec  # noqa: F401  (registers the env ids)
-from simrec.envs import default_world as build_world
 from simenv.runner import run_sessions
+from simrec.envs import default_world as build_world
 
 
 def env_steps_per_second(

@@ -85,9 +85,9 @@ def default_config_pages_per_s(tmp: Path, cache_dir: Path, dataset: str, persona
 
 
 def population_rounds_per_s(dataset: str, personas: int, recommender: str, retrain: bool, rounds: int) -> float:
-    config = load_config(None, {"data": {"dataset": dataset, "n_personas": personas}, "users": {"model": "fast"}})
+    config = load_config(None, {"data": {"dataset": dataset, "n_personas": personas}, "users": {"kind": "fitted"}})
     world = build_world(config)
-    users = UserModelFactory(config, world, None)(kind="fast")
+    users = UserModelFactory(config, world, None)()
     model = PopulationModel(
         world.dataset,
         world.split.train,

@@ -183,8 +183,8 @@ def bench_runner_barrier(
     use. Each page step waits for its slowest call (and repair or reflection rounds add steps)."""
     from agents.embedding import HashingEmbedder
     from agents.llm_user import LLMUserModel
-    from simrec.envs import default_world
     from recommenders.registry import make
+    from simrec.envs import default_world
 
     ds, split, personas = default_world("ml-100k")
     ids = sorted(personas)[:n_users]

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench_ray [--dataset ml-1m] [--personas 2000] [--workers 2] [--pages 5]
 
-Grounded persona users (the LLM user with the `[users] profile` decisions, default fitted) on the mock LLM (no
+Grounded persona users (the LLM user with the `persona` kind: fitted decisions) on the mock LLM (no
 response cache, so both engines do the same work) and the hashing embedder, facing Pop. The world, Pop and the
 response model come from the simrec cache (built on the first run, before any timing). Timed, in one process:
 1. local: `World.run_sessions` in this process;
@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--pages", type=int, default=5)
     parser.add_argument("--shards-per-worker", type=int, default=4)
-    parser.add_argument("--profile", default="fitted")
+    parser.add_argument("--kind", default="persona")
     parser.add_argument("--cache-dir", default=None, help="simrec cache (default $SIMREC_CACHE_DIR or ~/.cache/simrec)")
     return parser.parse_args(argv)
 
@@ -68,7 +68,7 @@ def run_ray_benchmark(args: argparse.Namespace | None = None) -> dict[str, Any]:
     overrides: dict[str, Any] = {
         "data": {"dataset": args.dataset, "n_personas": args.personas, "cache_dir": args.cache_dir},
         "llm": {"backend": "mock", "cache": False},
-        "users": {"model": "llm", "profile": args.profile, "embedder": "hashing"},
+        "users": {"kind": args.kind, "embedder": "hashing"},
         "simulation": {"pages": args.pages},
         "recommenders": {"names": ["pop"]},
         "ray": {"num_workers": args.workers, "shards_per_worker": args.shards_per_worker},
@@ -89,7 +89,7 @@ def run_ray_benchmark(args: argparse.Namespace | None = None) -> dict[str, Any]:
         "personas": len(world.personas),
         "pages_per_session": args.pages,
         "workers": args.workers,
-        "profile": args.profile,
+        "kind": args.kind,
         "prepare_s": round(prepare_s, 1),
     }
     with tempfile.TemporaryDirectory(prefix="bench_ray_") as tmp:
@@ -182,7 +182,7 @@ def project(per_page: dict[str, float], personas: int, concurrency: int, latency
 
 def print_results(out: dict[str, Any]) -> None:
     print(
-        f"Ray engine vs local: {out['dataset']}, {out['personas']} grounded personas ({out['profile']}, mock LLM) x "
+        f"Ray engine vs local: {out['dataset']}, {out['personas']} grounded personas ({out['kind']}, mock LLM) x "
         f"<= {out['pages_per_session']} pages, Pop; {out['workers']} workers; {out['pages']} pages shown"
     )
     print(f"  prepare (world, Pop, response model; cached): {out['prepare_s']} s")

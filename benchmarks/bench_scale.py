@@ -79,8 +79,8 @@ def fast_population(n_members: int, chunk: int, dataset: str, seed: int = 0) -> 
     import gymnasium as gym
 
     import simrec  # noqa: F401  (registers the ids)
-    from simrec.envs import default_world
     from simenv.synthetic_population import draw_population
+    from simrec.envs import default_world
 
     _, _, personas = default_world(dataset)
     pop = draw_population(sorted(personas), n_members, np.random.default_rng(seed))
@@ -125,20 +125,20 @@ def fast_population(n_members: int, chunk: int, dataset: str, seed: int = 0) -> 
 
 def grounded_population(n_members: int, dataset: str, batched: bool, profile: str = "grounded", seed: int = 0) -> dict:
     """`n_members` grounded persona users x 5 pages through `run_sessions` (mock LLM), timed in three layers."""
-    from agents.config import load_llm_user_config
+    from agents.config import load_user
     from agents.embedding import HashingEmbedder
     from agents.llm_user import LLMUserModel, page_policy
-    from simrec.envs import default_world
     from recommenders.registry import make
     from simenv.llm import LLMConfig, make_llm
     from simenv.runner import run_sessions
     from simenv.synthetic_population import SourceIdPolicy, draw_population, member_personas
+    from simrec.envs import default_world
 
     ds, split, personas = default_world(dataset)
     pop = draw_population(sorted(personas), n_members, np.random.default_rng(seed))
     members = member_personas(pop, personas)
     llm = make_llm(LLMConfig(backend="mock"))  # no cache_dir: no response cache
-    model = LLMUserModel(ds, llm, HashingEmbedder(), load_llm_user_config(profile), train=split.train)
+    model = LLMUserModel(ds, llm, HashingEmbedder(), load_user(profile).user, train=split.train)
     model.batch_decisions = batched
     model.decider.use_sources(dict(zip(pop.user_ids.tolist(), pop.source.tolist(), strict=True)))  # plan per source
     rec = SourceIdPolicy(make("pop").fit(split.train, ds.n_users, ds.n_items), pop)  # Pop knows real ids only

@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from agents.config import ConfigError, DecisionConfig, LLMUserConfig, MemoryConfig, load_llm_user_config
+from agents.config import ConfigError, DecisionConfig, LLMUserConfig, MemoryConfig, load_user
 from agents.embedding import HashingEmbedder
 from agents.llm_user import FEELING_BY_RATING, LLMUserModel, persona_system_prompt, summarise_tastes
 from agents.llm_user.fallbacks import INTERVIEW_NO_ANSWER_REASON
@@ -68,7 +68,7 @@ def _hand_persona() -> Persona:
 
 
 # The shipped `[llm_user] page_prompt` ("auto"): with the default profile the user narrates (page_reaction).
-SHIPPED_PAGE_PROMPT = load_llm_user_config().page_prompt
+SHIPPED_PAGE_PROMPT = load_user("handset").user.page_prompt
 BOTH_MODES = pytest.mark.parametrize("page_prompt", [SHIPPED_PAGE_PROMPT, "decide"], ids=["shipped", "decide"])
 
 
@@ -86,7 +86,7 @@ def _model(
     """The default user config with overrides, on the decide path (page_decision) unless `page_prompt` says
     otherwise; tests of behaviour both modes share run on both (`BOTH_MODES`)."""
     ds, split, personas = world or tiny_world()
-    base = load_llm_user_config()
+    base = load_user("handset").user
     cfg = replace(base, decision=decision or base.decision, memory=memory or base.memory, page_prompt=page_prompt)
     return LLMUserModel(ds, llm or MockLLM(seed=1), HashingEmbedder(64), cfg, train=split.train), ds, personas
 
@@ -372,7 +372,7 @@ def test_same_seed_same_feedback(page_prompt):
 
 
 def test_interview_uses_the_answer_and_is_blended_by_config():
-    decision = replace(load_llm_user_config().decision, interview_llm=1.0)
+    decision = replace(load_user("handset").user.decision, interview_llm=1.0)
     llm = RecordingLLM(MockLLM(seed=10))
     model, ds, personas = _model(llm, decision)
     persona = next(iter(personas.values()))
@@ -444,25 +444,25 @@ def test_golden_page_reaction_prompt_and_schema():
 
 
 def test_auto_narrates_exactly_when_the_profile_discards_the_page_answer():
-    assert load_llm_user_config().narrates  # the shipped default
-    assert load_llm_user_config("grounded").narrates
-    assert not load_llm_user_config("grounded-llm").narrates  # w_llm = 1
-    assert not load_llm_user_config("llm-only").narrates
-    assert not replace(load_llm_user_config("grounded"), page_prompt="decide").narrates
+    assert load_user("persona").user.narrates  # the fitted decisions, narrated
+    assert load_user("handset").user.narrates
+    assert load_user("llm").user.narrates  # the LLM feature is asked apart; pages are still narrated
+    assert not load_user("llm-only").user.narrates
+    assert not replace(load_user("handset").user, page_prompt="decide").narrates
 
 
 def test_narrate_is_refused_for_a_profile_that_uses_the_page_answer(tmp_path):
     from agents.config import default_config_path
 
-    text = default_config_path().read_text().replace('page_prompt = "auto"', 'page_prompt = "narrate"')
+    text = default_config_path().read_text() + '\n[llm_user]\npage_prompt = "narrate"\n'
     path = tmp_path / "users.toml"
     path.write_text(text)
-    assert load_llm_user_config("grounded", path).narrates
+    assert load_user("handset", path).user.narrates
     with pytest.raises(ConfigError, match="llm-only.*uses the LLM's page answer"):
-        load_llm_user_config("llm-only", path)
+        load_user("llm-only", path)
     path.write_text(text.replace('page_prompt = "narrate"', 'page_prompt = "sometimes"'))
     with pytest.raises(ConfigError, match="page_prompt must be.*'sometimes'"):
-        load_llm_user_config("grounded", path)
+        load_user("handset", path)
 
 
 def _narrated_run(llm, n_users=12, pages=4):

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from agents.config import load_llm_user_config
+from agents.config import load_user
 from agents.embedding import HashingEmbedder, MiniLMEmbedder
 from agents.llm_user import LLMUserModel
 from simenv.llm.structured import ask_json
@@ -22,7 +22,7 @@ def test_one_real_page_with_embedded_smollm2():
 
     ds, split, personas = tiny_world()
     llm = make_llm(LLMConfig(backend="llama-cpp", n_threads=2))
-    config = replace(load_llm_user_config(), page_prompt="decide")
+    config = replace(load_user("handset").user, page_prompt="decide")
     model = LLMUserModel(ds, llm, HashingEmbedder(64), config, train=split.train)
     persona = next(iter(personas.values()))
     session = model.start_session(persona, 0, np.random.default_rng(0))

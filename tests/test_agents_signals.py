@@ -8,14 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agents.config import (
-    ConfigError,
-    DecisionConfig,
-    load_decision_config,
-    load_fast_user_config,
-    load_llm_user_config,
-    profile_names,
-)
+from agents.config import KINDS, ConfigError, DecisionConfig, kind_names, load_user
 from agents.decision import GroundedDecider
 from agents.embedding import CachedEmbedder, HashingEmbedder
 from agents.signals import (
@@ -127,25 +120,27 @@ def test_leave_and_interview_rules():
     assert stats_interview_score(4, 4, 4) == 10
 
 
-def test_profiles_load_and_bad_configs_name_the_problem(tmp_path):
-    names = profile_names()
-    for required in ("llm-only", "genre", "embedding", "collab", "grounded"):
-        assert required in names
-    llm_only = load_decision_config("llm-only")
-    assert llm_only.w_llm > 0 and not llm_only.calibrate and llm_only.decide == "threshold"
-    assert load_llm_user_config().decision.name == "grounded"
-    assert load_fast_user_config().watch_rate[0] > 0
+def test_kinds_load_and_bad_configs_name_the_problem(tmp_path):
+    assert kind_names() == KINDS  # the packaged file ships exactly the documented kinds
+    llm_only = load_user("llm-only")
+    assert llm_only.writes_text and llm_only.decision.w_llm > 0 and not llm_only.decision.calibrate
+    assert llm_only.decision.decide == "threshold" and llm_only.decision.leave.llm == 4.0
+    assert load_user("handset").decision.name == "handset" and not load_user("handset").writes_text
+    assert load_user().kind == "fitted" and load_user().decision.response == "full"
     bad = tmp_path / "users.toml"
-    bad.write_text("[profiles.x]\nw_genre = 1.0\nw_typo = 2.0\n")
+    bad.write_text("[kinds.x]\nw_genre = 1.0\nw_typo = 2.0\n")
     with pytest.raises(ConfigError, match="w_typo"):
-        load_decision_config("x", bad)
-    with pytest.raises(ConfigError, match="no profile 'nope'"):
-        load_decision_config("nope", bad)
-    bad.write_text('[profiles.x]\ndecide = "maybe"\n')
+        load_user("x", bad)
+    with pytest.raises(ConfigError, match="no user kind 'nope'"):
+        load_user("nope", bad)
+    bad.write_text("[kinds.x]\nw_llm = 1.0\n")
+    with pytest.raises(ConfigError, match="needs text = true"):
+        load_user("x", bad)
+    bad.write_text('[kinds.x]\ndecide = "maybe"\n')
     with pytest.raises(ConfigError, match="decide"):
-        load_decision_config("x", bad)
+        load_user("x", bad)
     with pytest.raises(ConfigError, match="not found"):
-        load_decision_config("x", tmp_path / "missing.toml")
+        load_user("x", tmp_path / "missing.toml")
 
 
 def test_hashing_embedder_is_deterministic_and_cached_on_disk(tmp_path):
@@ -165,5 +160,5 @@ def test_hashing_embedder_is_deterministic_and_cached_on_disk(tmp_path):
 
 
 def test_profile_replace_keeps_validation_simple():
-    cfg = replace(load_decision_config("grounded"), w_llm=0.0)
-    assert cfg.weight("llm") == 0.0 and cfg.weight("genre") == load_decision_config("grounded").w_genre
+    cfg = replace(load_user("handset").decision, w_llm=0.0)
+    assert cfg.weight("llm") == 0.0 and cfg.weight("genre") == load_user("handset").decision.w_genre

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import tomllib
 
 import pytest
 
 import simenv
 from agents.config import ConfigError as AgentsConfigError
-from agents.config import load_decision_config
+from agents.config import load_user
 from experiments.config import DEFAULTS, ConfigError, LLMSection
 from experiments.population import PopulationConfig
 from simenv import defaults, kernel
@@ -22,8 +23,8 @@ from simenv.runner import run_sessions
 def test_one_config_error_class():
     assert ConfigError is AgentsConfigError is CoreConfigError
     assert issubclass(ConfigError, ValueError)
-    with pytest.raises(ConfigError, match="no profile"):
-        load_decision_config("no-such-profile")
+    with pytest.raises(ConfigError, match="no user kind"):
+        load_user("no-such-kind")
     with pytest.raises(ConfigError, match="unknown llm field"):
         LLMConfig.from_mapping({"api_key": "x"})
 
@@ -72,3 +73,20 @@ def test_sb3_recommender_is_a_page_policy_not_a_recommender():
     assert not isinstance(policy, Recommender)  # no fit, no score
     assert Recommender.__mro__[1] is PagePolicy  # every Recommender is a page policy
     assert inspect.signature(run_sessions).parameters["recommender"].annotation == "PagePolicy"
+
+
+def test_one_user_behind_the_library_the_cli_and_validate():
+    """The library builders, the CLI and `simrec validate` resolve the same user kind with the same numbers; the
+    packaged users.toml holds only the kinds (every default is a dataclass default, once)."""
+    from agents.config import DEFAULT_KIND, default_config_path, load_user
+    from experiments.config import UsersSection
+    from experiments.validate import with_validate_defaults
+    from simrec.envs import env_config
+
+    spec = load_user()
+    assert spec.kind == DEFAULT_KIND == "fitted" and not spec.writes_text and spec.decision.response == "full"
+    assert UsersSection().spec() == DEFAULTS.users.spec() == spec
+    assert env_config().users.spec() == spec  # what gym.make / simrec.make_env build
+    assert with_validate_defaults(DEFAULTS).users.spec() == spec
+    with default_config_path().open("rb") as fh:
+        assert set(tomllib.load(fh)) == {"kinds"}

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agents.config import DecisionConfig, LeaveConfig, load_llm_user_config
+from agents.config import DecisionConfig, LeaveConfig, load_user
 from agents.decision import BatchAnswers, GroundedDecider
 from agents.embedding import HashingEmbedder
 from agents.llm_user import LLMUserModel
@@ -116,7 +116,7 @@ def _run(model: LLMUserModel, tmp_path, name: str) -> dict[str, pd.DataFrame]:
 )
 def test_runs_write_the_same_logs_with_and_without_batched_decisions(tmp_path, profile, page_prompt, faults):
     ds, split, _ = tiny_world()
-    base = load_llm_user_config("grounded" if profile == "grounded" else "llm-only")
+    base = load_user("handset" if profile == "handset" else "llm-only").user
     decision = PROFILES.get(profile, base.decision)
     cfg = replace(base, decision=decision, page_prompt=page_prompt)
     logs = []

@@ -31,9 +31,15 @@ def test_checkers_pass_on_every_id(env_id):
     env.close()
 
 
-def test_default_world_is_ml100k_agent4rec_split():
+def test_default_world_is_ml100k_agent4rec_split_with_the_validated_user():
+    from agents.config import load_user
+    from agents.silent_user import SilentUserModel
+
     env = gym.make("simrec/FastRec-v1")
     inner = env.unwrapped
+    assert isinstance(inner.user_model, SilentUserModel)
+    assert inner.user_model.decider.config == load_user("fitted").decision  # the user `simrec validate` scores
+    assert inner.user_model.decider.response is not None
     assert inner.dataset.name.startswith("ml-100k")
     assert inner.dataset.n_items == 1682
     obs, info = env.reset(seed=0)

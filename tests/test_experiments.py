@@ -127,12 +127,12 @@ def test_flags_override_file_which_overrides_defaults(tmp_path: Path) -> None:
     assert load_config(Path("demo")).llm.backend == "llama-cpp"  # bare names resolve to experiments/configs
 
 
-def test_fidelity_command_scores_every_profile(base_flags: list[str], tmp_path: Path) -> None:
+def test_fidelity_command_scores_every_kind(base_flags: list[str], tmp_path: Path) -> None:
     app(["fidelity", *base_flags, "--run.name", "fid", "--fidelity.n-personas", "8",
-         "--fidelity.profiles", '["fast","genre"]', "--fidelity.ratios", "[1,3]"])  # fmt: skip
+         "--fidelity.kinds", '["fitted","handset"]', "--fidelity.ratios", "[1,3]"])  # fmt: skip
     table = pd.read_csv(tmp_path / "runs" / "fid" / "fidelity.csv")
-    assert sorted(zip(table["profile"], table["ratio"], strict=True)) == [
-        ("fast", 1), ("fast", 3), ("genre", 1), ("genre", 3)
+    assert sorted(zip(table["kind"], table["ratio"], strict=True)) == [
+        ("fitted", 1), ("fitted", 3), ("handset", 1), ("handset", 3)
     ]  # fmt: skip
     assert table[["accuracy", "precision", "recall", "f1", "rmse", "kl"]].notna().all().all()
     assert table["accuracy"].between(0, 1).all()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from agents.config import load_user
+from agents.embedding import HashingEmbedder
 from agents.fidelity import Discrimination, SessionJudge, discrimination, kl_divergence, rating_fidelity
 from tests.fixtures_agents import tiny_world
 
@@ -84,16 +86,16 @@ def test_kl_divergence_by_hand():
 
 
 def test_real_user_models_beat_chance_on_planted_taste():
-    from agents.config import DecisionConfig, load_fast_user_config
+    from agents.config import DecisionConfig
     from agents.decision import GroundedDecider
-    from agents.fast_user import FastUserModel
+    from agents.silent_user import SilentUserModel
 
     ds, split, personas = tiny_world()
     ps = list(personas.values())
     cfg = DecisionConfig(name="t", w_genre=3.0, w_popularity=1.0, watch_rate=(0.3, 0.3, 0.3), decide="threshold")
     grounded = discrimination(GroundedDecider(ds, split.train, cfg), split, ps, np.random.default_rng(3), ratios=(1,))
     assert grounded[1].accuracy > 0.6
-    fast = FastUserModel(ds, load_fast_user_config(), split.train)
+    fast = SilentUserModel(GroundedDecider(ds, split.train, load_user("handset").decision, embedder=HashingEmbedder()))
     via_sessions = discrimination(SessionJudge(fast), split, ps, np.random.default_rng(3), ratios=(1,))
     assert via_sessions[1].tp + via_sessions[1].fp > 0
     ratings = rating_fidelity(SessionJudge(fast), split, ps, np.random.default_rng(3))

@@ -101,8 +101,8 @@ def test_broken_config_files(tmp_path: Path, capsys, text: str | bytes, expected
 def test_unknown_recommender_profile_and_openai_without_model_fail_before_anything_runs(tmp_path: Path, capsys) -> None:
     line = run_cli(tmp_path, capsys, ["compare", *FAST, "--recommenders.names", '["random","pop","nope"]'])
     assert "[recommenders.names] unknown recommender 'nope'" in line
-    line = run_cli(tmp_path, capsys, ["compare", *FAST, "--users.profile", "nope"])
-    assert "[users.profile] 'nope'" in line
+    line = run_cli(tmp_path, capsys, ["compare", *FAST, "--users.kind", "nope"])
+    assert "users" in line and "no user kind 'nope'" in line
     line = run_cli(tmp_path, capsys, ["compare", "--llm.backend", "openai", "--data.dataset", "synthetic"])
     assert "[llm.model] is required" in line
     line = run_cli(tmp_path, capsys, ["population", *FAST, "--population.recommender", "nope"])

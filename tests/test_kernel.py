@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+import simenv
 import simrec  # noqa: F401  (registers the ids)
 from simenv import kernel
 from simenv.kernel import InvalidActionError, check_actions, repair_slates

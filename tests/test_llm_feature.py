@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from agents.config import ConfigError, LLMFeatureConfig, ResponseConfig, load_decision_config, load_llm_user_config
+from agents.config import ConfigError, LLMFeatureConfig, ResponseConfig, load_user
 from agents.decision import GroundedDecider
 from agents.embedding import HashingEmbedder
 from agents.llm_feature import LLMAnswers, LLMStack, StackedDecider, StackWeights, build_stacked_decider
@@ -78,9 +78,9 @@ def planted(heldout: dict[int, set[int]]):
 
 def fit(world, llm) -> LLMStack:
     split, personas, response, _ = world
-    prompts = PromptBuilder(split.dataset, load_llm_user_config("llm-grounded"))
+    prompts = PromptBuilder(split.dataset, load_user("llm").user)
     return build_stacked_decider(
-        GroundedDecider(split.dataset, split.train, load_decision_config("llm-grounded"), response=response),
+        GroundedDecider(split.dataset, split.train, load_user("llm").decision, response=response),
         llm,
         prompts,
         split,
@@ -154,10 +154,10 @@ def test_llm_user_decides_by_the_stacked_weights(world) -> None:
     weight is large (the hot path reads the stack, not the response model alone)."""
     split, personas, response, _ = world
     says = lambda user, item, rng: (user + item) % 2 == 0  # noqa: E731
-    config = load_llm_user_config("llm-grounded")
+    config = load_user("llm").user
     llm = AnswerLLM(says)
     answers = LLMAnswers(llm, PromptBuilder(split.dataset, config))
-    decision = load_decision_config("llm-grounded")
+    decision = load_user("llm").decision
     watched_yes, watched_no = [], []
     for b in (0.0, 6.0):
         stack = LLMStack(response, answers, dict(response.folds), [StackWeights(1.0, b, 0.0)] * 2, 0.5, None)
@@ -183,16 +183,16 @@ def test_llm_user_decides_by_the_stacked_weights(world) -> None:
 
 def test_llm_feature_needs_response_model(tmp_path) -> None:
     path = tmp_path / "users.toml"
-    path.write_text('[profiles.bad]\nllm_feature = "watch"\n')
-    with pytest.raises(ConfigError, match=r"\[profiles.bad\].*llm_feature.*response"):
-        load_decision_config("bad", path)
-    path.write_text('[profiles.bad]\nresponse = "full"\nllm_feature = "rating"\n')
+    path.write_text('[kinds.bad]\ntext = true\nllm_feature = "watch"\n')
+    with pytest.raises(ConfigError, match=r"\[kinds.bad\].*llm_feature.*response"):
+        load_user("bad", path)
+    path.write_text('[kinds.bad]\ntext = true\nresponse = "full"\nllm_feature = "rating"\n')
     with pytest.raises(ConfigError, match=r"llm_feature must be '' or 'watch', got 'rating'"):
-        load_decision_config("bad", path)
+        load_user("bad", path)
 
 
 def test_validate_reports_the_llm_feature(tmp_path) -> None:
-    """`simrec validate --users.profile llm-grounded` on synthetic data with the mock LLM: validity.json holds the
+    """`simrec validate --users.kind llm` on synthetic data with the mock LLM: validity.json holds the
     fitted weights and the response-vs-stacked comparison on the same shown pairs, validity.md its section."""
     from experiments.config import load_config
     from experiments.validate import run_validate
@@ -206,7 +206,7 @@ def test_validate_reports_the_llm_feature(tmp_path) -> None:
         {
             "run": {"name": "v", "out_dir": str(tmp_path / "runs")},
             "data": {"dataset": "synthetic", "cache_dir": str(tmp_path / "cache")},
-            "users": {"model": "llm", "profile": "llm-grounded", "embedder": "hashing"},
+            "users": {"kind": "llm", "embedder": "hashing"},
             "llm": {"backend": "mock"},
             "validity": {"policies": ["random", "pop", "mf"], "n_personas": 40, "bootstrap": 50},
             "recommenders": {"config_file": str(tmp_path / "recs.toml")},

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from agents.config import load_llm_user_config
+from agents.config import load_user
 from agents.embedding import HashingEmbedder
 from agents.llm_user import LLMUserModel
 from agents.persona import build_personas
@@ -50,7 +50,7 @@ def test_llm_only_users_behind_the_real_server_rate_within_range(llama_server: s
         model="smollm2-135m", base_url=llama_server, structured_output="json_object", timeout_s=300, concurrency=2
     )
     llm = Recording(backend)
-    users = LLMUserModel(dataset, llm, HashingEmbedder(), load_llm_user_config("llm-only"), train=split.train)
+    users = LLMUserModel(dataset, llm, HashingEmbedder(), load_user("llm-only").user, train=split.train)
     rng = np.random.default_rng(0)
     sessions, pages = [], []
     for k, user in enumerate(sorted(personas)[:N_PERSONAS]):

@@ -6,8 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agents.fast_user import FastUserModel
+from agents.config import load_user
+from agents.decision import GroundedDecider
+from agents.embedding import HashingEmbedder
 from agents.persona import build_personas
+from agents.silent_user import SilentUserModel
 from experiments.population import PopulationConfig, PopulationModel, genre_entropy, run_population
 from recommenders.registry import make
 from simenv.data import agent4rec_split, make_synthetic
@@ -25,7 +28,8 @@ def world_fixture():
 
 def population(world, seed: int, retrain: bool) -> PopulationModel:
     dataset, split, personas = world
-    users = FastUserModel(dataset, train=split.train, personas=personas)
+    decider = GroundedDecider(dataset, split.train, load_user("handset").decision, embedder=HashingEmbedder())
+    users = SilentUserModel(decider, personas)
     return PopulationModel(
         dataset,
         split.train,

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from agents.config import load_llm_user_config
+from agents.config import load_user
 from agents.embedding import HashingEmbedder
 from agents.llm_user import LLMUserModel
 from agents.persona import build_personas, render_taste
@@ -89,7 +89,7 @@ def test_planted_injection_effect_on_llm_only_decisions(llama_server: str, capsy
     backend = OpenAIBackend(
         model="smollm2-135m", base_url=llama_server, structured_output="json_object", timeout_s=300, concurrency=2
     )
-    config = load_llm_user_config("llm-only")
+    config = load_user("llm-only").user
 
     def run(retitle: str | None, persona_of) -> list[tuple[list[tuple[bool, int]], list[object]]]:
         """(decisions per slot, the answered rating per slot) per persona."""

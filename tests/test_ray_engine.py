@@ -180,9 +180,9 @@ def test_local_cluster_is_loopback_only_and_keys_come_from_the_environment(clust
 
 
 def test_fidelity_and_population_on_ray_match_local(cluster, root: Path, capsys) -> None:
-    """The fidelity harness shards by profile and the population by loop variant: same tables as local."""
+    """The fidelity harness shards by user kind and the population by loop variant: same tables as local."""
     base = flags(root, "x", '["pop"]')[:-4]  # without --run.name / --recommenders.names
-    fidelity = ["--fidelity.n-personas", "12", "--fidelity.profiles", '["fast","grounded"]', "--fidelity.ratios", "[1]"]
+    fidelity = ["--fidelity.n-personas", "12", "--fidelity.kinds", '["handset","llm-only"]', "--fidelity.ratios", "[1]"]
     population = ["--population.rounds", "2", "--population.recommender", "pop"]
     for command, extra, output in (("fidelity", fidelity, "fidelity.csv"), ("population", population, "population")):
         app([command, *base, *extra, "--run.name", f"{command}-local"])

@@ -73,7 +73,9 @@ def test_react_is_the_deciders_page_rule():
         feedback = session.react(Page(0, 1, tuple(int(i) for i in ids)), [ds.catalog[int(i)] for i in ids])
         watched, stars, left = decider.decide_page(persona, ids, 1, np.random.default_rng(seed))
         assert [r.watched for r in feedback.reactions] == watched.tolist()
-        assert [r.rating for r in feedback.reactions] == [int(s) if w else None for w, s in zip(watched, stars)]
+        assert [r.rating for r in feedback.reactions] == [
+            int(s) if w else None for w, s in zip(watched, stars, strict=True)
+        ]
         assert feedback.left == left
 
 

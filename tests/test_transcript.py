@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.config import load_llm_user_config
+from agents.config import load_user
 from agents.embedding import HashingEmbedder
 from agents.llm_user import LLMUserModel
 from experiments.cli import app
@@ -31,7 +31,7 @@ def _seeded_run(run_dir: Path) -> None:
     """Pop against three narrating LLM users on the mock (a third of its answers broken, so some text falls
     back), reflecting often enough to show reflections."""
     ds, split, personas = tiny_world()
-    base = load_llm_user_config()
+    base = load_user("handset").user
     config = replace(base, page_prompt="narrate", memory=replace(base.memory, reflection_threshold=12.0))
     llm = MockLLM(seed=5, faults=FaultConfig(rate=0.34, kinds=("out_of_range",)))
     users = LLMUserModel(ds, llm, HashingEmbedder(64), config, train=split.train)
@@ -58,7 +58,7 @@ def test_transcript_of_a_seeded_mock_run_is_golden(tmp_path: Path) -> None:
 def test_transcript_command_on_a_compare_run(tmp_path: Path, capsys) -> None:
     flags = [
         "--data.dataset", "synthetic", "--data.n-personas", "4", "--data.cache-dir", str(tmp_path / "cache"),
-        "--llm.backend", "mock", "--users.embedder", "hashing", "--users.profile", "grounded",
+        "--llm.backend", "mock", "--users.embedder", "hashing", "--users.kind", "persona",
         "--simulation.pages", "3", "--run.out-dir", str(tmp_path / "runs"), "--run.name", "t",
         "--recommenders.names", '["pop", "random"]',
     ]  # fmt: skip

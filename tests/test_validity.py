@@ -85,7 +85,7 @@ def test_validate_command_on_synthetic_data(tmp_path) -> None:
         {
             "run": {"name": "v", "out_dir": str(tmp_path / "runs")},
             "data": {"dataset": "synthetic", "cache_dir": str(tmp_path / "cache")},
-            "users": {"model": "llm", "profile": "fitted", "embedder": "hashing"},
+            "users": {"kind": "fitted", "embedder": "hashing"},
             "llm": {"backend": "mock"},
             "validity": {"policies": ["random", "pop-band100", "pop", "mf", "mf-noise3"], "bootstrap": 100},
             "recommenders": {"config_file": str(tmp_path / "recs.toml")},
@@ -101,7 +101,7 @@ def test_validate_command_on_synthetic_data(tmp_path) -> None:
         "dataset",
         "n_personas",
         "seed",
-        "profile",
+        "user_kind",
         "policies",
         "agreement",
         "calibration",

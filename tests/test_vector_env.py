@@ -1,4 +1,4 @@
-"""The vectorised fast-user env (`simenv.vector_env.FastRecVectorEnv`) against the single env it batches.
+"""The vectorised env (`simenv.vector_env.FastRecVectorEnv`) against the single env it batches.
 
 - Registration and spaces: `gym.make_vec` builds it by default; sync/async still wrap single envs; the single
   spaces equal `simrec/FastRec-v1`'s (slate and sequential ids).
@@ -18,12 +18,15 @@ import dataclasses
 
 import gymnasium as gym
 import numpy as np
+import pandas as pd
 import pytest
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 import simrec  # noqa: F401  (registers the ids)
+from agents.decision import GroundedDecider
 from agents.signals import stats_interview_score
+from agents.silent_user import SilentUserModel
 from simenv.kernel import InvalidActionError, repair_slates
 from simenv.records import Interview, ItemReaction, PageFeedback
 from simenv.rewards import RewardConfig, page_reward, terminal_reward
@@ -240,7 +243,7 @@ def test_strict_mode_names_env_and_slot_and_changes_nothing():
     assert (info["n_repaired"] == 0).all() and (info["page"][live] == 2).all()
 
 
-def test_interview_scores_equal_the_fast_users_formula():
+def test_interview_scores_equal_the_single_users_formula():
     shown, watched, liked = np.meshgrid(np.arange(0, 25), np.arange(0, 25), np.arange(0, 25), indexing="ij")
     ok = (watched <= shown) & (liked <= watched)
     shown, watched, liked = shown[ok], watched[ok], liked[ok]
@@ -373,25 +376,13 @@ def test_statistics_match_the_single_env(single_env_episodes):
     assert max(abs(v) for v in z.values()) < 4.0, z
 
 
-@pytest.mark.parametrize(
-    "drift",
-    ["no fatigue", "position x6", "no leave fatigue", "ratings half a star up", "null utility -0.3"],
-)
+@pytest.mark.parametrize("drift", [{"fatigue": 0.0}, {"base": -0.6}, {"satisfaction": -6.0}])
 def test_a_drifted_user_model_fails_the_comparison(single_env_episodes, drift):
-    """The comparison above has the power to see the model's terms: change one and it fails."""
+    """The comparison above has the power to see the leave rule's terms: change one and it fails."""
     venv = _vec(num_envs=100, reward=REWARD)
-    user = venv.user  # the choice model's arrays (simenv.kernel_choice.FastUserArrays)
-    if drift == "no fatigue":
-        user.fatigue = 0.0
-    elif drift == "position x6":
-        user.position = 6 * user.position
-    elif drift == "no leave fatigue":
-        user.leave_fatigue = 0.0
-    elif drift == "ratings half a star up":
-        user.ensure(np.arange(len(venv.users)))
-        user.prediction += 0.5
-    else:
-        user.ensure(np.arange(len(venv.users)))
-        user.null_utility -= 0.3
+    decider = venv.user_model.decider
+    config = dataclasses.replace(decider.config, leave=dataclasses.replace(decider.config.leave, **drift))
+    drifted = GroundedDecider(decider.dataset, pd.DataFrame(), config, stats=decider.stats, response=decider.response)
+    venv.user_model = SilentUserModel(drifted)
     z = _z_scores(single_env_episodes, _vector_env_episodes(N_EPISODES, seed=1, venv=venv))
     assert max(abs(v) for v in z.values()) > 4.0, z

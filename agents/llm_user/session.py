@@ -18,11 +18,11 @@ if TYPE_CHECKING:
     from agents.llm_user.model import LLMUserModel
 
 
-def request_rng(rng: np.random.Generator, user_id: int, episode: int) -> np.random.Generator:
+def request_rng(rng: np.random.Generator) -> np.random.Generator:
     """The session's generator of LLM request seeds, derived from the decision generator's state without drawing
     from it: a persona decides exactly as the no-text user of its kind, whatever text it writes."""
     state = hashlib.sha256(repr(rng.bit_generator.state).encode()).digest()
-    return np.random.default_rng([user_id, episode, int.from_bytes(state[:8], "little")])
+    return np.random.default_rng(int.from_bytes(state[:16], "little"))
 
 
 class LLMUserSession:
@@ -35,7 +35,7 @@ class LLMUserSession:
         self.persona = persona
         self.episode = episode
         self.rng = rng  # decisions only: the same draws as the no-text user of the same kind
-        self.text_rng = request_rng(rng, persona.user_id, episode)  # LLM request seeds
+        self.text_rng = request_rng(rng)  # LLM request seeds
         self.memory = memory
         self.plan: PersonaPlan = model.decider.plan(persona)
         self.pages: list[PageFeedback] = []

@@ -61,6 +61,7 @@ class SilentUserModel:
         if config.uses_page_answer or config.llm_feature:
             raise ValueError(f"user kind {config.name!r} decides with the LLM's answer: it needs the LLM persona user")
         self.decider = decider
+        self.dataset = decider.dataset
         self.name = f"silent-{config.name}"
         personas = list(personas)
         if personas:

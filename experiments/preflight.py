@@ -78,7 +78,7 @@ def preflight(
     for name in recommenders:
         check_recommender_name("recommenders.names", name)
     check_recommenders_file(config)
-    if needs_llm:
+    if needs_llm or config.llm.backend != "mock":  # a backend named but unusable is an error even if unused
         check_llm(config)
     if run_dir is not None:
         check_out_dir(run_dir, marker, resume)

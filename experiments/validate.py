@@ -58,7 +58,7 @@ VARIANTS: dict[str, Variant] = {
 
 def with_validate_defaults(config: ExperimentConfig) -> ExperimentConfig:
     """The hashing embedder unless the config file or a flag names one: validation scores decisions, not words,
-    and the fitted profiles decide without it (MiniLM would only embed memories). The LLM is the `[llm]`
+    and the fitted kinds decide without it (MiniLM would only embed memories). The LLM is the `[llm]`
     default, the mock, unless named."""
     updates: dict[str, Any] = {}
     if "embedder" not in config.users.model_fields_set:
@@ -131,7 +131,7 @@ def watch_probabilities(user_model: Any, world: World, events: pd.DataFrame) -> 
 
 
 def response_columns(user_model: Any, world: World, events: pd.DataFrame, seed: int) -> dict[str, np.ndarray]:
-    """For a profile with `llm_feature`: the response model's own watch probability (the `fitted` profile's), the
+    """For a kind with `llm_feature`: the response model's own watch probability (the `fitted` kind's), the
     stacked one with the fitted LLM weight (applied or not: one batched LLM call for unasked pairs), and whether
     the rating plan likes each shown item if watched (for the expected P_like)."""
     decider = user_model.decider

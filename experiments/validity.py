@@ -140,7 +140,7 @@ def score_validity(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> dict:
-    """The `validity.json` body without the run header (dataset, personas, seed, profile)."""
+    """The `validity.json` body without the run header (dataset, personas, seed, user kind)."""
     table = per_user(labelled)
     columns = ("sim_p_view", "sim_p_like", "real_hit", "real_like", "heldout_hit")
     policies, users, values = _cube(table, columns)

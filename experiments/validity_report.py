@@ -59,7 +59,7 @@ def write_validity_report(run_dir: Path, result: dict, labelled: pd.DataFrame) -
     plot_validity(run_dir / "validity.png", labelled)
     lines = [
         f"# Validity: {result['dataset']}, {result['n_personas']} personas, seed {result['seed']}, "
-        f"profile {result['profile']}",
+        f"{result['user_kind']} users",
         "",
         "Each policy's simulated outcome vs the real held-out ratings of the same personas for the same shown "
         "(user, item) pairs. real hit = in the user's test ratings; real like = in test with rating >= 4.",

@@ -6,9 +6,8 @@ the user model to decide all pages at once (`simenv.protocols.BatchDecider.decid
 single env's user applies to a batch of one), with the same candidate pools (`simenv.candidates`), invalid-action
 rule, rewards and episode end (`simenv.kernel`). Statistics match the single env; random streams do not.
 
-`simrec.envs.make_vector_env` is the `vector_entry_point` of the no-text ids, so `gym.make_vec(id,
-num_envs=N)` (or `vectorization_mode="vector_entry_point"`) builds it; `"sync"` and `"async"` still wrap N
-single envs.
+`gym.make_vec(id, num_envs=N)` of a no-text id builds it (`simrec.envs.make_vector_env`); `"sync"` and `"async"`
+still wrap N single envs.
 """
 
 from __future__ import annotations
@@ -138,10 +137,8 @@ class FastRecVectorEnv(VectorEnv):
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         **settings: Any,
     ) -> None:
-        if int(num_envs) < 1:
-            raise ValueError(f"num_envs={num_envs} must be >= 1")
-        if max_episode_steps is not None and max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps={max_episode_steps} must be >= 1")
+        if int(num_envs) < 1 or (max_episode_steps is not None and max_episode_steps < 1):
+            raise ValueError(f"num_envs={num_envs} and max_episode_steps={max_episode_steps} must be >= 1")
         mode = AutoresetMode(autoreset_mode)
         if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED):
             raise ValueError(f"autoreset_mode={mode.value!r}: expected 'NextStep' or 'Disabled'")

@@ -54,9 +54,22 @@ def env_config(
 
 @functools.lru_cache(maxsize=8)
 def _world_and_users(config: ExperimentConfig) -> tuple[World, UserModelFactory]:
-    world = build_world(config, n_personas=10**9)  # every split user is a persona
+    world = build_world_cached(config.model_copy(update={"users": config.users.model_copy(update={"kind": "fitted"})}))
     llm = build_llm(config) if config.users.writes_text else None
     return world, UserModelFactory(config, world, llm, progress=_progress)
+
+
+def default_world(
+    dataset: str = defaults.DATASET, seed: int = 0, n_users: int | None = None, cache_dir: str | Path | None = None
+) -> World:
+    """The world the envs of these arguments are built on (dataset, split, every split user's persona); memoised,
+    treat as read-only."""
+    return build_world_cached(env_config(dataset, seed, n_users=n_users, cache_dir=cache_dir))
+
+
+@functools.lru_cache(maxsize=8)
+def build_world_cached(config: ExperimentConfig) -> World:
+    return build_world(config, n_personas=10**9)  # every split user is a persona
 
 
 def _progress(message: str) -> None:

@@ -32,7 +32,7 @@ def _settings(tmp_path: Path, cache_dir: Path, n_personas: int, **llm: str) -> d
     models.write_text(TINY_MF)
     return {
         "data": {"dataset": "synthetic", "n_personas": n_personas, "cache_dir": str(cache_dir)},
-        "users": {"embedder": "hashing"},
+        "users": {"kind": "persona", "embedder": "hashing"},
         "simulation": {"pages": 3},
         "run": {"out_dir": str(tmp_path / "runs")},
         "recommenders": {"config_file": str(models), "names": ["random", "pop", "mf"]},

@@ -39,6 +39,6 @@ def test_recommender_drives_env_in_both_modes():
         action = policy.act(inner, obs, info)
         # Pop ranks by train popularity; the env's candidates without a recommender are popularity-ordered too.
         expected = [0, 1, 2, 3]
-        assert (np.asarray(action).tolist() == expected) if env_id.endswith("FastRec-v0") else action == 0
+        assert (np.asarray(action).tolist() == expected) if env_id.endswith("FastRec-v1") else action == 0
         returns = rollout(env, policy, 3, seed=0)
         assert len(returns) == 3

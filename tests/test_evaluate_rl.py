@@ -43,7 +43,7 @@ def test_checkpoint_holds_model_monitor_and_a_disjoint_persona_split(trained: Ch
     assert loaded.timesteps >= 512 and not loaded.stopped_by_budget
     assert len(loaded.eval_users) == 6 and len(loaded.train_users) > 100
     assert not set(loaded.eval_users) & set(loaded.train_users)
-    assert (loaded.algo, loaded.action_mode, loaded.base, loaded.user) == ("ppo", "slate", "pop", "fast")
+    assert (loaded.algo, loaded.action_mode, loaded.base, loaded.user) == ("ppo", "slate", "pop", "fitted")
 
 
 def test_evaluate_rl_scores_every_policy_three_ways(trained: Checkpoint, capsys: pytest.CaptureFixture) -> None:
@@ -55,7 +55,7 @@ def test_evaluate_rl_scores_every_policy_three_ways(trained: Checkpoint, capsys:
     assert not set(result["eval_personas"]) & set(trained.train_users)
     assert set(result["policies"]) == {"ppo", "pop", "random"}  # the base is pop here
     for name, scores in result["policies"].items():
-        assert scores["train_sim"]["user_model"] == "fast" and scores["other_sim"]["user_model"] == "grounded"
+        assert scores["train_sim"]["user_model"] == "fitted" and scores["other_sim"]["user_model"] == "persona"
         for key in ("train_sim", "other_sim"):
             row = scores[key]
             assert 0 <= row["p_like"] <= row["p_view"] <= 1, (name, key)

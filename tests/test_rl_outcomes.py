@@ -111,7 +111,7 @@ def test_evaluate_rl_on_a_hand_made_policy_with_known_real_hits(tmp_path: Path) 
     Checkpoint(
         algo="ppo",
         base="pop",
-        user="fast",
+        user="fitted",
         train_users=tuple(sorted(set(world.population) - set(eval_users))),
         eval_users=tuple(eval_users),
         env={

@@ -111,7 +111,7 @@ def test_bad_users_and_populations_are_refused():
 def test_member_personas_copy_their_source_under_their_own_id():
     from simrec.envs import default_world
 
-    _, _, personas = default_world("synthetic")
+    personas = default_world("synthetic").population
     pop = draw_population(sorted(personas), 50, np.random.default_rng(0))
     members = member_personas(pop, personas)
     assert sorted(members) == pop.user_ids.tolist()

@@ -10,12 +10,13 @@ watch logit(persona, item) = bias(persona) + sum_s w_s * z_s(persona, item)     
 - `decide = "sample"` draws watch ~ Bernoulli(sigmoid(logit)) from the session rng; "threshold" is logit > 0.
 Rating: r = (1 - rating_llm) * baseline + rating_llm * llm_rating, mapped to stars by the persona's cut points
 (agents.signals.rating_plan); rating_llm == 1 takes the LLM's stars as given.
-Leave: the logistic rule in `agents.signals.leave_logit`, sampled from the session rng.
+Leave: logit = base + fatigue * page + activity * (activity - 2) + satisfaction * (liked share - 0.5)
+(+ llm * (+1 if the LLM said leave else -1)), sampled from the session rng (`agents.config.LeaveConfig`).
 
-`GroundedDecider.decide_batch` applies the rule to a batch of pages with array operations over all of them (the
-plans stacked in a `PlanTable`); the only per-session work left is drawing from each session's own generator,
-in the same order and amounts as the page-by-page methods (`watch`, `ratings`, `leave`), so the decisions are
-identical (tests/test_decide_batch.py).
+`GroundedDecider.decide_batch` is the one implementation of the rule: array operations over a batch of pages (the
+plans stacked in a `PlanTable`), each session drawing from its own generator in a fixed order
+(`session_draws`); a single page is a batch of one (`decide_page`), and the vectorised env, the runner, the LLM
+persona user and the fidelity harness all call it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from agents.signals import (
     TrainStats,
     embedding_signal,
     genre_signal,
-    leave_logit,
     rating_plan,
     sigmoid,
     solve_bias,
@@ -286,19 +286,6 @@ class GroundedDecider:
         """P(watch) of items on a page with no LLM term (what `simrec validate` scores at item level)."""
         return sigmoid(self.plan(persona).base_logit[np.asarray(item_ids, dtype=np.int64)])
 
-    def watch_logits(self, plan: PersonaPlan, item_ids: np.ndarray, llm_watch: np.ndarray | None) -> np.ndarray:
-        logits = plan.base_logit[item_ids].astype(np.float64)
-        if llm_watch is not None and self.config.w_llm:
-            llm = llm_watch.astype(np.float64)
-            centre = self.llm_yes_rate if self.config.calibrate else 0.5
-            logits += self.config.w_llm * 2.0 * (llm - centre)
-        return logits
-
-    def observe_llm(self, llm_watch: np.ndarray) -> None:
-        """Update the running yes-rate after a page (after deciding, so a page never centres on itself)."""
-        self._yes += float(llm_watch.sum())
-        self._asked += float(llm_watch.size)
-
     @property
     def has_signals(self) -> bool:
         """True when some non-LLM signal is switched on (else a failed LLM answer leaves nothing to decide by)."""
@@ -316,40 +303,6 @@ class GroundedDecider:
             self._fallback = GroundedDecider(self.dataset, pd.DataFrame(), cfg, stats=self.stats)
         return self._fallback
 
-    def watch(
-        self, plan: PersonaPlan, item_ids: np.ndarray, llm_watch: np.ndarray | None, rng: np.random.Generator
-    ) -> np.ndarray:
-        logits = self.watch_logits(plan, item_ids, llm_watch)
-        if self.config.decide == "threshold":
-            return logits > 0
-        return rng.random(len(logits)) < sigmoid(logits)
-
-    def ratings(
-        self, plan: PersonaPlan, item_ids: np.ndarray, llm_ratings: np.ndarray | None, rng: np.random.Generator
-    ) -> np.ndarray:
-        lam = self.config.rating_llm
-        if llm_ratings is not None and lam >= 1.0:
-            return np.clip(llm_ratings.astype(np.int64), 1, 5)
-        values = plan.rating.prediction[item_ids].astype(np.float64)
-        if llm_ratings is not None and lam > 0:
-            values = (1 - lam) * values + lam * llm_ratings
-        return plan.rating.stars(values, rng)
-
-    def watch_and_rate(
-        self,
-        persona: Persona,
-        item_ids: np.ndarray,
-        llm_watch: np.ndarray | None,
-        llm_ratings: np.ndarray | None,
-        rng: np.random.Generator,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(watched, stars) of one page by the rule, the LLM's answer blended in when there is one."""
-        plan = self.plan(persona)
-        watched = self.watch(plan, item_ids, llm_watch, rng)
-        if llm_watch is not None:
-            self.observe_llm(llm_watch)
-        return watched, self.ratings(plan, item_ids, llm_ratings, rng)
-
     def decide_page(
         self,
         persona: Persona,
@@ -360,28 +313,27 @@ class GroundedDecider:
         llm_ratings: np.ndarray | None = None,
         llm_leave: bool | None = None,
     ) -> tuple[np.ndarray, np.ndarray, bool]:
-        """(watched, stars, left) of one page by the rule, page by page: the reference `decide_batch` equals."""
-        watched, stars = self.watch_and_rate(persona, item_ids, llm_watch, llm_ratings, rng)
-        liked_share = float(np.sum(watched & (stars >= 4))) / len(item_ids)
-        return watched, stars, self.leave(page_index, persona.activity, liked_share, llm_leave, rng)[0]
-
-    def leave(
-        self,
-        page_index: int,
-        activity: int,
-        liked_share: float,
-        llm_leave: bool | None,
-        rng: np.random.Generator,
-    ) -> tuple[bool, float]:
-        c = self.config.leave
-        p = float(
-            sigmoid(
-                leave_logit(
-                    c.base, c.fatigue, c.activity, c.satisfaction, c.llm, page_index, activity, liked_share, llm_leave
-                )
+        """(watched, stars, left) of one page: `decide_batch` for a batch of one (the LLM's answer, if any, is
+        given as all three of watch, ratings and leave)."""
+        ids = np.asarray(item_ids, dtype=np.int64)[None]
+        answers = None
+        if llm_watch is not None:
+            answers = BatchAnswers(
+                np.ones(1, dtype=bool),
+                np.asarray(llm_watch, dtype=bool)[None],
+                np.asarray(llm_ratings, dtype=np.float64)[None],
+                np.array([bool(llm_leave)]),
             )
-        )
-        return bool(rng.random() < p), p
+        size = np.array([ids.shape[1]], dtype=np.int64)
+        watched, stars, left = self.decide_batch([persona], ids, size, np.array([page_index]), [rng], answers)
+        return watched[0], stars[0], bool(left[0])
+
+    def page_logits(
+        self, personas: Sequence[Persona], ids: np.ndarray, valid: np.ndarray, rows: np.ndarray
+    ) -> np.ndarray:
+        """(B, K) watch logits of the pages before any LLM term: the plans' base logits (one fancy index over the
+        stacked plans; `rows` are the personas' rows in the plan table)."""
+        return self.table.base_logit[rows, ids].astype(np.float64)
 
     def decide_batch(
         self,
@@ -395,8 +347,11 @@ class GroundedDecider:
         """(watched (B, K) bool, stars (B, K) int64, left (B,) bool) for B pages at once: page i shows
         `item_ids[i, :sizes[i]]` (padding after) to `personas[i]` on page `page_index[i]`, drawing from `rngs[i]`.
 
-        The same decisions as `watch`, `ratings` and `leave` page by page in row order (the LLM's running yes
-        rate included), with array operations over the batch; entries past a page's size are False / 0.
+        The page rule, the only copy: watch ~ Bernoulli(sigmoid(logit)) (or logit > 0), stars from the rating
+        plan's cut points (the LLM's stars blended by `rating_llm`), leave ~ Bernoulli(sigmoid(leave logit)).
+        Rows are independent: a page decides the same in any batch (its generator's draws come in a fixed order,
+        `session_draws`), except for the LLM's running yes rate, which advances in row order. Entries past a
+        page's size are False / 0.
         """
         cfg, table = self.config, self.table
         b, width = item_ids.shape
@@ -406,7 +361,7 @@ class GroundedDecider:
         keys = [sources.get(p.user_id, p.user_id) for p in personas] if sources else [p.user_id for p in personas]
         rows = table.rows(personas, self.plan, keys)[:, None]
         has = np.zeros(b, dtype=bool) if answers is None else answers.has
-        logits = table.base_logit[rows, ids].astype(np.float64)
+        logits = self.page_logits(personas, ids, valid, rows)
         if answers is not None and has.any():
             # observe_llm after each answered page, in row order: the centre each page saw (integer sums, exact)
             yes = np.cumsum(np.concatenate(([self._yes], np.where(has, (answers.watch & valid).sum(axis=1), 0))))
@@ -441,12 +396,7 @@ class GroundedDecider:
     def judge_many(
         self, asks: Sequence[tuple[Persona, Sequence[int]]], rng: np.random.Generator
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Fidelity-harness hook without any LLM: only for profiles whose decisions do not use the LLM."""
+        """Fidelity-harness hook without any LLM: each ask decided as a first page (the leave draw is discarded)."""
         if self.config.w_llm or self.config.rating_llm:
             raise ValueError(f"profile {self.config.name!r} uses the LLM; judge through LLMUserModel instead")
-        out = []
-        for persona, ids in asks:
-            plan = self.plan(persona)
-            arr = np.asarray(ids, dtype=np.int64)
-            out.append((self.watch(plan, arr, None, rng), self.ratings(plan, arr, None, rng)))
-        return out
+        return [self.decide_page(persona, np.asarray(ids, dtype=np.int64), 0, rng)[:2] for persona, ids in asks]

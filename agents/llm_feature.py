@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,7 +38,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score
 
 from agents.config import LLMFeatureConfig
-from agents.decision import GroundedDecider, PersonaPlan
+from agents.decision import GroundedDecider
 from agents.llm_user.prompts import PromptBuilder
 from agents.response import MAX_WATCH, ResponseModel, scorer_candidates
 from simenv.data.dataset import Split
@@ -361,66 +360,29 @@ def fit_llm_stack(
     return LLMStack(response, answers, dict(response.folds), weights, fill, report, applied)
 
 
-@dataclass(frozen=True, eq=False)
-class StackedPlan(PersonaPlan):
-    """A persona plan that knows its persona, so the stacked watch logits can ask the LLM about its items."""
-
-    persona: Persona | None = None
-
-
 class StackedDecider(GroundedDecider):
     """The grounded decider of a profile with `llm_feature`: watch logits from the stack, the rest unchanged."""
 
     def __init__(self, *args, stack: LLMStack, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.stack = stack
-        self._stacked: dict[int, StackedPlan] = {}
-
-    def plan(self, persona: Persona) -> StackedPlan:
-        cached = self._stacked.get(persona.user_id)
-        if cached is None:
-            base = super().plan(persona)
-            cached = StackedPlan(base.base_logit, base.bias, base.rating, persona=persona)
-            self._stacked[persona.user_id] = cached
-        return cached
-
-    def watch_logits(self, plan: PersonaPlan, item_ids: np.ndarray, llm_watch: np.ndarray | None) -> np.ndarray:
-        if not isinstance(plan, StackedPlan) or plan.persona is None:
-            return super().watch_logits(plan, item_ids, llm_watch)
-        return logit(self.stack.probability(plan.persona, item_ids))
 
     def watch_probability(self, persona: Persona, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """The stacked P(watch) with the LLM term (what `simrec validate` scores at item level)."""
         return self.stack.probability(persona, item_ids)
 
-    def decide_batch(
-        self,
-        personas: Sequence[Persona],
-        item_ids: np.ndarray,
-        sizes: np.ndarray,
-        page_index: np.ndarray,
-        rngs: Sequence[np.random.Generator],
-        answers: Any = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The batched page rule's contract, met page by page with the reference methods (`watch`, `ratings`,
-        `leave`, the same draws in the same order) after ONE batched LLM call for the batch's unasked items: the
-        stacked logits come from per-(persona, item) answers, not from the plan table the base class gathers."""
-        b, width = item_ids.shape
+    def page_logits(
+        self, personas: Sequence[Persona], ids: np.ndarray, valid: np.ndarray, rows: np.ndarray
+    ) -> np.ndarray:
+        """The stacked logits (response model + the LLM's fitted watch term) of every page, after ONE batched LLM
+        call for the batch's unasked items; the rest of the rule is the base class's."""
+        sizes = valid.sum(axis=1)
         if self.stack.applied:
-            self.stack.answers.get([(p, item_ids[i, : sizes[i]]) for i, p in enumerate(personas)])
-        watched = np.zeros((b, width), dtype=bool)
-        stars = np.zeros((b, width), dtype=np.int64)
-        left = np.zeros(b, dtype=bool)
+            self.stack.answers.get([(p, ids[i, : sizes[i]]) for i, p in enumerate(personas)])
+        out = np.zeros(ids.shape, dtype=np.float64)
         for i, persona in enumerate(personas):
-            k = int(sizes[i])
-            ids = np.asarray(item_ids[i, :k], dtype=np.int64)
-            answer = (
-                ()
-                if answers is None or not answers.has[i]
-                else (answers.watch[i, :k], answers.ratings[i, :k], bool(answers.leave[i]))
-            )
-            watched[i, :k], stars[i, :k], left[i] = self.decide_page(persona, ids, int(page_index[i]), rngs[i], *answer)
-        return watched, stars, left
+            out[i, : sizes[i]] = logit(self.stack.probability(persona, ids[i, : sizes[i]]))
+        return out
 
 
 def build_stacked_decider(

@@ -225,24 +225,6 @@ def fit_cuts(values: np.ndarray, targets: np.ndarray, noise: float, iterations: 
     return 0.5 * (lo + hi)
 
 
-def leave_logit(
-    base: float,
-    fatigue: float,
-    activity_coef: float,
-    satisfaction: float,
-    llm: float,
-    page_index: int,
-    activity: int,
-    liked_share: float,
-    llm_leave: bool | None,
-) -> float:
-    """The shared logistic leave rule (see `LeaveConfig`); `llm_leave=None` drops the LLM term."""
-    x = base + fatigue * page_index + activity_coef * (activity - 2) + satisfaction * (liked_share - 0.5)
-    if llm_leave is not None:
-        x += llm * (1.0 if llm_leave else -1.0)
-    return x
-
-
 def stats_interview_score(n_shown: int, n_watched: int, n_liked: int) -> int:
     """Satisfaction 1..10 from the session's counts (`simenv.kernel.interview_scores` for one session)."""
     return int(interview_scores(np.array([n_shown]), np.array([n_watched]), np.array([n_liked]))[0])

@@ -13,10 +13,9 @@ memory), ratios within this one run.
    RSS of the process; each size against the one before (linear growth: time grows as the members do). Then the
    largest size up to 100k as ONE batch of that many sessions (what the env allowed before populations): the
    same work, its memory.
-2. Grounded persona users (`LLMUserModel`, profile `grounded`, mock LLM, hashing embedder) through
-   `simenv.runner.run_sessions` against Pop: 100 and 1k members x 5 pages. Per size, pages decided in one batch
-   (`batch_decisions=True`, the default) and page by page (the reference, the code before the batched path), each
-   twice in the order page by page, batched, batched, page by page (means printed; order effects cancel):
+2. Persona users (`LLMUserModel`, kind `handset`, mock LLM, hashing embedder) through
+   `simenv.runner.run_sessions` against Pop: 100 and 1k members x 5 pages, pages decided in one batch
+   (`GroundedDecider.decide_batch`, the only copy of the rule), each run twice (means printed):
    wall time of the run, time inside the user model's `react_batch`, and inside the decision step alone. The
    plans are built before the clock starts (once per source persona: `GroundedDecider.use_sources`; reported
    apart).
@@ -82,7 +81,7 @@ def fast_population(n_members: int, chunk: int, dataset: str, seed: int = 0) -> 
     from simenv.synthetic_population import draw_population
     from simrec.envs import default_world
 
-    _, _, personas = default_world(dataset)
+    personas = default_world(dataset).population
     pop = draw_population(sorted(personas), n_members, np.random.default_rng(seed))
     envs: dict[int, Any] = {}
 
@@ -123,7 +122,7 @@ def fast_population(n_members: int, chunk: int, dataset: str, seed: int = 0) -> 
             "base_mb": base, "peak_mb": _peak_mb()}  # fmt: skip
 
 
-def grounded_population(n_members: int, dataset: str, batched: bool, profile: str = "grounded", seed: int = 0) -> dict:
+def grounded_population(n_members: int, dataset: str, profile: str = "handset", seed: int = 0) -> dict:
     """`n_members` grounded persona users x 5 pages through `run_sessions` (mock LLM), timed in three layers."""
     from agents.config import load_user
     from agents.embedding import HashingEmbedder
@@ -134,12 +133,12 @@ def grounded_population(n_members: int, dataset: str, batched: bool, profile: st
     from simenv.synthetic_population import SourceIdPolicy, draw_population, member_personas
     from simrec.envs import default_world
 
-    ds, split, personas = default_world(dataset)
+    world = default_world(dataset)
+    ds, split, personas = world.dataset, world.split, world.population
     pop = draw_population(sorted(personas), n_members, np.random.default_rng(seed))
     members = member_personas(pop, personas)
     llm = make_llm(LLMConfig(backend="mock"))  # no cache_dir: no response cache
     model = LLMUserModel(ds, llm, HashingEmbedder(), load_user(profile).user, train=split.train)
-    model.batch_decisions = batched
     model.decider.use_sources(dict(zip(pop.user_ids.tolist(), pop.source.tolist(), strict=True)))  # plan per source
     rec = SourceIdPolicy(make("pop").fit(split.train, ds.n_users, ds.n_items), pop)  # Pop knows real ids only
     t0 = time.perf_counter()
@@ -166,7 +165,7 @@ def grounded_population(n_members: int, dataset: str, batched: bool, profile: st
         summary = run_sessions(rec, model, members, ds, split.train, tmp, n_pages=PAGES, page_size=PAGE_SIZE,
                                seed=seed, policy_name="pop")  # fmt: skip
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return {"members": n_members, "batched": batched, "wall": wall, "cpu": cpu, "pages": summary.n_pages_shown,
+    return {"members": n_members, "wall": wall, "cpu": cpu, "pages": summary.n_pages_shown,
             **spent, "prepare": prepare, "base_mb": base,
             "peak_mb": _peak_mb()}  # fmt: skip
 
@@ -234,20 +233,14 @@ def main(argv: list[str] | None = None) -> None:
     grounded_sizes = (100, 300) if args.quick else (100, 1_000)
     print(f"\n2. grounded persona users (mock LLM, hashing embedder), Pop, {PAGES} pages x {PAGE_SIZE} items")
     for n in grounded_sizes:
-        runs = [(b, in_child(grounded_population, n, args.dataset, b)) for b in (False, True, True, False)]  # ABBA
-        rows = {b: _mean([r for flag, r in runs if flag == b]) for b in (True, False)}
-        for b, r in rows.items():
-            label = "batched     " if b else "page by page"
-            print(f"  {n:>5,} members, {label}: run {r['wall']:6.2f} s wall ({r['cpu']:.2f} s CPU, "
-                  f"{r['pages']:,} pages, {r['wall'] / r['pages'] * 1e3:.2f} ms/page), user model "
-                  f"{r['react']:.2f} s ({r['react_cpu']:.2f} s CPU), decisions {r['decide']:.3f} s "
-                  f"({r['decide_cpu'] / r['pages'] * 1e6:.0f} us CPU/page); plans {r['prepare']:.2f} s before; "
-                  f"peak RSS {r['peak_mb']:,.0f} MB")  # fmt: skip
-        on, off = rows[True], rows[False]
-        print(f"  {n:>5,} members: batched / page by page CPU = decisions {on['decide_cpu'] / off['decide_cpu']:.2f}x, "
-              f"user model {on['react_cpu'] / off['react_cpu']:.2f}x, run {on['cpu'] / off['cpu']:.2f}x")  # fmt: skip
-    g0, g1 = (in_child(grounded_population, n, args.dataset, True) for n in grounded_sizes)
-    print(f"  growth {grounded_sizes[0]:,} -> {grounded_sizes[1]:,} members (batched, measured again), CPU: run "
+        r = _mean([in_child(grounded_population, n, args.dataset) for _ in range(2)])
+        print(f"  {n:>5,} members: run {r['wall']:6.2f} s wall ({r['cpu']:.2f} s CPU, "
+              f"{r['pages']:,} pages, {r['wall'] / r['pages'] * 1e3:.2f} ms/page), user model "
+              f"{r['react']:.2f} s ({r['react_cpu']:.2f} s CPU), decisions {r['decide']:.3f} s "
+              f"({r['decide_cpu'] / r['pages'] * 1e6:.0f} us CPU/page); plans {r['prepare']:.2f} s before; "
+              f"peak RSS {r['peak_mb']:,.0f} MB")  # fmt: skip
+    g0, g1 = (in_child(grounded_population, n, args.dataset) for n in grounded_sizes)
+    print(f"  growth {grounded_sizes[0]:,} -> {grounded_sizes[1]:,} members (measured again), CPU: run "
           f"{g1['cpu'] / g0['cpu']:.2f}x, user model {g1['react_cpu'] / g0['react_cpu']:.2f}x, wall: run "
           f"{g1['wall'] / g0['wall']:.2f}x, for "
           f"{grounded_sizes[1] / grounded_sizes[0]:.0f}x the members")  # fmt: skip

@@ -30,8 +30,6 @@ class LLMUserModel:
 
     `events` holds every `UserEvent` (fallbacks and reflections) of all sessions; `default_texts` counts the
     plain texts that stood in for ones a usable answer lacked (`"feeling"`, `"leave_reason"`).
-    `batch_decisions` (True) decides a batch's pages with array operations over all of them; False decides them
-    page by page (`page_policy.decide_grounded`, the reference: the same decisions, slower).
     """
 
     name = "llm-user"
@@ -60,7 +58,6 @@ class LLMUserModel:
         self.memories: dict[int, MemoryStream] = {}
         self.events: list[UserEvent] = []
         self.default_texts: Counter[str] = Counter()
-        self.batch_decisions = True
 
     # ---- sessions and memory -------------------------------------------------------------------------------
     def start_session(

@@ -7,9 +7,8 @@ with ONE `ask_json_batch` call.
 - narrate (`page_reaction`): the grounded rule decides first; the LLM only writes the feelings of the watched
   movies and the leave reason. A page with nothing watched and no exit has no text to write: no call.
 
-Decisions are made for the whole batch at once (`decide_batch`: `GroundedDecider.decide_batch`, array operations
-over all pages, one generator call per session); `decide_grounded` is the same rule page by page, kept as the
-reference the batched path is tested against and used when `LLMUserModel.batch_decisions` is False.
+Decisions are made for the whole batch at once (`decide_batch`: `GroundedDecider.decide_batch`, the one copy of
+the page rule, array operations over all pages, one generator call per session).
 
 Texts an answer lacks get plain defaults (`fallbacks.fill_texts`), logged at DEBUG and counted in
 `LLMUserModel.default_texts`. `judge_many` answers pages outside any session by the same rule (fidelity).
@@ -68,18 +67,6 @@ def page_memories_for(model: LLMUserModel, session: LLMUserSession, page: Page) 
     return session.memory.retrieve(query, now=session.memory.clock)
 
 
-def decide_grounded(
-    session: LLMUserSession, page: Page, decider: GroundedDecider, answer: PageAnswer | None
-) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(watched, stars, left) for one page by the grounded rule; draws from the session rng."""
-    ids = np.asarray(page.item_ids, dtype=np.int64)
-    if answer is None:
-        return decider.decide_page(session.persona, ids, page.page_index, session.rng)
-    return decider.decide_page(
-        session.persona, ids, page.page_index, session.rng, answer.watch, answer.ratings, answer.leave
-    )
-
-
 Decision = tuple[np.ndarray, np.ndarray, bool]
 
 
@@ -90,10 +77,8 @@ def decide_batch(
     deciders: Sequence[GroundedDecider],
     answers: Sequence[PageAnswer | None],
 ) -> list[Decision]:
-    """(watched, stars, left) of every page, as `decide_grounded` page by page in order, but one
-    `GroundedDecider.decide_batch` per decider (the profile's and, for failed answers, its fallback)."""
-    if not model.batch_decisions:
-        return [decide_grounded(s, p, d, a) for s, (p, _), d, a in zip(sessions, pages, deciders, answers, strict=True)]
+    """(watched, stars, left) of every page: one `GroundedDecider.decide_batch` per decider (the kind's and, for
+    failed answers, its fallback)."""
     out: list[Decision | None] = [None] * len(sessions)
     for decider in {id(d): d for d in deciders}.values():
         idx = [i for i, d in enumerate(deciders) if d is decider]
@@ -243,5 +228,6 @@ def judge_pages(
         else:
             answer = parse_page_answer(result.value)
             llm_watch, llm_ratings, decider = answer.watch, answer.ratings, model.decider
-        out.append(decider.watch_and_rate(persona, np.asarray(ids, dtype=np.int64), llm_watch, llm_ratings, rng))
+        ids = np.asarray(ids, dtype=np.int64)
+        out.append(decider.decide_page(persona, ids, 0, rng, llm_watch, llm_ratings, False)[:2])
     return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,6 +120,11 @@ def build_llm(config: ExperimentConfig) -> LLM:
     return make_llm(llm_config(config))
 
 
+def say(message: str) -> None:
+    """A progress line on stderr (phases that can take minutes: never a silent stretch)."""
+    print(f"simrec: {message}", file=sys.stderr, flush=True)
+
+
 class UserModelFactory:
     """Builds a fresh user model per policy (fresh memories), sharing the expensive parts across calls:
     the embedder and item embeddings once, the fitted response model once, one decider per user kind."""
@@ -133,7 +139,7 @@ class UserModelFactory:
         self.config = config
         self.world = world
         self.llm = llm
-        self.progress = progress  # one line per phase of a first (uncached) response-model fit
+        self.progress = progress or say  # one line per phase of a first (uncached) response-model fit
         self._embedder: Embedder | None = None
         self._item_vectors: ItemVectors | None = None
         self._deciders: dict[str, GroundedDecider] = {}

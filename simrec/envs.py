@@ -12,7 +12,6 @@ memoised per process, so `gym.make_vec` and repeated `gym.make` calls share them
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -56,7 +55,7 @@ def env_config(
 def _world_and_users(config: ExperimentConfig) -> tuple[World, UserModelFactory]:
     world = build_world_cached(config.model_copy(update={"users": config.users.model_copy(update={"kind": "fitted"})}))
     llm = build_llm(config) if config.users.writes_text else None
-    return world, UserModelFactory(config, world, llm, progress=_progress)
+    return world, UserModelFactory(config, world, llm)
 
 
 def default_world(
@@ -70,10 +69,6 @@ def default_world(
 @functools.lru_cache(maxsize=8)
 def build_world_cached(config: ExperimentConfig) -> World:
     return build_world(config, n_personas=10**9)  # every split user is a persona
-
-
-def _progress(message: str) -> None:
-    print(f"simrec: {message}", file=sys.stderr, flush=True)
 
 
 def build_parts(

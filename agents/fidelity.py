@@ -1,6 +1,6 @@
 """Fidelity harness: how believable simulated users are, measured against held-out real ratings.
 
-- Taste discrimination (ARCHITECTURE.md): per persona and ratio 1:m, mix n held-out (test) items the user
+- Taste discrimination (Agent4Rec's protocol): per persona and ratio 1:m, mix n held-out (test) items the user
   rated with m*n items the user never rated in any split (sampled with the passed rng), shuffle, show them as
   pages of at most `page_size` items, and ask which the persona would watch. Counts are pooled over personas
   (micro average); precision, recall and F1 are 0 (never NaN) when their denominator is 0.

@@ -1,6 +1,6 @@
 """Build Agent4Rec-style personas from the TRAIN split only: traits, taste, history, demographics.
 
-Traits (see ARCHITECTURE.md), computed over every user present in `split.train`:
+Traits (Agent4Rec's definitions; docs/CONTRACTS.md), computed over every user present in `split.train`:
 - activity   = number of train ratings; cut at the 60th and 90th percentiles;
 - conformity = mean over the user's train ratings of (rating - item mean)^2, item means from train only;
                cut at the 25th and 80th percentiles (1 = follows the crowd, 3 = maverick);

@@ -25,7 +25,7 @@ from simenv.llm.calllog import read_call_log  # noqa: E402
 from simenv.metrics import METRICS, per_user_metrics, summarize  # noqa: E402
 
 REFERENCE_FILE = "reference.json"
-AGENT4REC_ML1M = {  # published, ML-1M, gpt-3.5, 1,000 agents (ARCHITECTURE.md)
+AGENT4REC_ML1M = {  # published, ML-1M, gpt-3.5, 1,000 agents (Agent4Rec)
     "random": (0.312, 3.3, 0.269, 2.99, 2.93),
     "pop": (0.398, 4.45, 0.360, 3.01, 3.42),
     "mf": (0.488, 6.07, 0.462, 3.17, 3.80),

@@ -1,6 +1,6 @@
 """Scoring the simulator against real held-out data: per-policy real and simulated outcomes, and their agreement.
 
-Definitions (shared/ARCHITECTURE.md, "Validity"), all per persona and then averaged over personas:
+Definitions (docs/USERS.md, "Validity"), all per persona and then averaged over personas:
 - real hit = share of the shown (user, item) pairs found in the user's TEST ratings; real like = in test with
   rating >= 4; held-out hit = in valid or test;
 - sim P_view / P_like = the simulator's watched / liked (rating >= 4) share of the same shown pairs;

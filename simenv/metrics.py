@@ -1,6 +1,6 @@
 """Agent4Rec's session metrics from a run's logs, per policy, with confidence intervals over users.
 
-Per episode (ARCHITECTURE.md): P_view = watched / shown; N_like = items rated >= 4; P_like = liked / shown;
+Per episode (Agent4Rec's definitions): P_view = watched / shown; N_like = items rated >= 4; P_like = liked / shown;
 N_exit = number of pages the user saw (the 1-based page on which they left, or the last page);
 S_sat = interview score (1..10). A user's value is the mean over their episodes under that policy; the
 reported value is the mean over users, with a 95% interval over users (percentile bootstrap with the

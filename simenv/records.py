@@ -24,7 +24,7 @@ class Item:
 
 @dataclass(frozen=True, slots=True)
 class Persona:
-    """A simulated user's profile, computed from the training split only (see ARCHITECTURE.md).
+    """A simulated user's profile, computed from the training split only (Agent4Rec's traits).
 
     Trait groups are 1 (low), 2 (mid), 3 (high); the raw values they were cut from are kept beside them.
     """

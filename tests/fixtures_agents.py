@@ -24,7 +24,7 @@ def _terciles(values: np.ndarray, cuts: tuple[float, float]) -> np.ndarray:
 
 
 def standin_personas(split: Split) -> dict[int, Persona]:
-    """Stand-in for agents.persona.build_personas (traits per ARCHITECTURE.md, from train only)."""
+    """Stand-in for agents.persona.build_personas (Agent4Rec's traits, from train only)."""
     ds, train = split.dataset, split.train
     item_mean = train.groupby("item_id")["rating"].mean()
     rows = {}

@@ -94,6 +94,9 @@ class MiniLMEmbedder:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
             raise ImportError("MiniLMEmbedder needs sentence-transformers: pip install 'simrec[embeddings]'") from exc
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a local load: its progress bar is noise in a run's output
         path = model_dir or minilm_model_dir()
         self._model = SentenceTransformer(str(path), device=device)
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension

@@ -25,8 +25,10 @@ from agents.fidelity import watch_probability_of
 from experiments.build import UserModelFactory, World, build_llm, build_world, train_recommender, worker_setup
 from experiments.config import ExperimentConfig
 from experiments.engine import PolicyRecipe
+from experiments.training_log import TrainingLog, training_summary, warn_if_time_capped
 from experiments.validity import label_shown, llm_contribution, score_validity
 from recommenders.degraded import NoisyRanking, PopularityBand, TopNSampling
+from recommenders.training import training_progress
 from simenv.llm import LLM
 from simenv.protocols import Recommender, UserModel
 from simenv.runner import rollback_to_checkpoint
@@ -170,12 +172,16 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
     needs_llm = config.users.model == "llm"
     llm = build_llm(config) if needs_llm else None
     users = UserModelFactory(config, world, llm)
-    user_model = users()
+    with training_progress(TrainingLog(console)):  # a line every few seconds while models train
+        user_model = users()
     stack = getattr(getattr(user_model, "decider", None), "stack", None)  # agents.llm_feature (llm-grounded)
-    labelled_parts, recall = [], {}
+    labelled_parts, recall, training = [], {}, {}
     for name in section.policies:
         t0 = time.perf_counter()
-        policy = build_policy(config, world, name)
+        with training_progress(TrainingLog(console)):
+            policy = build_policy(config, world, name)
+        training[name] = training_summary(policy)
+        warn_if_time_capped(console, name, policy)
         recall[name] = offline_recall(policy, world, sorted(world.personas), seed=config.run.seed)
         policy_dir = run_dir / "policies" / name
         if resume and policy_dir.is_dir():
@@ -209,6 +215,8 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
         "profile": config.users.profile if config.users.model == "llm" else f"fast:{config.users.profile}",
         "user_model": config.users.model,
         **body,
+        "training": training,
+        "time_capped": sorted(n for n, t in training.items() if t and t["time_capped"]),
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
     if stack is not None:
@@ -220,6 +228,10 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
 
     report = write_validity_report(run_dir, result, labelled)
     print_headline(console, result)
+    if result["time_capped"]:
+        console.print(
+            f"[bold yellow]WARNING[/] stopped by the time cap, so not reproducible: {', '.join(result['time_capped'])}"
+        )
     console.print(f"report: {report}")
     return run_dir
 

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from recommenders.base import BaseRecommender
-from recommenders.training import TrainConfig, recall_validator, train_with_early_stopping
+from recommenders.training import TrainConfig, train_with_early_stopping, valid_validator
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,6 @@ class MultVAEConfig(TrainConfig):
     epochs: int = 300
     eval_every: int = 5
     patience: int = 5
-    time_budget_s: float | None = 170.0
 
 
 class VAE(nn.Module):
@@ -92,7 +91,7 @@ class MultVAERecommender(BaseRecommender):
             return total / max(order.numel(), 1)
 
         self.train_report = train_with_early_stopping(
-            self.net, run_epoch, recall_validator(self, valid), cfg, self.name
+            self.net, run_epoch, valid_validator(self, valid, cfg.valid_metric), cfg, self.name
         )
 
     @torch.no_grad()

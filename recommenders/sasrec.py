@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from recommenders.base import BaseRecommender
-from recommenders.training import TrainConfig, recall_validator, train_with_early_stopping
+from recommenders.training import TrainConfig, train_with_early_stopping, valid_validator
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,6 @@ class SASRecConfig(TrainConfig):
     epochs: int = 200
     eval_every: int = 2
     patience: int = 3
-    time_budget_s: float | None = 330.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -157,7 +156,7 @@ class SASRecRecommender(BaseRecommender):
             return total / max(count, 1)
 
         self.train_report = train_with_early_stopping(
-            self.net, run_epoch, recall_validator(self, valid), cfg, self.name
+            self.net, run_epoch, valid_validator(self, valid, cfg.valid_metric), cfg, self.name
         )
 
     @torch.no_grad()

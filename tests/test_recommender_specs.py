@@ -288,3 +288,25 @@ def test_check_recommender_command(flags: list[str], capsys, caplog) -> None:
     assert code.value.code == 1
     out = capsys.readouterr().out
     assert "FAIL  never_excluded" in out and "FAIL  too_few_allowed" in out
+
+
+def test_validate_takes_labels_and_resolves_every_spec_first(flags: list[str], tmp_path: Path, capsys) -> None:
+    names = json.dumps([f"ease={MODULE}:PlainPop"])
+    validate = ["validate", *flags, "--validity.bootstrap", "20", "--recommenders.names", names]
+    PlainPop.fits = 0
+    with pytest.raises(SystemExit) as code:  # a typo in the last spec: exit 2 before anything trains or is written
+        app([*validate, "--run.name", "typo", "--validity.policies", '["pop", "ease", "no_such_module_xyz:Rec"]'])
+    assert code.value.code == 2
+    assert "module 'no_such_module_xyz' not found" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "typo").exists() and PlainPop.fits == 0
+    with pytest.raises(SystemExit) as code:
+        app([*validate, "--run.name", "lab", "--validity.policies", f'["pop", "x={MODULE}:PlainPop"]'])
+    assert code.value.code == 2 and "define it with --recommenders.names" in capsys.readouterr().err
+    app([*validate, "--run.name", "ok", "--validity.policies", '["random", "pop", "ease"]'])
+    run_dir = tmp_path / "runs" / "ok"
+    result = json.loads((run_dir / "validity.json").read_text())
+    assert set(result["policies"]) == {"random", "pop", "ease"}  # the label is the json key ...
+    assert (run_dir / "policies" / "ease" / "events").exists()  # ... and the policy's directory
+    assert PlainPop.fits == 1
+    # PlainPop is the registry's pop: the same simulated outcome
+    assert result["policies"]["ease"]["sim_p_view"] == result["policies"]["pop"]["sim_p_view"]

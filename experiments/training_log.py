@@ -24,7 +24,7 @@ class TrainingLog:
         self.every_s = every_s
         self.heartbeat_s = heartbeat_s
         self.indent = indent
-        self._last = -float("inf")
+        self._last = time.monotonic()  # the first line comes after every_s / heartbeat_s
 
     def __call__(self, progress: EpochProgress) -> None:
         now = time.monotonic()
@@ -34,6 +34,15 @@ class TrainingLog:
         due = progress.stopped_by is not None or since >= self.heartbeat_s
         if due or (progress.valid is not None and since >= self.every_s):
             self.console.print(f"{self.indent}{progress.line()}", highlight=False)
+            self._last = now
+
+    def batch(self, model: str, epoch: int, max_epochs: int, seconds: float) -> None:
+        """A heartbeat within a long epoch: nothing printed for `heartbeat_s` seconds."""
+        now = time.monotonic()
+        if now - self._last >= self.heartbeat_s:
+            self.console.print(
+                f"{self.indent}{model}: epoch {epoch}/{max_epochs} running, {seconds:.0f} s", highlight=False
+            )
             self._last = now
 
 

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from recommenders.base import BaseRecommender
-from recommenders.training import TrainConfig, train_with_early_stopping, valid_validator
+from recommenders.training import TrainConfig, batch_done, train_with_early_stopping, valid_validator
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,7 @@ class MultVAERecommender(BaseRecommender):
                 loss.backward()
                 optimizer.step()
                 step += 1
+                batch_done()
                 total += float(loss.detach()) * rows.shape[0]
             return total / max(order.numel(), 1)
 

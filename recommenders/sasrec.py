@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from recommenders.base import BaseRecommender
-from recommenders.training import TrainConfig, train_with_early_stopping, valid_validator
+from recommenders.training import TrainConfig, batch_done, train_with_early_stopping, valid_validator
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,7 @@ class SASRecRecommender(BaseRecommender):
                 optimizer.step()
                 total += float(loss.detach()) * target.numel()
                 count += target.numel()
+                batch_done()
             return total / max(count, 1)
 
         self.train_report = train_with_early_stopping(

@@ -122,14 +122,29 @@ ProgressCallback = Callable[[EpochProgress], None]
 _PROGRESS: ContextVar[ProgressCallback | None] = ContextVar("recommenders_training_progress", default=None)
 
 
+_RUNNING: ContextVar[tuple[str, int, int, float] | None] = ContextVar("recommenders_training_epoch", default=None)
+
+
 @contextmanager
 def training_progress(callback: ProgressCallback | None) -> Iterator[None]:
-    """Report every epoch of the models trained inside this block to `callback` (None: log only)."""
+    """Report every epoch of the models trained inside this block to `callback` (None: log only). A callback
+    with a method `batch(model, epoch, max_epochs, seconds)` is also called after every training batch, so it can
+    show a heartbeat within a long epoch."""
     token = _PROGRESS.set(callback)
     try:
         yield
     finally:
         _PROGRESS.reset(token)
+
+
+def batch_done() -> None:
+    """Called by the epoch loops after each batch: forwards (model, epoch, max epochs, seconds so far) to the
+    progress callback's `batch` method, if it has one."""
+    callback, running = _PROGRESS.get(), _RUNNING.get()
+    batch = getattr(callback, "batch", None)
+    if batch is not None and running is not None:
+        name, epoch, max_epochs, start = running
+        batch(name, epoch, max_epochs, time.perf_counter() - start)
 
 
 # ---- the loop -----------------------------------------------------------------------------------------
@@ -156,7 +171,11 @@ def train_with_early_stopping(
     epoch = 0
     for epoch in range(1, config.epochs + 1):
         module.train()
-        loss = run_epoch(epoch)
+        running = _RUNNING.set((name, epoch, config.epochs, start))
+        try:
+            loss = run_epoch(epoch)
+        finally:
+            _RUNNING.reset(running)
         if not math.isfinite(loss):
             raise FloatingPointError(f"{name}: training loss became {loss} at epoch {epoch}; lower lr")
         elapsed = time.perf_counter() - start
@@ -320,4 +339,5 @@ def bpr_epoch(
         optimizer.step()
         total += float(loss.detach()) * u.numel()
         n += u.numel()
+        batch_done()
     return total / max(n, 1)

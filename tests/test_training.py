@@ -131,3 +131,13 @@ def test_cache_key_settings_hold_every_field_so_changed_defaults_retrain() -> No
     assert make("mf", **full).config.epochs == 5
     assert resolved_settings("mine", {"x": 1}) == {"x": 1}  # not a registry name: unchanged
     assert resolved_settings("mf", {"nonsense": 1}) == {"nonsense": 1}  # make() reports it
+
+
+@pytest.mark.parametrize("name", ["mf", "multvae"])
+def test_training_log_prints_heartbeats_within_epochs(name, random_split) -> None:
+    console = Console(record=True, width=300)
+    with training_progress(TrainingLog(console, every_s=1e9, heartbeat_s=0.0)):
+        fit(name, random_split, epochs=2, eval_every=2)
+    lines = console.export_text().splitlines()
+    assert f"  {name}: epoch 1/2 running, 0 s" in lines
+    assert lines[-1].startswith(f"  {name}: trained 2 epochs in ") and "stopped by epochs" in lines[-1]

@@ -21,7 +21,7 @@ from recommenders.training import TrainConfig, batch_done, train_with_early_stop
 class MultVAEConfig(TrainConfig):
     """Paper defaults: one 600-unit hidden layer, 200-d latent, input dropout 0.5, beta annealed to 0.2
     over `anneal_steps` updates (fewer than the paper's 200k: ML-1M has far fewer users than ML-20M).
-    `batch_size` counts users. Trains within 3 minutes on 2 cores on the Agent4Rec ML-1M split."""
+    `batch_size` counts users. Early stopping on valid ends training."""
 
     hidden: int = 600
     latent: int = 200

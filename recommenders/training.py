@@ -200,7 +200,7 @@ def train_with_early_stopping(
         if capped and stopped_by != "patience":
             stopped_by = "time_cap"
             log.warning(
-                "%s: stopped by the time cap (%.0f s) after epoch %d of %d: the model depends on machine load",
+                "%s: stopped by the time cap (%g s) after epoch %d of %d: the model depends on machine load",
                 name,
                 config.time_cap_s,
                 epoch,

@@ -85,7 +85,7 @@ def run(models: list[str], datasets: list[str], config_path: Path, out: Path | N
                 "train_s": round(seconds, 1),
                 "epochs": report.get("epochs_run", 0),
                 "best_epoch": report.get("best_epoch", 0),
-                "stopped": report.get("stopped", "-"),
+                "stopped": report.get("stopped_by", "-"),
                 "valid_recall@20": report.get("best_valid_recall@20"),
                 "test_users": result.n_users,
                 "config": config,

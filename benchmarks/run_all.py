@@ -13,6 +13,7 @@ BENCHMARKS = (
     ["benchmarks.bench_env"],
     ["benchmarks.bench_experiments"],
     ["benchmarks.bench_recommenders"],
+    ["benchmarks.bench_training"],
     ["benchmarks.bench_scale"],  # includes benchmarks.bench_ray when ray is installed
 )
 

@@ -35,7 +35,9 @@ from experiments.engine import PolicyRecipe
 from experiments.preflight import preflight
 from experiments.recommender_specs import check_recommender_specs
 from experiments.report import EXTERNAL_FILE, build_report, llm_summary, metrics_table, read_run
+from experiments.training_log import TrainingLog, training_summary, warn_if_time_capped
 from recommenders.external import ExternalRecommender
+from recommenders.training import training_progress
 from simenv.llm import LLM, CallLogLLM
 from simenv.llm.openai_backend import endpoint_urls
 from simenv.metrics import METRICS
@@ -44,6 +46,7 @@ from simenv.runner import rollback_to_checkpoint
 
 log = logging.getLogger(__name__)
 EXPERIMENT_FILE = "experiment.json"
+TRAINING_FILE = "training.json"  # per policy: how its recommender's training stopped (flags time-capped models)
 RUNNER_BATCH = 16  # personas stepped together; a crash redoes at most one batch of one policy
 
 
@@ -136,9 +139,12 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
             if resuming:  # drop the chunk in flight before the call log re-reads its directory
                 rollback_to_checkpoint(policy_dir)
             call_log = None if llm is None else CallLogLLM(llm, policy_dir / "llm_calls", prompts=config.log.prompts)
-            recommender, seconds = train_recommender(config, world, name, llm=call_log)
+            with training_progress(TrainingLog(progress.console)):  # a line every few seconds while models train
+                recommender, seconds = train_recommender(config, world, name, llm=call_log)
+                user_model = users(call_log)  # a response model may train its candidate recommenders
             train_s += seconds
-            user_model = users(call_log)
+            record_training(run_dir, name, recommender)
+            warn_if_time_capped(progress.console, name, recommender)
             progress.update(task, description=f"{name:>9}: simulating")
             t0 = time.perf_counter()
 
@@ -179,6 +185,17 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
     )
     console.print(f"report: {report}")
     return run_dir
+
+
+def record_training(run_dir: Path, name: str, recommender: Recommender) -> None:
+    """Add the policy's training summary (`stopped_by`, epochs, best valid metric, `time_capped`) to
+    `training.json` in the run directory (null for a model without a training loop)."""
+    path = run_dir / TRAINING_FILE
+    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    data[name] = training_summary(recommender)
+    tmp = path.with_name(f".{TRAINING_FILE}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def policy_parts(users: UserModelFactory, llm: LLM | None, name: str) -> tuple[Recommender, UserModel]:

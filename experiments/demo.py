@@ -1,7 +1,7 @@
 """`simrec demo` (what `make demo` runs): the product in one command, sized for a few minutes on 2 cores.
 
-1. Preparation, timed: the dataset and split, the recommenders (experiments/configs/demo_recommenders.toml: small
-   budgets) and the fitted response model (both cached for the later passes).
+1. Preparation, timed: the dataset and split, the recommenders (experiments/configs/demo_recommenders.toml: epochs
+   with early stopping on valid, seeded) and the fitted response model (both cached for the later passes).
 2. Decisions: `compare` on `[data] n_personas` personas against the five recommenders with the mock LLM and the
    hashing embedder. The fitted users decide without either (narrate mode: the response model decides, the LLM
    only writes text, which memories only feed), so the Agent4Rec table does not wait on text and is the table the

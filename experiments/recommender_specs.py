@@ -169,7 +169,18 @@ def accepted_kwargs(fn: Any, available: dict[str, Any]) -> dict[str, Any]:
 
 
 def _source_digest(cls: type) -> str:
-    """Hash of the file defining `cls`, so editing a plugin retrains it instead of loading a stale cache."""
+    """Hash of the source of `cls` and of its base classes defined in the same module, so editing a plugin class
+    retrains it instead of loading a stale cache, while editing another class of the same file does not (a
+    module-level helper the class calls is not covered: edit the class or clear the cache). Falls back to the
+    whole file's hash when the source cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        for klass in cls.__mro__:
+            if klass.__module__ == cls.__module__:
+                digest.update(inspect.getsource(klass).encode())
+        return digest.hexdigest()[:16]
+    except (TypeError, OSError):
+        pass
     try:
         return hashlib.sha256(Path(inspect.getfile(cls)).read_bytes()).hexdigest()[:16]
     except (TypeError, OSError):
@@ -193,8 +204,9 @@ def _build_plugin(spec: RecommenderSpec, cls: type, settings: dict[str, Any], in
 def _train_plugin(
     config: ExperimentConfig, world: World, spec: RecommenderSpec, llm: LLM | None, overrides: dict[str, Any]
 ) -> tuple[Recommender, float]:
-    """Fit a plugin class on the train split through the model cache (keyed by spec, settings, data, seed and
-    the plugin's source file); a class whose save raises NotImplementedError is simply not cached."""
+    """Fit a plugin class on the train split (all its columns: user_id, item_id, rating, timestamp) through the
+    model cache (keyed by spec, settings, data, seed and the class's own source); a class whose save raises
+    NotImplementedError is simply not cached."""
     cls = import_class(spec)
     settings = recommender_settings(config, spec.label) | overrides
     inject = {"dataset": world.dataset, "llm": llm}

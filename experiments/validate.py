@@ -25,8 +25,10 @@ from agents.fidelity import watch_probability_of
 from experiments.build import UserModelFactory, World, build_llm, build_world, train_recommender, worker_setup
 from experiments.config import ExperimentConfig
 from experiments.engine import PolicyRecipe
+from experiments.training_log import TrainingLog, training_summary, warn_if_time_capped
 from experiments.validity import label_shown, llm_contribution, score_validity
 from recommenders.degraded import NoisyRanking, PopularityBand, TopNSampling
+from recommenders.training import training_progress
 from simenv.llm import LLM
 from simenv.protocols import Recommender, UserModel
 from simenv.runner import rollback_to_checkpoint
@@ -89,18 +91,52 @@ def policy_parts(users: UserModelFactory, llm: LLM | None, name: str) -> tuple[R
     return build_policy(users.config, users.world, name), users(llm)
 
 
-def check_policy_names(names: tuple[str, ...]) -> None:
-    """Fail before anything runs when a policy is neither a registry name, a variant, nor a recommender spec."""
+def check_policy_names(names: tuple[str, ...], labels: tuple[str, ...] = ()) -> None:
+    """Fail before anything runs when a policy is neither a registry name, a variant, a label of
+    `--recommenders.names` (`labels`, e.g. `ease` for `ease=newrecs:EASE`) nor a recommender spec."""
     from experiments.config import ConfigError
     from recommenders.registry import REGISTRY
 
     spec = ("file:", "http://", "https://")
-    unknown = [n for n in names if n not in VARIANTS and n not in REGISTRY and ":" not in n and not n.startswith(spec)]
+    unknown = [
+        n
+        for n in names
+        if n not in VARIANTS and n not in REGISTRY and n not in labels and ":" not in n and not n.startswith(spec)
+    ]
     if unknown:
-        known = ", ".join(sorted({*REGISTRY, *VARIANTS}))
-        raise ConfigError(f"[validity] policies: unknown {unknown}; known: {known} (or a recommender spec)")
+        known = ", ".join(sorted({*REGISTRY, *VARIANTS, *labels}))
+        raise ConfigError(
+            f"[validity] policies: unknown {unknown}; known: {known} (or a recommender spec; a label LABEL is "
+            "defined by --recommenders.names LABEL=SPEC)"
+        )
+    labelled = [n for n in names if "=" in n.split(":", 1)[0]]
+    if labelled:
+        raise ConfigError(
+            f"[validity] policies: {labelled} hold a label; define it with --recommenders.names "
+            "'[\"LABEL=SPEC\"]' and list LABEL among the policies"
+        )
     if len(names) != len(set(names)):
         raise ConfigError(f"[validity] policies: duplicate names in {list(names)}")
+
+
+def labels_of(config: ExperimentConfig) -> tuple[str, ...]:
+    """The policy labels `--recommenders.names` defines (`ease` for `ease=newrecs:EASE`)."""
+    from experiments.recommender_specs import parse_specs
+
+    return tuple(spec.label for spec in parse_specs(config.recommenders.names))
+
+
+def check_policy_specs(config: ExperimentConfig, world: World) -> None:
+    """Resolve every policy that is a recommender spec or a label of one (import the class, check its settings,
+    read a ranking file, probe a service) before any policy runs: a typo in the last one fails the command
+    before anything is trained or written. Raises `SpecError` (a `ConfigError`) naming the spec."""
+    from experiments.recommender_specs import check_spec, find_spec
+    from recommenders.registry import REGISTRY
+
+    for name in config.validity.policies:
+        if name in VARIANTS or name in REGISTRY:
+            continue
+        check_spec(config, world, find_spec(config, name))
 
 
 def offline_recall(policy: Recommender, world: World, users: list[int], k: int = 20, seed: int = 0) -> float:
@@ -159,10 +195,11 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     start = time.perf_counter()
     section = config.validity
-    check_policy_names(section.policies)
-    run_dir = prepare_run_dir(config, resume=resume)
+    check_policy_names(section.policies, labels_of(config))
     n_personas = section.n_personas or 10**9
     world = build_world(config, n_personas=n_personas)
+    check_policy_specs(config, world)  # every spec resolves before the run directory exists
+    run_dir = prepare_run_dir(config, resume=resume)
     console.print(
         f"[bold]simrec validate[/] → {run_dir}: {world.dataset.name}, {len(world.personas)} personas, "
         f"{len(section.policies)} policies, {config.users.kind} users"
@@ -170,12 +207,16 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
     needs_llm = config.users.writes_text
     llm = build_llm(config) if needs_llm else None
     users = UserModelFactory(config, world, llm)
-    user_model = users()
+    with training_progress(TrainingLog(console)):  # a line every few seconds while models train
+        user_model = users()
     stack = getattr(getattr(user_model, "decider", None), "stack", None)  # agents.llm_feature (llm-grounded)
-    labelled_parts, recall = [], {}
+    labelled_parts, recall, training = [], {}, {}
     for name in section.policies:
         t0 = time.perf_counter()
-        policy = build_policy(config, world, name)
+        with training_progress(TrainingLog(console)):
+            policy = build_policy(config, world, name)
+        training[name] = training_summary(policy)
+        warn_if_time_capped(console, name, policy)
         recall[name] = offline_recall(policy, world, sorted(world.personas), seed=config.run.seed)
         policy_dir = run_dir / "policies" / name
         if resume and policy_dir.is_dir():
@@ -208,6 +249,8 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
         "seed": config.run.seed,
         "user_kind": config.users.kind,
         **body,
+        "training": training,
+        "time_capped": sorted(n for n, t in training.items() if t and t["time_capped"]),
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
     if stack is not None:
@@ -219,6 +262,10 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
 
     report = write_validity_report(run_dir, result, labelled)
     print_headline(console, result)
+    if result["time_capped"]:
+        console.print(
+            f"[bold yellow]WARNING[/] stopped by the time cap, so not reproducible: {', '.join(result['time_capped'])}"
+        )
     console.print(f"report: {report}")
     return run_dir
 

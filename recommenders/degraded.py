@@ -6,7 +6,7 @@ them must rank these below their base). Each wrapper keeps the `Recommender` pro
                   seed, so the same user sees the same noisy ranking within a session);
 - TopNSampling:   each page sampled uniformly without replacement from the base's top `pool` allowed items;
 - PopularityBand: items ranked by train popularity, skipping the `skip` most popular (a weaker Pop).
-Under-trained checkpoints are built by training a registry model with a smaller budget (experiments.validate).
+Under-trained checkpoints are built by training a registry model for a few epochs (experiments.validate).
 """
 
 from __future__ import annotations

@@ -16,15 +16,15 @@ from recommenders.training import (
     TrainConfig,
     bpr_epoch,
     bpr_loss,
-    recall_validator,
     train_with_early_stopping,
+    valid_validator,
 )
 
 
 @dataclass(frozen=True)
 class MFConfig(TrainConfig):
     """`reg` is the L2 weight on the batch's embeddings (per example). Defaults were tuned on the Agent4Rec
-    ML-1M split and train within 3 minutes on 2 cores (the budget stops them otherwise)."""
+    ML-1M split (under a former 3-minute wall-clock budget); early stopping on valid ends training."""
 
     dim: int = 64
     reg: float = 0.05
@@ -32,9 +32,8 @@ class MFConfig(TrainConfig):
     lr: float = 0.002
     batch_size: int = 1024
     epochs: int = 300
-    eval_every: int = 2
-    patience: int = 4
-    time_budget_s: float | None = 170.0
+    eval_every: int = 5
+    patience: int = 3
 
 
 class Factors(nn.Module):
@@ -64,14 +63,19 @@ class MFRecommender(BaseRecommender):
         optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
         def batch_loss(u: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-            eu, ei, ej = self.net.users[u], self.net.items[i], self.net.items[j]
+            # index_select: its backward (index_add) is ~2x faster on CPU than that of x[idx] (index_put).
+            eu, ei, ej = (
+                self.net.users.index_select(0, u),
+                self.net.items.index_select(0, i),
+                self.net.items.index_select(0, j),
+            )
             reg = (eu.square().sum() + ei.square().sum() + ej.square().sum()) / (2 * u.numel())
             return bpr_loss((eu * ei).sum(-1), (eu * ej).sum(-1)) + cfg.reg * reg
 
         self.train_report = train_with_early_stopping(
             self.net,
             lambda _epoch: bpr_epoch(sampler, cfg.batch_size, optimizer, batch_loss),
-            recall_validator(self, valid),
+            valid_validator(self, valid, cfg.valid_metric),
             cfg,
             self.name,
         )

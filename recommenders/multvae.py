@@ -14,14 +14,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from recommenders.base import BaseRecommender
-from recommenders.training import TrainConfig, recall_validator, train_with_early_stopping
+from recommenders.training import TrainConfig, batch_done, train_with_early_stopping, valid_validator
 
 
 @dataclass(frozen=True)
 class MultVAEConfig(TrainConfig):
     """Paper defaults: one 600-unit hidden layer, 200-d latent, input dropout 0.5, beta annealed to 0.2
     over `anneal_steps` updates (fewer than the paper's 200k: ML-1M has far fewer users than ML-20M).
-    `batch_size` counts users. Trains within 3 minutes on 2 cores on the Agent4Rec ML-1M split."""
+    `batch_size` counts users. Early stopping on valid ends training."""
 
     hidden: int = 600
     latent: int = 200
@@ -32,7 +32,6 @@ class MultVAEConfig(TrainConfig):
     epochs: int = 300
     eval_every: int = 5
     patience: int = 5
-    time_budget_s: float | None = 170.0
 
 
 class VAE(nn.Module):
@@ -88,11 +87,12 @@ class MultVAERecommender(BaseRecommender):
                 loss.backward()
                 optimizer.step()
                 step += 1
+                batch_done()
                 total += float(loss.detach()) * rows.shape[0]
             return total / max(order.numel(), 1)
 
         self.train_report = train_with_early_stopping(
-            self.net, run_epoch, recall_validator(self, valid), cfg, self.name
+            self.net, run_epoch, valid_validator(self, valid, cfg.valid_metric), cfg, self.name
         )
 
     @torch.no_grad()

@@ -70,6 +70,12 @@ def test_compare_writes_logs_table_and_report(base_flags: list[str], tmp_path: P
     assert len(tables.llm_calls) > 0 and tables.llm_calls["backend"].eq("mock").all()
     report = (run_dir / "report.md").read_text()
     assert "| mf " in report and "LLM cost" in report
+    # How each recommender's training stopped; the epoch-trained MF says so on the console too.
+    training = json.loads((run_dir / "training.json").read_text())
+    assert training["random"] is None and training["pop"] is None
+    assert training["mf"]["stopped_by"] in ("epochs", "patience") and not training["mf"]["time_capped"]
+    assert training["llm-rank"] == training["mf"]  # its base model's training
+    assert "mf: trained 4 epochs" in out and "WARNING" not in out
     for png in ("metrics.png", "exit_pages.png", "ratings.png", "latency.png"):
         assert (run_dir / "report" / png).stat().st_size > 1000
     # The metrics in the report come from the logs: P_view of random recomputed by hand.

@@ -37,6 +37,7 @@ class PlainPop:
 
     name = "plain-pop"
     fits = 0
+    columns: list[str] = []
 
     def __init__(self, min_count: int = 0) -> None:
         self.min_count = min_count
@@ -44,6 +45,7 @@ class PlainPop:
 
     def fit(self, train: pd.DataFrame, n_users: int, n_items: int, valid: pd.DataFrame | None = None) -> PlainPop:
         PlainPop.fits += 1
+        PlainPop.columns = list(train.columns)
         self.counts = np.bincount(train["item_id"].to_numpy(), minlength=n_items).astype(np.float64)
         return self
 
@@ -288,3 +290,46 @@ def test_check_recommender_command(flags: list[str], capsys, caplog) -> None:
     assert code.value.code == 1
     out = capsys.readouterr().out
     assert "FAIL  never_excluded" in out and "FAIL  too_few_allowed" in out
+
+
+def test_validate_takes_labels_and_resolves_every_spec_first(flags: list[str], tmp_path: Path, capsys) -> None:
+    names = json.dumps([f"ease={MODULE}:PlainPop"])
+    validate = ["validate", *flags, "--validity.bootstrap", "20", "--recommenders.names", names]
+    PlainPop.fits = 0
+    with pytest.raises(SystemExit) as code:  # a typo in the last spec: exit 2 before anything trains or is written
+        app([*validate, "--run.name", "typo", "--validity.policies", '["pop", "ease", "no_such_module_xyz:Rec"]'])
+    assert code.value.code == 2
+    assert "module 'no_such_module_xyz' not found" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "typo").exists() and PlainPop.fits == 0
+    with pytest.raises(SystemExit) as code:
+        app([*validate, "--run.name", "lab", "--validity.policies", f'["pop", "x={MODULE}:PlainPop"]'])
+    assert code.value.code == 2 and "define it with --recommenders.names" in capsys.readouterr().err
+    app([*validate, "--run.name", "ok", "--validity.policies", '["random", "pop", "ease"]'])
+    run_dir = tmp_path / "runs" / "ok"
+    result = json.loads((run_dir / "validity.json").read_text())
+    assert set(result["policies"]) == {"random", "pop", "ease"}  # the label is the json key ...
+    assert (run_dir / "policies" / "ease" / "events").exists()  # ... and the policy's directory
+    assert PlainPop.fits == 1
+    assert PlainPop.columns == ["user_id", "item_id", "rating", "timestamp"]  # fit sees ratings and timestamps
+    # PlainPop is the registry's pop: the same simulated outcome
+    assert result["policies"]["ease"]["sim_p_view"] == result["policies"]["pop"]["sim_p_view"]
+
+
+def test_plugin_cache_key_hashes_the_class_not_the_whole_file(tmp_path: Path, monkeypatch) -> None:
+    import importlib
+    import sys
+
+    from experiments.recommender_specs import _source_digest
+
+    two = "class A:\n    x = 1\n\n\nclass B:\n    y = {}\n\n\nclass C(B):\n    z = 3\n"
+    (tmp_path / "two_recs.py").write_text(two.format(1))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("two_recs")
+    before = {name: _source_digest(getattr(module, name)) for name in "ABC"}
+    (tmp_path / "two_recs.py").write_text(two.format(2))  # edit class B only
+    sys.modules.pop("two_recs")
+    importlib.invalidate_caches()
+    module = importlib.import_module("two_recs")
+    after = {name: _source_digest(getattr(module, name)) for name in "ABC"}
+    assert after["A"] == before["A"]  # another class of the file: its cached model is reused
+    assert after["B"] != before["B"] and after["C"] != before["C"]  # the edited class and its subclass retrain

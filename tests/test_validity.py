@@ -118,3 +118,5 @@ def test_validate_command_on_synthetic_data(tmp_path) -> None:
     assert p["random"]["real_hit"] < p["mf"]["real_hit"] and p["random"]["sim_p_view"] < p["mf"]["sim_p_view"]
     assert result["auc_watch_test"] > 0.6
     assert (run_dir / "validity.md").is_file() and (run_dir / "validity.png").is_file()
+    assert result["time_capped"] == [] and result["training"]["random"] is None
+    assert result["training"]["mf"]["stopped_by"] == "epochs" and result["training"]["mf"]["epochs_run"] == 30

@@ -22,7 +22,8 @@ from experiments.config import (
     ExperimentConfig,
     load_config,
 )
-from experiments.errors import describe_error, redacted_stderr
+from experiments.errors import EndpointUnreachable, describe_error, redacted_stderr
+from simenv.errors import RunStopped
 
 
 class _Command(ExperimentConfig):
@@ -223,7 +224,8 @@ def app(argv: list[str] | None = None) -> None:
             code, message = describe_error(exc)
             if debug:
                 traceback.print_exc()
-            hint = " (--debug shows the traceback)" if code == 1 and not debug else ""
+            told = isinstance(exc, EndpointUnreachable | RunStopped)  # the message says all; no traceback to show
+            hint = " (--debug shows the traceback)" if code == 1 and not debug and not told else ""
             print(f"simrec: {message}{hint}", file=sys.stderr)
             raise SystemExit(code) from None
 

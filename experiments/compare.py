@@ -36,6 +36,7 @@ from experiments.preflight import preflight
 from experiments.recommender_specs import check_recommender_specs
 from experiments.report import EXTERNAL_FILE, build_report, llm_summary, metrics_table, read_run
 from recommenders.external import ExternalRecommender
+from simenv.errors import FallbackShareExceeded
 from simenv.llm import LLM, CallLogLLM
 from simenv.llm.openai_backend import endpoint_urls
 from simenv.metrics import METRICS
@@ -149,19 +150,23 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
                     rate += f", {calls.n_calls / elapsed:.2f} LLM calls/s"
                 progress.update(task, completed=done, rate=rate)
 
-            world.run_sessions(
-                recommender,
-                user_model,
-                policy_dir,
-                PolicyRecipe(config, name, worker_setup, policy_parts, build_llm if llm is not None else None),
-                n_pages=config.simulation.pages,
-                page_size=config.simulation.page_size,
-                seed=config.run.seed,
-                policy_name=name,
-                resume=resuming,
-                batch_size=runner_batch(config),
-                progress=on_page,
-            )
+            try:
+                world.run_sessions(
+                    recommender,
+                    user_model,
+                    policy_dir,
+                    PolicyRecipe(config, name, worker_setup, policy_parts, build_llm if llm is not None else None),
+                    n_pages=config.simulation.pages,
+                    page_size=config.simulation.page_size,
+                    seed=config.run.seed,
+                    policy_name=name,
+                    resume=resuming,
+                    batch_size=runner_batch(config),
+                    progress=on_page,
+                    max_fallback_share=config.llm.max_fallback_share if config.users.model == "llm" else None,
+                )
+            except FallbackShareExceeded as exc:
+                raise FallbackShareExceeded(f"{exc}; stopped, the run is resumable: simrec resume {run_dir}") from None
             if call_log is not None:
                 call_log.close()
             if isinstance(recommender, ExternalRecommender):
@@ -211,12 +216,16 @@ def record_external(recommender: ExternalRecommender, policy_dir: Path, resuming
 
 
 def print_table(console: Console, metrics: pd.DataFrame, llm: pd.DataFrame) -> None:
-    """The Agent4Rec table (mean and 95% interval over users) plus LLM calls, tokens and cache hits."""
+    """The Agent4Rec table (mean and 95% interval over users), the share of page decisions the fallback rule made
+    (figures of a policy above 0% rest partly on fallbacks) plus LLM calls, tokens and cache hits."""
     table = Table(title="Agent4Rec metrics (mean [95% CI] over users)")
     table.add_column("policy")
     for metric in METRICS:
         table.add_column(metric, justify="right")
     table.add_column("users", justify="right")
+    has_share = "fallback_share" in metrics.columns
+    if has_share:
+        table.add_column("fallback share", justify="right")
     if not llm.empty:
         for column in ("LLM calls", "tokens", "cache hits"):
             table.add_column(column, justify="right")
@@ -230,6 +239,7 @@ def print_table(console: Console, metrics: pd.DataFrame, llm: pd.DataFrame) -> N
             else:
                 cells.append("—")
         users = int(metrics.loc[metrics["policy"] == policy, "n_users"].max())
+        share = [f"{metrics.loc[metrics['policy'] == policy, 'fallback_share'].max():.1%}"] if has_share else []
         extra = []
         if not llm.empty and policy in llm.index:
             row = llm.loc[policy]
@@ -240,7 +250,7 @@ def print_table(console: Console, metrics: pd.DataFrame, llm: pd.DataFrame) -> N
             ]
         elif not llm.empty:
             extra = ["0", "0", "—"]
-        table.add_row(policy, *cells, str(users), *extra)
+        table.add_row(policy, *cells, str(users), *share, *extra)
     console.print(table)
 
 

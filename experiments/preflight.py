@@ -5,12 +5,23 @@ typo in the last recommender of a list fails in a second instead of after the fi
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from experiments.config import CONFIG_DIR, ConfigError, ExperimentConfig
-from simenv.llm.secrets import shown
+from experiments.errors import EndpointUnreachable
+from simenv.llm.secrets import redact_urls, shown, url_userinfo
+
+log = logging.getLogger(__name__)
+# Answers that mean the config is wrong (key, model, address): the run would be nothing but fallbacks.
+FATAL_PROBE_ERRORS = {
+    "http_401": "rejected the API key (HTTP 401; set OPENAI_API_KEY)",
+    "http_403": "refused access (HTTP 403; check OPENAI_API_KEY and the model's permissions)",
+    "http_404": "does not serve model {model!r} at this address (HTTP 404; check --llm.model and --llm.base-url)",
+    "connection": "cannot be reached (connection failed: {detail})",
+}
 
 SPEC_CHARS = ":=/"  # a recommender spec that is not a plain registry name (import path, file:, URL, LABEL=)
 
@@ -44,6 +55,11 @@ def check_llm(config: ExperimentConfig) -> None:
             raise ConfigError("[llm.model] is required with --llm.backend openai (e.g. --llm.model gpt-4o-mini)")
         urls = section.base_url or os.environ.get("OPENAI_BASE_URL") or ()  # one, a tuple or a comma-separated list
         for url in (p.strip() for u in ([urls] if isinstance(urls, str) else urls) for p in u.split(",")):
+            if url_userinfo(url):
+                raise ConfigError(
+                    "[llm.base_url] credentials in the URL (user:password@host) are not accepted; "
+                    "give the key in OPENAI_API_KEY"
+                )
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError(f"[llm.base_url] not an http(s) URL: {shown(url)}")
@@ -51,6 +67,34 @@ def check_llm(config: ExperimentConfig) -> None:
         path = Path(section.model).expanduser()
         if not path.exists():
             raise ConfigError(f"[llm.model] no such model file or directory for {section.backend}: {shown(str(path))}")
+
+
+def check_endpoint(config: ExperimentConfig) -> None:
+    """openai backend: one minimal request to every endpoint (`OpenAIBackend.probe`). A wrong key (401/403), an
+    unknown model or path (404) or an address nobody answers at raises `EndpointUnreachable` (exit 1) naming the
+    endpoint (userinfo and query string redacted; the key is never in it); any other error (a 5xx, a 429, a
+    timeout after the retries) is one warning line and the run goes on (its fallback limit guards it)."""
+    if config.llm.backend != "openai":
+        return
+    from experiments.build import llm_config
+    from simenv.llm.factory import make_backend
+    from simenv.llm.openai_backend import OpenAIBackend
+
+    backend = make_backend(llm_config(config))
+    assert isinstance(backend, OpenAIBackend)
+    try:
+        results = backend.probe()
+    finally:
+        backend.close()
+    for url, error in results:
+        if error is None:
+            continue
+        where = redact_urls(url or "the SDK's default endpoint (https://api.openai.com/v1)")
+        template = FATAL_PROBE_ERRORS.get(error.kind)
+        if template is not None:
+            what = template.format(model=backend.model, detail=redact_urls(error.detail)[:160])
+            raise EndpointUnreachable(f"LLM endpoint {where} {what}")
+        log.warning("LLM endpoint %s: pre-flight request failed (%s); running anyway", where, redact_urls(str(error)))
 
 
 def check_recommenders_file(config: ExperimentConfig) -> None:
@@ -83,8 +127,10 @@ def preflight(
     run_dir: Path | None = None,
     marker: str = "experiment.json",
     resume: bool = False,
+    probe: bool = True,
 ) -> None:
-    """Every check a command needs, cheapest first; raises the first ConfigError."""
+    """Every check a command needs, cheapest first; raises the first ConfigError (the endpoint's pre-flight
+    request, last, raises `EndpointUnreachable`)."""
     for name in recommenders:
         check_recommender_name("recommenders.names", name)
     check_recommenders_file(config)
@@ -94,3 +140,5 @@ def preflight(
         check_llm(config)
     if run_dir is not None:
         check_out_dir(run_dir, marker, resume)
+    if needs_llm and probe:
+        check_endpoint(config)

@@ -155,11 +155,14 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
 
     `resume` continues a crashed run: finished policies are re-read from their logs, not re-simulated."""
     from experiments.compare import prepare_run_dir  # the same run-directory rules as compare
+    from experiments.preflight import check_endpoint
 
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     start = time.perf_counter()
     section = config.validity
     check_policy_names(section.policies)
+    if config.users.model == "llm":
+        check_endpoint(config)  # a wrong key, model or address: exit 1 before the run directory is written
     run_dir = prepare_run_dir(config, resume=resume)
     n_personas = section.n_personas or 10**9
     world = build_world(config, n_personas=n_personas)
@@ -191,6 +194,7 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
             policy_name=name,
             batch_size=64,
             resume=resume and (policy_dir / "config.json").is_file(),
+            max_fallback_share=config.llm.max_fallback_share if needs_llm else None,
         )
         events = pd.read_parquet(policy_dir / "events")
         events = events.assign(watch_probability=watch_probabilities(user_model, world, events))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import email.utils
 import inspect
 import math
+import socket
 import time
 from collections.abc import Mapping
 from typing import Protocol
@@ -106,7 +107,10 @@ class SDKTransport:
             return await self._client.post("/" + CHAT_PATH, cast_to=bytes, options=options, **{self._bytes_arg: body})
         except openai.APIStatusError as exc:
             raise status_error(exc.status_code, _first_line(exc), exc.response.headers) from None
-        except openai.APITimeoutError:
+        except openai.APITimeoutError as exc:
+            refused = _refusal(exc)  # the aiohttp client reports a refused connection as a connect *timeout*
+            if refused is not None:
+                raise AttemptError("connection", _first_line(refused)) from None
             raise AttemptError("timeout", f"no answer within {timeout_s:g} s") from None
         except openai.APIConnectionError as exc:
             raise AttemptError("connection", _first_line(exc.__cause__ or exc)) from None
@@ -142,6 +146,18 @@ class DirectTransport:
 
     async def aclose(self) -> None:
         await self._session.close()
+
+
+def _refusal(exc: BaseException) -> BaseException | None:
+    """The refused connection or failed name lookup in `exc`'s causes (not a timeout), if any."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionError | socket.gaierror):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

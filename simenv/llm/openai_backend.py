@@ -45,9 +45,9 @@ import orjson
 from simenv.llm.batching import LoopThread, failed_response
 from simenv.llm.chat_transport import AttemptError, ChatTransport, DirectTransport, SDKTransport
 from simenv.llm.schemas import grammar_friendly
-from simenv.llm.secrets import redact
+from simenv.llm.secrets import redact, url_userinfo
 from simenv.llm.structured import parse_if_json, with_json_instruction
-from simenv.llm.types import LLMError, LLMRequest, LLMResponse
+from simenv.llm.types import LLMError, LLMRequest, LLMResponse, Message
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +74,14 @@ def endpoint_urls(base_url: str | Sequence[str] | None) -> tuple[str | None, ...
             return (None,)
     parts = base_url.split(",") if isinstance(base_url, str) else [p for u in base_url for p in str(u).split(",")]
     urls = tuple(p.strip() for p in parts if p.strip())
+    if any(url_userinfo(u) for u in urls):  # never echoed: the message would carry the password
+        raise ValueError(
+            "OpenAIBackend.base_url: credentials in the URL (user:password@host) are not accepted; "
+            "give the key in OPENAI_API_KEY"
+        )
     bad = [u for u in urls if not re.match(r"^https?://[^/\s]+", u)]
     if not urls or bad:
-        raise ValueError(f"OpenAIBackend.base_url: expected http(s):// URLs, got {base_url!r}")
+        raise ValueError(f"OpenAIBackend.base_url: expected http(s):// URLs, got {redact(repr(base_url))}")
     return urls
 
 
@@ -354,6 +359,39 @@ class OpenAIBackend:
             return []
         session = self._get_session()
         return session.loop.run(self._batch(session, requests))
+
+    # -- pre-flight -------------------------------------------------------------------------------------------
+    def probe(self) -> list[tuple[str | None, AttemptError | None]]:
+        """One minimal chat request (the configured model, `max_tokens` 1, no schema) to every endpoint, with the
+        call's retry rules; per endpoint its URL and the last failed attempt (None: it answered). Used before a
+        run writes anything, so a wrong key, model or address fails in a second, not as a run of fallbacks."""
+        session = self._get_session()
+        return session.loop.run(self._probe_all(session))
+
+    async def _probe_all(self, session: _Session) -> list[tuple[str | None, AttemptError | None]]:
+        request = LLMRequest(
+            messages=(Message("user", "Reply with OK."),), template="preflight", template_version="v1", max_tokens=1
+        )
+        body = self._body(request)
+
+        async def one(endpoint: _Endpoint) -> AttemptError | None:
+            tries = 0
+            while True:
+                try:
+                    async with endpoint.gate:
+                        await endpoint.transport.post(body, self.timeout_s)
+                    return None
+                except AttemptError as exc:
+                    last = exc
+                except (ValueError, TypeError) as exc:
+                    last = AttemptError(type(exc).__name__, str(exc), retryable=False)
+                tries += 1
+                if not last.retryable or tries > self.max_retries:
+                    return last
+                await asyncio.sleep(self.backoff(request, tries - 1, last.retry_after_s))
+
+        errors = await asyncio.gather(*(one(e) for e in session.endpoints))
+        return [(e.url, err) for e, err in zip(session.endpoints, errors, strict=True)]
 
     def close(self) -> None:
         """Close the transports and their connections and stop the loop thread; safe to call twice."""

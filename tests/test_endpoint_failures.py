@@ -1,0 +1,96 @@
+"""Issue 26: when the endpoint fails, say so. The real CLI against a real loopback server (tests/servers): a wrong
+key, an unknown model or a dead address fail the pre-flight request (exit 1, one line naming the endpoint, no key,
+no run directory); a run whose page decisions keep falling back stops at `[llm] max_fallback_share` (exit 1,
+resumable); a run name that is a path and a base URL with credentials are bad input (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from experiments.cli import app
+from tests.servers.fault_server import FaultServer
+
+KEY = "sk-test-right-key-0123456789"
+WRONG = "sk-test-wrong-key-9876543210"
+FAST = ["--users.embedder", "hashing", "--data.dataset", "synthetic", "--recommenders.names", '["random"]']
+
+
+def run(tmp_path: Path, capsys, args: list[str], expect: int) -> tuple[str, str]:
+    """`simrec` with an isolated out dir and cache; the exit code must be `expect`; returns (last stderr line, out)."""
+    with pytest.raises(SystemExit) as info:
+        app([*args, "--run.out-dir", str(tmp_path / "runs"), "--data.cache-dir", str(tmp_path / "cache")])
+    captured = capsys.readouterr()
+    assert info.value.code == expect, captured.err
+    lines = [ln for ln in captured.err.splitlines() if ln.startswith("simrec: ")]
+    assert len(lines) == 1, captured.err
+    assert "Traceback" not in captured.err + captured.out
+    return lines[0], captured.out
+
+
+def _openai(url: str, model: str = "m") -> list[str]:
+    return ["compare", *FAST, "--llm.backend", "openai", "--llm.model", model, "--llm.base-url", url,
+            "--llm.max-retries", "0", "--run.name", "r"]  # fmt: skip
+
+
+def _dead_url() -> str:
+    with socket.socket() as sock:  # a port nobody listens on once the socket is closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def test_preflight_names_the_endpoint_for_wrong_key_unknown_model_and_dead_address(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FaultServer(api_key=KEY, models=("m",)) as server:
+        monkeypatch.setenv("OPENAI_API_KEY", WRONG)
+        line, _ = run(tmp_path, capsys, _openai(server.base_url), expect=1)
+        assert line == f"simrec: LLM endpoint {server.base_url} rejected the API key (HTTP 401; set OPENAI_API_KEY)"
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        line, _ = run(tmp_path, capsys, _openai(server.base_url, model="no-such-model"), expect=1)
+        assert line.startswith(f"simrec: LLM endpoint {server.base_url} does not serve model 'no-such-model'")
+        assert "HTTP 404" in line
+        assert server.stats["refused_401"] == 1 and server.stats["refused_404"] == 1  # one request each, no retry
+    line, _ = run(tmp_path, capsys, _openai(_dead_url()), expect=1)
+    assert "cannot be reached (connection failed" in line
+    assert not (tmp_path / "runs").exists(), "the pre-flight failures wrote a run directory"
+
+
+def test_endpoint_secrets_in_userinfo_query_and_headers_never_reach_a_message(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    line, _ = run(tmp_path, capsys, _openai("http://alice:hunter2-secret@127.0.0.1:9/v1"), expect=2)
+    assert "credentials in the URL" in line and "hunter2-secret" not in line and "alice" not in line
+    dead = _dead_url()
+    line, _ = run(tmp_path, capsys, _openai(dead + "?api-key=query-secret-123"), expect=1)
+    assert "query-secret-123" not in line and f"{dead}?<redacted>" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_name_must_be_a_name(tmp_path: Path, capsys) -> None:
+    for name in ("../escape", "a/b", "/abs/path", ".."):
+        line, _ = run(tmp_path, capsys, ["compare", *FAST, "--llm.backend", "mock", "--run.name", name], expect=2)
+        assert "[run.name] Value error, must be a plain name" in line, line
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "escape").exists()
+
+
+def prose(body: dict) -> str:
+    return "I think these all look like fine movies to me."
+
+
+def test_fallback_share_above_the_limit_stops_the_run_resumably(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with FaultServer(responder=prose, api_key=KEY) as server:
+        args = [*_openai(server.base_url), "--users.profile", "llm-only", "--data.n-personas", "12"]
+        line, _ = run(tmp_path, capsys, args, expect=1)
+    run_dir = tmp_path / "runs" / "r"
+    assert line.startswith("simrec: policy random: ") and "page decisions fell back" in line, line
+    assert f"> [llm] max_fallback_share 5%); stopped, the run is resumable: simrec resume {run_dir}" in line
+    config = json.loads((run_dir / "experiment.json").read_text())
+    assert config["llm"]["max_fallback_share"] == 0.05
+    assert (run_dir / "policies" / "random" / "pages").is_dir()  # the pages up to the stop are logged

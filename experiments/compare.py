@@ -39,6 +39,7 @@ from recommenders.external import ExternalRecommender
 from simenv.errors import FallbackShareExceeded
 from simenv.llm import LLM, CallLogLLM
 from simenv.llm.openai_backend import endpoint_urls
+from simenv.llm.secrets import REDACTED, redact_urls
 from simenv.metrics import METRICS
 from simenv.protocols import Recommender, UserModel
 from simenv.runner import rollback_to_checkpoint
@@ -80,7 +81,7 @@ def prepare_run_dir(config: ExperimentConfig, resume: bool) -> Path:
     after validation passed, so a bad config or data file leaves no directory behind."""
     run_dir = Path(config.run.out_dir) / config.run.name
     path = run_dir / EXPERIMENT_FILE
-    dumped = json.loads(config.model_dump_json())
+    dumped = redacted_config(config)
     if path.is_file():
         if not resume:
             raise ConfigError(
@@ -93,6 +94,22 @@ def prepare_run_dir(config: ExperimentConfig, resume: bool) -> Path:
     tmp.write_text(json.dumps(dumped, indent=2))
     os.replace(tmp, path)
     return run_dir
+
+
+def redacted_config(config: ExperimentConfig) -> dict:
+    """The config as experiment.json stores it: the userinfo and query string of every URL redacted (a key can
+    ride in either); `resume_compare` takes a redacted base URL from $OPENAI_BASE_URL."""
+    return _redact_strings(json.loads(config.model_dump_json()))
+
+
+def _redact_strings(value: object) -> object:
+    if isinstance(value, str):
+        return redact_urls(value) if "://" in value else value
+    if isinstance(value, dict):
+        return {k: _redact_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_strings(v) for v in value]
+    return value
 
 
 def run_compare(config: ExperimentConfig, resume: bool = False, console: Console | None = None) -> Path:
@@ -260,11 +277,24 @@ def resume_compare(run_dir: Path) -> Path:
     if not path.is_file():
         raise ConfigError(f"{run_dir}: not a compare run directory (no {EXPERIMENT_FILE})")
     try:
-        config = ExperimentConfig.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        config = ExperimentConfig.model_validate(with_base_url(stored, path))
     except (ValueError, UnicodeDecodeError) as exc:  # JSON or pydantic: a damaged experiment.json
         detail = format_validation_error(exc, str(path)) if isinstance(exc, ValidationError) else f"{path}: {exc}"
         raise ConfigError(one_line_detail(detail)) from None
     return run_compare(config, resume=True)
+
+
+def with_base_url(stored: dict, path: Path) -> dict:
+    """experiment.json with a redacted `[llm] base_url` (its query string held a secret) replaced by
+    $OPENAI_BASE_URL, which must be the same endpoints (the config check on resume compares the redacted forms)."""
+    llm = stored.get("llm") if isinstance(stored, dict) else None
+    if not isinstance(llm, dict) or REDACTED not in json.dumps(llm.get("base_url")):
+        return stored
+    env = os.environ.get("OPENAI_BASE_URL")
+    if not env:
+        raise ConfigError(f"{path}: [llm.base_url] was stored redacted; set OPENAI_BASE_URL to the run's endpoint(s)")
+    return {**stored, "llm": {**llm, "base_url": env}}
 
 
 def one_line_detail(text: str) -> str:

@@ -173,6 +173,7 @@ def run_sessions(
                 and n_shown_pages >= min_fallback_pages
                 and n_fallback_pages > max_fallback_share * n_shown_pages
             ):
+                flush_logs(user_model)  # the failed answers on record (a resume drops them with the step's parts)
                 raise FallbackShareExceeded(
                     f"policy {policy}: {n_fallback_pages} of {n_shown_pages} page decisions fell back "
                     f"({n_fallback_pages / n_shown_pages:.0%} > [llm] max_fallback_share {max_fallback_share:.0%})"

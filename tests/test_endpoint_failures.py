@@ -94,3 +94,36 @@ def test_fallback_share_above_the_limit_stops_the_run_resumably(tmp_path: Path, 
     config = json.loads((run_dir / "experiment.json").read_text())
     assert config["llm"]["max_fallback_share"] == 0.05
     assert (run_dir / "policies" / "random" / "pages").is_dir()  # the pages up to the stop are logged
+
+
+def header_prose(body: dict) -> str:
+    return "I cannot answer. Debug: X-Api-Key: header-secret-4242; Authorization: Bearer header-secret-4242"
+
+
+def test_no_secret_from_url_query_env_or_header_in_any_file_a_run_writes(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with FaultServer(responder=header_prose, api_key=KEY) as server:
+        url = server.base_url + "?api-key=query-secret-777"
+        args = [*_openai(url), "--users.profile", "llm-only", "--data.n-personas", "12", "--log.prompts", "full"]
+        line, out = run(tmp_path, capsys, args, expect=1)  # every decision falls back: the limit stops the run
+    assert "page decisions fell back" in line
+    run_dir = tmp_path / "runs" / "r"
+    stored = json.loads((run_dir / "experiment.json").read_text())
+    assert stored["llm"]["base_url"] == [f"{server.base_url}?<redacted>"]
+    files = [p for p in (tmp_path / "runs").rglob("*") if p.is_file()] + list((tmp_path / "cache").rglob("*"))
+    assert any(p.parent.name == "llm_calls" for p in files)
+    for path in (p for p in files if p.is_file()):
+        data = path.read_bytes()
+        for secret in (KEY, "query-secret-777", "header-secret-4242"):
+            assert secret.encode() not in data, (path, secret)
+    for secret in (KEY, "query-secret-777", "header-secret-4242"):
+        assert secret not in line + out
+    # resume: the stored base URL is redacted, so it comes from $OPENAI_BASE_URL (here: the server is gone)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    for env, code, expected in ((None, 2, "was stored redacted; set OPENAI_BASE_URL"), (url, 1, "cannot be reached")):
+        if env is not None:
+            monkeypatch.setenv("OPENAI_BASE_URL", env)
+        with pytest.raises(SystemExit) as info:
+            app(["resume", str(run_dir)])
+        err = capsys.readouterr().err
+        assert info.value.code == code and expected in err and "query-secret-777" not in err, err

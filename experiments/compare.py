@@ -32,7 +32,7 @@ from experiments.build import (
 )
 from experiments.config import ConfigError, ExperimentConfig, format_validation_error
 from experiments.engine import PolicyRecipe
-from experiments.preflight import preflight
+from experiments.preflight import check_sizes, preflight
 from experiments.recommender_specs import check_recommender_specs
 from experiments.report import EXTERNAL_FILE, build_report, llm_summary, metrics_table, read_run
 from recommenders.external import ExternalRecommender
@@ -127,6 +127,7 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
     )
     world = build_world(config)  # data errors surface here, before anything is written
     policies = check_recommender_specs(config, world)  # as do bad recommender specs; their policy names
+    check_sizes(config, world)  # and pages that cannot be filled
     console.print(
         f"{world.dataset.name}: {world.dataset.n_users} users, {world.dataset.n_items} items; "
         f"split {len(world.split.users)} users / {len(world.split.train)} train ratings; "

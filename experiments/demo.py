@@ -8,6 +8,10 @@
    default configuration prints (same events; the hashing embedder only skips MiniLM's memory embeddings).
 3. Validity: `validate` on the same split and seed (every eligible persona, the demo's `[validity] policies`,
    mock LLM, hashing embedder): how well the simulator's ranking agrees with the real held-out data.
+Run directories: the demo replaces its own previous output (`<out_dir>/<name>` and `<name>-validity`, marked by a
+`.simrec-demo` file it writes) and reuses the caches, so `make demo` runs again and again; a directory it did not
+make is never removed (compare refuses to overwrite a run in it, as always).
+
 4. Narration: `NARRATED_USERS` personas' sessions with `NARRATED_POLICY`, replayed page by page with the
    embedded model (`[llm]`, llama.cpp SmolLM2): the same pages and the same seeded decisions as in step 2 (checked),
    now with feelings, reflections, exit reasons and interview answers in the model's words, printed as transcripts
@@ -17,6 +21,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -50,6 +55,19 @@ from simenv.rewards import item_rewards, page_reward, reward_config
 NARRATED_POLICY = "lightgcn"
 NARRATED_USERS = 3
 NARRATED_DIR = "narrated"
+DEMO_MARK = ".simrec-demo"  # in a run directory the demo made: the next demo may replace it
+
+
+def own_run_dir(config: ExperimentConfig) -> Path:
+    """`<out_dir>/<name>`, emptied if an earlier demo made it (its mark is there) and marked as the demo's. A
+    directory with something else in it is left as it is: compare then refuses to overwrite a run there."""
+    run_dir = Path(config.run.out_dir) / config.run.name
+    if (run_dir / DEMO_MARK).is_file():
+        shutil.rmtree(run_dir)
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / DEMO_MARK).write_text("made by `simrec demo`; the next demo replaces this directory\n")
+    return run_dir
 
 
 @dataclass
@@ -199,12 +217,14 @@ def run_demo(config: ExperimentConfig, console: Console | None = None, start: fl
         f"{len(config.recommenders.names)} recommenders, fitted users; mock LLM and hashing embedder (the decisions "
         "read no text)"
     )
+    own_run_dir(decisions_config(config))
     compare_dir = run_compare(decisions_config(config), console=console)
     clock.lap("decisions")
     console.rule(
         f"[bold]2. Validity[/]: every eligible persona x {len(config.validity.policies)} policies "
         "(the demo's list: no extra under-trained checkpoints), scored against the real held-out ratings"
     )
+    own_run_dir(validity_config(config))
     validity_dir = run_validate(validity_config(config), console=console)
     clock.lap("validity")
     users = narrated_users(read_table(compare_dir / "policies" / NARRATED_POLICY, "events"), NARRATED_USERS)

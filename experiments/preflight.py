@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from experiments.config import CONFIG_DIR, ConfigError, ExperimentConfig
@@ -95,6 +96,35 @@ def check_endpoint(config: ExperimentConfig) -> None:
             what = template.format(model=backend.model, detail=redact_urls(error.detail)[:160])
             raise EndpointUnreachable(f"LLM endpoint {where} {what}")
         log.warning("LLM endpoint %s: pre-flight request failed (%s); running anyway", where, redact_urls(str(error)))
+
+
+def check_sizes(config: ExperimentConfig, world: Any, requested: int | None = None) -> None:
+    """Page sizes against the catalog and every persona's candidates (the items it has not rated in train): a
+    session that never leaves shows `pages x page_size` distinct items, so that many must be there for every
+    persona, or the run would fail on its last pages. Fewer personas than requested: one warning line (the count
+    the run uses is in each policy's config.json, `n_episodes`)."""
+    pages, size = config.simulation.pages, config.simulation.page_size
+    n_items = world.dataset.n_items
+    if size > n_items:
+        raise ConfigError(f"[simulation.page_size] {size} exceeds the catalog's {n_items} items")
+    need = pages * size
+    fewest = min(world.personas.values(), key=lambda p: n_items - len(set(p.train_items)), default=None)
+    if fewest is not None:
+        candidates = n_items - len(set(fewest.train_items))
+        if need > candidates:
+            raise ConfigError(
+                f"[simulation.pages] x [simulation.page_size] = {pages} x {size} = {need} items per session, but "
+                f"persona {fewest.user_id} has only {candidates} candidates ({n_items} items minus its "
+                f"{n_items - candidates} train ratings); lower --simulation.pages or --simulation.page-size"
+            )
+    requested = config.data.n_personas if requested is None else requested
+    if requested > len(world.personas):
+        log.warning(
+            "%d personas requested, %d available (the split's users): running %d",
+            requested,
+            len(world.personas),
+            len(world.personas),
+        )
 
 
 def check_recommenders_file(config: ExperimentConfig) -> None:

@@ -155,7 +155,7 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
 
     `resume` continues a crashed run: finished policies are re-read from their logs, not re-simulated."""
     from experiments.compare import prepare_run_dir  # the same run-directory rules as compare
-    from experiments.preflight import check_endpoint
+    from experiments.preflight import check_endpoint, check_sizes
 
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     start = time.perf_counter()
@@ -163,9 +163,10 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
     check_policy_names(section.policies)
     if config.users.model == "llm":
         check_endpoint(config)  # a wrong key, model or address: exit 1 before the run directory is written
-    run_dir = prepare_run_dir(config, resume=resume)
     n_personas = section.n_personas or 10**9
-    world = build_world(config, n_personas=n_personas)
+    world = build_world(config, n_personas=n_personas)  # data errors and sizes first: nothing written yet
+    check_sizes(config, world, requested=section.n_personas or 0)
+    run_dir = prepare_run_dir(config, resume=resume)
     console.print(
         f"[bold]simrec validate[/] → {run_dir}: {world.dataset.name}, {len(world.personas)} personas, "
         f"{len(section.policies)} policies, profile {config.users.profile}"

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from experiments.cli import app
-from experiments.demo import NARRATED_DIR, NARRATED_POLICY
+from experiments.demo import DEMO_MARK, NARRATED_DIR, NARRATED_POLICY
 from simenv.eventlog import read_table
 
 RECS = """
@@ -32,13 +34,14 @@ eval_every = 1000
 
 def test_demo_prints_table_headline_and_narrated_transcripts(tmp_path: Path, capsys) -> None:
     (tmp_path / "recs.toml").write_text(RECS)
-    app([
+    args = [
         "demo",
         "--data.dataset", "synthetic", "--data.n-personas", "12", "--data.cache-dir", str(tmp_path / "cache"),
         "--llm.backend", "mock", "--users.embedder", "hashing", "--run.out-dir", str(tmp_path / "runs"),
         "--recommenders.config-file", str(tmp_path / "recs.toml"),
         "--validity.policies", '["random", "pop", "mf", "lightgcn"]', "--validity.bootstrap", "50",
-    ])  # fmt: skip
+    ]  # fmt: skip
+    app(args)
     out = capsys.readouterr().out
     assert "Agent4Rec metrics" in out and "validity (synthetic" in out
     assert "User " in out and f"\u00b7 {NARRATED_POLICY} \u00b7 episode" in out and "Interview: satisfaction" in out
@@ -55,3 +58,17 @@ def test_demo_prints_table_headline_and_narrated_transcripts(tmp_path: Path, cap
     got = replayed[cols].sort_values(cols[:4], ignore_index=True)
     assert got.equals(want)
     assert (narrated / "user_events").is_dir() and (narrated / "llm_calls").is_dir()
+
+    # `make demo` twice: the second run replaces the demo's own output (caches reused) and ends the same way
+    before = read_table(run / "policies" / "random", "events")
+    app(args)
+    again = capsys.readouterr().out
+    assert "validity (synthetic" in again and "demo wall time" in again
+    assert read_table(run / "policies" / "random", "events").equals(before)
+    assert (run / DEMO_MARK).is_file() and (tmp_path / "runs" / "demo-validity" / DEMO_MARK).is_file()
+    # a run directory the demo did not make is never replaced: the demo refuses like any command (exit 2)
+    (run / DEMO_MARK).unlink()
+    with pytest.raises(SystemExit) as info:
+        app(args)
+    assert info.value.code == 2 and "already holds a run" in capsys.readouterr().err
+    assert read_table(run / "policies" / "random", "events").equals(before)

@@ -127,3 +127,12 @@ def test_no_secret_from_url_query_env_or_header_in_any_file_a_run_writes(tmp_pat
             app(["resume", str(run_dir)])
         err = capsys.readouterr().err
         assert info.value.code == code and expected in err and "query-secret-777" not in err, err
+
+
+def test_sizes_are_checked_before_anything_is_written(tmp_path: Path, capsys, caplog) -> None:
+    mock = ["compare", *FAST, "--llm.backend", "mock", "--run.name", "r"]
+    line, _ = run(tmp_path, capsys, [*mock, "--simulation.page-size", "100000"], expect=2)
+    assert "[simulation.page_size] 100000 exceeds the catalog's" in line
+    line, _ = run(tmp_path, capsys, [*mock, "--simulation.pages", "400", "--simulation.page-size", "4"], expect=2)
+    assert "= 400 x 4 = 1600 items per session, but persona" in line and "candidates" in line
+    assert not (tmp_path / "runs").exists()

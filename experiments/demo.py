@@ -43,6 +43,7 @@ from experiments.build import (
 )
 from experiments.compare import run_compare
 from experiments.config import ExperimentConfig
+from experiments.model_cache import check_caches
 from experiments.transcript import load_sessions, render, write_user_events
 from experiments.validate import VARIANTS, run_validate
 from simenv.eventlog import RunLog, event_rows, interview_row, page_row, read_table
@@ -211,6 +212,7 @@ def run_demo(config: ExperimentConfig, console: Console | None = None, start: fl
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     clock = Clock(start if start is not None else time.perf_counter())
     console.rule("[bold]simrec demo[/]: preparation (data, recommenders, response model)")
+    check_caches(config)  # before `prepare` loads any: a damaged entry is set aside and rebuilt
     world = prepare(config, console, clock)
     console.rule(
         f"[bold]1. Decisions[/]: {min(config.data.n_personas, len(world.split.users))} personas x "

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from experiments.config import CONFIG_DIR, ConfigError, ExperimentConfig
 from experiments.errors import EndpointUnreachable
+from experiments.model_cache import check_caches
 from simenv.llm.secrets import redact_urls, shown, url_userinfo
 
 log = logging.getLogger(__name__)
@@ -170,5 +171,6 @@ def preflight(
         check_llm(config)
     if run_dir is not None:
         check_out_dir(run_dir, marker, resume)
+    check_caches(config)
     if needs_llm and probe:
         check_endpoint(config)

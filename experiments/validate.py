@@ -155,12 +155,14 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
 
     `resume` continues a crashed run: finished policies are re-read from their logs, not re-simulated."""
     from experiments.compare import prepare_run_dir  # the same run-directory rules as compare
+    from experiments.model_cache import check_caches
     from experiments.preflight import check_endpoint, check_sizes
 
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     start = time.perf_counter()
     section = config.validity
     check_policy_names(section.policies)
+    check_caches(config)
     if config.users.model == "llm":
         check_endpoint(config)  # a wrong key, model or address: exit 1 before the run directory is written
     n_personas = section.n_personas or 10**9

@@ -13,7 +13,8 @@ deleted and counted in `stale`: the request goes to the model as a miss. So a re
 again exactly for the answers that were bad, and gets every good one from disk.
 
 The cache is a directory on the user's machine (`[data] cache_dir`); answers are JSON text, never pickles.
-A store that cannot be opened (a damaged sqlite file) is set aside by `simenv.data.cache.open_or_set_aside`.
+A store whose sqlite file is damaged is set aside (`simenv.set_aside`: renamed `cache.db.corrupt-<timestamp>`,
+one warning line) and an empty one is opened in its place.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -32,10 +34,25 @@ from typing import Any
 from simenv.llm.structured import answer_valid
 from simenv.llm.types import LLM, LLMRequest, LLMResponse
 from simenv.llm.wrapper import LLMWrapper
+from simenv.set_aside import set_aside
 
 logger = logging.getLogger(__name__)
 _RECENT = 8192  # call ids of recently stored or replayed answers, so an outcome can withdraw their entry
 _STORED_FIELDS = ("text", "backend", "model", "prompt_tokens", "completion_tokens", "latency_s", "parsed")
+
+
+def open_store(directory: Path) -> Any:
+    """A `diskcache.Cache` on `directory`, checked: a `cache.db` that is not a readable sqlite database is set aside
+    and a new one made (shared with `agents.embedding`'s cache through `experiments.model_cache.check_caches`)."""
+    import diskcache
+
+    try:
+        store = diskcache.Cache(str(directory))
+        store.get("\0probe")  # reads the table: a damaged file fails here if not when opened
+        return store
+    except sqlite3.DatabaseError as exc:
+        set_aside(directory / "cache.db", f"sqlite: {exc}")
+        return diskcache.Cache(str(directory))
 
 
 class CacheLLM(LLMWrapper):
@@ -46,12 +63,8 @@ class CacheLLM(LLMWrapper):
 
     def __init__(self, inner: LLM, directory: str | Path) -> None:
         super().__init__(inner)
-        try:
-            import diskcache
-        except ImportError as exc:  # pragma: no cover - diskcache is a core dependency
-            raise ImportError("the LLM cache needs diskcache: pip install diskcache") from exc
         self.directory = Path(directory)
-        self._store = diskcache.Cache(str(self.directory))
+        self._store = open_store(self.directory)
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -24,6 +25,9 @@ from experiments.config import (
 )
 from experiments.errors import EndpointUnreachable, describe_error, redacted_stderr
 from simenv.errors import RunStopped
+from simenv.llm.secrets import redact
+
+INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 class _Command(ExperimentConfig):
@@ -215,10 +219,16 @@ def app(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch/llama.cpp load: no spin-waiting threads
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from installed packages, never from a hub
+    previous = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM stops a run as Ctrl-C does
     with redacted_stderr(secret_argv_values(args)):
         try:
             CliApp.run(Simrec, cli_args=args, cli_exit_on_error=False)
-        except (KeyboardInterrupt, SystemExit):
+        except KeyboardInterrupt as exc:  # SIGINT/SIGTERM: one line, what was kept, exit 130, no traceback
+            if debug:
+                traceback.print_exc()
+            print(f"simrec: {redact(str(exc)) or 'interrupted'}", file=sys.stderr)
+            raise SystemExit(INTERRUPTED) from None
+        except SystemExit:
             raise
         except BaseException as exc:  # noqa: BLE001 - the one place every error becomes a one-line message
             code, message = describe_error(exc)
@@ -228,6 +238,12 @@ def app(argv: list[str] | None = None) -> None:
             hint = " (--debug shows the traceback)" if code == 1 and not debug and not told else ""
             print(f"simrec: {message}{hint}", file=sys.stderr)
             raise SystemExit(code) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt("terminated")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Run directory layout: `experiment.json` (the full config), `reference.json` (rea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from experiments.preflight import check_sizes, preflight
 from experiments.recommender_specs import check_recommender_specs
 from experiments.report import EXTERNAL_FILE, build_report, llm_summary, metrics_table, read_run
 from recommenders.external import ExternalRecommender
-from simenv.errors import FallbackShareExceeded
+from simenv.errors import FallbackShareExceeded, RunInterrupted
 from simenv.llm import LLM, CallLogLLM
 from simenv.llm.openai_backend import endpoint_urls
 from simenv.llm.secrets import REDACTED, redact_urls
@@ -135,6 +136,23 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
     )
     llm = build_llm(config) if needs_llm else None
     run_dir = prepare_run_dir(config, resume)
+    try:
+        return _run_policies(config, world, policies, llm, run_dir, console, start, resume)
+    except KeyboardInterrupt as exc:
+        if llm is not None:
+            with contextlib.suppress(Exception):
+                llm.close()  # its connections and loop thread, now rather than in a finalizer at exit
+        raise RunInterrupted(
+            f"{str(exc) or 'interrupted'}: the pages in flight are dropped (logs end at the last checkpoint); "
+            f"resume with: simrec resume {run_dir}"
+        ) from None
+
+
+def _run_policies(
+    config: ExperimentConfig, world: World, policies: list[str], llm: LLM | None, run_dir: Path, console: Console,
+    start: float, resume: bool,
+) -> Path:  # fmt: skip
+    """Every policy's sessions, then the table and the report (`run_compare` after its checks)."""
     console.print(f"[bold]simrec compare[/] → {run_dir}")
     (run_dir / "reference.json").write_text(json.dumps(reference_stats(world, config.users.model), indent=2))
     users = UserModelFactory(config, world, llm)

@@ -27,6 +27,7 @@ from experiments.config import ExperimentConfig
 from experiments.engine import PolicyRecipe
 from experiments.validity import label_shown, llm_contribution, score_validity
 from recommenders.degraded import NoisyRanking, PopularityBand, TopNSampling
+from simenv.errors import RunInterrupted
 from simenv.llm import LLM
 from simenv.protocols import Recommender, UserModel
 from simenv.runner import rollback_to_checkpoint
@@ -178,33 +179,13 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
     users = UserModelFactory(config, world, llm)
     user_model = users()
     stack = getattr(getattr(user_model, "decider", None), "stack", None)  # agents.llm_feature (llm-grounded)
-    labelled_parts, recall = [], {}
-    for name in section.policies:
-        t0 = time.perf_counter()
-        policy = build_policy(config, world, name)
-        recall[name] = offline_recall(policy, world, sorted(world.personas), seed=config.run.seed)
-        policy_dir = run_dir / "policies" / name
-        if resume and policy_dir.is_dir():
-            rollback_to_checkpoint(policy_dir)
-        world.run_sessions(
-            policy,
-            user_model,
-            policy_dir,
-            PolicyRecipe(config, name, worker_setup, policy_parts, build_llm if needs_llm else None, n_personas, False),
-            n_pages=config.simulation.pages,
-            page_size=config.simulation.page_size,
-            seed=config.run.seed,
-            policy_name=name,
-            batch_size=64,
-            resume=resume and (policy_dir / "config.json").is_file(),
-            max_fallback_share=config.llm.max_fallback_share if needs_llm else None,
-        )
-        events = pd.read_parquet(policy_dir / "events")
-        events = events.assign(watch_probability=watch_probabilities(user_model, world, events))
-        if stack is not None:
-            events = events.assign(**response_columns(user_model, world, events, config.run.seed))
-        labelled_parts.append(label_shown(events, world.split.valid, world.split.test))
-        console.print(f"  {name:>22}: {len(events)} shown, {time.perf_counter() - t0:.1f} s")
+    try:
+        labelled_parts, recall = _simulate(config, world, user_model, stack, run_dir, n_personas, resume, console)
+    except KeyboardInterrupt as exc:
+        raise RunInterrupted(
+            f"{str(exc) or 'interrupted'}: the pages in flight are dropped; {run_dir} keeps the finished policies "
+            "(validate has no resume command: run it again with another --run.name)"
+        ) from None
     labelled = pd.concat(labelled_parts, ignore_index=True)
     body = score_validity(
         labelled, [p for p in POP_CF if p in section.policies], recall, n_boot=section.bootstrap, seed=config.run.seed
@@ -296,3 +277,40 @@ def llm_headline(block: dict) -> str:
         f"{view['stacked']['pop_cf']:+.2f}, all {view['response']['all']:+.2f} -> {view['stacked']['all']:+.2f}; "
         f"P_like~real like Pop+CF {like['response']['pop_cf']:+.2f} -> {like['stacked']['pop_cf']:+.2f}"
     )
+
+
+def _simulate(
+    config: ExperimentConfig, world: World, user_model: UserModel, stack: Any, run_dir: Path, n_personas: int,
+    resume: bool, console: Console,
+) -> tuple[list[pd.DataFrame], dict[str, Any]]:  # fmt: skip
+    """Every policy's sessions, labelled against the held-out data (`run_validate`'s loop)."""
+    section = config.validity
+    needs_llm = config.users.model == "llm"
+    labelled_parts, recall = [], {}
+    for name in section.policies:
+        t0 = time.perf_counter()
+        policy = build_policy(config, world, name)
+        recall[name] = offline_recall(policy, world, sorted(world.personas), seed=config.run.seed)
+        policy_dir = run_dir / "policies" / name
+        if resume and policy_dir.is_dir():
+            rollback_to_checkpoint(policy_dir)
+        world.run_sessions(
+            policy,
+            user_model,
+            policy_dir,
+            PolicyRecipe(config, name, worker_setup, policy_parts, build_llm if needs_llm else None, n_personas, False),
+            n_pages=config.simulation.pages,
+            page_size=config.simulation.page_size,
+            seed=config.run.seed,
+            policy_name=name,
+            batch_size=64,
+            resume=resume and (policy_dir / "config.json").is_file(),
+            max_fallback_share=config.llm.max_fallback_share if needs_llm else None,
+        )
+        events = pd.read_parquet(policy_dir / "events")
+        events = events.assign(watch_probability=watch_probabilities(user_model, world, events))
+        if stack is not None:
+            events = events.assign(**response_columns(user_model, world, events, config.run.seed))
+        labelled_parts.append(label_shown(events, world.split.valid, world.split.test))
+        console.print(f"  {name:>22}: {len(events)} shown, {time.perf_counter() - t0:.1f} s")
+    return labelled_parts, recall

@@ -18,3 +18,8 @@ class RunStopped(RuntimeError):
 
 class FallbackShareExceeded(RunStopped):
     """The share of page decisions that fell back exceeded `[llm] max_fallback_share`."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM during a run; the message says what was kept and how to go on. The CLI prints it on one
+    line and exits 130."""

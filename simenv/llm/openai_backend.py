@@ -134,7 +134,9 @@ class _Session:
             await endpoint.transport.aclose()
 
     def close(self) -> None:
-        if not self.loop.closed:
+        if not self.loop.closed and self.loop.is_current:  # collected on the loop thread: no await possible here
+            self.loop.close()
+        elif not self.loop.closed:
             try:
                 self.loop.run(self._aclose())
             finally:

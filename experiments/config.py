@@ -89,6 +89,9 @@ class LLMSection(Section):
     per call, for fast local servers at high concurrency (see docs/LLM_ENDPOINTS.md)."""
     structured_output: Literal["json_schema", "json_object"] = _LLM.structured_output
     """json_schema (OpenAI, vLLM) or json_object+schema (llama.cpp server)."""
+    schema_mode: Literal["auto", "full", "plain"] = "auto"
+    """Servers without JSON-Schema `prefixItems`: plain sends schemas without it (answers still validated against the
+    full schema here); auto switches to plain after the first HTTP 400 that names the schema; full never does."""
     temperature: float = Field(_LLM.temperature, ge=0.0, le=2.0)
     """Sampling temperature."""
     concurrency: int = Field(_LLM.concurrency, ge=1)

@@ -13,6 +13,12 @@ each). Every call runs on one event-loop thread per backend (`LoopThread`) where
 connections stay open between batches. The transport (`simenv.llm.chat_transport`) is the SDK's (`http_client`
 "auto": its aiohttp transport when aiohttp is installed, else httpx) or `direct`, a plain aiohttp POST with ~3x
 less client CPU per call, for fast local servers at high concurrency (`python -m benchmarks.bench_llm`).
+`schema_mode` is for servers whose JSON-Schema support predates `prefixItems` (draft 2020-12; the page decision's
+schema fixes each position's id with it): `full` sends every schema as it is; `plain` sends it with `prefixItems`
+turned into `items: {"anyOf": ...}` (`simenv.llm.schemas.without_prefix_items`) while answers are validated against
+the full schema on the client (the structured layer, as always), so a wrong or out-of-order id is re-asked; `auto`
+(the default) sends the full schema until the first HTTP 400 that names the schema, then switches to plain for
+good (one warning line) and re-sends that request at once (the 400 stays on the call's record).
 Structured output is asked for in one of three forms: `json_schema` (OpenAI, vLLM), `json_object`
 (`{"type": "json_object", "schema": ...}`, llama.cpp server; its server answers HTTP 500 to the `json_schema`
 form) or `none` (an instruction appended to the prompt).
@@ -44,7 +50,7 @@ import orjson
 
 from simenv.llm.batching import LoopThread, failed_response
 from simenv.llm.chat_transport import AttemptError, ChatTransport, DirectTransport, SDKTransport
-from simenv.llm.schemas import grammar_friendly
+from simenv.llm.schemas import grammar_friendly, without_prefix_items
 from simenv.llm.secrets import redact, url_userinfo
 from simenv.llm.structured import parse_if_json, with_json_instruction
 from simenv.llm.types import LLMError, LLMRequest, LLMResponse, Message
@@ -52,6 +58,8 @@ from simenv.llm.types import LLMError, LLMRequest, LLMResponse, Message
 logger = logging.getLogger(__name__)
 
 STRUCTURED_OUTPUT_FORMS = ("json_schema", "json_object", "none")
+SCHEMA_MODES = ("auto", "full", "plain")  # see `OpenAIBackend.schema_mode`
+_SCHEMA_WORDS = ("schema", "prefixitems", "response_format")  # a 400 naming one of these rejected the schema
 HTTP_CLIENTS = ("auto", "aiohttp", "httpx", "direct")  # the first three go through the openai SDK
 MAX_BACKOFF_S = 8.0
 _PLACEHOLDER_KEY = "no-key"  # local servers ignore the key, but the SDK insists on one
@@ -158,6 +166,7 @@ class OpenAIBackend:
         structured_output: str = "json_schema",
         http_client: str = "auto",
         backoff_s: float = 0.5,
+        schema_mode: str = "auto",
     ) -> None:
         if not model:
             raise ValueError("OpenAIBackend needs a model name (config llm.model)")
@@ -167,6 +176,8 @@ class OpenAIBackend:
             )
         if http_client not in HTTP_CLIENTS:
             raise ValueError(f"OpenAIBackend.http_client must be one of {HTTP_CLIENTS}, got {http_client!r}")
+        if schema_mode not in SCHEMA_MODES:
+            raise ValueError(f"OpenAIBackend.schema_mode must be one of {SCHEMA_MODES}, got {schema_mode!r}")
         if concurrency < 1 or max_retries < 0 or timeout_s <= 0 or backoff_s < 0:
             raise ValueError(
                 f"OpenAIBackend: need concurrency >= 1, max_retries >= 0, timeout_s > 0, backoff_s >= 0; got "
@@ -182,6 +193,8 @@ class OpenAIBackend:
         self.structured_output = structured_output
         self.http_client = http_client
         self.backoff_s = float(backoff_s)
+        self.schema_mode = schema_mode
+        self.plain_schemas = schema_mode == "plain"  # auto turns it on at the first 400 that names the schema
         self._session: _Session | None = None
         self._finalizer: weakref.finalize | None = None
         self._lock = threading.Lock()
@@ -211,7 +224,8 @@ class OpenAIBackend:
         return (
             f"OpenAIBackend(model={self.model!r}, base_url={urls!r}, timeout_s={self.timeout_s}, "
             f"max_retries={self.max_retries}, concurrency={self.concurrency}, "
-            f"structured_output={self.structured_output!r}, http_client={self.http_client!r})"
+            f"structured_output={self.structured_output!r}, http_client={self.http_client!r}, "
+            f"schema_mode={self.schema_mode!r})"
         )
 
     # -- request shaping ----------------------------------------------------------------------------------
@@ -228,6 +242,8 @@ class OpenAIBackend:
         schema = request.json_schema
         if schema is not None:
             schema = grammar_friendly(schema)
+            if self.plain_schemas:
+                schema = without_prefix_items(schema)
             if self.structured_output == "json_schema":
                 name = re.sub(r"[^A-Za-z0-9_-]", "_", request.template or "answer")[:64]
                 kwargs["response_format"] = {
@@ -299,6 +315,24 @@ class OpenAIBackend:
         jitter = 1.0 - 0.25 * int.from_bytes(digest, "big") / 65536
         return min(self.backoff_s * 2**retry, MAX_BACKOFF_S) * jitter
 
+    def _schema_rejected(self, request: LLMRequest, error: AttemptError) -> bool:
+        """schema_mode auto: an HTTP 400 that names the schema switches every later request to the plain schema
+        (one warning); True when this request should be sent again that way."""
+        if self.schema_mode != "auto" or error.kind != "http_400" or request.json_schema is None:
+            return False
+        if not any(word in error.detail.lower() for word in _SCHEMA_WORDS):
+            return False
+        if "prefixItems" not in orjson.dumps(request.json_schema).decode():
+            return False  # plain would send the same schema: the 400 is about something else
+        switched, self.plain_schemas = not self.plain_schemas, True  # on the loop thread; a bool, no lock needed
+        if switched:
+            logger.warning(
+                "openai backend: the server rejected a JSON schema (%s); sending schemas without prefixItems from "
+                "now on and validating answers against the full schema here (schema_mode auto)",
+                redact(error.detail)[:160],
+            )
+        return True
+
     # -- calls ----------------------------------------------------------------------------------------------
     def _get_session(self) -> _Session:
         with self._lock:
@@ -310,6 +344,7 @@ class OpenAIBackend:
     async def _call(self, session: _Session, request: LLMRequest) -> LLMResponse:
         """One call: up to `max_retries + 1` attempts, each under its endpoint's gate; raises `LLMError`."""
         body = self._body(request)
+        plain = self.plain_schemas
         kinds: list[str] = []
         waited = 0.0
         start: float | None = None
@@ -317,6 +352,8 @@ class OpenAIBackend:
         while True:
             endpoint = session.pick(avoid=endpoint)
             async with endpoint.gate:
+                if plain != self.plain_schemas:  # schema_mode auto switched while this call waited for a slot
+                    body, plain = self._body(request), self.plain_schemas
                 start = time.perf_counter() if start is None else start  # latency: first attempt sent -> answer
                 try:
                     raw = await endpoint.transport.post(body, self.timeout_s)
@@ -327,6 +364,9 @@ class OpenAIBackend:
                 except (ValueError, TypeError) as exc:  # e.g. a URL or header the HTTP library refuses
                     kinds.append(type(exc).__name__)
                     last = AttemptError(type(exc).__name__, str(exc), retryable=False)
+            if self._schema_rejected(request, last):
+                body, plain = self._body(request), True  # the same request with the plain schema, at once
+                continue
             if not last.retryable or len(kinds) > self.max_retries:
                 raise self._error(request, last, kinds, waited)
             delay = self.backoff(request, len(kinds) - 1, last.retry_after_s)

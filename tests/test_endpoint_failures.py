@@ -6,6 +6,7 @@ resumable); a run name that is a path and a base URL with credentials are bad in
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from pathlib import Path
 
@@ -136,3 +137,30 @@ def test_sizes_are_checked_before_anything_is_written(tmp_path: Path, capsys, ca
     line, _ = run(tmp_path, capsys, [*mock, "--simulation.pages", "400", "--simulation.page-size", "4"], expect=2)
     assert "= 400 x 4 = 1600 items per session, but persona" in line and "candidates" in line
     assert not (tmp_path / "runs").exists()
+
+
+def test_more_personas_than_available_is_one_warning_and_the_count_run_is_recorded(tmp_path: Path, caplog) -> None:
+    args = [
+        "compare",
+        *FAST,
+        "--users.model",
+        "fast",
+        "--data.n-personas",
+        "100000",
+        "--simulation.pages",
+        "1",
+        "--run.name",
+        "many",
+        "--run.out-dir",
+        str(tmp_path / "runs"),
+        "--data.cache-dir",
+        str(tmp_path / "c"),
+    ]
+    # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="experiments.preflight"):
+        app(args)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "experiments.preflight"]
+    assert len(warnings) == 1 and warnings[0].startswith("100000 personas requested, "), warnings
+    available = int(warnings[0].split(", ")[1].split()[0])
+    config = json.loads((tmp_path / "runs" / "many" / "policies" / "random" / "config.json").read_text())
+    assert config["n_episodes"] == available < 100000

@@ -59,11 +59,17 @@ NARRATED_DIR = "narrated"
 DEMO_MARK = ".simrec-demo"  # in a run directory the demo made: the next demo may replace it
 
 
-def own_run_dir(config: ExperimentConfig) -> Path:
-    """`<out_dir>/<name>`, emptied if an earlier demo made it (its mark is there) and marked as the demo's. A
-    directory with something else in it is left as it is: compare then refuses to overwrite a run there."""
+def own_run_dir(config: ExperimentConfig, narrated_sibling: str | None = None) -> Path:
+    """`<out_dir>/<name>`, emptied if an earlier demo made it and marked as the demo's. The demo's: its mark is
+    there, or (written before the mark existed) it holds the demo's `narrated/` logs, or it is the validity run
+    next to such a directory (`narrated_sibling`). A directory with anything else in it is left as it is: compare
+    then refuses to overwrite a run there."""
     run_dir = Path(config.run.out_dir) / config.run.name
-    if (run_dir / DEMO_MARK).is_file():
+    sibling = run_dir.parent / narrated_sibling / NARRATED_DIR if narrated_sibling else None
+    earlier = (run_dir / DEMO_MARK).is_file() or (run_dir / NARRATED_DIR / "config.json").is_file()
+    if sibling is not None:
+        earlier = earlier or ((sibling / "config.json").is_file() and (run_dir / "validity.json").is_file())
+    if earlier:
         shutil.rmtree(run_dir)
     if not run_dir.exists() or not any(run_dir.iterdir()):
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -212,6 +218,8 @@ def run_demo(config: ExperimentConfig, console: Console | None = None, start: fl
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     clock = Clock(start if start is not None else time.perf_counter())
     console.rule("[bold]simrec demo[/]: preparation (data, recommenders, response model)")
+    own_run_dir(validity_config(config), narrated_sibling=config.run.name)  # before the compare dir is replaced
+    own_run_dir(decisions_config(config))
     check_caches(config)  # before `prepare` loads any: a damaged entry is set aside and rebuilt
     world = prepare(config, console, clock)
     console.rule(
@@ -219,14 +227,12 @@ def run_demo(config: ExperimentConfig, console: Console | None = None, start: fl
         f"{len(config.recommenders.names)} recommenders, fitted users; mock LLM and hashing embedder (the decisions "
         "read no text)"
     )
-    own_run_dir(decisions_config(config))
     compare_dir = run_compare(decisions_config(config), console=console)
     clock.lap("decisions")
     console.rule(
         f"[bold]2. Validity[/]: every eligible persona x {len(config.validity.policies)} policies "
         "(the demo's list: no extra under-trained checkpoints), scored against the real held-out ratings"
     )
-    own_run_dir(validity_config(config))
     validity_dir = run_validate(validity_config(config), console=console)
     clock.lap("validity")
     users = narrated_users(read_table(compare_dir / "policies" / NARRATED_POLICY, "events"), NARRATED_USERS)

@@ -3,12 +3,14 @@ the mock), and narration replaying exactly the decisions of the decisions pass."
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from experiments.cli import app
-from experiments.demo import DEMO_MARK, NARRATED_DIR, NARRATED_POLICY
+from experiments.config import load_config
+from experiments.demo import DEMO_MARK, NARRATED_DIR, NARRATED_POLICY, own_run_dir, validity_config
 from simenv.eventlog import read_table
 
 RECS = """
@@ -67,8 +69,29 @@ def test_demo_prints_table_headline_and_narrated_transcripts(tmp_path: Path, cap
     assert read_table(run / "policies" / "random", "events").equals(before)
     assert (run / DEMO_MARK).is_file() and (tmp_path / "runs" / "demo-validity" / DEMO_MARK).is_file()
     # a run directory the demo did not make is never replaced: the demo refuses like any command (exit 2)
-    (run / DEMO_MARK).unlink()
+    shutil.rmtree(run)
+    other = [*args[:-2], "--users.model", "fast", "--recommenders.names", '["random"]', "--run.name", "demo"]
+    app(["compare", *other[1:]])
+    made = (run / "experiment.json").read_text()
+    capsys.readouterr()
     with pytest.raises(SystemExit) as info:
         app(args)
     assert info.value.code == 2 and "already holds a run" in capsys.readouterr().err
-    assert read_table(run / "policies" / "random", "events").equals(before)
+    assert (run / "experiment.json").read_text() == made and not (run / DEMO_MARK).exists()
+
+
+def test_output_of_a_demo_from_before_the_mark_is_recognised(tmp_path: Path) -> None:
+    config = load_config(Path("demo"), {"run": {"out_dir": str(tmp_path)}})
+    old, validity = tmp_path / config.run.name, tmp_path / f"{config.run.name}-validity"
+    (old / NARRATED_DIR).mkdir(parents=True)
+    (old / NARRATED_DIR / "config.json").write_text("{}")
+    (old / "experiment.json").write_text("{}")
+    validity.mkdir()
+    (validity / "validity.json").write_text("{}")
+    own_run_dir(validity_config(config), narrated_sibling=config.run.name)
+    own_run_dir(config)
+    assert sorted(p.name for p in old.iterdir()) == [DEMO_MARK] == sorted(p.name for p in validity.iterdir())
+    stranger = tmp_path / "x"
+    (stranger / "policies").mkdir(parents=True)
+    own_run_dir(config.model_copy(update={"run": config.run.model_copy(update={"name": "x"})}))
+    assert sorted(p.name for p in stranger.iterdir()) == ["policies"]  # not the demo's: untouched, not marked

@@ -252,7 +252,7 @@ def record_external(recommender: ExternalRecommender, policy_dir: Path, resuming
 
 
 def print_table(console: Console, metrics: pd.DataFrame, llm: pd.DataFrame) -> None:
-    """The Agent4Rec table (mean and 95% interval over users), the share of page decisions the fallback rule made
+    """The Agent4Rec table (mean and 95% interval over users), the share of pages marked fallback
     (figures of a policy above 0% rest partly on fallbacks) plus LLM calls, tokens and cache hits."""
     table = Table(title="Agent4Rec metrics (mean [95% CI] over users)")
     table.add_column("policy")

@@ -107,7 +107,7 @@ class LLMSection(Section):
     max_total_tokens: int | None = Field(_LLM.max_total_tokens, ge=1)
     """Budget: stop the run cleanly after this many tokens."""
     max_fallback_share: float | None = Field(0.05, ge=0.0, le=1.0)
-    """Stop the run (exit 1, resumable) when more than this share of the page decisions fell back, checked once 20
+    """Stop the run (exit 1, resumable) when more than this share of the pages fell back, checked once 20
     pages are decided; None: no limit. A run of fallbacks measures the fallback rule, not the model."""
     price_per_mtok: float | None = Field(None, ge=0)
     """Price per million tokens (prompt + completion), for the cost `simrec compare --dry-run` prints."""

@@ -99,8 +99,8 @@ def metrics_table(tables: RunTables, seed: int = 0) -> pd.DataFrame:
 
 
 def fallback_shares(pages: pd.DataFrame) -> pd.Series:
-    """Per policy: the share of its page decisions made by the fallback rule (an LLM answer unusable after its
-    repairs). A metric of a policy with a share above 0 rests partly on fallbacks, not on the model."""
+    """Per policy: the share of its pages marked `fallback` (the LLM's answer for the page, its decision or in
+    narrate mode its text, unusable after its repairs). A policy's metrics rest on fallbacks in that share."""
     if pages.empty or "fallback" not in pages.columns:
         return pd.Series(dtype=float)
     return pages.groupby("policy")["fallback"].mean().astype(float)
@@ -248,8 +248,9 @@ def build_report(run_dir: Path, seed: int = 0) -> Path:
         metrics = metrics_table(tables, seed)
         metrics.to_csv(out / "metrics.csv", index=False)
         lines += ["## Agent4Rec metrics (mean [95% interval] over users)", "", wide_table(metrics).to_markdown(), ""]
-        lines += ["`fallback_share`: the share of the policy's page decisions made by the fallback rule because the "
-                  "LLM's answer was unusable after its repairs; a policy's figures rest on fallbacks in that share.",
+        lines += ["`fallback_share`: the share of the policy's pages marked fallback: the LLM's answer for the "
+                  "page (its decision, or in narrate mode its text) was unusable after its repairs; a policy's figures "
+                  "rest on fallbacks in that share.",
                   ""]  # fmt: skip
         lines += ["Published Agent4Rec values (ML-1M, gpt-3.5, 1,000 agents) for scale:", ""]
         published = pd.DataFrame.from_dict(AGENT4REC_ML1M, orient="index", columns=list(METRICS))

@@ -36,7 +36,7 @@ from simenv.records import Interview, Page, PageFeedback, Persona
 from simenv.rewards import RewardConfig, item_rewards, page_reward, reward_config
 
 log = logging.getLogger(__name__)
-MIN_FALLBACK_PAGES = 20  # page decisions made before the fallback share is held to its limit
+MIN_FALLBACK_PAGES = 20  # pages shown before the fallback share is held to its limit
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ def run_sessions(
             ):
                 flush_logs(user_model)  # the failed answers on record (a resume drops them with the step's parts)
                 raise FallbackShareExceeded(
-                    f"policy {policy}: {n_fallback_pages} of {n_shown_pages} page decisions fell back "
+                    f"policy {policy}: {n_fallback_pages} of {n_shown_pages} pages fell back "
                     f"({n_fallback_pages / n_shown_pages:.0%} > [llm] max_fallback_share {max_fallback_share:.0%})"
                 )
         interviews = _interviews(user_model, [lv.session for lv in lives])

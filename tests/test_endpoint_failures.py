@@ -90,7 +90,7 @@ def test_fallback_share_above_the_limit_stops_the_run_resumably(tmp_path: Path, 
         args = [*_openai(server.base_url), "--users.profile", "llm-only", "--data.n-personas", "12"]
         line, _ = run(tmp_path, capsys, args, expect=1)
     run_dir = tmp_path / "runs" / "r"
-    assert line.startswith("simrec: policy random: ") and "page decisions fell back" in line, line
+    assert line.startswith("simrec: policy random: ") and "pages fell back" in line, line
     assert f"> [llm] max_fallback_share 5%); stopped, the run is resumable: simrec resume {run_dir}" in line
     config = json.loads((run_dir / "experiment.json").read_text())
     assert config["llm"]["max_fallback_share"] == 0.05
@@ -107,7 +107,7 @@ def test_no_secret_from_url_query_env_or_header_in_any_file_a_run_writes(tmp_pat
         url = server.base_url + "?api-key=query-secret-777"
         args = [*_openai(url), "--users.profile", "llm-only", "--data.n-personas", "12", "--log.prompts", "full"]
         line, out = run(tmp_path, capsys, args, expect=1)  # every decision falls back: the limit stops the run
-    assert "page decisions fell back" in line
+    assert "pages fell back" in line
     run_dir = tmp_path / "runs" / "r"
     stored = json.loads((run_dir / "experiment.json").read_text())
     assert stored["llm"]["base_url"] == [f"{server.base_url}?<redacted>"]

@@ -178,14 +178,19 @@ class Transcript(BaseModel):
 
 
 class Resume(BaseModel):
-    """Continue a crashed `compare` run from its run directory."""
+    """Continue a crashed, stopped or interrupted `compare` or `validate` run from its run directory."""
 
     run_dir: CliPositionalArg[Path]
 
     def cli_cmd(self) -> None:
-        from experiments.compare import resume_compare
+        from experiments.compare import resume_compare, stored_config
+        from experiments.validate import COMMAND_FILE, run_validate
 
-        resume_compare(self.run_dir)
+        marker = self.run_dir / COMMAND_FILE
+        if marker.is_file() and marker.read_text(encoding="utf-8").strip() == "validate":
+            run_validate(stored_config(self.run_dir), resume=True)
+        else:
+            resume_compare(self.run_dir)
 
 
 class Simrec(BaseSettings, cli_prog_name="simrec", cli_kebab_case=True, cli_implicit_flags=True):

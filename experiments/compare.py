@@ -292,16 +292,21 @@ def print_table(console: Console, metrics: pd.DataFrame, llm: pd.DataFrame) -> N
 
 def resume_compare(run_dir: Path) -> Path:
     """Continue a crashed compare run with exactly the config it was started with."""
+    return run_compare(stored_config(run_dir), resume=True)
+
+
+def stored_config(run_dir: Path) -> ExperimentConfig:
+    """The config a compare or validate run directory was started with (its experiment.json)."""
     path = Path(run_dir) / EXPERIMENT_FILE
     if not path.is_file():
-        raise ConfigError(f"{run_dir}: not a compare run directory (no {EXPERIMENT_FILE})")
+        raise ConfigError(f"{run_dir}: not a compare or validate run directory (no {EXPERIMENT_FILE})")
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
         config = ExperimentConfig.model_validate(with_base_url(stored, path))
     except (ValueError, UnicodeDecodeError) as exc:  # JSON or pydantic: a damaged experiment.json
         detail = format_validation_error(exc, str(path)) if isinstance(exc, ValidationError) else f"{path}: {exc}"
         raise ConfigError(one_line_detail(detail)) from None
-    return run_compare(config, resume=True)
+    return config
 
 
 def with_base_url(stored: dict, path: Path) -> dict:

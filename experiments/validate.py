@@ -27,13 +27,14 @@ from experiments.config import ExperimentConfig
 from experiments.engine import PolicyRecipe
 from experiments.validity import label_shown, llm_contribution, score_validity
 from recommenders.degraded import NoisyRanking, PopularityBand, TopNSampling
-from simenv.errors import RunInterrupted
+from simenv.errors import FallbackShareExceeded, RunInterrupted
 from simenv.llm import LLM
 from simenv.protocols import Recommender, UserModel
 from simenv.runner import rollback_to_checkpoint
 
 log = logging.getLogger(__name__)
 VALIDITY_FILE = "validity.json"
+COMMAND_FILE = "command"  # in a validate run directory: "validate" (a compare run has none)
 POP_CF = ("pop", "mf", "multvae", "lightgcn", "sasrec")
 
 
@@ -170,6 +171,7 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
     world = build_world(config, n_personas=n_personas)  # data errors and sizes first: nothing written yet
     check_sizes(config, world, requested=section.n_personas or 0)
     run_dir = prepare_run_dir(config, resume=resume)
+    (run_dir / COMMAND_FILE).write_text("validate\n")  # `simrec resume` continues it as a validate run
     console.print(
         f"[bold]simrec validate[/] → {run_dir}: {world.dataset.name}, {len(world.personas)} personas, "
         f"{len(section.policies)} policies, profile {config.users.profile}"
@@ -181,10 +183,12 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
     stack = getattr(getattr(user_model, "decider", None), "stack", None)  # agents.llm_feature (llm-grounded)
     try:
         labelled_parts, recall = _simulate(config, world, user_model, stack, run_dir, n_personas, resume, console)
+    except FallbackShareExceeded as exc:
+        raise FallbackShareExceeded(f"{exc}; stopped, the run is resumable: simrec resume {run_dir}") from None
     except KeyboardInterrupt as exc:
         raise RunInterrupted(
-            f"{str(exc) or 'interrupted'}: the pages in flight are dropped; {run_dir} keeps the finished policies "
-            "(validate has no resume command: run it again with another --run.name)"
+            f"{str(exc) or 'interrupted'}: the pages in flight are dropped (logs end at the last checkpoint); "
+            f"resume with: simrec resume {run_dir}"
         ) from None
     labelled = pd.concat(labelled_parts, ignore_index=True)
     body = score_validity(

@@ -4,6 +4,7 @@ is then resumable (its logs end at the last checkpoint)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,11 +23,14 @@ def prose(body: dict) -> str:
     return "These all look fine."
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_during_compare_prints_the_resume_command_and_exits_130(tmp_path: Path, sig: int) -> None:
+@pytest.mark.parametrize(
+    ("command", "sig"), [("compare", signal.SIGINT), ("compare", signal.SIGTERM), ("validate", signal.SIGINT)]
+)
+def test_signal_during_a_run_prints_the_resume_command_and_exits_130(tmp_path: Path, command: str, sig: int) -> None:
     with FaultServer(FaultPlan(latency_s=0.2), responder=prose) as server:
         run_dir = tmp_path / "runs" / "r"
-        args = [sys.executable, "-m", "experiments.cli", "compare", "--users.embedder", "hashing",
+        args = [sys.executable, "-m", "experiments.cli", command, "--users.embedder", "hashing",
+                "--validity.policies", '["random", "pop"]', "--validity.n-personas", "40", "--validity.bootstrap", "20",
                 "--data.dataset", "synthetic", "--recommenders.names", '["random"]', "--users.profile", "llm-only",
                 "--llm.backend", "openai", "--llm.model", "m", "--llm.base-url", server.base_url,
                 "--llm.max-fallback-share", "1", "--data.n-personas", "40", "--run.name", "r",
@@ -50,3 +54,13 @@ def test_signal_during_compare_prints_the_resume_command_and_exits_130(tmp_path:
     rollback_to_checkpoint(run_dir / "policies" / "random")  # what `simrec resume` does first
     if (run_dir / "policies" / "random" / "checkpoint.json").is_file():
         assert not read_table(run_dir / "policies" / "random", "pages").empty
+    if command == "validate":  # `simrec resume` continues a validate run as one, to its end
+        with FaultServer(FaultPlan(latency_s=0.05), responder=prose) as server:
+            env["OPENAI_BASE_URL"] = server.base_url
+            data = json.loads((run_dir / "experiment.json").read_text())
+            data["llm"]["base_url"] = [server.base_url]  # the new server's port (the config check compares it)
+            (run_dir / "experiment.json").write_text(json.dumps(data))
+            done = subprocess.run([sys.executable, "-m", "experiments.cli", "resume", str(run_dir)], env=env,
+                                  capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert (run_dir / "validity.json").is_file()

@@ -164,3 +164,16 @@ def test_more_personas_than_available_is_one_warning_and_the_count_run_is_record
     available = int(warnings[0].split(", ")[1].split()[0])
     config = json.loads((tmp_path / "runs" / "many" / "policies" / "random" / "config.json").read_text())
     assert config["n_episodes"] == available < 100000
+
+
+def test_redact_blanks_url_credentials_queries_and_key_headers_but_not_titles() -> None:
+    from simenv.llm.secrets import redact
+
+    assert redact("GET http://bob:pw-123456@h:8/v1?api-key=q-secret&x=1 failed") == (
+        "GET http://<redacted>@h:8/v1?<redacted> failed"
+    )
+    assert redact('{"X-Api-Key": "hdr-secret-99", "Authorization": "Bearer sk-live-abcdef"}') == (
+        '{"X-Api-Key": "<redacted>", "Authorization": "<redacted>"}'
+    )
+    for prose in ("Keeper of the Secret: The Movie (1999)", "max_tokens=256, prompt_tokens: 10"):
+        assert redact(prose) == prose

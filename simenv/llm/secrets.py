@@ -9,7 +9,8 @@ characters, so that `TOKEN=1` does not blank every "1"). `redact` replaces every
 `redact` also blanks what a URL or a header can carry: the userinfo of a URL (`http://user:pass@host` ->
 `http://<redacted>@host`), the whole query string of an http(s) URL (`?api-key=...` -> `?<redacted>`: any
 parameter may be a key or a signature) and the value of an `Authorization` header or of a header whose name ends
-in a secret word (`X-Api-Key: ...`, `"api-key": "..."`).
+in a secret word (`X-Api-Key: ...`, `"api-key": "..."`) when the value looks like a key (8+ characters of a
+token's alphabet: a title such as "The Secret: A Story" is left alone).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ _URL_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.\-]*://)[^/\s@?#\"'<>]+@", re.I)
 _URL_QUERY = re.compile(r"(\bhttps?://[^\s?#\"'<>]*)\?[^\s#\"'<>]+", re.I)
 _HEADER = re.compile(
     r"""((?:proxy-)?authorization|[\w-]*(?:api[-_]?key|token|secret|password))(["']?\s*[:=]\s*["']?)"""
-    r"""(?:(?:bearer|basic|token)\s+)?(?!<redacted>)[^\s,;"'<>]+""",
+    r"""(?:(?:bearer|basic|token)\s+)?(?!<redacted>)[A-Za-z0-9._~+/=\-]{8,}""",  # key-like values, not prose
     re.I,
 )
 

@@ -108,6 +108,7 @@ def llm_config(config: ExperimentConfig) -> LLMConfig:
         timeout_s=section.timeout_s,
         max_retries=section.max_retries,
         structured_output=section.structured_output,
+        schema_mode=section.schema_mode,
         seed=config.run.seed,
         cache_dir=str(cache_root(config) / "llm") if section.cache else None,
         max_calls=section.max_calls,

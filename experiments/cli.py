@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -22,7 +23,11 @@ from experiments.config import (
     ExperimentConfig,
     load_config,
 )
-from experiments.errors import describe_error, redacted_stderr
+from experiments.errors import EndpointUnreachable, describe_error, redacted_stderr
+from simenv.errors import RunStopped
+from simenv.llm.secrets import redact
+
+INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 class _Command(ExperimentConfig):
@@ -173,14 +178,19 @@ class Transcript(BaseModel):
 
 
 class Resume(BaseModel):
-    """Continue a crashed `compare` run from its run directory."""
+    """Continue a crashed, stopped or interrupted `compare` or `validate` run from its run directory."""
 
     run_dir: CliPositionalArg[Path]
 
     def cli_cmd(self) -> None:
-        from experiments.compare import resume_compare
+        from experiments.compare import resume_compare, stored_config
+        from experiments.validate import COMMAND_FILE, run_validate
 
-        resume_compare(self.run_dir)
+        marker = self.run_dir / COMMAND_FILE
+        if marker.is_file() and marker.read_text(encoding="utf-8").strip() == "validate":
+            run_validate(stored_config(self.run_dir), resume=True)
+        else:
+            resume_compare(self.run_dir)
 
 
 class Simrec(BaseSettings, cli_prog_name="simrec", cli_kebab_case=True, cli_implicit_flags=True):
@@ -214,18 +224,31 @@ def app(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch/llama.cpp load: no spin-waiting threads
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from installed packages, never from a hub
+    previous = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM stops a run as Ctrl-C does
     with redacted_stderr(secret_argv_values(args)):
         try:
             CliApp.run(Simrec, cli_args=args, cli_exit_on_error=False)
-        except (KeyboardInterrupt, SystemExit):
+        except KeyboardInterrupt as exc:  # SIGINT/SIGTERM: one line, what was kept, exit 130, no traceback
+            if debug:
+                traceback.print_exc()
+            print(f"simrec: {redact(str(exc)) or 'interrupted'}", file=sys.stderr)
+            raise SystemExit(INTERRUPTED) from None
+        except SystemExit:
             raise
         except BaseException as exc:  # noqa: BLE001 - the one place every error becomes a one-line message
             code, message = describe_error(exc)
             if debug:
                 traceback.print_exc()
-            hint = " (--debug shows the traceback)" if code == 1 and not debug else ""
+            told = isinstance(exc, EndpointUnreachable | RunStopped)  # the message says all; no traceback to show
+            hint = " (--debug shows the traceback)" if code == 1 and not debug and not told else ""
             print(f"simrec: {message}{hint}", file=sys.stderr)
             raise SystemExit(code) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt("terminated")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Run directory layout: `experiment.json` (the full config), `reference.json` (rea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -32,14 +33,16 @@ from experiments.build import (
 )
 from experiments.config import ConfigError, ExperimentConfig, format_validation_error
 from experiments.engine import PolicyRecipe
-from experiments.preflight import preflight
+from experiments.preflight import check_sizes, preflight
 from experiments.recommender_specs import check_recommender_specs
 from experiments.report import EXTERNAL_FILE, build_report, llm_summary, metrics_table, read_run
 from experiments.training_log import TrainingLog, training_summary, warn_if_time_capped
 from recommenders.external import ExternalRecommender
 from recommenders.training import training_progress
+from simenv.errors import FallbackShareExceeded, RunInterrupted
 from simenv.llm import LLM, CallLogLLM
 from simenv.llm.openai_backend import endpoint_urls
+from simenv.llm.secrets import REDACTED, redact_urls
 from simenv.metrics import METRICS
 from simenv.protocols import Recommender, UserModel
 from simenv.runner import rollback_to_checkpoint
@@ -82,7 +85,7 @@ def prepare_run_dir(config: ExperimentConfig, resume: bool) -> Path:
     after validation passed, so a bad config or data file leaves no directory behind."""
     run_dir = Path(config.run.out_dir) / config.run.name
     path = run_dir / EXPERIMENT_FILE
-    dumped = json.loads(config.model_dump_json())
+    dumped = redacted_config(config)
     if path.is_file():
         if not resume:
             raise ConfigError(
@@ -95,6 +98,22 @@ def prepare_run_dir(config: ExperimentConfig, resume: bool) -> Path:
     tmp.write_text(json.dumps(dumped, indent=2))
     os.replace(tmp, path)
     return run_dir
+
+
+def redacted_config(config: ExperimentConfig) -> dict:
+    """The config as experiment.json stores it: the userinfo and query string of every URL redacted (a key can
+    ride in either); `resume_compare` takes a redacted base URL from $OPENAI_BASE_URL."""
+    return _redact_strings(json.loads(config.model_dump_json()))
+
+
+def _redact_strings(value: object) -> object:
+    if isinstance(value, str):
+        return redact_urls(value) if "://" in value else value
+    if isinstance(value, dict):
+        return {k: _redact_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_strings(v) for v in value]
+    return value
 
 
 def run_compare(config: ExperimentConfig, resume: bool = False, console: Console | None = None) -> Path:
@@ -112,6 +131,7 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
     )
     world = build_world(config)  # data errors surface here, before anything is written
     policies = check_recommender_specs(config, world)  # as do bad recommender specs; their policy names
+    check_sizes(config, world)  # and pages that cannot be filled
     console.print(
         f"{world.dataset.name}: {world.dataset.n_users} users, {world.dataset.n_items} items; "
         f"split {len(world.split.users)} users / {len(world.split.train)} train ratings; "
@@ -119,6 +139,23 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
     )
     llm = build_llm(config) if needs_llm else None
     run_dir = prepare_run_dir(config, resume)
+    try:
+        return _run_policies(config, world, policies, llm, run_dir, console, start, resume)
+    except KeyboardInterrupt as exc:
+        if llm is not None:
+            with contextlib.suppress(Exception):
+                llm.close()  # its connections and loop thread, now rather than in a finalizer at exit
+        raise RunInterrupted(
+            f"{str(exc) or 'interrupted'}: the pages in flight are dropped (logs end at the last checkpoint); "
+            f"resume with: simrec resume {run_dir}"
+        ) from None
+
+
+def _run_policies(
+    config: ExperimentConfig, world: World, policies: list[str], llm: LLM | None, run_dir: Path, console: Console,
+    start: float, resume: bool,
+) -> Path:  # fmt: skip
+    """Every policy's sessions, then the table and the report (`run_compare` after its checks)."""
     console.print(f"[bold]simrec compare[/] → {run_dir}")
     (run_dir / "reference.json").write_text(json.dumps(reference_stats(world, config.users.kind), indent=2))
     users = UserModelFactory(config, world, llm)
@@ -155,19 +192,23 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
                     rate += f", {calls.n_calls / elapsed:.2f} LLM calls/s"
                 progress.update(task, completed=done, rate=rate)
 
-            world.run_sessions(
-                recommender,
-                user_model,
-                policy_dir,
-                PolicyRecipe(config, name, worker_setup, policy_parts, build_llm if llm is not None else None),
-                n_pages=config.simulation.pages,
-                page_size=config.simulation.page_size,
-                seed=config.run.seed,
-                policy_name=name,
-                resume=resuming,
-                batch_size=runner_batch(config),
-                progress=on_page,
-            )
+            try:
+                world.run_sessions(
+                    recommender,
+                    user_model,
+                    policy_dir,
+                    PolicyRecipe(config, name, worker_setup, policy_parts, build_llm if llm is not None else None),
+                    n_pages=config.simulation.pages,
+                    page_size=config.simulation.page_size,
+                    seed=config.run.seed,
+                    policy_name=name,
+                    resume=resuming,
+                    batch_size=runner_batch(config),
+                    progress=on_page,
+                    max_fallback_share=config.llm.max_fallback_share if config.users.writes_text else None,
+                )
+            except FallbackShareExceeded as exc:
+                raise FallbackShareExceeded(f"{exc}; stopped, the run is resumable: simrec resume {run_dir}") from None
             if call_log is not None:
                 call_log.close()
             if isinstance(recommender, ExternalRecommender):
@@ -228,12 +269,16 @@ def record_external(recommender: ExternalRecommender, policy_dir: Path, resuming
 
 
 def print_table(console: Console, metrics: pd.DataFrame, llm: pd.DataFrame) -> None:
-    """The Agent4Rec table (mean and 95% interval over users) plus LLM calls, tokens and cache hits."""
+    """The Agent4Rec table (mean and 95% interval over users), the share of pages marked fallback
+    (figures of a policy above 0% rest partly on fallbacks) plus LLM calls, tokens and cache hits."""
     table = Table(title="Agent4Rec metrics (mean [95% CI] over users)")
     table.add_column("policy")
     for metric in METRICS:
         table.add_column(metric, justify="right")
     table.add_column("users", justify="right")
+    has_share = "fallback_share" in metrics.columns
+    if has_share:
+        table.add_column("fallback share", justify="right")
     if not llm.empty:
         for column in ("LLM calls", "tokens", "cache hits"):
             table.add_column(column, justify="right")
@@ -247,6 +292,7 @@ def print_table(console: Console, metrics: pd.DataFrame, llm: pd.DataFrame) -> N
             else:
                 cells.append("—")
         users = int(metrics.loc[metrics["policy"] == policy, "n_users"].max())
+        share = [f"{metrics.loc[metrics['policy'] == policy, 'fallback_share'].max():.1%}"] if has_share else []
         extra = []
         if not llm.empty and policy in llm.index:
             row = llm.loc[policy]
@@ -257,21 +303,39 @@ def print_table(console: Console, metrics: pd.DataFrame, llm: pd.DataFrame) -> N
             ]
         elif not llm.empty:
             extra = ["0", "0", "—"]
-        table.add_row(policy, *cells, str(users), *extra)
+        table.add_row(policy, *cells, str(users), *share, *extra)
     console.print(table)
 
 
 def resume_compare(run_dir: Path) -> Path:
     """Continue a crashed compare run with exactly the config it was started with."""
+    return run_compare(stored_config(run_dir), resume=True)
+
+
+def stored_config(run_dir: Path) -> ExperimentConfig:
+    """The config a compare or validate run directory was started with (its experiment.json)."""
     path = Path(run_dir) / EXPERIMENT_FILE
     if not path.is_file():
-        raise ConfigError(f"{run_dir}: not a compare run directory (no {EXPERIMENT_FILE})")
+        raise ConfigError(f"{run_dir}: not a compare or validate run directory (no {EXPERIMENT_FILE})")
     try:
-        config = ExperimentConfig.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        config = ExperimentConfig.model_validate(with_base_url(stored, path))
     except (ValueError, UnicodeDecodeError) as exc:  # JSON or pydantic: a damaged experiment.json
         detail = format_validation_error(exc, str(path)) if isinstance(exc, ValidationError) else f"{path}: {exc}"
         raise ConfigError(one_line_detail(detail)) from None
-    return run_compare(config, resume=True)
+    return config
+
+
+def with_base_url(stored: dict, path: Path) -> dict:
+    """experiment.json with a redacted `[llm] base_url` (its query string held a secret) replaced by
+    $OPENAI_BASE_URL, which must be the same endpoints (the config check on resume compares the redacted forms)."""
+    llm = stored.get("llm") if isinstance(stored, dict) else None
+    if not isinstance(llm, dict) or REDACTED not in json.dumps(llm.get("base_url")):
+        return stored
+    env = os.environ.get("OPENAI_BASE_URL")
+    if not env:
+        raise ConfigError(f"{path}: [llm.base_url] was stored redacted; set OPENAI_BASE_URL to the run's endpoint(s)")
+    return {**stored, "llm": {**llm, "base_url": env}}
 
 
 def one_line_detail(text: str) -> str:

@@ -31,11 +31,20 @@ class Section(BaseModel):
 
 class RunSection(Section):
     name: str = "run"
-    """Run name; the run directory is <out_dir>/<name>."""
+    """Run name; the run directory is <out_dir>/<name>. A name, not a path: no path separator, no `..`, not
+    absolute, not empty."""
     out_dir: Path = Path("runs")
     """Where run directories go."""
     seed: int = 0
     """Master seed: splits, sampling, users and recommenders all derive from it."""
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        """The run directory is <out_dir>/<name>: a name that leaves out_dir (or is one) is refused."""
+        if not value.strip() or value.strip() in (".", "..") or "/" in value or "\\" in value or "\0" in value:
+            raise ValueError("must be a plain name (no path separator, no '..', not absolute, not empty)")
+        return value
 
 
 class DataSection(Section):
@@ -97,6 +106,9 @@ class LLMSection(Section):
     per call, for fast local servers at high concurrency (see docs/LLM_ENDPOINTS.md)."""
     structured_output: Literal["json_schema", "json_object"] = _LLM.structured_output
     """json_schema (OpenAI, vLLM) or json_object+schema (llama.cpp server)."""
+    schema_mode: Literal["auto", "full", "plain"] = "auto"
+    """Servers without JSON-Schema `prefixItems`: plain sends schemas without it (answers still validated against the
+    full schema here); auto switches to plain after the first HTTP 400 that names the schema; full never does."""
     temperature: float = Field(_LLM.temperature, ge=0.0, le=2.0)
     """Sampling temperature."""
     concurrency: int = Field(_LLM.concurrency, ge=1)
@@ -111,6 +123,9 @@ class LLMSection(Section):
     """Budget: stop the run cleanly after this many LLM calls."""
     max_total_tokens: int | None = Field(_LLM.max_total_tokens, ge=1)
     """Budget: stop the run cleanly after this many tokens."""
+    max_fallback_share: float | None = Field(0.05, ge=0.0, le=1.0)
+    """Stop the run (exit 1, resumable) when more than this share of the pages fell back, checked once 20
+    pages are decided; None: no limit. A run of fallbacks measures the fallback rule, not the model."""
     price_per_mtok: float | None = Field(None, ge=0)
     """Price per million tokens (prompt + completion), for the cost `simrec compare --dry-run` prints."""
 

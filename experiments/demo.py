@@ -8,6 +8,10 @@
    default configuration prints (same events; the hashing embedder only skips MiniLM's memory embeddings).
 3. Validity: `validate` on the same split and seed (every eligible persona, the demo's `[validity] policies`,
    mock LLM, hashing embedder): how well the simulator's ranking agrees with the real held-out data.
+Run directories: the demo replaces its own previous output (`<out_dir>/<name>` and `<name>-validity`, marked by a
+`.simrec-demo` file it writes) and reuses the caches, so `make demo` runs again and again; a directory it did not
+make is never removed (compare refuses to overwrite a run in it, as always).
+
 4. Narration: `NARRATED_USERS` personas' sessions with `NARRATED_POLICY`, replayed page by page with the
    embedded model (`[llm]`, llama.cpp SmolLM2): the same pages and the same seeded decisions as in step 2 (checked),
    now with feelings, reflections, exit reasons and interview answers in the model's words, printed as transcripts
@@ -17,6 +21,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -38,6 +43,7 @@ from experiments.build import (
 )
 from experiments.compare import run_compare
 from experiments.config import ExperimentConfig
+from experiments.model_cache import check_caches
 from experiments.transcript import load_sessions, render, write_user_events
 from experiments.validate import VARIANTS, run_validate
 from simenv.eventlog import RunLog, event_rows, interview_row, page_row, read_table
@@ -50,6 +56,25 @@ from simenv.rewards import item_rewards, page_reward, reward_config
 NARRATED_POLICY = "lightgcn"
 NARRATED_USERS = 3
 NARRATED_DIR = "narrated"
+DEMO_MARK = ".simrec-demo"  # in a run directory the demo made: the next demo may replace it
+
+
+def own_run_dir(config: ExperimentConfig, narrated_sibling: str | None = None) -> Path:
+    """`<out_dir>/<name>`, emptied if an earlier demo made it and marked as the demo's. The demo's: its mark is
+    there, or (written before the mark existed) it holds the demo's `narrated/` logs, or it is the validity run
+    next to such a directory (`narrated_sibling`). A directory with anything else in it is left as it is: compare
+    then refuses to overwrite a run there."""
+    run_dir = Path(config.run.out_dir) / config.run.name
+    sibling = run_dir.parent / narrated_sibling / NARRATED_DIR if narrated_sibling else None
+    earlier = (run_dir / DEMO_MARK).is_file() or (run_dir / NARRATED_DIR / "config.json").is_file()
+    if sibling is not None:
+        earlier = earlier or ((sibling / "config.json").is_file() and (run_dir / "validity.json").is_file())
+    if earlier:
+        shutil.rmtree(run_dir)
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / DEMO_MARK).write_text("made by `simrec demo`; the next demo replaces this directory\n")
+    return run_dir
 
 
 @dataclass
@@ -194,6 +219,9 @@ def run_demo(config: ExperimentConfig, console: Console | None = None, start: fl
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     clock = Clock(start if start is not None else time.perf_counter())
     console.rule("[bold]simrec demo[/]: preparation (data, recommenders, response model)")
+    own_run_dir(validity_config(config), narrated_sibling=config.run.name)  # before the compare dir is replaced
+    own_run_dir(decisions_config(config))
+    check_caches(config)  # before `prepare` loads any: a damaged entry is set aside and rebuilt
     world = prepare(config, console, clock)
     console.rule(
         f"[bold]1. Decisions[/]: {min(config.data.n_personas, len(world.split.users))} personas x "

@@ -228,7 +228,7 @@ def run_dry_run(
     """`simrec compare --dry-run`: check the config as compare does, estimate and print; writes no run directory."""
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     needs_llm = config.users.writes_text or "llm-rank" in config.recommenders.names
-    preflight(config, recommenders=config.recommenders.names, needs_llm=needs_llm)
+    preflight(config, recommenders=config.recommenders.names, needs_llm=needs_llm, probe=False)  # no LLM call
     estimate = estimate_run(config, pilot)
     print_estimate(console, estimate, config)
     return estimate

@@ -18,12 +18,16 @@ from pydantic import ValidationError
 
 from experiments.config import format_validation_error
 from simenv.data.dataset import DataError
-from simenv.errors import ConfigError
+from simenv.errors import ConfigError, RunStopped
 from simenv.llm.secrets import redact
 
 BAD_INPUT = 2
 RUN_FAILED = 1
 MAX_MESSAGE = 2000
+
+
+class EndpointUnreachable(RuntimeError):
+    """The pre-flight request to an LLM endpoint failed (wrong key, model or address): exit 1 before any write."""
 
 
 def bad_input_types() -> tuple[type[BaseException], ...]:
@@ -47,6 +51,8 @@ def describe_error(exc: BaseException, extra_secrets: Iterable[str] = ()) -> tup
         text, code = str(exc) or type(exc).__name__, BAD_INPUT
         if isinstance(exc, OSError) and exc.filename is not None and str(exc.filename) not in text:
             text = f"{exc.filename}: {exc.strerror or text}"
+    elif isinstance(exc, EndpointUnreachable | RunStopped):
+        text, code = str(exc), RUN_FAILED
     elif type(exc).__name__ == "SettingsError":  # pydantic-settings could not parse the command line
         first = (str(exc).strip().splitlines() or [""])[0].removeprefix("error parsing CLI: ")
         text, code = f"bad command line: {first} (see `simrec --help`)", BAD_INPUT

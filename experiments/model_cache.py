@@ -6,7 +6,11 @@ so neither has to import the other for them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import sqlite3
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,7 @@ from experiments.config import CONFIG_DIR, ExperimentConfig, read_toml
 from recommenders import registry
 from recommenders.base import build_config
 from simenv.data.cache import cache_root as data_cache_root
+from simenv.set_aside import set_aside
 
 
 def cache_root(config: ExperimentConfig) -> Path:
@@ -45,3 +50,76 @@ def resolved_settings(name: str, settings: dict[str, Any]) -> dict[str, Any]:
         return dataclasses.asdict(build_config(cls.Config, settings, {}))  # type: ignore[call-overload]
     except (TypeError, ValueError):
         return settings
+
+
+def check_caches(config: ExperimentConfig) -> list[Path]:
+    """Check every cache a command may load, before it loads any (`simenv.set_aside` says why they are trusted):
+    a fitted response model whose pickle is empty or cut short (`response/*.pkl`: a pickle ends with its STOP
+    byte), a saved recommender whose `state.pt` is not a whole torch archive (its zip directory) or whose
+    `config.json` is not JSON (`models/*/`), and an embeddings or LLM response `cache.db` that is not a readable
+    sqlite database are set aside (renamed `*.corrupt-<timestamp>`, one warning line each) and rebuilt when next
+    needed. Structural checks, cheap enough for every start: they catch truncation and garbage, not every flipped
+    byte (a pickle or tensor file damaged inside fails when loaded, naming the file). Returns what was set aside."""
+    root = cache_root(config)
+    moved: list[Path] = []
+    response = root / "response"
+    for path in sorted(response.glob("*.pkl")) if response.is_dir() else []:
+        why = _pickle_damage(path)
+        if why:
+            moved.append(set_aside(path, why))
+    models = root / "models"
+    for entry in (
+        sorted(p for p in models.iterdir() if p.is_dir() and ".corrupt-" not in p.name) if models.is_dir() else []
+    ):
+        why = _model_damage(entry)
+        if why:
+            moved.append(set_aside(entry, why))
+    for name in ("embeddings", "llm"):
+        db = root / name / "cache.db"
+        why = _sqlite_damage(db) if db.is_file() else None
+        if why:
+            moved.append(set_aside(db, why))
+            for extra in ("cache.db-wal", "cache.db-shm"):  # the write-ahead log of the damaged file goes with it
+                if (db.parent / extra).exists():
+                    set_aside(db.parent / extra, "belongs to a damaged cache.db")
+    return moved
+
+
+def _pickle_damage(path: Path) -> str | None:
+    size = path.stat().st_size
+    if size < 2:
+        return "empty pickle"
+    with path.open("rb") as fh:
+        head = fh.read(1)
+        fh.seek(size - 1)
+        tail = fh.read(1)
+    if head != b"\x80" or tail != b".":
+        return "not a whole pickle (no protocol header or STOP byte: cut short?)"
+    return None
+
+
+def _model_damage(entry: Path) -> str | None:
+    try:
+        json.loads((entry / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None  # not a saved model (or one still being written): nothing is loaded from it
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"config.json is not JSON ({exc})"
+    state = entry / "state.pt"
+    if not state.is_file():
+        return "state.pt is missing"
+    try:
+        with zipfile.ZipFile(state) as archive:
+            archive.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        return f"state.pt is not a whole torch archive ({exc})"
+    return None
+
+
+def _sqlite_damage(db: Path) -> str | None:
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        return f"sqlite: {exc}"
+    return None

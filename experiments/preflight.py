@@ -5,12 +5,25 @@ typo in the last recommender of a list fails in a second instead of after the fi
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from experiments.config import CONFIG_DIR, ConfigError, ExperimentConfig
-from simenv.llm.secrets import shown
+from experiments.errors import EndpointUnreachable
+from experiments.model_cache import check_caches
+from simenv.llm.secrets import redact_urls, shown, url_userinfo
+
+log = logging.getLogger(__name__)
+# Answers that mean the config is wrong (key, model, address): the run would be nothing but fallbacks.
+FATAL_PROBE_ERRORS = {
+    "http_401": "rejected the API key (HTTP 401; set OPENAI_API_KEY)",
+    "http_403": "refused access (HTTP 403; check OPENAI_API_KEY and the model's permissions)",
+    "http_404": "does not serve model {model!r} at this address (HTTP 404; check --llm.model and --llm.base-url)",
+    "connection": "cannot be reached (connection failed: {detail})",
+}
 
 SPEC_CHARS = ":=/"  # a recommender spec that is not a plain registry name (import path, file:, URL, LABEL=)
 
@@ -34,6 +47,11 @@ def check_llm(config: ExperimentConfig) -> None:
             raise ConfigError("[llm.model] is required with --llm.backend openai (e.g. --llm.model gpt-4o-mini)")
         urls = section.base_url or os.environ.get("OPENAI_BASE_URL") or ()  # one, a tuple or a comma-separated list
         for url in (p.strip() for u in ([urls] if isinstance(urls, str) else urls) for p in u.split(",")):
+            if url_userinfo(url):
+                raise ConfigError(
+                    "[llm.base_url] credentials in the URL (user:password@host) are not accepted; "
+                    "give the key in OPENAI_API_KEY"
+                )
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError(f"[llm.base_url] not an http(s) URL: {shown(url)}")
@@ -41,6 +59,63 @@ def check_llm(config: ExperimentConfig) -> None:
         path = Path(section.model).expanduser()
         if not path.exists():
             raise ConfigError(f"[llm.model] no such model file or directory for {section.backend}: {shown(str(path))}")
+
+
+def check_endpoint(config: ExperimentConfig) -> None:
+    """openai backend: one minimal request to every endpoint (`OpenAIBackend.probe`). A wrong key (401/403), an
+    unknown model or path (404) or an address nobody answers at raises `EndpointUnreachable` (exit 1) naming the
+    endpoint (userinfo and query string redacted; the key is never in it); any other error (a 5xx, a 429, a
+    timeout after the retries) is one warning line and the run goes on (its fallback limit guards it)."""
+    if config.llm.backend != "openai":
+        return
+    from experiments.build import llm_config
+    from simenv.llm.factory import make_backend
+    from simenv.llm.openai_backend import OpenAIBackend
+
+    backend = make_backend(llm_config(config))
+    assert isinstance(backend, OpenAIBackend)
+    try:
+        results = backend.probe()
+    finally:
+        backend.close()
+    for url, error in results:
+        if error is None:
+            continue
+        where = redact_urls(url or "the SDK's default endpoint (https://api.openai.com/v1)")
+        template = FATAL_PROBE_ERRORS.get(error.kind)
+        if template is not None:
+            what = template.format(model=backend.model, detail=redact_urls(error.detail)[:160])
+            raise EndpointUnreachable(f"LLM endpoint {where} {what}")
+        log.warning("LLM endpoint %s: pre-flight request failed (%s); running anyway", where, redact_urls(str(error)))
+
+
+def check_sizes(config: ExperimentConfig, world: Any, requested: int | None = None) -> None:
+    """Page sizes against the catalog and every persona's candidates (the items it has not rated in train): a
+    session that never leaves shows `pages x page_size` distinct items, so that many must be there for every
+    persona, or the run would fail on its last pages. Fewer personas than requested: one warning line (the count
+    the run uses is in each policy's config.json, `n_episodes`)."""
+    pages, size = config.simulation.pages, config.simulation.page_size
+    n_items = world.dataset.n_items
+    if size > n_items:
+        raise ConfigError(f"[simulation.page_size] {size} exceeds the catalog's {n_items} items")
+    need = pages * size
+    fewest = min(world.personas.values(), key=lambda p: n_items - len(set(p.train_items)), default=None)
+    if fewest is not None:
+        candidates = n_items - len(set(fewest.train_items))
+        if need > candidates:
+            raise ConfigError(
+                f"[simulation.pages] x [simulation.page_size] = {pages} x {size} = {need} items per session, but "
+                f"persona {fewest.user_id} has only {candidates} candidates ({n_items} items minus its "
+                f"{n_items - candidates} train ratings); lower --simulation.pages or --simulation.page-size"
+            )
+    requested = config.data.n_personas if requested is None else requested
+    if requested > len(world.personas):
+        log.warning(
+            "%d personas requested, %d available (the split's users): running %d",
+            requested,
+            len(world.personas),
+            len(world.personas),
+        )
 
 
 def check_recommenders_file(config: ExperimentConfig) -> None:
@@ -73,8 +148,10 @@ def preflight(
     run_dir: Path | None = None,
     marker: str = "experiment.json",
     resume: bool = False,
+    probe: bool = True,
 ) -> None:
-    """Every check a command needs, cheapest first; raises the first ConfigError."""
+    """Every check a command needs, cheapest first; raises the first ConfigError (the endpoint's pre-flight
+    request, last, raises `EndpointUnreachable`)."""
     for name in recommenders:
         check_recommender_name("recommenders.names", name)
     check_recommenders_file(config)
@@ -82,3 +159,6 @@ def preflight(
         check_llm(config)
     if run_dir is not None:
         check_out_dir(run_dir, marker, resume)
+    check_caches(config)
+    if needs_llm and probe:
+        check_endpoint(config)

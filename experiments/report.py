@@ -93,7 +93,17 @@ def metrics_table(tables: RunTables, seed: int = 0) -> pd.DataFrame:
     if tables.events.empty:
         return pd.DataFrame(columns=["policy", "metric", "mean", "ci_low", "ci_high", "n_users"])
     per_user = per_user_metrics(tables.events, tables.interviews if not tables.interviews.empty else None)
-    return summarize(per_user, rng=np.random.default_rng(seed))
+    out = summarize(per_user, rng=np.random.default_rng(seed))
+    shares = fallback_shares(tables.pages)
+    return out.assign(fallback_share=out["policy"].map(shares).astype(float).fillna(0.0))
+
+
+def fallback_shares(pages: pd.DataFrame) -> pd.Series:
+    """Per policy: the share of its pages marked `fallback` (the LLM's answer for the page, its decision or in
+    narrate mode its text, unusable after its repairs). A policy's metrics rest on fallbacks in that share."""
+    if pages.empty or "fallback" not in pages.columns:
+        return pd.Series(dtype=float)
+    return pages.groupby("policy")["fallback"].mean().astype(float)
 
 
 def wide_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -102,8 +112,11 @@ def wide_table(metrics: pd.DataFrame) -> pd.DataFrame:
     for (policy, metric), r in metrics.set_index(["policy", "metric"]).iterrows():
         rows.setdefault(policy, {})[metric] = f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
         rows[policy]["users"] = int(r["n_users"])
+        if "fallback_share" in r:
+            rows[policy]["fallback_share"] = f"{r['fallback_share']:.1%}"
     table = pd.DataFrame.from_dict(rows, orient="index")
-    return table[[c for c in (*METRICS, "users") if c in table.columns]].rename_axis("policy")
+    columns = (*METRICS, "users", "fallback_share")
+    return table[[c for c in columns if c in table.columns]].rename_axis("policy")
 
 
 def llm_summary(calls: pd.DataFrame) -> pd.DataFrame:
@@ -235,6 +248,10 @@ def build_report(run_dir: Path, seed: int = 0) -> Path:
         metrics = metrics_table(tables, seed)
         metrics.to_csv(out / "metrics.csv", index=False)
         lines += ["## Agent4Rec metrics (mean [95% interval] over users)", "", wide_table(metrics).to_markdown(), ""]
+        lines += ["`fallback_share`: the share of the policy's pages marked fallback: the LLM's answer for the "
+                  "page (its decision, or in narrate mode its text) was unusable after its repairs; a policy's figures "
+                  "rest on fallbacks in that share.",
+                  ""]  # fmt: skip
         lines += ["Published Agent4Rec values (ML-1M, gpt-3.5, 1,000 agents) for scale:", ""]
         published = pd.DataFrame.from_dict(AGENT4REC_ML1M, orient="index", columns=list(METRICS))
         lines += [published.rename_axis("policy").to_markdown(), ""]

@@ -29,12 +29,14 @@ from experiments.training_log import TrainingLog, training_summary, warn_if_time
 from experiments.validity import label_shown, llm_contribution, score_validity
 from recommenders.degraded import NoisyRanking, PopularityBand, TopNSampling
 from recommenders.training import training_progress
+from simenv.errors import FallbackShareExceeded, RunInterrupted
 from simenv.llm import LLM
 from simenv.protocols import Recommender, UserModel
 from simenv.runner import rollback_to_checkpoint
 
 log = logging.getLogger(__name__)
 VALIDITY_FILE = "validity.json"
+COMMAND_FILE = "command"  # in a validate run directory: "validate" (a compare run has none)
 POP_CF = ("pop", "mf", "multvae", "lightgcn", "sasrec")
 
 
@@ -191,15 +193,22 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
 
     `resume` continues a crashed run: finished policies are re-read from their logs, not re-simulated."""
     from experiments.compare import prepare_run_dir  # the same run-directory rules as compare
+    from experiments.model_cache import check_caches
+    from experiments.preflight import check_endpoint, check_sizes
 
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     start = time.perf_counter()
     section = config.validity
     check_policy_names(section.policies, labels_of(config))
+    check_caches(config)
+    if config.users.writes_text:
+        check_endpoint(config)  # a wrong key, model or address: exit 1 before the run directory is written
     n_personas = section.n_personas or 10**9
-    world = build_world(config, n_personas=n_personas)
+    world = build_world(config, n_personas=n_personas)  # data errors and sizes first: nothing written yet
+    check_sizes(config, world, requested=section.n_personas or 0)
     check_policy_specs(config, world)  # every spec resolves before the run directory exists
     run_dir = prepare_run_dir(config, resume=resume)
+    (run_dir / COMMAND_FILE).write_text("validate\n")  # `simrec resume` continues it as a validate run
     console.print(
         f"[bold]simrec validate[/] → {run_dir}: {world.dataset.name}, {len(world.personas)} personas, "
         f"{len(section.policies)} policies, {config.users.kind} users"
@@ -210,35 +219,17 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
     with training_progress(TrainingLog(console)):  # a line every few seconds while models train
         user_model = users()
     stack = getattr(getattr(user_model, "decider", None), "stack", None)  # agents.llm_feature (llm-grounded)
-    labelled_parts, recall, training = [], {}, {}
-    for name in section.policies:
-        t0 = time.perf_counter()
-        with training_progress(TrainingLog(console)):
-            policy = build_policy(config, world, name)
-        training[name] = training_summary(policy)
-        warn_if_time_capped(console, name, policy)
-        recall[name] = offline_recall(policy, world, sorted(world.personas), seed=config.run.seed)
-        policy_dir = run_dir / "policies" / name
-        if resume and policy_dir.is_dir():
-            rollback_to_checkpoint(policy_dir)
-        world.run_sessions(
-            policy,
-            user_model,
-            policy_dir,
-            PolicyRecipe(config, name, worker_setup, policy_parts, build_llm if needs_llm else None, n_personas, False),
-            n_pages=config.simulation.pages,
-            page_size=config.simulation.page_size,
-            seed=config.run.seed,
-            policy_name=name,
-            batch_size=64,
-            resume=resume and (policy_dir / "config.json").is_file(),
+    try:
+        labelled_parts, recall, training = _simulate(
+            config, world, user_model, stack, run_dir, n_personas, resume, console
         )
-        events = pd.read_parquet(policy_dir / "events")
-        events = events.assign(watch_probability=watch_probabilities(user_model, world, events))
-        if stack is not None:
-            events = events.assign(**response_columns(user_model, world, events, config.run.seed))
-        labelled_parts.append(label_shown(events, world.split.valid, world.split.test))
-        console.print(f"  {name:>22}: {len(events)} shown, {time.perf_counter() - t0:.1f} s")
+    except FallbackShareExceeded as exc:
+        raise FallbackShareExceeded(f"{exc}; stopped, the run is resumable: simrec resume {run_dir}") from None
+    except KeyboardInterrupt as exc:
+        raise RunInterrupted(
+            f"{str(exc) or 'interrupted'}: the pages in flight are dropped (logs end at the last checkpoint); "
+            f"resume with: simrec resume {run_dir}"
+        ) from None
     labelled = pd.concat(labelled_parts, ignore_index=True)
     body = score_validity(
         labelled, [p for p in POP_CF if p in section.policies], recall, n_boot=section.bootstrap, seed=config.run.seed
@@ -335,3 +326,44 @@ def llm_headline(block: dict) -> str:
         f"{view['stacked']['pop_cf']:+.2f}, all {view['response']['all']:+.2f} -> {view['stacked']['all']:+.2f}; "
         f"P_like~real like Pop+CF {like['response']['pop_cf']:+.2f} -> {like['stacked']['pop_cf']:+.2f}"
     )
+
+
+def _simulate(
+    config: ExperimentConfig, world: World, user_model: UserModel, stack: Any, run_dir: Path, n_personas: int,
+    resume: bool, console: Console,
+) -> tuple[list[pd.DataFrame], dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """Every policy's sessions, labelled against the held-out data (`run_validate`'s loop); also each policy's
+    offline recall@20 and training summary."""
+    section = config.validity
+    needs_llm = config.users.writes_text
+    labelled_parts, recall, training = [], {}, {}
+    for name in section.policies:
+        t0 = time.perf_counter()
+        with training_progress(TrainingLog(console)):
+            policy = build_policy(config, world, name)
+        training[name] = training_summary(policy)
+        warn_if_time_capped(console, name, policy)
+        recall[name] = offline_recall(policy, world, sorted(world.personas), seed=config.run.seed)
+        policy_dir = run_dir / "policies" / name
+        if resume and policy_dir.is_dir():
+            rollback_to_checkpoint(policy_dir)
+        world.run_sessions(
+            policy,
+            user_model,
+            policy_dir,
+            PolicyRecipe(config, name, worker_setup, policy_parts, build_llm if needs_llm else None, n_personas, False),
+            n_pages=config.simulation.pages,
+            page_size=config.simulation.page_size,
+            seed=config.run.seed,
+            policy_name=name,
+            batch_size=64,
+            resume=resume and (policy_dir / "config.json").is_file(),
+            max_fallback_share=config.llm.max_fallback_share if needs_llm else None,
+        )
+        events = pd.read_parquet(policy_dir / "events")
+        events = events.assign(watch_probability=watch_probabilities(user_model, world, events))
+        if stack is not None:
+            events = events.assign(**response_columns(user_model, world, events, config.run.seed))
+        labelled_parts.append(label_shown(events, world.split.valid, world.split.test))
+        console.print(f"  {name:>22}: {len(events)} shown, {time.perf_counter() - t0:.1f} s")
+    return labelled_parts, recall, training

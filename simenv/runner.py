@@ -28,6 +28,7 @@ import pandas as pd
 
 from simenv import defaults
 from simenv.data.dataset import Dataset
+from simenv.errors import FallbackShareExceeded
 from simenv.eventlog import RunLog, event_rows, interview_row, page_row
 from simenv.kernel import check_feedback, episode_rngs
 from simenv.protocols import PagePolicy, UserModel, UserSession
@@ -35,6 +36,7 @@ from simenv.records import Interview, Page, PageFeedback, Persona
 from simenv.rewards import RewardConfig, item_rewards, page_reward, reward_config
 
 log = logging.getLogger(__name__)
+MIN_FALLBACK_PAGES = 20  # pages shown before the fallback share is held to its limit
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,8 @@ def run_sessions(
     persistent_memory: bool = False,
     progress: Callable[[int, int], None] | None = None,
     only_chunks: Collection[int] | None = None,
+    max_fallback_share: float | None = None,
+    min_fallback_pages: int = MIN_FALLBACK_PAGES,
 ) -> RunSummary:
     """Run one session per persona (episode `e` = the e-th of `users`, default all persona ids sorted).
 
@@ -91,6 +95,9 @@ def run_sessions(
     `only_chunks` runs only those chunk indices (of `batch_size` episodes each, numbered over all of `users`), with the
     episodes' global numbers and seeds: a sharded engine runs disjoint chunk sets in separate directories and
     concatenates their parts in chunk order, which reproduces an unsharded run's parts.
+    `max_fallback_share`: once `min_fallback_pages` pages have been decided in this call, a page step after which
+    more than that share of them fell back (`PageFeedback.fallback`) raises `FallbackShareExceeded`, after the
+    step's logs are written; the run directory is then as a crash leaves it (resumable from its last checkpoint).
     """
     if n_pages < 1 or page_size < 1 or batch_size < 1:
         raise ValueError(f"n_pages={n_pages}, page_size={page_size}, batch_size={batch_size} must all be >= 1")
@@ -121,6 +128,7 @@ def run_sessions(
         {} if persistent_memory or not _accepts(user_model.start_session, "reset_memory") else {"reset_memory": True}
     )
     n_shown_pages = 0
+    n_fallback_pages = 0
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for c, chunk_users in enumerate(chunks):
         if c < done_chunks or (only_chunks is not None and c not in only_chunks):
@@ -157,8 +165,19 @@ def run_sessions(
             run_log.append("events", events)
             run_log.append("pages", page_rows)
             n_shown_pages += len(alive)
+            n_fallback_pages += sum(fb.fallback for fb in feedbacks)
             if progress is not None:
                 progress(first, n_shown_pages)
+            if (
+                max_fallback_share is not None
+                and n_shown_pages >= min_fallback_pages
+                and n_fallback_pages > max_fallback_share * n_shown_pages
+            ):
+                flush_logs(user_model)  # the failed answers on record (a resume drops them with the step's parts)
+                raise FallbackShareExceeded(
+                    f"policy {policy}: {n_fallback_pages} of {n_shown_pages} pages fell back "
+                    f"({n_fallback_pages / n_shown_pages:.0%} > [llm] max_fallback_share {max_fallback_share:.0%})"
+                )
         interviews = _interviews(user_model, [lv.session for lv in lives])
         rows = [
             interview_row(run_log.run_id, policy, lv.episode, lv.pages, iv)

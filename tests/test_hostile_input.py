@@ -131,6 +131,11 @@ DATA_CASES = {
     "wrong columns": ("movies.dat", b"1::Toy Story (1995)\n", "movies.dat line 1: expected 3 fields"),
     "non-numeric rating": ("ratings.dat", RATINGS.replace(b"::5::", b"::five::", 1), "rating 'five' is not a number"),
     "out-of-range rating": ("ratings.dat", RATINGS.replace(b"::5::", b"::9::", 1), "rating '9' outside 1..5"),
+    "negative timestamp": (
+        "ratings.dat",
+        RATINGS + b"2::11::4::-5\n",
+        f"ratings.dat line {NEXT}: timestamp '-5' is negative",
+    ),
     "unknown item": ("ratings.dat", RATINGS + b"1::999::5::1\n", f"line {NEXT}: unknown item id '999'"),
     "duplicate rating": ("ratings.dat", RATINGS + RATINGS.split(b"\n")[0] + b"\n", "duplicate rating of item"),
     "utf-16": ("movies.dat", "1::A (1999)::Drama\n".encode("utf-16"), "UTF-16"),

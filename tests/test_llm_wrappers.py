@@ -21,7 +21,7 @@ from simenv.llm import (
 )
 from simenv.llm.schemas import check_page_decision
 from simenv.llm.types import LLMError
-from tests.fixtures_llm import ExplodingLLM, ScriptedLLM, page_request
+from tests.fixtures_llm import ScriptedLLM, page_request
 
 
 def _pages(n: int, page_index: int = 0) -> list:
@@ -38,21 +38,24 @@ def _run(llm, pages: list) -> list:
     return ask_json_batch(llm, pages, _checks(pages), max_repairs=2)
 
 
-def test_cache_replay_hits_every_call_and_reproduces_results(tmp_path: Path) -> None:
+def test_cache_replay_reasks_only_bad_answers_and_reproduces_results(tmp_path: Path) -> None:
     pages = _pages(80)
     mock = MockLLM(seed=9, faults=FaultConfig(rate=0.3, kinds=("malformed_json", "out_of_range", "unknown_id")))
     first = CacheLLM(mock, tmp_path / "cache")
     original = _run(first, pages)
     first.close()
-    assert first.hits == 0 and first.misses > 80  # repairs were needed, and stored
+    assert first.hits == 0 and first.misses > 80  # repairs were needed
+    assert first.rejected > 0  # the bad answers were not kept
     assert any(r.status == "repaired" for r in original)
 
-    replay = CacheLLM(ExplodingLLM(identity=mock.identity), tmp_path / "cache")
+    replay = CacheLLM(MockLLM(seed=9, faults=mock.faults), tmp_path / "cache")
     again = _run(replay, pages)
-    assert replay.misses == 0 and replay.hits == first.misses
+    assert replay.misses == first.rejected and replay.hits == first.misses - first.rejected
+    assert replay.stale == 0
     assert [(r.value, r.status, r.repairs) for r in again] == [(r.value, r.status, r.repairs) for r in original]
     assert [r.call_ids for r in again] == [r.call_ids for r in original]
-    assert all(resp.cache_hit for r in again for resp in r.responses)
+    hits = [resp.cache_hit for r in again for resp in r.responses]
+    assert sum(hits) == replay.hits
     replay.close()
 
 
@@ -67,10 +70,11 @@ def test_cache_key_depends_on_model_identity_and_request(tmp_path: Path) -> None
 
 
 def test_failed_calls_are_not_cached(tmp_path: Path) -> None:
-    cache = CacheLLM(ScriptedLLM([LLMError("boom"), '{"ok": 1}']), tmp_path / "c")
     page = _pages(1)[0]
+    good = MockLLM(seed=0).complete(page).text  # a valid page decision
+    cache = CacheLLM(ScriptedLLM([LLMError("boom"), good]), tmp_path / "c")
     assert cache.complete_batch([page])[0].error
-    assert cache.complete(page).text == '{"ok": 1}'
+    assert cache.complete(page).text == good
     assert cache.complete(page).cache_hit
     cache.close()
 

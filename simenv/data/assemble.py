@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from simenv.data.dataset import DataError, Dataset, item_text
-from simenv.data.textfile import Table, check_range, numeric_column, short
+from simenv.data.textfile import Table, check_range, numeric_column, short, shown_value
 
 RATING_RANGE = (1.0, 5.0)
 _DIGITS = re.compile(r"(\d+)")
@@ -96,6 +96,10 @@ def assemble(
     rating = numeric_column(ratings, "rating", "float")
     check_range(ratings, "rating", rating, *RATING_RANGE)
     timestamp = numeric_column(ratings, "timestamp", "int")
+    negative = np.flatnonzero(timestamp < 0)  # seconds since 1970: a negative one is a damaged or shifted file
+    if negative.size:
+        row = int(negative[0])
+        raise ratings.fail(row, f"timestamp {shown_value(ratings, 'timestamp', row)} is negative (seconds since 1970)")
 
     key = user_ids * len(item_raw_ids) + item_ids
     dup = pd.Series(key).duplicated(keep="first").to_numpy()

@@ -86,6 +86,15 @@ class LoopThread:
             raise
 
     def close(self) -> None:
-        if not self.closed:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
+        if self.closed:
+            return
+        if threading.current_thread() is self._thread:  # e.g. a finalizer the garbage collector ran on this thread
+            self._loop.stop()  # the loop ends after this callback; a thread cannot join itself
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    @property
+    def is_current(self) -> bool:
+        """True on the loop's own thread (where `run` would deadlock)."""
+        return threading.current_thread() is self._thread

@@ -12,7 +12,9 @@ retry: the SDK is built with `max_retries=0`, so every attempt is the backend's 
   its default headers. ~3x less client CPU per call than the SDK path (`python -m benchmarks.bench_llm`),
   which matters only against fast local servers at high concurrency.
 
-The API key lives only inside the client objects: never in an attribute of ours, a repr, a log or a message.
+The API key lives only inside the client objects: never in an attribute of ours, a repr, a log or a message. A
+query string in a base URL (`?api-key=...`) is sent with every request and, like the key, redacted from every
+message and file (`simenv.llm.secrets.redact`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from __future__ import annotations
 import email.utils
 import inspect
 import math
+import socket
 import time
+import urllib.parse
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -95,7 +99,10 @@ class SDKTransport:
         )
         cls = openai.DefaultAioHttpClient if http_client == "aiohttp" else openai.DefaultAsyncHttpxClient
         http = cls(limits=limits)
-        self._client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, http_client=http)
+        base_url, query = split_query(base_url)
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key, base_url=base_url, max_retries=0, http_client=http, default_query=query or None
+        )
         # raw bytes go in `content` (SDKs of 2026+); older ones took them as `body`
         self._bytes_arg = "content" if "content" in inspect.signature(self._client.post).parameters else "body"
 
@@ -106,7 +113,10 @@ class SDKTransport:
             return await self._client.post("/" + CHAT_PATH, cast_to=bytes, options=options, **{self._bytes_arg: body})
         except openai.APIStatusError as exc:
             raise status_error(exc.status_code, _first_line(exc), exc.response.headers) from None
-        except openai.APITimeoutError:
+        except openai.APITimeoutError as exc:
+            refused = _refusal(exc)  # the aiohttp client reports a refused connection as a connect *timeout*
+            if refused is not None:
+                raise AttemptError("connection", _first_line(refused)) from None
             raise AttemptError("timeout", f"no answer within {timeout_s:g} s") from None
         except openai.APIConnectionError as exc:
             raise AttemptError("connection", _first_line(exc.__cause__ or exc)) from None
@@ -122,7 +132,10 @@ class DirectTransport:
         import aiohttp
 
         self._aiohttp = aiohttp
+        base_url, query = split_query(base_url)
         self.url = (base_url or DEFAULT_BASE_URL).rstrip("/") + "/" + CHAT_PATH
+        if query:
+            self.url += "?" + urllib.parse.urlencode(query)
         headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, keepalive_timeout=30)
         self._session = aiohttp.ClientSession(connector=connector, headers=headers, skip_auto_headers=("User-Agent",))
@@ -142,6 +155,28 @@ class DirectTransport:
 
     async def aclose(self) -> None:
         await self._session.close()
+
+
+def split_query(base_url: str | None) -> tuple[str | None, dict[str, str]]:
+    """A base URL without its query string, and the query's parameters: sent with every request (some gateways
+    take the key as `?api-key=...`), after the path, where the SDK would otherwise have appended it to the query."""
+    if base_url is None or "?" not in base_url:
+        return base_url, {}
+    parts = urllib.parse.urlsplit(base_url)
+    query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    return urllib.parse.urlunsplit(parts._replace(query="", fragment="")), query
+
+
+def _refusal(exc: BaseException) -> BaseException | None:
+    """The refused connection or failed name lookup in `exc`'s causes (not a timeout), if any."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionError | socket.gaierror):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

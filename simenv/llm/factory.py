@@ -38,6 +38,7 @@ class LLMConfig:
     timeout_s: float = 60.0
     max_retries: int = 3
     structured_output: str = "json_schema"  # openai: json_schema | json_object | none
+    schema_mode: str = "auto"  # openai: auto | full | plain (schemas without prefixItems; OpenAIBackend)
     model_path: str | None = None  # llama-cpp: GGUF file; transformers: model dir or GGUF file
     n_ctx: int = 2048
     n_threads: int = 2
@@ -128,6 +129,7 @@ def make_backend(config: LLMConfig) -> LLM:
         concurrency=config.concurrency,
         structured_output=config.structured_output,
         http_client=config.http_client,
+        schema_mode=config.schema_mode,
     )
 
 

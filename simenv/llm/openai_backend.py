@@ -13,6 +13,12 @@ each). Every call runs on one event-loop thread per backend (`LoopThread`) where
 connections stay open between batches. The transport (`simenv.llm.chat_transport`) is the SDK's (`http_client`
 "auto": its aiohttp transport when aiohttp is installed, else httpx) or `direct`, a plain aiohttp POST with ~3x
 less client CPU per call, for fast local servers at high concurrency (`python -m benchmarks.bench_llm`).
+`schema_mode` is for servers whose JSON-Schema support predates `prefixItems` (draft 2020-12; the page decision's
+schema fixes each position's id with it): `full` sends every schema as it is; `plain` sends it with `prefixItems`
+turned into `items: {"anyOf": ...}` (`simenv.llm.schemas.without_prefix_items`) while answers are validated against
+the full schema on the client (the structured layer, as always), so a wrong or out-of-order id is re-asked; `auto`
+(the default) sends the full schema until the first HTTP 400 that names the schema, then switches to plain for
+good (one warning line) and re-sends that request at once (the 400 stays on the call's record).
 Structured output is asked for in one of three forms: `json_schema` (OpenAI, vLLM), `json_object`
 (`{"type": "json_object", "schema": ...}`, llama.cpp server; its server answers HTTP 500 to the `json_schema`
 form) or `none` (an instruction appended to the prompt).
@@ -44,14 +50,16 @@ import orjson
 
 from simenv.llm.batching import LoopThread, failed_response
 from simenv.llm.chat_transport import AttemptError, ChatTransport, DirectTransport, SDKTransport
-from simenv.llm.schemas import grammar_friendly
-from simenv.llm.secrets import redact
+from simenv.llm.schemas import grammar_friendly, without_prefix_items
+from simenv.llm.secrets import redact, url_userinfo
 from simenv.llm.structured import parse_if_json, with_json_instruction
-from simenv.llm.types import LLMError, LLMRequest, LLMResponse
+from simenv.llm.types import LLMError, LLMRequest, LLMResponse, Message
 
 logger = logging.getLogger(__name__)
 
 STRUCTURED_OUTPUT_FORMS = ("json_schema", "json_object", "none")
+SCHEMA_MODES = ("auto", "full", "plain")  # see `OpenAIBackend.schema_mode`
+_SCHEMA_WORDS = ("schema", "prefixitems", "response_format")  # a 400 naming one of these rejected the schema
 HTTP_CLIENTS = ("auto", "aiohttp", "httpx", "direct")  # the first three go through the openai SDK
 MAX_BACKOFF_S = 8.0
 _PLACEHOLDER_KEY = "no-key"  # local servers ignore the key, but the SDK insists on one
@@ -74,9 +82,14 @@ def endpoint_urls(base_url: str | Sequence[str] | None) -> tuple[str | None, ...
             return (None,)
     parts = base_url.split(",") if isinstance(base_url, str) else [p for u in base_url for p in str(u).split(",")]
     urls = tuple(p.strip() for p in parts if p.strip())
+    if any(url_userinfo(u) for u in urls):  # never echoed: the message would carry the password
+        raise ValueError(
+            "OpenAIBackend.base_url: credentials in the URL (user:password@host) are not accepted; "
+            "give the key in OPENAI_API_KEY"
+        )
     bad = [u for u in urls if not re.match(r"^https?://[^/\s]+", u)]
     if not urls or bad:
-        raise ValueError(f"OpenAIBackend.base_url: expected http(s):// URLs, got {base_url!r}")
+        raise ValueError(f"OpenAIBackend.base_url: expected http(s):// URLs, got {redact(repr(base_url))}")
     return urls
 
 
@@ -129,7 +142,9 @@ class _Session:
             await endpoint.transport.aclose()
 
     def close(self) -> None:
-        if not self.loop.closed:
+        if not self.loop.closed and self.loop.is_current:  # collected on the loop thread: no await possible here
+            self.loop.close()
+        elif not self.loop.closed:
             try:
                 self.loop.run(self._aclose())
             finally:
@@ -151,6 +166,7 @@ class OpenAIBackend:
         structured_output: str = "json_schema",
         http_client: str = "auto",
         backoff_s: float = 0.5,
+        schema_mode: str = "auto",
     ) -> None:
         if not model:
             raise ValueError("OpenAIBackend needs a model name (config llm.model)")
@@ -160,6 +176,8 @@ class OpenAIBackend:
             )
         if http_client not in HTTP_CLIENTS:
             raise ValueError(f"OpenAIBackend.http_client must be one of {HTTP_CLIENTS}, got {http_client!r}")
+        if schema_mode not in SCHEMA_MODES:
+            raise ValueError(f"OpenAIBackend.schema_mode must be one of {SCHEMA_MODES}, got {schema_mode!r}")
         if concurrency < 1 or max_retries < 0 or timeout_s <= 0 or backoff_s < 0:
             raise ValueError(
                 f"OpenAIBackend: need concurrency >= 1, max_retries >= 0, timeout_s > 0, backoff_s >= 0; got "
@@ -175,6 +193,8 @@ class OpenAIBackend:
         self.structured_output = structured_output
         self.http_client = http_client
         self.backoff_s = float(backoff_s)
+        self.schema_mode = schema_mode
+        self.plain_schemas = schema_mode == "plain"  # auto turns it on at the first 400 that names the schema
         self._session: _Session | None = None
         self._finalizer: weakref.finalize | None = None
         self._lock = threading.Lock()
@@ -204,7 +224,8 @@ class OpenAIBackend:
         return (
             f"OpenAIBackend(model={self.model!r}, base_url={urls!r}, timeout_s={self.timeout_s}, "
             f"max_retries={self.max_retries}, concurrency={self.concurrency}, "
-            f"structured_output={self.structured_output!r}, http_client={self.http_client!r})"
+            f"structured_output={self.structured_output!r}, http_client={self.http_client!r}, "
+            f"schema_mode={self.schema_mode!r})"
         )
 
     # -- request shaping ----------------------------------------------------------------------------------
@@ -221,6 +242,8 @@ class OpenAIBackend:
         schema = request.json_schema
         if schema is not None:
             schema = grammar_friendly(schema)
+            if self.plain_schemas:
+                schema = without_prefix_items(schema)
             if self.structured_output == "json_schema":
                 name = re.sub(r"[^A-Za-z0-9_-]", "_", request.template or "answer")[:64]
                 kwargs["response_format"] = {
@@ -292,6 +315,24 @@ class OpenAIBackend:
         jitter = 1.0 - 0.25 * int.from_bytes(digest, "big") / 65536
         return min(self.backoff_s * 2**retry, MAX_BACKOFF_S) * jitter
 
+    def _schema_rejected(self, request: LLMRequest, error: AttemptError) -> bool:
+        """schema_mode auto: an HTTP 400 that names the schema switches every later request to the plain schema
+        (one warning); True when this request should be sent again that way."""
+        if self.schema_mode != "auto" or error.kind != "http_400" or request.json_schema is None:
+            return False
+        if not any(word in error.detail.lower() for word in _SCHEMA_WORDS):
+            return False
+        if "prefixItems" not in orjson.dumps(request.json_schema).decode():
+            return False  # plain would send the same schema: the 400 is about something else
+        switched, self.plain_schemas = not self.plain_schemas, True  # on the loop thread; a bool, no lock needed
+        if switched:
+            logger.warning(
+                "openai backend: the server rejected a JSON schema (%s); sending schemas without prefixItems from "
+                "now on and validating answers against the full schema here (schema_mode auto)",
+                redact(error.detail)[:160],
+            )
+        return True
+
     # -- calls ----------------------------------------------------------------------------------------------
     def _get_session(self) -> _Session:
         with self._lock:
@@ -303,6 +344,7 @@ class OpenAIBackend:
     async def _call(self, session: _Session, request: LLMRequest) -> LLMResponse:
         """One call: up to `max_retries + 1` attempts, each under its endpoint's gate; raises `LLMError`."""
         body = self._body(request)
+        plain = self.plain_schemas
         kinds: list[str] = []
         waited = 0.0
         start: float | None = None
@@ -310,6 +352,8 @@ class OpenAIBackend:
         while True:
             endpoint = session.pick(avoid=endpoint)
             async with endpoint.gate:
+                if plain != self.plain_schemas:  # schema_mode auto switched while this call waited for a slot
+                    body, plain = self._body(request), self.plain_schemas
                 start = time.perf_counter() if start is None else start  # latency: first attempt sent -> answer
                 try:
                     raw = await endpoint.transport.post(body, self.timeout_s)
@@ -320,6 +364,9 @@ class OpenAIBackend:
                 except (ValueError, TypeError) as exc:  # e.g. a URL or header the HTTP library refuses
                     kinds.append(type(exc).__name__)
                     last = AttemptError(type(exc).__name__, str(exc), retryable=False)
+            if self._schema_rejected(request, last):
+                body, plain = self._body(request), True  # the same request with the plain schema, at once
+                continue
             if not last.retryable or len(kinds) > self.max_retries:
                 raise self._error(request, last, kinds, waited)
             delay = self.backoff(request, len(kinds) - 1, last.retry_after_s)
@@ -354,6 +401,39 @@ class OpenAIBackend:
             return []
         session = self._get_session()
         return session.loop.run(self._batch(session, requests))
+
+    # -- pre-flight -------------------------------------------------------------------------------------------
+    def probe(self) -> list[tuple[str | None, AttemptError | None]]:
+        """One minimal chat request (the configured model, `max_tokens` 1, no schema) to every endpoint, with the
+        call's retry rules; per endpoint its URL and the last failed attempt (None: it answered). Used before a
+        run writes anything, so a wrong key, model or address fails in a second, not as a run of fallbacks."""
+        session = self._get_session()
+        return session.loop.run(self._probe_all(session))
+
+    async def _probe_all(self, session: _Session) -> list[tuple[str | None, AttemptError | None]]:
+        request = LLMRequest(
+            messages=(Message("user", "Reply with OK."),), template="preflight", template_version="v1", max_tokens=1
+        )
+        body = self._body(request)
+
+        async def one(endpoint: _Endpoint) -> AttemptError | None:
+            tries = 0
+            while True:
+                try:
+                    async with endpoint.gate:
+                        await endpoint.transport.post(body, self.timeout_s)
+                    return None
+                except AttemptError as exc:
+                    last = exc
+                except (ValueError, TypeError) as exc:
+                    last = AttemptError(type(exc).__name__, str(exc), retryable=False)
+                tries += 1
+                if not last.retryable or tries > self.max_retries:
+                    return last
+                await asyncio.sleep(self.backoff(request, tries - 1, last.retry_after_s))
+
+        errors = await asyncio.gather(*(one(e) for e in session.endpoints))
+        return [(e.url, err) for e, err in zip(session.endpoints, errors, strict=True)]
 
     def close(self) -> None:
         """Close the transports and their connections and stop the loop thread; safe to call twice."""

@@ -172,3 +172,20 @@ def grammar_friendly(schema: Any) -> Any:
     ):
         out["enum"] = list(range(low, high + 1))
     return out
+
+
+def without_prefix_items(schema: Any) -> Any:
+    """A copy of `schema` for servers whose JSON-Schema support predates `prefixItems` (draft 2020-12): every
+    `prefixItems` list becomes `items: {"anyOf": [...]}` (the same subschemas, in any order; one subschema when they
+    are all alike) and its `items: false` goes. The length bounds stay. Looser than the original, so answers are
+    still validated against the original schema on the client (`simenv.llm.structured`)."""
+    if isinstance(schema, list):
+        return [without_prefix_items(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: without_prefix_items(v) for k, v in schema.items() if k != "prefixItems"}
+    if "prefixItems" in schema:
+        subs = [without_prefix_items(s) for s in schema["prefixItems"]]
+        unique = [s for k, s in enumerate(subs) if s not in subs[:k]]
+        out["items"] = unique[0] if len(unique) == 1 else {"anyOf": unique}
+    return out

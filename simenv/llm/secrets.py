@@ -5,6 +5,12 @@ A *secret name* is a key or flag whose last part is `key`, `token`, `secret`, `p
 not secrets. A *secret value* is the value of an environment variable with a secret name (at least 6
 characters, so that `TOKEN=1` does not blank every "1"). `redact` replaces every secret value in a text;
 `shown` is how a config value appears in an error message.
+
+`redact` also blanks what a URL or a header can carry: the userinfo of a URL (`http://user:pass@host` ->
+`http://<redacted>@host`), the whole query string of an http(s) URL (`?api-key=...` -> `?<redacted>`: any
+parameter may be a key or a signature) and the value of an `Authorization` header or of a header whose name ends
+in a secret word (`X-Api-Key: ...`, `"api-key": "..."`) when the value looks like a key (8+ characters of a
+token's alphabet: a title such as "The Secret: A Story" is left alone).
 """
 
 from __future__ import annotations
@@ -18,6 +24,13 @@ REDACTED = "<redacted>"
 MIN_SECRET_LENGTH = 6
 _SECRET_NAME = re.compile(r"(?:^|[_.\-])(?:api_?key|key|token|secret|password|passwd|credentials?|auth)$", re.I)
 _SECRET_PREFIX = re.compile(r"^(?:sk|pk|rk|hf|ghp|gho|xox[bap])[-_][A-Za-z0-9_\-]{8,}$")
+_URL_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.\-]*://)[^/\s@?#\"'<>]+@", re.I)
+_URL_QUERY = re.compile(r"(\bhttps?://[^\s?#\"'<>]*)\?[^\s#\"'<>]+", re.I)
+_HEADER = re.compile(
+    r"""((?:proxy-)?authorization|[\w-]*(?:api[-_]?key|token|secret|password))(["']?\s*[:=]\s*["']?)"""
+    r"""(?:(?:bearer|basic|token)\s+)?(?!<redacted>)[A-Za-z0-9._~+/=\-]{8,}""",  # key-like values, not prose
+    re.I,
+)
 
 
 def is_secret_name(name: object) -> bool:
@@ -44,7 +57,22 @@ def redact(text: str, extra: Iterable[str] = (), environ: Mapping[str, str] | No
     secrets = sorted({*env_secrets(environ), *given}, key=len)
     for secret in reversed(secrets):
         text = text.replace(secret, REDACTED)
+    if "://" in text:
+        text = redact_urls(text)
+    if ":" in text or "=" in text:
+        text = _HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     return text
+
+
+def redact_urls(text: str) -> str:
+    """`text` with the userinfo and the query string of every URL in it replaced by `<redacted>`."""
+    text = _URL_QUERY.sub(lambda m: f"{m.group(1)}?{REDACTED}", text)
+    return _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+
+
+def url_userinfo(url: str) -> bool:
+    """True if `url` carries credentials in its userinfo (`scheme://user:pass@host`)."""
+    return _URL_USERINFO.match(url.strip()) is not None
 
 
 def scrub(value: Any, name: object = "") -> Any:

@@ -311,6 +311,15 @@ def validate_answer(text: str, schema: Any, check: Check | None) -> Any:
     return value
 
 
+def answer_valid(text: str, schema: Any, check: Check | None = None) -> bool:
+    """True if `text` decodes as JSON that matches `schema` (and passes `check`): `validate_answer` as a verdict."""
+    try:
+        validate_answer(text, schema, check)
+    except _Invalid:
+        return False
+    return True
+
+
 def repair_request(original: LLMRequest, previous: LLMResponse, error: str, attempt: int) -> LLMRequest:
     """The original messages, the bad answer, and the error: asks the model to correct itself."""
     prompt = load_template("simenv.llm", "repair", 1).render(error=error)

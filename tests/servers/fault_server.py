@@ -9,6 +9,11 @@ prose), `bad_body` (HTTP 200 whose body is cut mid-JSON). The fault for the n-th
 body is drawn from a generator seeded by (seed, body hash, n), so the schedule does not depend on arrival
 order and a retried request can succeed. Runs in a background thread (`FaultServer`) or as
 `python -m tests.servers.fault_server --port P [--latency 0.25]`.
+
+Endpoint checks, as real servers make them: with `api_key` set, a request without `Authorization: Bearer
+<api_key>` gets HTTP 401; with `models` set, a request for another model gets HTTP 404 (`model_not_found`); with
+`reject_prefix_items`, a request whose `response_format` schema uses `prefixItems` gets HTTP 400 naming the schema
+(as servers with older JSON-Schema support answer).
 """
 
 from __future__ import annotations
@@ -50,8 +55,19 @@ class FaultPlan:
 class FaultServer:
     """Start with `start()` (or as a context manager); `base_url` ends in `/v1`; `stats` counts outcomes."""
 
-    def __init__(self, plan: FaultPlan | None = None, responder: Responder = echo_responder, port: int = 0) -> None:
+    def __init__(
+        self,
+        plan: FaultPlan | None = None,
+        responder: Responder = echo_responder,
+        port: int = 0,
+        api_key: str | None = None,
+        models: tuple[str, ...] | None = None,
+        reject_prefix_items: bool = False,
+    ) -> None:
         self.plan = plan or FaultPlan()
+        self.api_key = api_key
+        self.models = models
+        self.reject_prefix_items = reject_prefix_items
         unknown = sorted(set(self.plan.kinds) - set(KNOWN_FAULTS))
         if unknown:
             raise ValueError(f"FaultPlan.kinds has unknown faults {unknown}; known: {list(KNOWN_FAULTS)}")
@@ -87,6 +103,19 @@ class FaultServer:
             return self.plan.kinds[int(rng.integers(len(self.plan.kinds)))]
         return None
 
+    def _refusal(self, request: web.Request, body: dict[str, Any]) -> web.Response | None:
+        """The 401 / 404 / 400 a real server answers to a wrong key, an unknown model or a schema it cannot take."""
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            error = {"message": "Incorrect API key provided", "code": "invalid_api_key"}
+            return web.json_response({"error": error}, status=401)
+        if self.models is not None and body.get("model") not in self.models:
+            error = {"message": f"The model `{body.get('model')}` does not exist", "code": "model_not_found"}
+            return web.json_response({"error": error}, status=404)
+        if self.reject_prefix_items and "prefixItems" in json.dumps(body.get("response_format") or {}):
+            error = {"message": "Invalid schema for response_format: 'prefixItems' is not supported", "code": None}
+            return web.json_response({"error": error}, status=400)
+        return None
+
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fault-model", "object": "model"}]})
 
@@ -101,6 +130,10 @@ class FaultServer:
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.authorizations.add(request.headers.get("Authorization", ""))
+        refused = self._refusal(request, body)
+        if refused is not None:
+            self.stats[f"refused_{refused.status}"] += 1
+            return refused
         peer = request.transport.get_extra_info("peername") if request.transport is not None else None
         if peer is not None:
             self.peers.add((peer[0], peer[1]))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,8 +121,9 @@ def build_llm(config: ExperimentConfig) -> LLM:
 
 
 def say(message: str) -> None:
-    """A progress line on stderr (phases that can take minutes: never a silent stretch)."""
-    print(f"simrec: {message}", file=sys.stderr, flush=True)
+    """A progress line on stdout, beside the run's tables (phases that can take minutes: never a silent stretch;
+    stderr is kept for the one-line errors)."""
+    print(f"simrec: {message}", flush=True)
 
 
 class UserModelFactory:

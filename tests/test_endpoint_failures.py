@@ -33,7 +33,7 @@ def run(tmp_path: Path, capsys, args: list[str], expect: int) -> tuple[str, str]
 
 
 def _openai(url: str, model: str = "m") -> list[str]:
-    return ["compare", *FAST, "--llm.backend", "openai", "--llm.model", model, "--llm.base-url", url,
+    return ["compare", *FAST, "--users.kind", "persona", "--llm.backend", "openai", "--llm.model", model, "--llm.base-url", url,
             "--llm.max-retries", "0", "--run.name", "r"]  # fmt: skip
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from experiments.cli import app
 from simenv.eventlog import read_table
 
-ARGS = ["compare", "--llm.backend", "mock", "--users.embedder", "hashing", "--data.dataset", "synthetic",
-        "--data.n-personas", "6", "--recommenders.names", '["mf"]', "--simulation.pages", "2"]  # fmt: skip
+ARGS = ["compare", "--llm.backend", "mock", "--users.kind", "persona", "--users.embedder", "hashing",
+        "--data.dataset", "synthetic", "--data.n-personas", "6", "--recommenders.names", '["mf"]',
+        "--simulation.pages", "2"]  # fmt: skip
 
 
 def _compare(tmp_path: Path, name: str) -> Path:

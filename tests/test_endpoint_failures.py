@@ -33,8 +33,8 @@ def run(tmp_path: Path, capsys, args: list[str], expect: int) -> tuple[str, str]
 
 
 def _openai(url: str, model: str = "m") -> list[str]:
-    return ["compare", *FAST, "--users.kind", "persona", "--llm.backend", "openai", "--llm.model", model, "--llm.base-url", url,
-            "--llm.max-retries", "0", "--run.name", "r"]  # fmt: skip
+    return ["compare", *FAST, "--users.kind", "persona", "--llm.backend", "openai", "--llm.model", model,
+            "--llm.base-url", url, "--llm.max-retries", "0", "--run.name", "r"]  # fmt: skip
 
 
 def _dead_url() -> str:

@@ -21,9 +21,9 @@ persona user and the fidelity harness all call it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import pandas as pd
@@ -43,8 +43,14 @@ from agents.signals import (
 from simenv.data.dataset import Dataset
 from simenv.records import Persona
 
-if TYPE_CHECKING:
-    from agents.response import ResponseModel
+
+class FittedResponse(Protocol):
+    """What the rule reads from a fitted response model (`agents.response.ResponseModel`): per persona a plan with
+    `watch_logit` over the catalog and a `rating` plan; `prepare` batches the predictions of many personas."""
+
+    def prepare(self, personas: Iterable[Persona]) -> None: ...
+
+    def plan(self, persona: Persona) -> Any: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,7 +189,7 @@ class GroundedDecider:
         item_vectors: ItemVectors | None = None,
         stats: TrainStats | None = None,
         collab: CollabPrior | None = None,
-        response: ResponseModel | None = None,
+        response: FittedResponse | None = None,
     ) -> None:
         self.dataset = dataset
         self.config = config

@@ -10,8 +10,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,41 +25,16 @@ from agents.persona import build_personas
 from agents.response import ResponseModel, load_or_fit
 from agents.silent_user import SilentUserModel
 from experiments.config import ExperimentConfig
-from experiments.engine import LocalEngine, PolicyRecipe, SessionEngine, make_engine
+from experiments.engine import make_engine
 from experiments.model_cache import cache_root, recommender_settings
 from experiments.recommender_specs import train_spec
+from experiments.world import World
 from recommenders import registry
 from simenv.data import Dataset, Split, agent4rec_split, load_dataset
 from simenv.llm import LLM, LLMConfig, make_llm
-from simenv.protocols import PagePolicy, Recommender, UserModel
-from simenv.records import Persona
-from simenv.runner import RunSummary
+from simenv.protocols import Recommender, UserModel
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class World:
-    """The data side of an experiment: dataset, split, the sampled personas, and every split user's persona
-    (`population`, what the response model is fitted on). All from the train split only."""
-
-    dataset: Dataset
-    split: Split
-    personas: dict[int, Persona]
-    population: dict[int, Persona] = field(default_factory=dict)
-    engine: SessionEngine = field(default_factory=LocalEngine, compare=False, repr=False)
-
-    def run_sessions(
-        self,
-        policy: PagePolicy,
-        user_model: UserModel,
-        policy_dir: Path,
-        recipe: PolicyRecipe | None = None,
-        **kwargs: Any,
-    ) -> RunSummary:
-        """`simenv.runner.run_sessions` over this world's personas, catalog and train split (keywords pass on), on
-        the world's engine; the ray engine rebuilds `policy` and `user_model` on its workers from `recipe`."""
-        return self.engine.run_policy(self, policy, user_model, Path(policy_dir), recipe, kwargs)
 
 
 def build_world(config: ExperimentConfig, n_personas: int | None = None) -> World:

@@ -32,11 +32,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from experiments.config import ConfigError, ExperimentConfig
 from experiments.model_cache import cache_root, recommender_settings
+from experiments.world import World
 from recommenders import registry
 from recommenders.conformance import missing_methods
 from recommenders.external import IdMap
@@ -44,9 +45,6 @@ from recommenders.http_client import HTTPRecommender, HTTPRecommenderError
 from recommenders.ranking_file import RankingFileError, RankingFileRecommender, read_ranking_file
 from simenv.llm import LLM
 from simenv.protocols import Recommender
-
-if TYPE_CHECKING:  # the composition root passes its World in; this module never imports it at run time
-    from experiments.build import World
 
 TrainRegistry = Callable[..., tuple[Recommender, float]]
 

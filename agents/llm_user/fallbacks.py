@@ -22,15 +22,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from agents.llm_user.views import SessionView
 from simenv.llm.schemas import PLACEHOLDER_TEXTS
 from simenv.llm.structured import StructuredResult
-
-if TYPE_CHECKING:
-    from agents.llm_user.session import LLMUserSession
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +101,7 @@ def fill_texts(watched: np.ndarray, stars: np.ndarray, left: bool, feelings: Seq
     return FilledTexts(out, reason, n_default, default_reason)
 
 
-def counts_insight(session: LLMUserSession) -> str:
+def counts_insight(session: SessionView) -> str:
     """The reflection that replaces an unusable one: what the session's counters say."""
     mean = session.mean_rating
     return f"So far I watched {session.n_watched} of {session.n_shown} movies shown" + (
@@ -111,7 +109,7 @@ def counts_insight(session: LLMUserSession) -> str:
     )
 
 
-def record_event(sink: list[UserEvent], session: LLMUserSession, event: UserEvent) -> None:
+def record_event(sink: list[UserEvent], session: SessionView, event: UserEvent) -> None:
     """Keep `event` on the session and in the model's `sink`."""
     session.events.append(event)
     sink.append(event)
@@ -119,7 +117,7 @@ def record_event(sink: list[UserEvent], session: LLMUserSession, event: UserEven
 
 def record_fallback(
     sink: list[UserEvent],
-    session: LLMUserSession,
+    session: SessionView,
     page_index: int,
     template: str,
     result: StructuredResult,

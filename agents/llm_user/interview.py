@@ -6,35 +6,32 @@ after the repairs it is a recorded fallback (`Interview.fallback`), never a stor
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from agents.llm_user.fallbacks import INTERVIEW_NO_ANSWER_REASON, record_fallback
 from agents.llm_user.prompts import Ask, draw_seed
 from agents.llm_user.session import LLMUserSession
+from agents.llm_user.views import UserView
 from agents.signals import stats_interview_score
 from simenv.llm.structured import StructuredResult, ask_json, ask_json_batch
 from simenv.records import Interview
 
-if TYPE_CHECKING:
-    from agents.llm_user.model import LLMUserModel
-
 INTERVIEW_QUERY = "How satisfied am I with the movies recommended to me?"
 
 
-def interview_ask(model: LLMUserModel, session: LLMUserSession) -> Ask:
+def interview_ask(model: UserView, session: LLMUserSession) -> Ask:
     memories = session.memory.retrieve(INTERVIEW_QUERY, now=session.memory.clock)
     return model.prompts.interview_ask(session, memories, draw_seed(session.text_rng))
 
 
-def run_interview(model: LLMUserModel, session: LLMUserSession) -> Interview:
+def run_interview(model: UserView, session: LLMUserSession) -> Interview:
     ask = interview_ask(model, session)
     result = ask_json(model.llm, ask.request, ask.check, max_repairs=model.config.max_repairs)
     return finish_interview(model, session, result)
 
 
-def run_interviews(model: LLMUserModel, sessions: Sequence[LLMUserSession]) -> list[Interview]:
+def run_interviews(model: UserView, sessions: Sequence[LLMUserSession]) -> list[Interview]:
     """`run_interview` for many sessions with one concurrent `ask_json_batch`: the same interviews, in order.
 
     An interview reads and then writes its user's memory, so sessions sharing a memory stream (the same user
@@ -56,7 +53,7 @@ def run_interviews(model: LLMUserModel, sessions: Sequence[LLMUserSession]) -> l
     return out
 
 
-def finish_interview(model: LLMUserModel, session: LLMUserSession, result: StructuredResult) -> Interview:
+def finish_interview(model: UserView, session: LLMUserSession, result: StructuredResult) -> Interview:
     """Score and reason from the answer (or, when it failed, from the session's counts); remember the episode."""
     stats_score = stats_interview_score(session.n_shown, session.n_watched, session.n_liked)
     w = model.config.decision.interview_llm

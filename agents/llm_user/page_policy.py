@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -27,13 +27,11 @@ from agents.embedding import normalise_rows
 from agents.llm_user.fallbacks import answer_text, fill_texts, record_fallback, record_judge_fallback
 from agents.llm_user.prompts import draw_seed
 from agents.llm_user.session import LLMUserSession
+from agents.llm_user.views import UserView
 from agents.memory import MemoryRecord
 from simenv.llm.schemas import check_page_decision
 from simenv.llm.structured import StructuredResult, ask_json_batch
 from simenv.records import Item, Page, PageFeedback, Persona
-
-if TYPE_CHECKING:
-    from agents.llm_user.model import LLMUserModel
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +59,7 @@ def parse_page_answer(value: Any) -> PageAnswer:
     )
 
 
-def page_memories_for(model: LLMUserModel, session: LLMUserSession, page: Page) -> list[MemoryRecord]:
+def page_memories_for(model: UserView, session: LLMUserSession, page: Page) -> list[MemoryRecord]:
     """The memories shown with a page: top-k by the mean embedding of its items."""
     query = normalise_rows(model.item_vectors.get(page.item_ids).mean(axis=0, keepdims=True))[0]
     return session.memory.retrieve(query, now=session.memory.clock)
@@ -71,7 +69,7 @@ Decision = tuple[np.ndarray, np.ndarray, bool]
 
 
 def decide_batch(
-    model: LLMUserModel,
+    model: UserView,
     sessions: Sequence[LLMUserSession],
     pages: Pages,
     deciders: Sequence[GroundedDecider],
@@ -119,7 +117,7 @@ def _batch_answers(answers: Sequence[PageAnswer | None], width: int) -> BatchAns
 
 
 def finish_page(
-    model: LLMUserModel,
+    model: UserView,
     session: LLMUserSession,
     page: Page,
     items: Sequence[Item],
@@ -144,7 +142,7 @@ def finish_page(
     return session.record_page(page, items, watched, stars, left, texts.feelings, texts.reason, failed, call_ids)
 
 
-def decide_pages(model: LLMUserModel, sessions: Sequence[LLMUserSession], pages: Pages) -> list[PageFeedback]:
+def decide_pages(model: UserView, sessions: Sequence[LLMUserSession], pages: Pages) -> list[PageFeedback]:
     """`page_decision`: the LLM answers watch/rating/leave per item; the grounded rule blends them in."""
     requests, checks = [], []
     for session, (page, _) in zip(sessions, pages, strict=True):
@@ -176,7 +174,7 @@ def decide_pages(model: LLMUserModel, sessions: Sequence[LLMUserSession], pages:
     return feedback
 
 
-def narrate_pages(model: LLMUserModel, sessions: Sequence[LLMUserSession], pages: Pages) -> list[PageFeedback]:
+def narrate_pages(model: UserView, sessions: Sequence[LLMUserSession], pages: Pages) -> list[PageFeedback]:
     """`page_reaction`: the grounded rule decides each page first; the LLM writes the feelings of the watched
     movies and the leave reason. A page with nothing watched and no exit has no text to write: no call."""
     requests, checks, asked = [], [], []
@@ -210,7 +208,7 @@ def narrate_pages(model: LLMUserModel, sessions: Sequence[LLMUserSession], pages
 
 
 def judge_pages(
-    model: LLMUserModel, asks: Sequence[tuple[Persona, Sequence[int]]], rng: np.random.Generator
+    model: UserView, asks: Sequence[tuple[Persona, Sequence[int]]], rng: np.random.Generator
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Pages answered outside any session (no memory read or written): per item (watch, stars as if watched),
     with one batched page_decision call. In narrate mode the LLM's answer would not change a decision, so the

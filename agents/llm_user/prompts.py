@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from agents.config import LLMUserConfig
+from agents.llm_user.views import SessionView
 from agents.memory import MemoryRecord
 from agents.signals import stats_interview_score
 from simenv.data.dataset import Dataset
@@ -43,8 +44,6 @@ from simenv.records import Item, Page, Persona
 
 Check = Callable[[Any], None]
 
-if TYPE_CHECKING:
-    from agents.llm_user.session import LLMUserSession
 
 ACTIVITY_TEXT = {1: "only now and then", 2: "fairly often", 3: "a lot"}
 CONFORMITY_TEXT = {
@@ -278,16 +277,16 @@ class PromptBuilder:
     ) -> LLMRequest:
         return self.reaction_ask(persona, page, items, watched, stars, left, memories, seed).request
 
-    def reflection_ask(self, session: LLMUserSession, window: Sequence[MemoryRecord], seed: int) -> Ask:
+    def reflection_ask(self, session: SessionView, window: Sequence[MemoryRecord], seed: int) -> Ask:
         """The reflection request over `window` (the memories since the last reflection)."""
         variables = {"taste": session.persona.taste_text, "memories": [m.text for m in window]}
         context = {"n_memories": len(session.memory), "mean_rating": session.mean_rating}
         return self.ask(REFLECTION, self.reflection_template, session.persona, variables, context, seed)
 
-    def reflection_request(self, session: LLMUserSession, window: Sequence[MemoryRecord], seed: int) -> LLMRequest:
+    def reflection_request(self, session: SessionView, window: Sequence[MemoryRecord], seed: int) -> LLMRequest:
         return self.reflection_ask(session, window, seed).request
 
-    def interview_ask(self, session: LLMUserSession, memories: Sequence[MemoryRecord], seed: int) -> Ask:
+    def interview_ask(self, session: SessionView, memories: Sequence[MemoryRecord], seed: int) -> Ask:
         """The exit interview request: the session's counts and its retrieved memories. When the profile ignores
         the model's score (`interview_llm == 0`), the score is the counts' and fixed in the request (`context
         ["score"]`): the model only writes the reason, opened with the satisfaction the score states."""
@@ -311,5 +310,5 @@ class PromptBuilder:
         }
         return self.ask(INTERVIEW, self.interview_template, session.persona, variables, ctx, seed)
 
-    def interview_request(self, session: LLMUserSession, memories: Sequence[MemoryRecord], seed: int) -> LLMRequest:
+    def interview_request(self, session: SessionView, memories: Sequence[MemoryRecord], seed: int) -> LLMRequest:
         return self.interview_ask(session, memories, seed).request

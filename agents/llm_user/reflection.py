@@ -6,22 +6,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from agents.llm_user.fallbacks import NO_INSIGHT, UserEvent, counts_insight, record_event, record_fallback
 from agents.llm_user.prompts import draw_seed
 from agents.llm_user.session import LLMUserSession
+from agents.llm_user.views import UserView
 from simenv.llm.structured import StructuredResult, ask_json_batch
-
-if TYPE_CHECKING:
-    from agents.llm_user.model import LLMUserModel
 
 logger = logging.getLogger(__name__)
 
 
-def insights_from(model: LLMUserModel, session: LLMUserSession, result: StructuredResult) -> list[str]:
+def insights_from(model: UserView, session: LLMUserSession, result: StructuredResult) -> list[str]:
     """The answer's non-blank insights; an unusable answer, or one with none, is a recorded fallback."""
     page_index = session.last_page_index
     if result.failed:
@@ -35,7 +32,7 @@ def insights_from(model: LLMUserModel, session: LLMUserSession, result: Structur
     return insights
 
 
-def reflect(model: LLMUserModel, sessions: Sequence[LLMUserSession]) -> None:
+def reflect(model: UserView, sessions: Sequence[LLMUserSession]) -> None:
     """One batched reflection call for `sessions`; each stores its insights in its memory."""
     if not sessions:
         return

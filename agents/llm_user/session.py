@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from agents.decision import PersonaPlan
 from agents.llm_user.fallbacks import UserEvent
+from agents.llm_user.views import UserView
 from agents.memory import MemoryStream, page_memories
 from simenv.records import Interview, Item, ItemReaction, Page, PageFeedback, Persona
-
-if TYPE_CHECKING:
-    from agents.llm_user.model import LLMUserModel
 
 
 def request_rng(rng: np.random.Generator) -> np.random.Generator:
@@ -29,7 +26,7 @@ class LLMUserSession:
     """One episode of one persona. Memory lives in the model (it persists across a user's episodes)."""
 
     def __init__(
-        self, model: LLMUserModel, persona: Persona, episode: int, rng: np.random.Generator, memory: MemoryStream
+        self, model: UserView, persona: Persona, episode: int, rng: np.random.Generator, memory: MemoryStream
     ) -> None:
         self.model = model
         self.persona = persona

@@ -126,7 +126,7 @@ def grounded_population(n_members: int, dataset: str, profile: str = "handset", 
     """`n_members` grounded persona users x 5 pages through `run_sessions` (mock LLM), timed in three layers."""
     from agents.config import load_user
     from agents.embedding import HashingEmbedder
-    from agents.llm_user import LLMUserModel, page_policy
+    from agents.llm_user import LLMUserModel, page_decisions
     from recommenders.registry import make
     from simenv.llm import LLMConfig, make_llm
     from simenv.runner import run_sessions
@@ -158,7 +158,7 @@ def grounded_population(n_members: int, dataset: str, profile: str = "handset", 
         return wrapper
 
     model.react_batch = timed("react", model.react_batch)  # type: ignore[method-assign]
-    page_policy.decide_batch = timed("decide", page_policy.decide_batch)  # benchmark instrumentation only
+    page_decisions.decide_batch = timed("decide", page_decisions.decide_batch)  # benchmark instrumentation only
     base = _rss_mb()
     with tempfile.TemporaryDirectory() as tmp:
         start, cpu = time.perf_counter(), time.process_time()

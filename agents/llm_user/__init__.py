@@ -11,7 +11,7 @@ unusable after repairs is a logged `UserEvent("fallback")`; the page is then dec
 One job per module:
 - `prompts`: the requests (persona system prompt, one builder per template, schemas, token budgets);
 - `session`: one episode's state and how a decided page is recorded;
-- `page_policy`: deciding pages in decide mode (`page_decision`) and narrate mode (`page_reaction`), and
+- `page_decisions`: deciding pages in decide mode (`page_decision`) and narrate mode (`page_reaction`), and
   judging pages outside a session;
 - `reflection`, `interview`, `taste_summary`: the other prompts' flows;
 - `fallbacks`: every fallback and default text, recorded and logged;

@@ -15,7 +15,7 @@ from agents.decision import GroundedDecider, ItemVectors
 from agents.embedding import Embedder
 from agents.llm_user.fallbacks import UserEvent
 from agents.llm_user.interview import run_interview, run_interviews
-from agents.llm_user.page_policy import decide_pages, judge_pages, narrate_pages
+from agents.llm_user.page_decisions import decide_pages, judge_pages, narrate_pages
 from agents.llm_user.prompts import PromptBuilder
 from agents.llm_user.reflection import reflect
 from agents.llm_user.session import LLMUserSession
@@ -90,7 +90,7 @@ class LLMUserModel:
     ) -> LLMRequest:
         return self.prompts.page_request(persona, page_index, item_ids, memories, seed)
 
-    # ---- pages (agents.llm_user.page_policy, then agents.llm_user.reflection) ------------------------------
+    # ---- pages (agents.llm_user.page_decisions, then agents.llm_user.reflection) ------------------------------
     def react_batch(
         self, sessions: Sequence[LLMUserSession], pages: Sequence[tuple[Page, Sequence[Item]]]
     ) -> list[PageFeedback]:
@@ -131,5 +131,5 @@ class LLMUserModel:
     def judge_many(
         self, asks: Sequence[tuple[Persona, Sequence[int]]], rng: np.random.Generator
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Many `judge` asks with one batched call (none in narrate mode: see `page_policy.judge_pages`)."""
+        """Many `judge` asks with one batched call (none in narrate mode: see `page_decisions.judge_pages`)."""
         return judge_pages(self, asks, rng)

@@ -13,7 +13,6 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,12 +59,6 @@ def runner_batch(config: ExperimentConfig) -> int:
     if config.llm.backend != "openai":
         return RUNNER_BATCH
     return max(RUNNER_BATCH, config.llm.concurrency * len(endpoint_urls(config.llm.base_url)))
-
-
-@dataclass(frozen=True)
-class Timing:
-    train_s: float
-    simulate_s: float
 
 
 def reference_stats(world: World, user_model: str) -> dict:

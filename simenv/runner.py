@@ -222,42 +222,6 @@ def _accepts(fn: Any, name: str) -> bool:
     return name in inspect.signature(fn).parameters
 
 
-def compare_policies(
-    env: Any,
-    policies: Mapping[str, PagePolicy],
-    run_root: str | Path,
-    n_users: int | None = None,
-    seed: int = 0,
-    resume: bool = False,
-) -> pd.DataFrame:
-    """Run every policy on the same users of `env`'s world (its user model, personas, page settings) through
-    `run_sessions`, one run directory per policy under `run_root`, and return the tidy metrics table."""
-    from simenv.metrics import run_metrics
-
-    e = env.unwrapped
-    users = sorted(e.personas)[:n_users] if n_users else sorted(e.personas)
-    tables = []
-    for name, rec in policies.items():
-        run_dir = Path(run_root) / name
-        run_sessions(
-            rec,
-            e.user_model,
-            e.personas,
-            e.dataset,
-            e.train,
-            run_dir,
-            n_pages=e.max_pages,
-            page_size=e.page_size,
-            seed=seed,
-            policy_name=name,
-            resume=resume,
-            users=users,
-            reward=e.reward_config,
-        )
-        tables.append(run_metrics(run_dir, rng=np.random.default_rng(seed)))
-    return pd.concat(tables, ignore_index=True)
-
-
 def _prepare(run_log: RunLog, config: dict[str, Any], resume: bool) -> int:
     """Write or check config.json; on resume roll back to the last checkpoint. Returns finished chunks."""
     normalised = json.loads(json.dumps(config, sort_keys=True, default=str))

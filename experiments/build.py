@@ -5,12 +5,9 @@ This is the only place that knows how the layers fit together; each command modu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import time
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
@@ -27,9 +24,8 @@ from agents.silent_user import SilentUserModel
 from experiments.config import ExperimentConfig
 from experiments.engine import make_engine
 from experiments.model_cache import cache_root, recommender_settings
-from experiments.recommender_specs import train_spec
+from experiments.recommender_store import train_recommender
 from experiments.world import World
-from recommenders import registry
 from simenv.data import Dataset, Split, agent4rec_split, load_dataset
 from simenv.llm import LLM, LLMConfig, make_llm
 from simenv.protocols import Recommender, UserModel
@@ -243,49 +239,3 @@ def top_unseen(recommender: Recommender, world: World, users: np.ndarray, k: int
                 scores[row, seen[u]] = -np.inf
             out[u] = np.argsort(-scores[row], kind="stable")[:k]
     return out
-
-
-def train_recommender(
-    config: ExperimentConfig,
-    world: World,
-    name: str,
-    llm: LLM | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> tuple[Recommender, float]:
-    """Fit `name` on the split's train part, or load it from the model cache. Returns (model, train seconds).
-
-    `llm-rank` wraps its (cached, trained) base model — `base = "<name>"` in its settings, default mf — and
-    reranks with `llm`, so its calls land in the policy's call log. `overrides` replace settings (e.g. a
-    smaller training budget for an under-trained checkpoint); they are part of the cache key. Any other
-    `name` is a spec (`package.module:Class`, `file:PATH`, `http(s)://...`, or the label of one of the run's
-    specs), resolved by `experiments.recommender_specs`.
-    """
-    if name not in registry.REGISTRY:
-        return train_spec(config, world, name, train_recommender, llm=llm, overrides=overrides)
-    settings = recommender_settings(config, name) | dict(overrides or {})
-    if name == "llm-rank":
-        if llm is None:
-            raise ValueError("llm-rank needs an LLM ([llm] backend)")
-        base_name = settings.pop("base", "mf")
-        base, seconds = train_recommender(config, world, base_name)
-        ranker = registry.make(name, base=base, llm=llm, catalog=world.dataset, fit_base=False, **settings)
-        ranker.fit(world.split.train, world.dataset.n_users, world.dataset.n_items)  # keeps the trained base
-        return ranker, seconds
-    key_data = {
-        "name": name,
-        "settings": settings,
-        "dataset": world.dataset.name,
-        "n_interactions": len(world.split.train),
-        "split_users": config.data.split_users,
-        "seed": config.run.seed,
-    }
-    key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = cache_root(config) / "models" / f"{world.dataset.name}-{name}-{key}"
-    if (path / "config.json").is_file():
-        return registry.load(path), 0.0
-    start = time.perf_counter()
-    model = registry.make(name, **settings)
-    model.fit(world.split.train, world.dataset.n_users, world.dataset.n_items, valid=world.split.valid)
-    seconds = time.perf_counter() - start
-    model.save(path)
-    return model, seconds

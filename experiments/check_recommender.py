@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from experiments.build import build_llm, build_world, train_recommender
 from experiments.config import ExperimentConfig
-from experiments.recommender_specs import accepted_kwargs, check_spec, import_class, parse_spec, train_spec
+from experiments.recommender_specs import accepted_kwargs, check_spec, import_class, parse_spec
 from recommenders.conformance import ConformanceReport, check_recommender
 
 
@@ -16,7 +16,7 @@ def run_check(config: ExperimentConfig, text: str) -> ConformanceReport:
     wants_llm = spec.kind == "import" and "llm" in accepted_kwargs(import_class(spec), {"llm": True})
     llm = build_llm(config) if spec.target == "llm-rank" or wants_llm else None
     check_spec(config, world, spec)
-    rec, _ = train_spec(config, world, text, train_recommender, llm=llm)
+    rec, _ = train_recommender(config, world, text, llm=llm)
     load_kwargs = accepted_kwargs(type(rec).load, {"llm": llm, "catalog": world.dataset, "dataset": world.dataset})
     try:
         return check_recommender(

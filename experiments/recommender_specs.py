@@ -29,7 +29,6 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,8 +44,6 @@ from recommenders.http_client import HTTPRecommender, HTTPRecommenderError
 from recommenders.ranking_file import RankingFileError, RankingFileRecommender, read_ranking_file
 from simenv.llm import LLM
 from simenv.protocols import Recommender
-
-TrainRegistry = Callable[..., tuple[Recommender, float]]
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +196,7 @@ def _build_plugin(spec: RecommenderSpec, cls: type, settings: dict[str, Any], in
         raise spec.fail(f"{cls.__name__}(**{settings}) failed: {type(exc).__name__}: {exc}") from None
 
 
-def _train_plugin(
+def train_plugin(
     config: ExperimentConfig, world: World, spec: RecommenderSpec, llm: LLM | None, overrides: dict[str, Any]
 ) -> tuple[Recommender, float]:
     """Fit a plugin class on the train split (all its columns: user_id, item_id, rating, timestamp) through the
@@ -243,7 +240,7 @@ def _external_settings(config: ExperimentConfig, spec: RecommenderSpec, override
     return recommender_settings(config, spec.label) | dict(spec.options) | overrides
 
 
-def _build_file(
+def build_file(
     config: ExperimentConfig, world: World, spec: RecommenderSpec, overrides: dict[str, Any] | None = None
 ) -> RankingFileRecommender:
     settings = _external_settings(config, spec, overrides or {})
@@ -255,7 +252,7 @@ def _build_file(
         raise spec.fail(str(exc)) from None
 
 
-def _build_http(
+def build_http(
     world: World, config: ExperimentConfig, spec: RecommenderSpec, overrides: dict[str, Any] | None = None
 ) -> HTTPRecommender:
     settings = _external_settings(config, spec, overrides or {})
@@ -265,32 +262,10 @@ def _build_http(
         raise spec.fail(str(exc)) from None
 
 
-def _fit_external(model: Any, world: World) -> tuple[Any, float]:
+def fit_external(model: Any, world: World) -> tuple[Any, float]:
     start = time.perf_counter()
     model.fit(world.split.train, world.dataset.n_users, world.dataset.n_items)
     return model, time.perf_counter() - start
-
-
-def train_spec(
-    config: ExperimentConfig,
-    world: World,
-    name: str,
-    train_registry: TrainRegistry,
-    llm: LLM | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> tuple[Recommender, float]:
-    """The trained (or loaded) recommender for `name` (a label of the run or a spec) and its training
-    seconds; `overrides` replace settings as in `train_recommender`, which the caller passes as `train_registry`
-    (a label may name a registry model)."""
-    spec = find_spec(config, name)
-    if spec.kind == "registry":
-        extra = {"overrides": overrides} if overrides else {}
-        return train_registry(config, world, spec.target, llm=llm, **extra)
-    if spec.kind == "import":
-        return _train_plugin(config, world, spec, llm, dict(overrides or {}))
-    if spec.kind == "file":
-        return _fit_external(_build_file(config, world, spec, dict(overrides or {})), world)
-    return _fit_external(_build_http(world, config, spec, dict(overrides or {})), world)
 
 
 def build_unfitted(config: ExperimentConfig, world: World, spec: RecommenderSpec, llm: LLM | None = None) -> Any:
@@ -303,8 +278,8 @@ def build_unfitted(config: ExperimentConfig, world: World, spec: RecommenderSpec
         settings = recommender_settings(config, spec.label)
         return _build_plugin(spec, import_class(spec), settings, {"dataset": world.dataset, "llm": llm})
     if spec.kind == "file":
-        return _build_file(config, world, spec)
-    return _build_http(world, config, spec)
+        return build_file(config, world, spec)
+    return build_http(world, config, spec)
 
 
 # ---- checks before a run ------------------------------------------------------------------------------
@@ -321,7 +296,7 @@ def check_spec(config: ExperimentConfig, world: World, spec: RecommenderSpec) ->
         except ValueError:
             pass  # no signature to check
     elif spec.kind == "file":
-        model = _build_file(config, world, spec)
+        model = build_file(config, world, spec)
         assert model.ranking is not None
         covered = set(model.ranking.users().tolist())
         absent = sorted(u for u in world.personas if u not in covered)
@@ -336,7 +311,7 @@ def check_spec(config: ExperimentConfig, world: World, spec: RecommenderSpec) ->
                 model.config.fallback,
             )
     elif spec.kind == "http":
-        model, _ = _fit_external(_build_http(world, config, spec), world)
+        model, _ = fit_external(build_http(world, config, spec), world)
         user = min(world.personas)
         try:
             model.probe(user, config.simulation.page_size, world.personas[user].train_items)

@@ -13,9 +13,9 @@ import pytest
 from experiments.cli import app
 from simenv.data import load_dataset
 from simenv.eventlog import read_table
-from tests.test_recommender_specs import PlainPop
+from tests.fixtures_plugins import PlainPop
 
-MODULE = "tests.test_recommender_specs"
+MODULE = "tests.fixtures_plugins"
 
 
 def _flags(tmp_path: Path) -> list[str]:

@@ -178,9 +178,3 @@ def check_unique_ids(table: Table, column: str, what: str) -> None:
         row = int(np.flatnonzero(dup)[0])
         first = int(np.flatnonzero((ids == ids.iloc[row]).to_numpy())[0])
         raise table.fail(row, f"duplicate {what} id {ids.iloc[row]!r} (first on line {table.line(first)})")
-
-
-def require(condition: bool, message: str) -> None:
-    """Raise DataError(message) unless condition holds."""
-    if not condition:
-        raise DataError(message)

@@ -16,8 +16,6 @@ from typing import Any, Literal
 
 from simenv.errors import ConfigError as ConfigError  # the one config error, re-exported
 
-SIGNALS = ("llm", "genre", "embedding", "collab", "popularity")
-
 
 @dataclass(frozen=True, slots=True)
 class MemoryConfig:

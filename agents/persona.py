@@ -26,7 +26,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from simenv.data.dataset import Split
+from simenv.data.dataset import Dataset, Split
 from simenv.llm.templates import load_template
 from simenv.records import Persona
 
@@ -234,20 +234,7 @@ def build_personas(
         raise ValueError(f"users without train ratings cannot get a persona: {missing[:10].tolist()}")
     train = train[np.isin(train["user_id"].to_numpy(), wanted)]
 
-    genre_matrix = dataset.genre_matrix
-    vocabulary = dataset.genre_vocabulary
-    items = dataset.items
-    labels = np.array(
-        [t if pd.isna(y) else f"{t} ({int(y)})" for t, y in zip(items["title"], items["year"], strict=True)],
-        dtype=object,
-    )
-    ratings = train["rating"].to_numpy()
-    liked_rows = train[ratings >= LIKED_MIN]
-    disliked_rows = train[ratings <= DISLIKED_MAX]
-    liked_genres = _top_genres(liked_rows, genre_matrix, vocabulary, n_genres)
-    disliked_all = _top_genres(disliked_rows, genre_matrix, vocabulary, len(vocabulary))  # liked ones removed below
-    liked_titles = _top_titles(liked_rows, labels, n_titles, highest_first=True)
-    disliked_titles = _top_titles(disliked_rows, labels, n_titles, highest_first=False)
+    liked_genres, disliked_all, liked_titles, disliked_titles = _likes_and_dislikes(dataset, train, n_genres, n_titles)
     demographics = _demographics(dataset.users)
 
     user_sorted = train["user_id"].to_numpy()
@@ -282,6 +269,29 @@ def build_personas(
             demographics=demographics.get(user, ()),
         )
     return personas
+
+
+def _likes_and_dislikes(
+    dataset: Dataset, train: pd.DataFrame, n_genres: int, n_titles: int
+) -> tuple[dict[int, list[str]], dict[int, list[str]], dict[int, list[str]], dict[int, list[str]]]:
+    """Per user: the top liked genres, every disliked genre by count (liked ones are removed by the caller), the
+    top liked and disliked titles ("Title (year)"), from the ratings >= LIKED_MIN and <= DISLIKED_MAX."""
+    genre_matrix = dataset.genre_matrix
+    vocabulary = dataset.genre_vocabulary
+    items = dataset.items
+    labels = np.array(
+        [t if pd.isna(y) else f"{t} ({int(y)})" for t, y in zip(items["title"], items["year"], strict=True)],
+        dtype=object,
+    )
+    ratings = train["rating"].to_numpy()
+    liked_rows = train[ratings >= LIKED_MIN]
+    disliked_rows = train[ratings <= DISLIKED_MAX]
+    return (
+        _top_genres(liked_rows, genre_matrix, vocabulary, n_genres),
+        _top_genres(disliked_rows, genre_matrix, vocabulary, len(vocabulary)),
+        _top_titles(liked_rows, labels, n_titles, highest_first=True),
+        _top_titles(disliked_rows, labels, n_titles, highest_first=False),
+    )
 
 
 def trait_group_sizes(personas: dict[int, Persona] | list[Persona]) -> dict[str, tuple[int, int, int]]:

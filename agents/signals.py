@@ -25,8 +25,6 @@ from simenv.data.dataset import Dataset
 from simenv.kernel import interview_scores
 from simenv.records import Persona
 
-RATING_LEVELS = np.arange(1, 6, dtype=np.float64)
-
 
 def standardise(x: np.ndarray) -> np.ndarray:
     """(x - mean) / sd as float32; a constant vector becomes zeros."""

@@ -9,6 +9,7 @@ BENCHMARKS = (
     ["benchmarks.bench_data"],
     ["benchmarks.bench_llm"],
     ["benchmarks.bench_embedded"],
+    ["benchmarks.bench_prompt_injection"],
     ["benchmarks.bench_agents"],
     ["benchmarks.bench_env"],
     ["benchmarks.bench_experiments"],

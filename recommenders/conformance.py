@@ -100,7 +100,6 @@ def check_recommender(
     """
     name = getattr(rec, "name", None) or type(rec).__name__
     report = ConformanceReport(str(name))
-    n_items = dataset.n_items
     train = dataset.interactions if train is None else train
     rng = np.random.default_rng([seed, 17])
     if users is None:
@@ -115,150 +114,183 @@ def check_recommender(
     if fit:
 
         def fit_it() -> str:
-            rec.fit(train, dataset.n_users, n_items)
+            rec.fit(train, dataset.n_users, dataset.n_items)
             return f"on {len(train)} interactions"
 
         _run(report, "fit", fit_it)
-
-    def page(user: int, kk: int, exclude: set[int], s: int = seed) -> Recommendation:
-        return rec.recommend(user, kk, exclude, np.random.default_rng(s), ())
-
-    def score_shape() -> str:
-        for user in users:
-            scores = np.asarray(rec.score(user, ()))
-            if scores.shape != (n_items,):
-                raise AssertionError(f"user {user}: score has shape {scores.shape}, want ({n_items},)")
-            if np.isnan(scores).any() or np.isposinf(scores).any():
-                raise AssertionError(f"user {user}: score holds NaN or +inf")
-        return ""
-
-    def honours_k() -> str:
-        for user in users:
-            for kk in sorted({1, k, 2 * k}):
-                ids = list(page(user, kk, consumed[user]).item_ids)
-                if len(ids) != kk or len(set(ids)) != kk:
-                    raise AssertionError(
-                        f"user {user}: k={kk} gave {len(ids)} ids ({len(set(ids))} distinct): {ids[:12]}"
-                    )
-        return f"k in {sorted({1, k, 2 * k})}"
-
-    def ids_in_range() -> str:
-        for user in users:
-            ids = page(user, 2 * k, consumed[user]).item_ids
-            bad = [i for i in ids if not isinstance(i, int | np.integer) or isinstance(i, bool) or not 0 <= i < n_items]
-            if bad:
-                raise AssertionError(f"user {user}: ids {bad[:5]} are not ints in 0..{n_items - 1}")
-        return ""
-
-    def never_excluded() -> str:
-        for user in users:
-            ids = page(user, 2 * k, consumed[user]).item_ids
-            bad = sorted(set(ids) & consumed[user])
-            if bad:
-                raise AssertionError(f"user {user}: recommended excluded (consumed) ids {bad[:5]}")
-            keep = set(rng.choice(n_items, size=min(n_items, k + 2), replace=False).tolist())
-            exclude = set(range(n_items)) - keep
-            ids = page(user, k, exclude).item_ids
-            bad = sorted(set(ids) - keep)
-            if bad:
-                raise AssertionError(
-                    f"user {user}: with only {sorted(keep)} allowed, recommended excluded ids {bad[:5]}"
-                )
-        return f"consumed items, and all but {k + 2} items"
-
-    def too_few_allowed() -> str:
-        user = users[0]
-        keep = set(rng.choice(n_items, size=k - 1, replace=False).tolist())
-        try:
-            rec_page = page(user, k, set(range(n_items)) - keep)
-        except Exception:  # noqa: BLE001 - any exception is a refusal
-            return "raised"
-        raise AssertionError(f"only {k - 1} items allowed for k={k}, but it returned {list(rec_page.item_ids)}")
-
-    def deterministic() -> str:
-        for user in users:
-            a, b = page(user, k, consumed[user], seed), page(user, k, consumed[user], seed)
-            if a.item_ids != b.item_ids or a.propensities != b.propensities:
-                raise AssertionError(f"user {user}: two calls with seed {seed} gave {a.item_ids} and {b.item_ids}")
-        return ""
-
-    def propensities() -> str:
-        user = users[0]
-        pages = [page(user, k, consumed[user], seed + 1 + d) for d in range(n_draws)]
-        given = [p for p in pages if p.propensities is not None]
-        if not given:
-            if len({p.item_ids for p in pages}) > 1:
-                raise AssertionError(f"pages vary with the generator ({n_draws} seeds) but carry no propensities")
-            return "none given (deterministic pages)"
-        first: dict[int, float] = {}
-        for p in given:
-            props = tuple(float(x) for x in p.propensities or ())
-            if len(props) != len(p.item_ids):
-                raise AssertionError(f"{len(props)} propensities for {len(p.item_ids)} ids")
-            if not all(0.0 < x <= 1.0 + 1e-9 for x in props):
-                raise AssertionError(f"propensities outside (0, 1]: {props}")
-            item = int(p.item_ids[0])
-            if item in first and abs(first[item] - props[0]) > 1e-9:
-                raise AssertionError(f"item {item} first with propensity {first[item]} and {props[0]}")
-            first[item] = props[0]
-        total = sum(first.values())
-        if total > 1.0 + 1e-6:
-            raise AssertionError(f"position-0 propensities of {len(first)} distinct first items sum to {total:.4f} > 1")
-        counts = pd.Series([int(p.item_ids[0]) for p in given]).value_counts()
-        m = len(given)
-        for item, prob in first.items():
-            freq = counts.get(item, 0) / m
-            if prob >= 0.1 and abs(freq - prob) > 4 * np.sqrt(prob * (1 - prob) / m) + 1 / m:
-                raise AssertionError(
-                    f"item {item} came first in {freq:.2f} of {m} pages but claims propensity {prob:.3f}"
-                )
-        return f"{len(first)} distinct first items over {m} pages, sum {total:.4f}"
-
-    def save_load() -> str:
-        user = users[0]
-        before = page(user, k, consumed[user])
-        with tempfile.TemporaryDirectory() as tmp:
-            rec.save(Path(tmp) / "model")
-            loaded = type(rec).load(Path(tmp) / "model", **(load_kwargs or {}))
-        after = loaded.recommend(user, k, consumed[user], np.random.default_rng(seed), ())
-        if before.item_ids != after.item_ids:
-            raise AssertionError(f"user {user}: {before.item_ids} before save, {after.item_ids} after load")
-        s1, s2 = np.asarray(rec.score(user, ())), np.asarray(loaded.score(user, ()))
-        if s1.shape != s2.shape or not np.allclose(s1, s2, equal_nan=True):
-            raise AssertionError(f"user {user}: scores differ after load (max diff {np.nanmax(np.abs(s1 - s2)):.3g})")
-        return ""
-
-    def observe() -> str:
-        user = users[0]
-        first = page(user, k, consumed[user])
-        shown = Page(episode=0, page_index=0, item_ids=tuple(int(i) for i in first.item_ids))
-        reactions = tuple(
-            ItemReaction(int(i), watched=j == 0, rating=4 if j == 0 else None) for j, i in enumerate(shown.item_ids)
-        )
-        rec.observe(user, shown, PageFeedback(reactions=reactions, left=False))
-        exclude = consumed[user] | set(shown.item_ids)
-        second = rec.recommend(user, k, exclude, np.random.default_rng(seed), (shown.item_ids[0],))
-        again = sorted(set(second.item_ids) & set(shown.item_ids))
-        end = getattr(rec, "end_session", None)
-        if callable(end):
-            end(user)
-        if again:
-            raise AssertionError(f"user {user}: the page after feedback repeats shown ids {again}")
-        return ""
-
-    for check_name, fn in (
-        ("score_shape", score_shape),
-        ("honours_k", honours_k),
-        ("ids_in_range", ids_in_range),
-        ("never_excluded", never_excluded),
-        ("too_few_allowed", too_few_allowed),
-        ("deterministic", deterministic),
-        ("propensities", propensities),
-        ("save_load", save_load),
-        ("observe", observe),
-    ):
-        _run(report, check_name, fn)
+    probe = _Probe(rec, dataset.n_items, list(users), consumed, k, seed, n_draws, rng, load_kwargs or {})
+    for check_name, check in CHECKS:
+        _run(report, check_name, lambda check=check: check(probe))
     return _finish(report, raise_on_failure)
+
+
+@dataclass
+class _Probe:
+    """What every check needs: the recommender, its users with their consumed items, and the shared generator
+    (the checks draw from it in turn, so their order is part of the seeded behaviour)."""
+
+    rec: Any
+    n_items: int
+    users: list[int]
+    consumed: dict[int, set[int]]
+    k: int
+    seed: int
+    n_draws: int
+    rng: np.random.Generator
+    load_kwargs: dict[str, Any]
+
+    def page(self, user: int, kk: int, exclude: set[int], s: int | None = None) -> Recommendation:
+        return self.rec.recommend(user, kk, exclude, np.random.default_rng(self.seed if s is None else s), ())
+
+
+def _score_shape(p: _Probe) -> str:
+    for user in p.users:
+        scores = np.asarray(p.rec.score(user, ()))
+        if scores.shape != (p.n_items,):
+            raise AssertionError(f"user {user}: score has shape {scores.shape}, want ({p.n_items},)")
+        if np.isnan(scores).any() or np.isposinf(scores).any():
+            raise AssertionError(f"user {user}: score holds NaN or +inf")
+    return ""
+
+
+def _honours_k(p: _Probe) -> str:
+    sizes = sorted({1, p.k, 2 * p.k})
+    for user in p.users:
+        for kk in sizes:
+            ids = list(p.page(user, kk, p.consumed[user]).item_ids)
+            if len(ids) != kk or len(set(ids)) != kk:
+                raise AssertionError(f"user {user}: k={kk} gave {len(ids)} ids ({len(set(ids))} distinct): {ids[:12]}")
+    return f"k in {sizes}"
+
+
+def _ids_in_range(p: _Probe) -> str:
+    n_items = p.n_items
+    for user in p.users:
+        ids = p.page(user, 2 * p.k, p.consumed[user]).item_ids
+        bad = [i for i in ids if not isinstance(i, int | np.integer) or isinstance(i, bool) or not 0 <= i < n_items]
+        if bad:
+            raise AssertionError(f"user {user}: ids {bad[:5]} are not ints in 0..{n_items - 1}")
+    return ""
+
+
+def _never_excluded(p: _Probe) -> str:
+    k, n_items = p.k, p.n_items
+    for user in p.users:
+        ids = p.page(user, 2 * k, p.consumed[user]).item_ids
+        bad = sorted(set(ids) & p.consumed[user])
+        if bad:
+            raise AssertionError(f"user {user}: recommended excluded (consumed) ids {bad[:5]}")
+        keep = set(p.rng.choice(n_items, size=min(n_items, k + 2), replace=False).tolist())
+        exclude = set(range(n_items)) - keep
+        ids = p.page(user, k, exclude).item_ids
+        bad = sorted(set(ids) - keep)
+        if bad:
+            raise AssertionError(f"user {user}: with only {sorted(keep)} allowed, recommended excluded ids {bad[:5]}")
+    return f"consumed items, and all but {k + 2} items"
+
+
+def _too_few_allowed(p: _Probe) -> str:
+    k = p.k
+    keep = set(p.rng.choice(p.n_items, size=k - 1, replace=False).tolist())
+    try:
+        rec_page = p.page(p.users[0], k, set(range(p.n_items)) - keep)
+    except Exception:  # noqa: BLE001 - any exception is a refusal
+        return "raised"
+    raise AssertionError(f"only {k - 1} items allowed for k={k}, but it returned {list(rec_page.item_ids)}")
+
+
+def _deterministic(p: _Probe) -> str:
+    for user in p.users:
+        a, b = p.page(user, p.k, p.consumed[user]), p.page(user, p.k, p.consumed[user])
+        if a.item_ids != b.item_ids or a.propensities != b.propensities:
+            raise AssertionError(f"user {user}: two calls with seed {p.seed} gave {a.item_ids} and {b.item_ids}")
+    return ""
+
+
+def _propensities(p: _Probe) -> str:
+    user = p.users[0]
+    pages = [p.page(user, p.k, p.consumed[user], p.seed + 1 + d) for d in range(p.n_draws)]
+    given = [page for page in pages if page.propensities is not None]
+    if not given:
+        if len({page.item_ids for page in pages}) > 1:
+            raise AssertionError(f"pages vary with the generator ({p.n_draws} seeds) but carry no propensities")
+        return "none given (deterministic pages)"
+    first = _first_propensities(given)
+    total = sum(first.values())
+    if total > 1.0 + 1e-6:
+        raise AssertionError(f"position-0 propensities of {len(first)} distinct first items sum to {total:.4f} > 1")
+    counts = pd.Series([int(page.item_ids[0]) for page in given]).value_counts()
+    m = len(given)
+    for item, prob in first.items():
+        freq = counts.get(item, 0) / m
+        if prob >= 0.1 and abs(freq - prob) > 4 * np.sqrt(prob * (1 - prob) / m) + 1 / m:
+            raise AssertionError(f"item {item} came first in {freq:.2f} of {m} pages but claims propensity {prob:.3f}")
+    return f"{len(first)} distinct first items over {m} pages, sum {total:.4f}"
+
+
+def _first_propensities(given: Sequence[Recommendation]) -> dict[int, float]:
+    """Position-0 propensity of each distinct first item, after checking every page's propensities are well formed
+    (one per position, each in (0, 1], the same first item always with the same propensity)."""
+    first: dict[int, float] = {}
+    for page in given:
+        props = tuple(float(x) for x in page.propensities or ())
+        if len(props) != len(page.item_ids):
+            raise AssertionError(f"{len(props)} propensities for {len(page.item_ids)} ids")
+        if not all(0.0 < x <= 1.0 + 1e-9 for x in props):
+            raise AssertionError(f"propensities outside (0, 1]: {props}")
+        item = int(page.item_ids[0])
+        if item in first and abs(first[item] - props[0]) > 1e-9:
+            raise AssertionError(f"item {item} first with propensity {first[item]} and {props[0]}")
+        first[item] = props[0]
+    return first
+
+
+def _save_load(p: _Probe) -> str:
+    rec, user = p.rec, p.users[0]
+    before = p.page(user, p.k, p.consumed[user])
+    with tempfile.TemporaryDirectory() as tmp:
+        rec.save(Path(tmp) / "model")
+        loaded = type(rec).load(Path(tmp) / "model", **p.load_kwargs)
+    after = loaded.recommend(user, p.k, p.consumed[user], np.random.default_rng(p.seed), ())
+    if before.item_ids != after.item_ids:
+        raise AssertionError(f"user {user}: {before.item_ids} before save, {after.item_ids} after load")
+    s1, s2 = np.asarray(rec.score(user, ())), np.asarray(loaded.score(user, ()))
+    if s1.shape != s2.shape or not np.allclose(s1, s2, equal_nan=True):
+        raise AssertionError(f"user {user}: scores differ after load (max diff {np.nanmax(np.abs(s1 - s2)):.3g})")
+    return ""
+
+
+def _observe(p: _Probe) -> str:
+    rec, user = p.rec, p.users[0]
+    first = p.page(user, p.k, p.consumed[user])
+    shown = Page(episode=0, page_index=0, item_ids=tuple(int(i) for i in first.item_ids))
+    reactions = tuple(
+        ItemReaction(int(i), watched=j == 0, rating=4 if j == 0 else None) for j, i in enumerate(shown.item_ids)
+    )
+    rec.observe(user, shown, PageFeedback(reactions=reactions, left=False))
+    exclude = p.consumed[user] | set(shown.item_ids)
+    second = rec.recommend(user, p.k, exclude, np.random.default_rng(p.seed), (shown.item_ids[0],))
+    again = sorted(set(second.item_ids) & set(shown.item_ids))
+    end = getattr(rec, "end_session", None)
+    if callable(end):
+        end(user)
+    if again:
+        raise AssertionError(f"user {user}: the page after feedback repeats shown ids {again}")
+    return ""
+
+
+# The checks after `protocol` (and `fit`), in the order they run and draw from the probe's generator.
+CHECKS: tuple[tuple[str, Callable[[_Probe], str]], ...] = (
+    ("score_shape", _score_shape),
+    ("honours_k", _honours_k),
+    ("ids_in_range", _ids_in_range),
+    ("never_excluded", _never_excluded),
+    ("too_few_allowed", _too_few_allowed),
+    ("deterministic", _deterministic),
+    ("propensities", _propensities),
+    ("save_load", _save_load),
+    ("observe", _observe),
+)
 
 
 def _run(report: ConformanceReport, name: str, fn: Callable[[], Any]) -> None:

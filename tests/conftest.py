@@ -1,9 +1,66 @@
-"""Suite-wide settings: everything runs offline; area fixtures live in tests/fixtures_<area>.py."""
+"""Suite-wide settings: everything runs offline, and each test process has its own simrec cache; area fixtures live
+in tests/fixtures_<area>.py.
+
+The suite runs in parallel (pytest-xdist, `-n 2` in pyproject's addopts; `-n 0` runs it in one process). Worlds,
+trained models and fitted response models that tests build without a `cache_dir` go to `$SIMREC_CACHE_DIR`, which
+is set here for each test process (xdist worker) to a fresh directory of its own, removed at the end: the user's
+~/.cache/simrec is never written, and two processes never write the same cache entry (the response-model and
+model-directory writers are not safe against a concurrent writer of the same entry). A fresh cache is what a
+fresh machine has. To keep the fitted worlds between runs (faster repeated runs), set `SIMREC_TEST_CACHE_DIR`:
+each worker then uses `$SIMREC_TEST_CACHE_DIR/<worker>` (do not point two concurrent test runs at the same one).
+
+The modules that take longest (measured with `--durations`) are handed out first, so that the two workers finish
+together instead of one starting the Ray engine's module when the other is nearly done.
+"""
+
+from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Idle OpenMP threads spin-wait by default; under load that multiplies torch and llama.cpp CPU time.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+_FRESH_CACHE: list[Path] = []
+# Longest first (seconds on 2 busy cores): a Ray cluster and four engine comparisons (~300), the default ML-100K
+# world fitted cold (~150), SmolLM2 behind llama.cpp's server (~80), the transformers GGUF load (~45), RL training.
+LONGEST_MODULES = (
+    "test_ray_engine.py",
+    "test_env_registered.py",
+    "test_llm_server_fallbacks.py",
+    "test_llm_local_models.py",
+    "test_sb3.py",
+    "test_rl_outcomes.py",
+    "test_experiments.py",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    kept = os.environ.get("SIMREC_TEST_CACHE_DIR")
+    if kept:
+        cache = Path(kept).expanduser() / worker
+        cache.mkdir(parents=True, exist_ok=True)
+    else:
+        cache = Path(tempfile.mkdtemp(prefix=f"simrec-test-cache-{worker}-"))
+        _FRESH_CACHE.append(cache)
+    os.environ["SIMREC_CACHE_DIR"] = str(cache)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for cache in _FRESH_CACHE:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The LONGEST_MODULES first, in that order; every other module after them in collection order (a stable sort:
+    the order of tests inside a module is kept)."""
+    rank = {name: i for i, name in enumerate(LONGEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

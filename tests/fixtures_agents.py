@@ -1,4 +1,5 @@
-"""Shared fixtures for the agents tests: a tiny synthetic catalog, its Agent4Rec-style split and personas.
+"""Shared fixtures for the agents tests: a tiny synthetic catalog, its Agent4Rec-style split and personas, a
+hand-written persona, and a dataset with a planted consumption rule (for the fitted response model).
 
 Personas come from `agents.persona.build_personas` when that module exists; until then a minimal stand-in
 computes the same Persona fields from the train split (clearly marked below).
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simenv.data.dataset import Dataset, Split
+from simenv.data.dataset import Dataset, Split, item_text
 from simenv.data.synthetic import make_synthetic
 from simenv.records import Persona
 
@@ -102,3 +103,65 @@ def world() -> tuple[Dataset, Split, dict[int, Persona]]:
 @pytest.fixture
 def train(world) -> pd.DataFrame:
     return world[1].train
+
+
+PLANTED_GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi")
+GENRE_BOOST = 2.5  # planted: log-odds of consuming an item of the user's favourite genre, over another genre
+
+
+def planted_dataset(n_users: int = 240, n_items: int = 240, seed: int = 0) -> tuple[Dataset, np.ndarray]:
+    """Users consume items with log-weight log(popularity) + GENRE_BOOST * [favourite genre]; returns the
+    dataset and the planted (n_users, n_items) log-weight matrix."""
+    rng = np.random.default_rng(seed)
+    genre = rng.integers(0, len(PLANTED_GENRES), n_items)
+    log_pop = rng.normal(0.0, 1.0, n_items)
+    favourite = rng.integers(0, len(PLANTED_GENRES), n_users)
+    truth = log_pop[None, :] + GENRE_BOOST * (genre[None, :] == favourite[:, None])
+    rows = []
+    for u in range(n_users):
+        w = np.exp(truth[u])
+        chosen = rng.choice(n_items, size=int(rng.integers(50, 80)), replace=False, p=w / w.sum())
+        match = genre[chosen] == favourite[u]
+        ratings = np.clip(np.rint(np.where(match, 4.4, 2.6) + rng.normal(0, 0.6, chosen.size)), 1, 5)
+        rows += [(u, int(i), float(r), t) for t, (i, r) in enumerate(zip(chosen, ratings, strict=True))]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"]).astype(
+        {"user_id": "int64", "item_id": "int64", "rating": "float32", "timestamp": "int64"}
+    )
+    titles = [f"Film {i}" for i in range(n_items)]
+    items = pd.DataFrame(
+        {
+            "item_id": np.arange(n_items, dtype=np.int64),
+            "title": titles,
+            "year": pd.array([1990] * n_items, dtype="Int64"),
+            "genres": [(PLANTED_GENRES[g],) for g in genre],
+            "text": [item_text(t, 1990, (PLANTED_GENRES[g],)) for t, g in zip(titles, genre, strict=True)],
+        }
+    )
+    dataset = Dataset(
+        name="planted",
+        items=items,
+        users=pd.DataFrame({"user_id": np.arange(n_users, dtype=np.int64)}),
+        interactions=frame.sort_values(["user_id", "timestamp", "item_id"], ignore_index=True),
+        item_raw_ids=np.array([str(i) for i in range(n_items)], dtype=object),
+        user_raw_ids=np.array([str(u) for u in range(n_users)], dtype=object),
+    )
+    return dataset, truth
+
+
+def hand_persona() -> Persona:
+    return Persona(
+        user_id=7,
+        activity=2,
+        conformity=3,
+        diversity=1,
+        activity_value=40,
+        conformity_value=1.2,
+        diversity_value=2,
+        liked_genres=("Drama",),
+        disliked_genres=("Horror",),
+        liked_titles=("Movie 0003 (1990)",),
+        disliked_titles=(),
+        taste_text="You enjoy Drama movies, such as Movie 0003 (1990). You rarely dislike a movie.",
+        train_items=(1, 2, 3),
+        train_ratings=(4.0, 5.0, 2.0),
+    )

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from simenv.data import Dataset, load_dataset
-from simenv.data.dataset import Split, item_text
+from simenv.data.dataset import item_text
 
 # ML-100K style: id|title|release date|video date|url|19 genre flags (unknown, Action, ..., Western).
 ML100K_ITEMS = [
@@ -107,13 +107,6 @@ def toy_dataset(
         item_raw_ids=np.array([str(i) for i in range(n_items)], dtype=object),
         user_raw_ids=np.array([str(u) for u in range(n_users)], dtype=object),
     )
-
-
-def train_only_split(dataset: Dataset, users: np.ndarray | None = None) -> Split:
-    """A split whose train is every rating (valid/test empty): traits over all users of a dataset."""
-    empty = dataset.interactions.iloc[:0]
-    chosen = np.arange(dataset.n_users, dtype=np.int64) if users is None else users
-    return Split(dataset, dataset.interactions, empty, empty, chosen, "all-train")
 
 
 # Fixtures are registered under `name=` so test modules import `*_fixture` and take `ml100k` etc. as

@@ -1,4 +1,5 @@
-"""Shared fixtures for the env, runner, log and metrics tests: a tiny synthetic world and a scripted user.
+"""Shared fixtures for the env, runner, log and metrics tests: a tiny synthetic world, a scripted user and a small
+seeded run of the batched runner.
 
 `ScriptedUser` is a hand-made deterministic user model: it watches an item iff the item has one of the
 persona's liked genres, rates watched items 5 if it also matches a second liked genre else 4, and leaves
@@ -13,9 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from recommenders.random_policy import RandomRecommender
 from simenv.data.dataset import Dataset, Split
 from simenv.data.synthetic import make_synthetic
 from simenv.records import Interview, Item, ItemReaction, Page, PageFeedback, Persona
+from simenv.runner import run_sessions
 
 
 def tiny_world(n_users: int = 30, n_items: int = 120, seed: int = 0) -> tuple[Dataset, dict[int, Persona], Split]:
@@ -129,3 +132,25 @@ class NoisyUser:
 
     def react_batch(self, sessions, pages):
         return [s.react(p, items) for s, (p, items) in zip(sessions, pages, strict=True)]
+
+
+def run_small(run_dir, batch_size, resume=False, user=None):
+    """A small seeded comparison on `tiny_world()` (random recommender, noisy users); test_runner's KILLER script
+    runs it in a subprocess."""
+    ds, personas, split = tiny_world()
+    rec = RandomRecommender().fit(split.train, ds.n_users, ds.n_items)
+    return run_sessions(
+        rec,
+        user or NoisyUser(),
+        personas,
+        ds,
+        split.train,
+        run_dir,
+        n_pages=5,
+        page_size=4,
+        seed=11,
+        policy_name="random",
+        resume=resume,
+        batch_size=batch_size,
+        config={"note": "test"},
+    )

@@ -22,6 +22,22 @@ from simenv.llm.types import LLMError, LLMRequest, LLMResponse, Message
 
 GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi")
 
+ECHO_SCHEMA = {
+    "type": "object",
+    "properties": {"echo": {"type": "string", "maxLength": 40}},
+    "required": ["echo"],
+    "additionalProperties": False,
+}
+
+
+def echo_request(i: int) -> LLMRequest:
+    return LLMRequest(
+        messages=(Message("system", "Echo the request."), Message("user", f"request #{i}")),
+        template="echo",
+        template_version="v1",
+        json_schema=ECHO_SCHEMA,
+    )
+
 
 def page_request(
     page_index: int = 0,

@@ -21,8 +21,8 @@ from simenv.llm.prompt_spec import opening_of
 from simenv.llm.specs import LEAVE_OPENING, OPENINGS, feeling_pool, spec_for
 from simenv.llm.types import LLMResponse
 from simenv.protocols import UserModel, UserSession
-from simenv.records import Page, PageFeedback, Persona
-from tests.fixtures_agents import tiny_world
+from simenv.records import Page, PageFeedback
+from tests.fixtures_agents import hand_persona, tiny_world
 
 GOLDEN_SYSTEM = (
     "You play one movie viewer in a recommendation study. Stay in character and answer only with JSON.\n"
@@ -46,25 +46,6 @@ GOLDEN_PAGE = (
     '{"id":9,"watch":false,"rating":2,"feeling":"The plot dragged on"}],"leave":false,'
     '"reason":"I want to see what comes next"}'
 )
-
-
-def _hand_persona() -> Persona:
-    return Persona(
-        user_id=7,
-        activity=2,
-        conformity=3,
-        diversity=1,
-        activity_value=40,
-        conformity_value=1.2,
-        diversity_value=2,
-        liked_genres=("Drama",),
-        disliked_genres=("Horror",),
-        liked_titles=("Movie 0003 (1990)",),
-        disliked_titles=(),
-        taste_text="You enjoy Drama movies, such as Movie 0003 (1990). You rarely dislike a movie.",
-        train_items=(1, 2, 3),
-        train_ratings=(4.0, 5.0, 2.0),
-    )
 
 
 # The shipped `[llm_user] page_prompt` ("auto"): with the default profile the user narrates (page_reaction).
@@ -99,7 +80,7 @@ def _page(ds, rng, index, k=4):
 def test_golden_persona_system_and_page_prompt():
     ds = make_synthetic(n_users=20, n_items=30, seed=1)
     model = LLMUserModel(ds, MockLLM(), HashingEmbedder(16), LLMUserConfig(), train=ds.interactions)
-    persona = _hand_persona()
+    persona = hand_persona()
     assert persona_system_prompt(persona).content == GOLDEN_SYSTEM
     memories = [
         MemoryRecord(0, "factual", "Page 1: shown [4] Movie 0004. Watched: nothing.", 0, 2.0),
@@ -425,7 +406,7 @@ def test_golden_page_reaction_prompt_and_schema():
     model = LLMUserModel(ds, MockLLM(), HashingEmbedder(16), LLMUserConfig(), train=ds.interactions)
     page, items = Page(0, 2, (5, 9)), [ds.catalog[5], ds.catalog[9]]
     watched, stars = np.array([True, False]), np.array([4, 2])
-    request = model.prompts.reaction_request(_hand_persona(), page, items, watched, stars, True, [], seed=0)
+    request = model.prompts.reaction_request(hand_persona(), page, items, watched, stars, True, [], seed=0)
     assert request.messages[0].content == GOLDEN_SYSTEM
     assert request.messages[1].content == GOLDEN_REACTION
     assert request.template == "page_reaction" and request.purpose == "page_reaction"
@@ -439,7 +420,7 @@ def test_golden_page_reaction_prompt_and_schema():
     feelings = request.json_schema["properties"]["feelings"]
     assert (feelings["minItems"], feelings["maxItems"]) == (1, 1)
     assert request.json_schema["required"] == ["feelings", "reason"]
-    stay = model.prompts.reaction_request(_hand_persona(), page, items, watched, stars, False, [], seed=0)
+    stay = model.prompts.reaction_request(hand_persona(), page, items, watched, stars, False, [], seed=0)
     assert stay.json_schema["required"] == ["feelings"] and "leave" not in stay.messages[1].content
 
 

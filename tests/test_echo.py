@@ -12,7 +12,7 @@ from simenv.data.synthetic import make_synthetic
 from simenv.llm.echo import MASK, EchoSource
 from simenv.llm.prompt_spec import masked
 from simenv.records import Page
-from tests.test_agents_llm_user import _hand_persona
+from tests.fixtures_agents import hand_persona
 
 QUESTION = "How satisfied are you with the recommendations, from 1 (not at all) to 10 (very)? Give one reason."
 PROMPT = f'About you: {MASK}\nYou left after 3 page(s).\n{QUESTION}\nJSON: {{"score":7,"reason":"I liked most films"}}'
@@ -84,7 +84,7 @@ def test_the_user_models_checks_reject_echoes_of_their_rendered_prompts() -> Non
     model = LLMUserModel(ds, None, HashingEmbedder(16), LLMUserConfig(), train=ds.interactions)  # type: ignore[arg-type]
     page, items = Page(0, 2, (5, 9)), [ds.catalog[5], ds.catalog[9]]
     ask = model.prompts.reaction_ask(
-        _hand_persona(), page, items, np.array([True, False]), np.array([4, 2]), True, [], seed=0
+        hand_persona(), page, items, np.array([True, False]), np.array([4, 2]), True, [], seed=0
     )
     good = {"feelings": ["I liked it because the two leads were great"], "reason": "I am leaving because it is late"}
     ask.check(good)

@@ -22,7 +22,7 @@ from simenv.data import agent4rec_split
 from simenv.llm import MockLLM
 from simenv.llm.types import LLMRequest, LLMResponse
 from simenv.records import Page
-from tests.test_response import planted_dataset
+from tests.fixtures_agents import planted_dataset
 
 RESPONSE = ResponseConfig(feature_set="nocollab", candidates="scorers", max_iter=60, seed=0)
 FEATURE = LLMFeatureConfig(n_users=200, max_positives=3, n_negatives=5, seed=0)

@@ -17,24 +17,11 @@ import pytest
 from simenv.llm import LLMConfig, OpenAIBackend, ask_json, ask_json_batch, make_llm, read_call_log
 from simenv.llm.schemas import grammar_friendly, interview_schema
 from simenv.llm.types import LLMError, LLMRequest, Message
-from tests.fixtures_llm import llama_server  # noqa: F401  (pytest fixture)
+from tests.fixtures_llm import (
+    echo_request,
+    llama_server,  # noqa: F401  (pytest fixture)
+)
 from tests.servers.fault_server import FAULTS, FaultPlan, FaultServer
-
-ECHO_SCHEMA = {
-    "type": "object",
-    "properties": {"echo": {"type": "string", "maxLength": 40}},
-    "required": ["echo"],
-    "additionalProperties": False,
-}
-
-
-def _echo_request(i: int) -> LLMRequest:
-    return LLMRequest(
-        messages=(Message("system", "Echo the request."), Message("user", f"request #{i}")),
-        template="echo",
-        template_version="v1",
-        json_schema=ECHO_SCHEMA,
-    )
 
 
 def _echo_check(i: int):
@@ -59,7 +46,7 @@ def test_batch_of_200_through_faults_loses_and_duplicates_nothing(tmp_path: Path
         )
         llm = make_llm(config)
         n = 200
-        results = ask_json_batch(llm, [_echo_request(i) for i in range(n)], [_echo_check(i) for i in range(n)])
+        results = ask_json_batch(llm, [echo_request(i) for i in range(n)], [_echo_check(i) for i in range(n)])
         llm.close()
     assert len(results) == n
     assert all(server.stats[kind] > 0 for kind in FAULTS)
@@ -113,7 +100,7 @@ def test_sync_call_failing_after_retries_raises_llm_error() -> None:
     with FaultServer(FaultPlan(rate=1.0, kinds=("500",))) as server:
         backend = OpenAIBackend(model="m", base_url=server.base_url, max_retries=1)
         with pytest.raises(LLMError, match="http_500"):
-            backend.complete(_echo_request(0))
+            backend.complete(echo_request(0))
         assert server.stats["500"] == 2  # first try + one bounded retry
         backend.close()
 
@@ -134,9 +121,9 @@ def test_api_key_never_reaches_logs_cache_or_reprs(
             call_log_dir=str(tmp_path / "llm_calls"),
         )
         llm = make_llm(config)
-        ask_json_batch(llm, [_echo_request(i) for i in range(10)])
-        ask_json(llm, _echo_request(99))
-        texts = [repr(llm), repr(config), str(config), caplog.text, llm.inner.key(_echo_request(0)), llm.identity]
+        ask_json_batch(llm, [echo_request(i) for i in range(10)])
+        ask_json(llm, echo_request(99))
+        texts = [repr(llm), repr(config), str(config), caplog.text, llm.inner.key(echo_request(0)), llm.identity]
         llm.close()
     assert f"Bearer {secret}" in server.authorizations  # the key was used ...
     for text in texts:
@@ -186,41 +173,41 @@ def test_batches_share_one_client_its_connections_and_one_concurrency_bound(http
             model="m", base_url=server.base_url, concurrency=4, max_retries=0, http_client=http_client
         )
         for _ in range(3):
-            assert all(r.ok for r in backend.complete_batch([_echo_request(i) for i in range(12)]))
+            assert all(r.ok for r in backend.complete_batch([echo_request(i) for i in range(12)]))
         assert len(server.peers) <= 4  # 36 calls over at most `concurrency` kept-alive connections
-        two_batches = [[_echo_request(i) for i in range(k, k + 8)] for k in (0, 8)]
+        two_batches = [[echo_request(i) for i in range(k, k + 8)] for k in (0, 8)]
         with ThreadPoolExecutor(2) as pool:
             batches = list(pool.map(backend.complete_batch, two_batches))
         assert [json.loads(r.text)["echo"] for b in batches for r in b] == [f"request #{i}" for i in range(16)]
         assert server.max_in_flight == 4
 
         async def caller_with_a_loop() -> str:
-            return backend.complete(_echo_request(5)).text
+            return backend.complete(echo_request(5)).text
 
         assert json.loads(asyncio.run(caller_with_a_loop())) == {"echo": "request #5"}
         backend.close()
         backend.close()
-        assert backend.complete(_echo_request(6)).ok  # a closed backend opens a fresh client when used again
+        assert backend.complete(echo_request(6)).ok  # a closed backend opens a fresh client when used again
         backend.close()
 
 
 def _echo_in_child(backend: OpenAIBackend, queue: Any) -> None:
-    queue.put(backend.complete(_echo_request(8)).text)
+    queue.put(backend.complete(echo_request(8)).text)
 
 
 def test_backend_survives_pickling_and_a_forked_child() -> None:
     """A pickled copy and a forked child each open their own client (the loop thread does not cross either)."""
     with FaultServer() as server:
         backend = OpenAIBackend(model="m", base_url=server.base_url, max_retries=0)
-        assert backend.complete(_echo_request(1)).ok  # the parent's session exists before the copy / fork
+        assert backend.complete(echo_request(1)).ok  # the parent's session exists before the copy / fork
         copy = pickle.loads(pickle.dumps(backend))
-        assert json.loads(copy.complete(_echo_request(2)).text) == {"echo": "request #2"}
+        assert json.loads(copy.complete(echo_request(2)).text) == {"echo": "request #2"}
         ctx = multiprocessing.get_context("fork")
         queue = ctx.Queue()
         child = ctx.Process(target=_echo_in_child, args=(backend, queue))
         child.start()
         child.join(20)
         assert child.exitcode == 0 and json.loads(queue.get(timeout=5)) == {"echo": "request #8"}
-        assert backend.complete(_echo_request(3)).ok  # the parent's own session still works
+        assert backend.complete(echo_request(3)).ok  # the parent's own session still works
         copy.close()
         backend.close()

@@ -13,8 +13,8 @@ import pytest
 from simenv.llm import LLMConfig, LLMError, make_backend
 from simenv.llm.calllog import CALL_LOG_SCHEMA, CallLogLLM, read_call_log
 from simenv.llm.openai_backend import OpenAIBackend
+from tests.fixtures_llm import echo_request
 from tests.servers.fault_server import FaultPlan, FaultServer
-from tests.test_llm_openai import _echo_request
 
 
 @pytest.mark.parametrize("http_client", ["aiohttp", "direct"])
@@ -31,7 +31,7 @@ def test_every_attempt_is_counted_per_call_in_the_call_log(tmp_path: Path, http_
             backoff_s=0.05,
         )
         llm = CallLogLLM(backend, tmp_path / "llm_calls")
-        responses = llm.complete_batch([_echo_request(i) for i in range(60)])
+        responses = llm.complete_batch([echo_request(i) for i in range(60)])
         llm.close()
         backend.close()
     rows = read_call_log(tmp_path / "llm_calls")
@@ -60,9 +60,9 @@ def test_a_call_failing_after_its_retries_records_every_attempt(tmp_path: Path) 
         backend = OpenAIBackend(model="m", base_url=server.base_url, max_retries=2)
         llm = CallLogLLM(backend, tmp_path / "llm_calls")
         with pytest.raises(LLMError, match="after 2 retries") as raised:
-            llm.complete(_echo_request(0))
+            llm.complete(echo_request(0))
         assert raised.value.attempt_errors == ("http_500",) * 3
-        failed = llm.complete_batch([_echo_request(1)])[0]
+        failed = llm.complete_batch([echo_request(1)])[0]
         llm.close()
         backend.close()
     assert server.stats["500"] == 6 and failed.retries == 2 and not failed.ok
@@ -76,12 +76,12 @@ def test_a_call_failing_after_its_retries_records_every_attempt(tmp_path: Path) 
 def test_an_error_not_worth_retrying_fails_at_once() -> None:
     with FaultServer(FaultPlan(rate=1.0, kinds=("400",))) as server:
         backend = OpenAIBackend(model="m", base_url=server.base_url, max_retries=3)
-        response = backend.complete_batch([_echo_request(0)])[0]
+        response = backend.complete_batch([echo_request(0)])[0]
         backend.close()
     assert server.stats["400"] == 1 and response.attempt_errors == ("http_400",) and response.retries == 0
     with FaultServer(FaultPlan(rate=1.0, kinds=("bad_body",))) as server:  # HTTP 200, body cut mid-JSON
         backend = OpenAIBackend(model="m", base_url=server.base_url, max_retries=3)
-        response = backend.complete_batch([_echo_request(0)])[0]
+        response = backend.complete_batch([echo_request(0)])[0]
         backend.close()
     assert server.stats["bad_body"] == 1 and response.attempt_errors == ("bad_body",) and "unreadable" in response.error
 
@@ -93,7 +93,7 @@ def test_round_robin_over_several_endpoints_with_failover(tmp_path: Path) -> Non
         )
         backend = make_backend(config)  # the config path: two endpoints, each bounded by `concurrency`
         assert isinstance(backend, OpenAIBackend) and backend.base_urls == (good.base_url, bad.base_url)
-        responses = backend.complete_batch([_echo_request(i) for i in range(40)])
+        responses = backend.complete_batch([echo_request(i) for i in range(40)])
         backend.close()
     assert all(r.ok for r in responses)  # every call that met the failing endpoint was retried on the other
     assert bad.stats["500"] > 5 and good.stats["ok"] == 40
@@ -114,7 +114,7 @@ def test_prompts_and_answers_are_stored_only_with_full_logging(tmp_path: Path, m
         backend = OpenAIBackend(model="m", base_url=server.base_url, max_retries=0)
         for mode in ("off", "full"):
             llm = CallLogLLM(backend, tmp_path / mode, prompts=mode)
-            llm.complete_batch([_echo_request(i) for i in range(3)])
+            llm.complete_batch([echo_request(i) for i in range(3)])
             llm.flush()
         backend.close()
     assert f"Bearer {secret}" in server.authorizations

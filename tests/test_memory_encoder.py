@@ -111,5 +111,9 @@ def test_save_embeds_waiting_records_and_dead_streams_are_skipped(tmp_path):
 def test_encoder_cache_is_bounded():
     encoder = MemoryEncoder(HashingEmbedder(16), cache_size=2)
     out = encoder.vectors(["a", "b", "c", "a"])
-    assert out.shape == (4, 16) and len(encoder._cache) == 2
+    assert out.shape == (4, 16) and encoder.texts_embedded == 3
     np.testing.assert_allclose(out[0], out[3])
+    encoder.vectors(["b", "c"])  # the two newest are kept ...
+    assert encoder.texts_embedded == 3
+    encoder.vectors(["a"])  # ... and the oldest went first
+    assert encoder.texts_embedded == 4

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 import numpy as np
 import pytest
 
@@ -108,14 +109,20 @@ def test_fast_validation_on_other_schemas(schema: dict[str, Any], good: Any, bad
     assert not jsonschema.Draft202012Validator(schema).is_valid(bad)
 
 
-def test_forced_openings_agree_with_jsonschema_and_share_one_compiled_shape() -> None:
+def test_forced_openings_agree_with_jsonschema_and_share_one_compiled_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     """page_reaction schemas differ per page in their ratings' openings and lengths; the fast path checks those
     itself, so one compiled shape serves every rating combination, with jsonschema's verdicts."""
     from simenv.llm.specs import LEAVE_OPENING, OPENINGS, reaction_schema
-    from simenv.llm.structured import _shape_validator
 
+    compiled: list[Any] = []  # every jsonschema_rs validator built while the 60 schemas are checked
+    real = jsonschema_rs.Draft202012Validator
+
+    def counting(schema: Any, *args: Any, **kwargs: Any) -> Any:
+        compiled.append(schema)
+        return real(schema, *args, **kwargs)
+
+    monkeypatch.setattr(jsonschema_rs, "Draft202012Validator", counting)
     rng = np.random.default_rng(3)
-    before = _shape_validator.cache_info().misses
     verdicts = set()
     for _ in range(60):
         ratings = [int(r) for r in rng.integers(1, 6, size=3)]
@@ -135,7 +142,7 @@ def test_forced_openings_agree_with_jsonschema_and_share_one_compiled_shape() ->
             assert fast == reference.is_valid(answer), answer
             verdicts.add(fast)
     assert verdicts == {True, False}
-    assert _shape_validator.cache_info().misses - before <= 1
+    assert len(compiled) <= 1
     # `$` ends the text as in ECMA regexes (and llama.cpp's grammar): no final newline, where Python's `re` allows one
     ratings = [4]
     answer = {"feelings": [OPENINGS[4] + "the plot held me\n"], "reason": LEAVE_OPENING + "it is late"}

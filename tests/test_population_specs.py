@@ -13,16 +13,22 @@ import pytest
 from experiments.cli import app
 from simenv.data import load_dataset
 from simenv.eventlog import read_table
-from tests.test_recommender_specs import PlainPop
+from tests.fixtures_plugins import PlainPop
 
-MODULE = "tests.test_recommender_specs"
+MODULE = "tests.fixtures_plugins"
 
 
-def _flags(tmp_path: Path) -> list[str]:
+@pytest.fixture(scope="module", name="cache")
+def cache_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the module: the synthetic world's response model is fitted once, not once per test."""
+    return tmp_path_factory.mktemp("population-cache")
+
+
+def _flags(tmp_path: Path, cache: Path) -> list[str]:
     return [
         "--data.dataset", "synthetic",
         "--data.n-personas", "8",
-        "--data.cache-dir", str(tmp_path / "cache"),
+        "--data.cache-dir", str(cache),
         "--llm.backend", "mock",
         "--users.embedder", "hashing",
         "--population.rounds", "2",
@@ -30,20 +36,20 @@ def _flags(tmp_path: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def _population(tmp_path: Path, name: str, recommender: str) -> pd.DataFrame:
-    app(["population", *_flags(tmp_path), "--run.name", name, "--population.recommender", recommender])
+def _population(tmp_path: Path, cache: Path, name: str, recommender: str) -> pd.DataFrame:
+    app(["population", *_flags(tmp_path, cache), "--run.name", name, "--population.recommender", recommender])
     return read_table(tmp_path / "runs" / name, "population")
 
 
-def test_a_plugin_class_is_refitted_each_round_like_the_registry_model(tmp_path: Path) -> None:
+def test_a_plugin_class_is_refitted_each_round_like_the_registry_model(tmp_path: Path, cache: Path) -> None:
     PlainPop.fits = 0
-    plugin = _population(tmp_path, "plugin", f"{MODULE}:PlainPop")
+    plugin = _population(tmp_path, cache, "plugin", f"{MODULE}:PlainPop")
     assert PlainPop.fits >= 3  # the closed loop refits each round, the open loop fits once
-    pd.testing.assert_frame_equal(plugin, _population(tmp_path, "pop", "pop"))  # PlainPop is pop
+    pd.testing.assert_frame_equal(plugin, _population(tmp_path, cache, "pop", "pop"))  # PlainPop is pop
 
 
-def test_a_ranking_file_runs_in_the_population(tmp_path: Path) -> None:
-    data = load_dataset("synthetic", cache_dir=tmp_path / "cache" / "data")
+def test_a_ranking_file_runs_in_the_population(tmp_path: Path, cache: Path) -> None:
+    data = load_dataset("synthetic", cache_dir=cache / "data")
     rng = np.random.default_rng(0)
     users, items = np.meshgrid(np.arange(data.n_users), np.arange(data.n_items), indexing="ij")
     pd.DataFrame(
@@ -53,7 +59,7 @@ def test_a_ranking_file_runs_in_the_population(tmp_path: Path) -> None:
             "score": rng.random(users.size),
         }
     ).to_csv(tmp_path / "rank.csv", index=False)
-    table = _population(tmp_path, "file", f"mine=file:{tmp_path / 'rank.csv'}")
+    table = _population(tmp_path, cache, "file", f"mine=file:{tmp_path / 'rank.csv'}")
     assert len(table) == 4 and set(table["variant"]) == {"closed loop", "open loop"}
 
 
@@ -65,9 +71,11 @@ def test_a_ranking_file_runs_in_the_population(tmp_path: Path) -> None:
         ("file:/nonexistent/rank.csv", "/nonexistent/rank.csv"),
     ],
 )
-def test_a_bad_spec_fails_on_one_line_before_the_run_dir(tmp_path: Path, capsys, spec: str, expected: str) -> None:
+def test_a_bad_spec_fails_on_one_line_before_the_run_dir(
+    tmp_path: Path, cache: Path, capsys, spec: str, expected: str
+) -> None:
     with pytest.raises(SystemExit) as info:
-        app(["population", *_flags(tmp_path), "--run.name", "bad", "--population.recommender", spec])
+        app(["population", *_flags(tmp_path, cache), "--run.name", "bad", "--population.recommender", spec])
     err = capsys.readouterr().err
     assert info.value.code == 2, err
     lines = [ln for ln in err.splitlines() if ln.startswith("simrec: ")]

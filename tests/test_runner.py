@@ -13,30 +13,10 @@ from simenv.eventlog import read_table
 from simenv.metrics import run_metrics
 from simenv.records import Recommendation
 from simenv.runner import run_sessions
-from tests.fixtures_env import NoisyUser, tiny_world
+from tests.fixtures_env import NoisyUser, run_small, tiny_world
 
 DS, PERSONAS, SPLIT = tiny_world()
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_small(run_dir, batch_size, resume=False, user=None):
-    """A small seeded comparison (random recommender, noisy users); the KILLER script runs it in a subprocess."""
-    rec = RandomRecommender().fit(SPLIT.train, DS.n_users, DS.n_items)
-    return run_sessions(
-        rec,
-        user or NoisyUser(),
-        PERSONAS,
-        DS,
-        SPLIT.train,
-        run_dir,
-        n_pages=5,
-        page_size=4,
-        seed=11,
-        policy_name="random",
-        resume=resume,
-        batch_size=batch_size,
-        config={"note": "test"},
-    )
 
 
 def _tables(run_dir):
@@ -70,7 +50,7 @@ def test_results_do_not_depend_on_batch_composition(tmp_path):
 KILLER = """
 import os, signal, sys
 from tests.fixtures_env import NoisyUser
-import tests.test_runner as t
+from tests.fixtures_env import run_small
 
 class KillingUser(NoisyUser):
     calls = 0
@@ -80,7 +60,7 @@ class KillingUser(NoisyUser):
             os.kill(os.getpid(), signal.SIGKILL)
         return super().react_batch(sessions, pages)
 
-t.run_small(sys.argv[1], batch_size=8, user=KillingUser())
+run_small(sys.argv[1], batch_size=8, user=KillingUser())
 """
 
 

@@ -110,13 +110,9 @@ def page_schema(item_ids: Sequence[int]) -> dict[str, Any]:
     return decision_schema({"item_ids": [int(i) for i in item_ids]})
 
 
-def taste_summary_request(persona: Persona, version: int = 1) -> LLMRequest:
-    """The one-off `taste_summary` request for a persona (seed 0: the summary is cached with the run)."""
-    return taste_summary_ask(persona, version).request
-
-
 def taste_summary_ask(persona: Persona, version: int = 1) -> Ask:
-    """`taste_summary_request` and its check (the answer must not copy the prompt)."""
+    """The one-off `taste_summary` request for a persona (seed 0: the summary is cached with the run) and its check
+    (the answer must not copy the prompt)."""
     spec = TASTE_SUMMARY
     template = spec.template(version)
     context = {"liked_genres": list(persona.liked_genres), "disliked_genres": list(persona.disliked_genres)}

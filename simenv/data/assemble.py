@@ -82,15 +82,8 @@ def assemble(
     item_raw_ids = items["raw_id"].astype(str).to_numpy(dtype=object)
 
     item_ids = _map_ids(ratings, "item", item_raw_ids, "item")
-    if users is None:
-        empty = np.flatnonzero((ratings.frame["user"] == "").to_numpy())
-        if empty.size:
-            raise ratings.fail(int(empty[0]), "user is empty")
-        user_raw_ids = natural_order(ratings.frame["user"].unique())
-        users = pd.DataFrame({"raw_id": user_raw_ids})
-    else:
-        users = users.iloc[natural_argsort(users["raw_id"])].reset_index(drop=True)
-        user_raw_ids = users["raw_id"].astype(str).to_numpy(dtype=object)
+    users = _user_table(ratings, users)
+    user_raw_ids = users["raw_id"].astype(str).to_numpy(dtype=object)
     user_ids = _map_ids(ratings, "user", user_raw_ids, "user")
 
     rating = numeric_column(ratings, "rating", "float")
@@ -101,16 +94,7 @@ def assemble(
         row = int(negative[0])
         raise ratings.fail(row, f"timestamp {shown_value(ratings, 'timestamp', row)} is negative (seconds since 1970)")
 
-    key = user_ids * len(item_raw_ids) + item_ids
-    dup = pd.Series(key).duplicated(keep="first").to_numpy()
-    if dup.any():
-        row = int(np.flatnonzero(dup)[0])
-        first = int(np.flatnonzero(key == key[row])[0])
-        raise ratings.fail(
-            row,
-            f"duplicate rating of item {ratings.frame['item'].iloc[row]!r} by user "
-            f"{ratings.frame['user'].iloc[row]!r} (first on line {ratings.line(first)})",
-        )
+    _check_one_rating_per_pair(ratings, user_ids * len(item_raw_ids) + item_ids)
 
     sort = _order(user_ids, timestamp, item_ids, len(item_raw_ids))
     interactions = pd.DataFrame(
@@ -121,10 +105,48 @@ def assemble(
             "timestamp": timestamp[sort],
         }
     )
+    user_frame = users.drop(columns=["raw_id"]).reset_index(drop=True)
+    user_frame.insert(0, "user_id", np.arange(len(users), dtype=np.int64))
+    return Dataset(
+        name=name,
+        items=_item_frame(items),
+        users=user_frame,
+        interactions=interactions,
+        item_raw_ids=item_raw_ids,
+        user_raw_ids=user_raw_ids,
+    )
+
+
+def _user_table(ratings: Table, users: pd.DataFrame | None) -> pd.DataFrame:
+    """The user file's rows in natural raw-id order, or (no user file) the ratings' users as a raw_id column."""
+    if users is not None:
+        return users.iloc[natural_argsort(users["raw_id"])].reset_index(drop=True)
+    empty = np.flatnonzero((ratings.frame["user"] == "").to_numpy())
+    if empty.size:
+        raise ratings.fail(int(empty[0]), "user is empty")
+    return pd.DataFrame({"raw_id": natural_order(ratings.frame["user"].unique())})
+
+
+def _check_one_rating_per_pair(ratings: Table, key: np.ndarray) -> None:
+    """Fail on the first (user, item) pair rated twice; `key` numbers the pairs of the ratings' rows."""
+    dup = pd.Series(key).duplicated(keep="first").to_numpy()
+    if dup.any():
+        row = int(np.flatnonzero(dup)[0])
+        first = int(np.flatnonzero(key == key[row])[0])
+        raise ratings.fail(
+            row,
+            f"duplicate rating of item {ratings.frame['item'].iloc[row]!r} by user "
+            f"{ratings.frame['user'].iloc[row]!r} (first on line {ratings.line(first)})",
+        )
+
+
+def _item_frame(items: pd.DataFrame) -> pd.DataFrame:
+    """The Dataset's item table (dense ids in row order, Int64 years, genre tuples, the text line) from the
+    ordered source items."""
     genres = [tuple(g) for g in items["genres"]]
     years = pd.array(items["year"], dtype="Int64")
     titles = items["title"].astype(str).tolist()
-    item_frame = pd.DataFrame(
+    return pd.DataFrame(
         {
             "item_id": np.arange(len(items), dtype=np.int64),
             "title": titles,
@@ -134,16 +156,6 @@ def assemble(
                 item_text(t, None if pd.isna(y) else int(y), g) for t, y, g in zip(titles, years, genres, strict=True)
             ],
         }
-    )
-    user_frame = users.drop(columns=["raw_id"]).reset_index(drop=True)
-    user_frame.insert(0, "user_id", np.arange(len(users), dtype=np.int64))
-    return Dataset(
-        name=name,
-        items=item_frame,
-        users=user_frame,
-        interactions=interactions,
-        item_raw_ids=item_raw_ids,
-        user_raw_ids=user_raw_ids,
     )
 
 
@@ -182,9 +194,3 @@ def check_unique_ids(table: Table, column: str, what: str) -> None:
         row = int(np.flatnonzero(dup)[0])
         first = int(np.flatnonzero((ids == ids.iloc[row]).to_numpy())[0])
         raise table.fail(row, f"duplicate {what} id {ids.iloc[row]!r} (first on line {table.line(first)})")
-
-
-def require(condition: bool, message: str) -> None:
-    """Raise DataError(message) unless condition holds."""
-    if not condition:
-        raise DataError(message)

@@ -14,9 +14,6 @@ import pandas as pd
 
 from simenv.records import Item
 
-ITEM_COLUMNS = ("item_id", "title", "year", "genres", "text")
-INTERACTION_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
-
 
 class DataError(ValueError):
     """Bad or missing data. The message names the file, line, field and value, or how to get the data."""

@@ -203,27 +203,33 @@ def read_table(
     k = len(names)
     if raw.count(sep_bytes, body) != (k - 1) * n_rows or raw.count(sep_bytes, body, first_end) != k - 1:
         _raise_on_bad_line(path, raw, sep_bytes, k, header, sep, text_raw, encoding)
-    text_sep = sep_bytes.decode(encoding)
     try:
-        frame = None
-        if numeric:
-            dtypes = {name: _NUMPY_KIND[numeric[name]] if name in numeric else object for name in names}
-            try:
-                frame = _parse(raw, names, text_sep, encoding, header, dtypes)
-            except pd.errors.ParserError:
-                raise
-            except (ValueError, OverflowError):
-                frame = None  # some value is not a number: re-read as text below to find it
-            if frame is not None and any(not np.isfinite(frame[c].to_numpy()).all() for c in numeric):
-                frame = None
-        if frame is None:
-            frame = _parse(raw, names, text_sep, encoding, header, dict.fromkeys(names, object))
+        frame = _parse_columns(raw, names, sep_bytes.decode(encoding), encoding, header, numeric)
     except pd.errors.ParserError as exc:
         _raise_on_bad_line(path, raw, sep_bytes, k, header, sep, text_raw, encoding)
         raise DataError(f"{path}: cannot parse: {exc}") from exc
     if len(frame) != n_rows:  # defensive: the C parser and the byte count must agree on the rows
         raise DataError(f"{path}: parsed {len(frame)} rows but the file has {n_rows} lines")
     return Table(path=path, frame=frame, first_line=first_line, raw=text_raw, encoding=encoding)
+
+
+def _parse_columns(
+    raw: bytes, names: tuple[str, ...], sep: str, encoding: str, header: bool, numeric: dict[str, str] | None
+) -> pd.DataFrame:
+    """The `numeric` columns parsed as numbers when every value parses to a finite one, else every column as text
+    (so that `numeric_column` can name the bad line). A pandas ParserError (bad line) propagates."""
+    if numeric:
+        dtypes = {name: _NUMPY_KIND[numeric[name]] if name in numeric else object for name in names}
+        try:
+            frame = _parse(raw, names, sep, encoding, header, dtypes)
+        except pd.errors.ParserError:
+            raise
+        except (ValueError, OverflowError):
+            pass  # some value is not a number: re-read as text below to find it
+        else:
+            if all(np.isfinite(frame[c].to_numpy()).all() for c in numeric):
+                return frame
+    return _parse(raw, names, sep, encoding, header, dict.fromkeys(names, object))
 
 
 def _parse(

@@ -85,6 +85,12 @@ class RecommenderServer:
                 try:
                     time.sleep(server.slow_s if fault == "timeout" else server.latency_s)
                     status, payload = server.answer(body, fault)
+                finally:
+                    # Done before the answer is sent: once the client has it, it may send its next request at
+                    # once, and that one must not count next to the finished one.
+                    with server._lock:
+                        server.in_flight -= 1
+                try:
                     self.send_response(status)
                     self.send_header("content-type", "application/json")
                     self.send_header("content-length", str(len(payload)))
@@ -94,9 +100,6 @@ class RecommenderServer:
                     self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout): expected
-                finally:
-                    with server._lock:
-                        server.in_flight -= 1
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
                 pass

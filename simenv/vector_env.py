@@ -25,9 +25,9 @@ from simenv.candidates import CandidatePools
 from simenv.data.dataset import Dataset
 from simenv.kernel import interview_scores
 from simenv.kernel_state import SessionArrays
-from simenv.protocols import BatchDecider, Recommender
+from simenv.protocols import BatchDecider, CandidateFeaturizer, Recommender
 from simenv.records import Persona
-from simenv.spaces import ItemFeatures, observation_space, persona_features
+from simenv.spaces import ItemFeatures, observation_space, persona_features, prior_column
 from simenv.synthetic_population import SyntheticPopulation
 
 __all__ = ["FastRecVectorEnv", "interview_scores"]
@@ -59,9 +59,11 @@ class FastRecVectorEnv(VectorEnv):
     `PageFeedback`, feelings, reasons, interview text or event log — those exist only in the single env.
 
     ## Action Space
-    `single_action_space` is the single env's: `MultiDiscrete([n_candidates] * page_size)` (slate mode) or
-    `Discrete(n_candidates)` (sequential mode); `action_space` batches it (shape `(num_envs, page_size)` or
-    `(num_envs,)`). A wrong shape, a non-integer dtype or an index outside `0..n_candidates-1` raises
+    `single_action_space` is the single env's: `MultiDiscrete([n_candidates] * page_size)` (slate mode),
+    `Discrete(n_candidates)` (sequential mode) or `Box(-1, 1, (F,))` feature weights (weights mode, with a
+    `candidate_featurizer`: each page is the top `page_size` available candidates by `base_score + w . x`);
+    `action_space` batches it (shape `(num_envs, page_size)`, `(num_envs,)` or `(num_envs, F)`).
+    A wrong shape, a non-integer dtype or an index outside `0..n_candidates-1` (weights: a non-finite weight) raises
     `InvalidActionError` naming the env and slot. Already-shown or duplicate candidates follow the single
     env's rule (`simenv.kernel.repair_slates`): `"repair"` (default) replaces each of them with the
     lowest-index candidate still available, leaving valid slots alone; `"strict"` raises `InvalidActionError`.
@@ -107,7 +109,8 @@ class FastRecVectorEnv(VectorEnv):
     ## Arguments
     `num_envs`, then the single env's: `dataset`, `personas`, `user_model` (a `simenv.protocols.BatchDecider`,
     e.g. `agents.silent_user.SilentUserModel`), `train`,
-    `candidate_recommender`, `page_size`, `max_pages`, `n_candidates`, `explore_fraction`, `history_len`,
+    `candidate_recommender`, `candidate_featurizer`, `page_size`, `max_pages`, `n_candidates`, `explore_fraction`,
+    `history_len`,
     `reward`, `action_mode`, `invalid_action`, `interview`, `users`; and `max_episode_steps` (None = the
     env's own limit), `autoreset_mode` (`"NextStep"` or `"Disabled"`), `population`
     (`simenv.synthetic_population.SyntheticPopulation`: the sessions' users are its members, ids in
@@ -131,6 +134,7 @@ class FastRecVectorEnv(VectorEnv):
         user_model: BatchDecider,
         train: pd.DataFrame,
         candidate_recommender: Recommender | None = None,
+        candidate_featurizer: CandidateFeaturizer | None = None,
         *,
         max_episode_steps: int | None = None,
         population: SyntheticPopulation | None = None,
@@ -148,6 +152,9 @@ class FastRecVectorEnv(VectorEnv):
         self.num_envs = n = int(num_envs)
         self.dataset = dataset
         self.candidate_recommender = candidate_recommender
+        self.candidate_featurizer = candidate_featurizer
+        n_features = 0 if candidate_featurizer is None else len(candidate_featurizer.names)
+        self._prior = prior_column(candidate_featurizer)
         self.max_episode_steps = max_episode_steps
         self.user_model = user_model
         self._persona_list = [self.personas[u] for u in self.users]  # persona index -> Persona
@@ -166,9 +173,13 @@ class FastRecVectorEnv(VectorEnv):
             self._persona_list, self.n_candidates, self.n_explore, features, candidate_recommender
         )
         sequential = self.action_mode == "sequential"
-        self.sessions = SessionArrays(n, self.n_candidates, self.page_size, self.history_len, features, sequential)
-        self.single_observation_space = observation_space(features.n_genres, self.n_candidates, self.history_len)
-        self.single_action_space = kernel.action_space(self.action_mode, self.page_size, self.n_candidates)
+        self.sessions = SessionArrays(
+            n, self.n_candidates, self.page_size, self.history_len, features, sequential, n_features
+        )
+        self.single_observation_space = observation_space(
+            features.n_genres, self.n_candidates, self.history_len, n_features
+        )
+        self.single_action_space = kernel.action_space(self.action_mode, self.page_size, self.n_candidates, n_features)
         self.observation_space = batch_space(self.single_observation_space, n)
         self.action_space = batch_space(self.single_action_space, n)
         n_persona_features = self.single_observation_space["persona"].shape[0]
@@ -215,7 +226,11 @@ class FastRecVectorEnv(VectorEnv):
     def step(self, actions: Any) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if not self._started:
             raise RuntimeError("step() called before reset()")
-        a = kernel.check_actions(actions, self.action_space.shape, self.n_candidates, batched=True)
+        weights = self.action_mode == "weights"
+        if weights:
+            a = kernel.check_weights(actions, self.action_space.shape)
+        else:
+            a = kernel.check_actions(actions, self.action_space.shape, self.n_candidates, batched=True)
         n = self.num_envs
         rewards = np.zeros(n, dtype=np.float64)
         terminated = np.zeros(n, dtype=bool)
@@ -232,9 +247,13 @@ class FastRecVectorEnv(VectorEnv):
         chosen = a[rows][:, None] if sequential else a[rows]
         first_slot = s.n_pending[rows] if sequential else 0
         shown = s.shown if reset_rows is None else s.shown[rows]
-        chosen, n_repaired[rows] = kernel.repair_slates(
-            chosen, shown, s.candidates, self.invalid_action, pending, first_slot, rows
-        )
+        if weights:
+            assert s.feature_obs is not None
+            chosen = kernel.rank_by_weights(a[rows], s.feature_obs[rows], ~shown, self.page_size, self._prior)
+        else:
+            chosen, n_repaired[rows] = kernel.repair_slates(
+                chosen, shown, s.candidates, self.invalid_action, pending, first_slot, rows
+            )
         page_rows = rows
         if sequential:
             page_rows, chosen = s.add_slot(rows, chosen[:, 0])
@@ -324,7 +343,15 @@ class FastRecVectorEnv(VectorEnv):
         persona = self._member_persona[member]
         self.prepare(persona)
         self._member[rows] = member
-        self.sessions.reset(rows, persona, self.pools.draw(persona, rng))
+        candidates = self.pools.draw(persona, rng)
+        featurizer = self.candidate_featurizer
+        table = None
+        if featurizer is not None:
+            plist = self._persona_list
+            table = np.stack(
+                [featurizer.features(plist[p], c) for p, c in zip(persona.tolist(), candidates, strict=True)]
+            )
+        self.sessions.reset(rows, persona, candidates, table)
         self._needs_reset[rows] = False
 
     def _members_of(self, users: Any, n_rows: int) -> np.ndarray:

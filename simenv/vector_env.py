@@ -29,22 +29,9 @@ from simenv.protocols import BatchDecider, CandidateFeaturizer, Recommender
 from simenv.records import Persona
 from simenv.spaces import ItemFeatures, observation_space, persona_features, prior_column
 from simenv.synthetic_population import SyntheticPopulation
+from simenv.vector_info import InfoArrays, members
 
 __all__ = ["FastRecVectorEnv", "interview_scores"]
-
-# Info keys of a shown page or an episode end: (shape per env given (page_size, n_candidates), dtype, fill).
-_INFO_KEYS: dict[str, tuple[str, Any, Any]] = {
-    "candidate_ids": ("c", np.int64, 0),
-    "page_items": ("k", np.int64, -1),
-    "watched": ("k", bool, False),
-    "rating": ("k", np.int64, 0),
-    "n_watched": ("", np.int64, 0),
-    "n_liked": ("", np.int64, 0),
-    "left": ("", bool, False),
-    "page_reward": ("", np.float64, 0.0),
-    "interview_score": ("", np.int64, 0),
-    "terminal_reward": ("", np.float64, 0.0),
-}
 
 
 class FastRecVectorEnv(VectorEnv):
@@ -160,7 +147,7 @@ class FastRecVectorEnv(VectorEnv):
         self._persona_list = [self.personas[u] for u in self.users]  # persona index -> Persona
         # Members (the users sessions are drawn from): `users` itself, or a population's members, each mapped to
         # the index of the persona it decides as.
-        self._member_ids, self._member_persona = _members(np.asarray(self.users, dtype=np.int64), population)
+        self._member_ids, self._member_persona = members(np.asarray(self.users, dtype=np.int64), population)
         self._member_order = np.argsort(self._member_ids, kind="stable")
         self._member = np.zeros(n, dtype=np.int64)  # each session's member index
         self._features = features = ItemFeatures.from_train(dataset, train)
@@ -186,6 +173,7 @@ class FastRecVectorEnv(VectorEnv):
         self._persona_vec = np.zeros((len(self.users), n_persona_features), dtype=np.float32)  # filled on first draw
         self._needs_reset = np.ones(n, dtype=bool)
         self._started = False
+        self._info = InfoArrays(n, self.page_size, self.n_candidates)
         self._rows_all = np.arange(n)
         self._all_true = np.ones(n, dtype=bool)
 
@@ -221,7 +209,7 @@ class FastRecVectorEnv(VectorEnv):
         self._started = True
         info = self._base_info(np.zeros(self.num_envs, dtype=np.int64))
         self._add_reset_info(info, rows)
-        return self._observation(), self._complete(info)
+        return self._observation(), self._info.complete(info)
 
     def step(self, actions: Any) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if not self._started:
@@ -272,7 +260,7 @@ class FastRecVectorEnv(VectorEnv):
         out.update(info)
         if reset_rows is not None:
             self._add_reset_info(out, reset_rows)
-        return self._observation(), rewards, terminated, truncated, self._complete(out)
+        return self._observation(), rewards, terminated, truncated, self._info.complete(out)
 
     def close_extras(self, **kwargs: Any) -> None:
         """Nothing to release (no subprocesses, no files)."""
@@ -317,14 +305,14 @@ class FastRecVectorEnv(VectorEnv):
             "left": left,
             "page_reward": page_reward,
         }
-        self._scatter_info(info, rows, shown_page)
+        self._info.scatter(info, rows, shown_page)
         ended = term | trunc
         if self.interview and ended.any():
             end_rows = rows[ended]
             scores = interview_scores(s.n_shown[end_rows], s.n_watched[end_rows], s.n_liked[end_rows])
             terminal = kernel.terminal_rewards(scores, cfg)
             rewards[end_rows] += terminal
-            self._scatter_info(info, end_rows, {"interview_score": scores, "terminal_reward": terminal})
+            self._info.scatter(info, end_rows, {"interview_score": scores, "terminal_reward": terminal})
 
     def prepare(self, persona: np.ndarray) -> None:
         """Fill the per-persona caches (observation vector, candidate pool, user arrays) of persona indices
@@ -385,42 +373,4 @@ class FastRecVectorEnv(VectorEnv):
         }
 
     def _add_reset_info(self, info: dict[str, Any], rows: np.ndarray) -> None:
-        self._scatter_info(info, rows, {"candidate_ids": self.sessions.candidates[rows]})
-
-    def _scatter_info(self, info: dict[str, Any], rows: np.ndarray, values: dict[str, np.ndarray]) -> None:
-        """Per-row values of `rows` -> (num_envs, ...) info arrays (the `_INFO_KEYS` fill elsewhere) and masks."""
-        mask = np.zeros(self.num_envs, dtype=bool)
-        mask[rows] = True
-        for key, value in values.items():
-            out = self._blank(key)
-            out[rows] = value
-            info[key], info[f"_{key}"] = out, mask
-
-    def _blank(self, key: str) -> np.ndarray:
-        width, dtype, fill = _INFO_KEYS[key]
-        shape = (self.num_envs,) + ({"c": (self.n_candidates,), "k": (self.page_size,)}.get(width, ()))
-        return np.full(shape, fill, dtype=dtype)
-
-    def _complete(self, info: dict[str, Any]) -> dict[str, Any]:
-        """Add the keys that apply to no sub-env this time (fill values, all-False mask): every info has the same
-        keys."""
-        none = np.zeros(self.num_envs, dtype=bool)
-        for key in _INFO_KEYS:
-            if key not in info:
-                info[key], info[f"_{key}"] = self._blank(key), none
-        return info
-
-
-def _members(users: np.ndarray, population: SyntheticPopulation | None) -> tuple[np.ndarray, np.ndarray]:
-    """(member user ids, index into `users` of the persona each member decides as)."""
-    if population is None:
-        return users, np.arange(len(users), dtype=np.int64)
-    order = np.argsort(users, kind="stable")
-    pos = np.minimum(np.searchsorted(users[order], population.source), len(users) - 1)
-    missing = population.source[users[order][pos] != population.source]
-    if len(missing):
-        raise ValueError(f"population: source ids {np.unique(missing)[:5].tolist()} are not in the env's users")
-    clash = np.intersect1d(population.user_ids, users)
-    if len(clash):
-        raise ValueError(f"population: member ids {clash[:5].tolist()} are also real user ids")
-    return population.user_ids, order[pos]
+        self._info.scatter(info, rows, {"candidate_ids": self.sessions.candidates[rows]})

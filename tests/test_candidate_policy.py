@@ -34,7 +34,11 @@ class PlantedFeatures:
     def __init__(self, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
         self.table = np.stack(
-            [rng.standard_normal(N_ITEMS), rng.standard_normal(N_ITEMS), np.where(rng.random(N_ITEMS) < 0.3, 1.0, -1.0)],
+            [
+                rng.standard_normal(N_ITEMS),
+                rng.standard_normal(N_ITEMS),
+                np.where(rng.random(N_ITEMS) < 0.3, 1.0, -1.0),
+            ],
             axis=1,
         ).astype(np.float32)
 

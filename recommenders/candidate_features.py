@@ -8,13 +8,17 @@ is never read) and nothing held out (VALID and TEST ratings never enter):
 |---------------|------------------------------------------------------------------------------------------|
 | `base_score`  | the base recommender's score, standardised over this candidate set (mean 0, sd 1)        |
 | `base_rank`   | rank of that score among the candidates / (C - 1): 0 = the base's first choice           |
-| `knn`         | item-kNN: log1p of cosine co-occurrence summed over the user's train items (catalog z)   |
+| `knn`         | item-kNN: log1p of cosine co-occurrence (each item's top 100 neighbours) summed over the |
+|               | user's train items (catalog z)                                                           |
 | `ease`        | EASE (Steck 2019) score from the user's train items (catalog z)                         |
 | `svd`         | PureSVD low-rank score of the user's binary train row (catalog z)                        |
-| `genre_lift`  | the user's genre lift (train share of the item's genres over the catalog share; catalog z)|
+| `genre_lift`  | the user's genre lift: log of the user's smoothed train genre share over the population's, |
+|               | averaged over the item's genres (catalog z)                                              |
 | `log_pop`     | log1p(train ratings of the item) / its catalog maximum                                   |
 | `mean_rating` | the item's shrunk mean train rating, centred: (mean - 3) / 2                             |
 | `activity`    | the user's log train count, standardised over train users (the same for every candidate) |
+| `conformity`  | the user's mean squared deviation from the items' mean train ratings (z over train users;|
+|               | the same for every candidate: lets a scorer weigh popularity per user)                   |
 
 "catalog z": standardised over the whole catalog for this user, as the collaborative scores of
 `agents.features` are, so a weight means the same for every user. The item-item matrices are computed once at
@@ -41,6 +45,7 @@ FEATURE_NAMES = (
     "log_pop",
     "mean_rating",
     "activity",
+    "conformity",
 )
 BOUND = 5.0  # every value is clipped to [-BOUND, BOUND] (the envs' observation bound)
 
@@ -76,6 +81,7 @@ class TrainCandidateFeatures:
         ease_l2: float = 250.0,
         shrink: float = 5.0,
         seed: int = 0,
+        neighbours: int = 100,
     ) -> None:
         self.base = base
         self.n_items = n_items
@@ -84,6 +90,9 @@ class TrainCandidateFeatures:
         degree = np.sqrt(np.maximum(np.diag(gram), 1.0))
         sim = (gram / degree[:, None] / degree[None, :]).astype(np.float32)
         np.fill_diagonal(sim, 0.0)
+        if 0 < neighbours < n_items:  # keep each item's top neighbours (the usual item-kNN pruning)
+            cut = np.partition(sim, n_items - neighbours, axis=1)[:, n_items - neighbours][:, None]
+            sim = np.where(sim >= cut, sim, 0.0).astype(np.float32)
         self._knn = sim
         reg = gram.copy()
         reg[np.diag_indices(n_items)] += ease_l2
@@ -104,16 +113,23 @@ class TrainCandidateFeatures:
         raw_counts = np.bincount(items, minlength=n_items).astype(np.float64)
         mean = (sums + shrink * global_mean) / (raw_counts + shrink)
         self._mean_rating = ((mean - 3.0) / 2.0).astype(np.float32)
-        self._genres = np.asarray(genres, dtype=np.float64)
-        share = self._genres.sum(axis=0) + 1.0
-        self._genre_share = share / share.sum()
-        per_user = np.bincount(train["user_id"].to_numpy(np.int64), minlength=n_users)
+        g = np.asarray(genres, dtype=np.float64)
+        self._genres = g / np.maximum(g.sum(axis=1, keepdims=True), 1.0)  # each item's genres share one unit
+        share = self._genres[items].sum(axis=0) + 1e-9
+        self._genre_share = share / share.sum()  # the population's train genre share
+        users = train["user_id"].to_numpy(np.int64)
+        per_user = np.bincount(users, minlength=n_users)
         log_activity = np.log(per_user[per_user > 0].astype(np.float64))
         self._activity = (float(log_activity.mean()), float(log_activity.std() or 1.0))
+        deviation = np.bincount(users, weights=(ratings - mean[items]) ** 2, minlength=n_users)
+        conformity = deviation / np.maximum(per_user, 1)
+        present = conformity[per_user > 0]
+        sd = float(present.std() or 1.0)
+        self._conformity = np.where(per_user > 0, (conformity - float(present.mean())) / sd, 0.0)
         self._pop_score = log_pop  # the base score without a base recommender
 
     def features(self, persona: Persona, candidate_ids: np.ndarray) -> np.ndarray:
-        """(C, 9) float32: the module docstring's columns for `persona`'s candidates, in order."""
+        """(C, 10) float32: the module docstring's columns for `persona`'s candidates, in order."""
         ids = np.asarray(candidate_ids, dtype=np.int64)
         items = np.asarray(persona.train_items, dtype=np.int64)
         c = len(ids)
@@ -138,14 +154,15 @@ class TrainCandidateFeatures:
         out[:, 7] = self._mean_rating[ids]
         mean, sd = self._activity
         out[:, 8] = (np.log(max(len(items), 1)) - mean) / sd
+        user = int(persona.user_id)
+        out[:, 9] = self._conformity[user] if 0 <= user < len(self._conformity) else 0.0
         return np.clip(out, -BOUND, BOUND).astype(np.float32)
 
-    def _genre_lift(self, items: np.ndarray) -> np.ndarray:
-        """Per catalog item: the mean over its genres of log(user's genre share / catalog share)."""
-        user = self._genres[items].sum(axis=0) + 1.0
-        lift = np.log((user / user.sum()) / self._genre_share)
-        n_genres = self._genres.sum(axis=1)
-        return (self._genres @ lift) / np.maximum(n_genres, 1.0)
+    def _genre_lift(self, items: np.ndarray, smoothing: float = 5.0) -> np.ndarray:
+        """Per catalog item: its genres' mean log lift of the user's smoothed train genre share over the population."""
+        counts = self._genres[items].sum(axis=0)
+        share = (counts + smoothing * self._genre_share) / (len(items) + smoothing)
+        return self._genres @ np.log(share / self._genre_share)
 
 
 def _top_right_singular(x: np.ndarray, rank: int, rng: np.random.Generator, n_iter: int = 4) -> np.ndarray:

@@ -131,7 +131,7 @@ def mdp_dataset(dataset_dir: Path) -> Any:
         # d3rlpy's timeout episode of m rows holds m - 1 transitions (the last row is only the next observation):
         # a page-limit episode keeps its final observation, with a placeholder action no transition uses.
         m = n if left else n + 1
-        observations.append(flatten({k: episode.observations[k][:m] for k in OBS_KEYS}))
+        observations.append(flatten({k: v[:m] for k, v in episode.observations.items()}))
         actions.append(np.append(np.asarray(episode.actions, dtype=np.int64).reshape(n), [0] * (m - n)))
         rewards.append(np.append(np.asarray(episode.rewards, dtype=np.float32), [0.0] * (m - n)))
         ends = np.zeros(m, dtype=np.float32)

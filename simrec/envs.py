@@ -89,13 +89,16 @@ def build_parts(
     return world, factory(member=member), rec
 
 
-_FEATURIZERS: dict[tuple[int, int], CandidateFeaturizer] = {}
+_FEATURIZERS: dict[tuple[int, object, int], CandidateFeaturizer] = {}
 
 
-def candidate_featurizer(world: World, base: Recommender | None, seed: int = 0) -> CandidateFeaturizer:
+def candidate_featurizer(
+    world: World, base: Recommender | None, seed: int = 0, name: str | None = None
+) -> CandidateFeaturizer:
     """The train-only candidate featurizer (`recommenders.candidate_features`) over `world`'s train split and
-    `base`; memoised per (world, base) object for the process (building it inverts an item-item matrix)."""
-    key = (id(world), id(base))
+    `base`; memoised for the process per (world, base name), or per base object when it has no registry name
+    (building one inverts an item-item matrix and keeps three n_items x n_items tables)."""
+    key = (id(world), name if name is not None else id(base), seed)
     if key not in _FEATURIZERS:
         ds = world.dataset
         _FEATURIZERS[key] = featurizer_for(world.split.train, ds.n_users, ds.n_items, ds.genre_matrix, base, seed)
@@ -132,7 +135,8 @@ def make_env(
     world, user_model, rec = build_parts(config, recommender, member)
     if config.users.writes_text:
         env_kwargs.setdefault("persistent_memory", False)  # a seeded reset reproduces the episode
-    featurizer = candidate_featurizer(world, rec, seed) if candidate_features else None
+    name = recommender if isinstance(recommender, str) or recommender is None else None
+    featurizer = candidate_featurizer(world, rec, seed, name) if candidate_features else None
     return RecEnv(
         world.dataset,
         world.personas,
@@ -172,7 +176,8 @@ def make_vector_env(
     if config.users.writes_text:
         raise ValueError(f"user={config.users.kind!r} writes text: the vectorised env takes no-text kinds only")
     world, user_model, rec = build_parts(config, recommender, member)
-    featurizer = candidate_featurizer(world, rec, seed) if candidate_features else None
+    name = recommender if isinstance(recommender, str) or recommender is None else None
+    featurizer = candidate_featurizer(world, rec, seed, name) if candidate_features else None
     return FastRecVectorEnv(
         num_envs,
         world.dataset,

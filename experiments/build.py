@@ -31,6 +31,7 @@ from simenv.llm import LLM, LLMConfig, make_llm
 from simenv.protocols import Recommender, UserModel
 
 log = logging.getLogger(__name__)
+RESPONSE_MEMBER_STRIDE = 1000  # member m of an ensemble fits with seed run.seed + 1000 * m (no clash across runs)
 
 
 def build_world(config: ExperimentConfig, n_personas: int | None = None) -> World:
@@ -112,13 +113,24 @@ class UserModelFactory:
         self.progress = progress or say  # one line per phase of a first (uncached) response-model fit
         self._embedder: Embedder | None = None
         self._item_vectors: ItemVectors | None = None
-        self._deciders: dict[str, GroundedDecider] = {}
-        self._responses: dict[str, ResponseModel] = {}
+        self._deciders: dict[tuple[str, int], GroundedDecider] = {}
+        self._responses: dict[tuple[str, int], ResponseModel] = {}
 
-    def response_model(self, feature_set: str) -> ResponseModel:
-        """The fitted response model for a feature set, fitted on every split user (cached on disk)."""
-        if feature_set not in self._responses:
-            rc = load_response_config(feature_set, self.config.users.config_file, seed=self.config.run.seed)
+    def response_seed(self, member: int) -> int:
+        """The response-model seed of ensemble member `member` (its user folds, SVD and boosting draws): the run's
+        seed for member 0 (the validated model), a disjoint seed per other member."""
+        if member < 0:
+            raise ValueError(f"response ensemble member {member}: must be >= 0")
+        return self.config.run.seed + RESPONSE_MEMBER_STRIDE * member
+
+    def response_model(self, feature_set: str, member: int = 0) -> ResponseModel:
+        """The fitted response model for a feature set, fitted on every split user (cached on disk).
+
+        `member` > 0 is another member of an ensemble: the same data and features, fitted with another seed
+        (other user folds for the cross-fitting, other SVD and boosting draws), so the members disagree where the
+        data leave the model uncertain; a policy trained on some members is scored on one it never saw."""
+        if (feature_set, member) not in self._responses:
+            rc = load_response_config(feature_set, self.config.users.config_file, seed=self.response_seed(member))
             world = self.world
             vectors = None
             if "embedding" in feature_names(feature_set):
@@ -136,7 +148,7 @@ class UserModelFactory:
                         out[name] = top_unseen(train_recommender(self.config, world, name)[0], world, users, rc.top_n)
                     return out
 
-            self._responses[feature_set] = load_or_fit(
+            self._responses[(feature_set, member)] = load_or_fit(
                 cache_root(self.config) / "response",
                 world.split,
                 world.population or world.personas,
@@ -146,7 +158,7 @@ class UserModelFactory:
                 vectors,
                 self.progress,
             )
-        return self._responses[feature_set]
+        return self._responses[(feature_set, member)]
 
     def _stacked(self, decider: GroundedDecider, user_config: LLMUserConfig, llm: LLM) -> GroundedDecider:
         """With `llm_feature`, the decider whose watch answer from `llm` is stacked on the response model with a
@@ -184,10 +196,11 @@ class UserModelFactory:
         """The user kind `kind` (default: the config's `[users] kind`) from the config's users file."""
         return self.config.users.model_copy(update={"kind": kind or self.config.users.kind}).spec()
 
-    def decider(self, spec: UserSpec, llm: LLM | None = None) -> GroundedDecider:
-        """The kind's decision rule (built once per kind): the response model, hand-set signals, or the LLM
-        feature stacked on the response model (which asks `llm`)."""
-        if spec.kind not in self._deciders:
+    def decider(self, spec: UserSpec, llm: LLM | None = None, member: int = 0) -> GroundedDecider:
+        """The kind's decision rule (built once per kind and ensemble member): the response model, hand-set
+        signals, or the LLM feature stacked on the response model (which asks `llm`)."""
+        key = (spec.kind, member)
+        if key not in self._deciders:
             decision = spec.decision
             if decision.w_embedding:
                 self._vectors()
@@ -197,7 +210,7 @@ class UserModelFactory:
                 decision,
                 embedder=self._embedder,
                 item_vectors=self._item_vectors,
-                response=self.response_model(decision.response) if decision.response else None,
+                response=self.response_model(decision.response, member) if decision.response else None,
             )
             if decision.llm_feature:
                 if llm is None:
@@ -205,21 +218,22 @@ class UserModelFactory:
                         f"user kind {spec.kind!r} stacks the LLM's answer: it needs an LLM ([llm] backend)"
                     )
                 decider = self._stacked(decider, spec.user, llm)
-            self._deciders[spec.kind] = decider
-        return self._deciders[spec.kind]
+            self._deciders[key] = decider
+        return self._deciders[key]
 
-    def __call__(self, llm: LLM | None = None, *, kind: str | None = None) -> UserModel:
+    def __call__(self, llm: LLM | None = None, *, kind: str | None = None, member: int = 0) -> UserModel:
         """A fresh user model of `kind` (default: the config's `[users] kind`): a `SilentUserModel` for the
-        no-text kinds, an `LLMUserModel` (memory, words) for the others; both decide by `decider(spec)`."""
+        no-text kinds, an `LLMUserModel` (memory, words) for the others; both decide by `decider(spec)`, whose
+        response model is ensemble member `member` (0 = the validated one)."""
         spec = self.spec(kind)
         world = self.world
         if not spec.writes_text:
-            return SilentUserModel(self.decider(spec), world.personas.values())
+            return SilentUserModel(self.decider(spec, member=member), world.personas.values())
         llm = llm or self.llm
         if llm is None:
             raise ValueError(f"user kind {spec.kind!r} writes text: it needs an LLM ([llm] backend)")
         self._vectors()
-        decider = self.decider(spec, self.llm or llm)
+        decider = self.decider(spec, self.llm or llm, member)
         return LLMUserModel(world.dataset, llm, self._embedder, spec.user, train=world.split.train, decider=decider)
 
 

@@ -172,6 +172,15 @@ class RLSection(Section):
     """Offline algorithms: sessions logged per behaviour policy (training personas)."""
     base: str = "mf"
     """Base recommender whose candidates the policy re-ranks (registry name)."""
+    action: Literal["weights", "slate"] = "weights"
+    """ppo / a2c: the action. weights = a weight per candidate feature, the page = the top candidates by base score +
+    w . x (one policy scores every candidate: experiments.rl.policy); slate = a candidate index per slot
+    (MultiDiscrete, SB3's default MLP). dqn and the offline algorithms choose slot by slot."""
+    members: tuple[int, ...] = (0, 1, 2)
+    """Response-model ensemble members trained against (one drawn per episode; 0 = the validated model, others
+    refitted with other seeds). One member = no ensemble."""
+    eval_member: int = Field(3, ge=0)
+    """The member `evaluate-rl` scores the in-simulator metrics with: one the policy was not trained against."""
     time_budget: float | None = Field(None, gt=0)
     """Stop training cleanly after this many seconds (the model trained so far is saved and evaluated)."""
     eval_personas: int = Field(50, ge=1)

@@ -34,7 +34,9 @@ from rich.console import Console
 
 from experiments.build import UserModelFactory, World, build_llm, build_world, train_recommender
 from experiments.rl.checkpoint import Checkpoint, decisions_only, with_personas
+from experiments.rl.features import candidate_featurizer
 from experiments.rl.progress import EvalProgress
+from experiments.rl.rerankers import CandidateReranker, greedy_score
 from experiments.validate import offline_recall
 from experiments.validity import label_shown, per_user
 from simenv.policies import SB3Recommender
@@ -49,7 +51,8 @@ def other_user(kind: str) -> str:
     return OTHER_USER.get(kind, "persona")
 
 
-SIM_METRICS = ("likes_per_session", "watches_per_session", "p_view", "p_like")
+SIM_METRICS = ("likes_per_session", "watches_per_session", "pages_per_session", "p_view", "p_like")
+GREEDY = "sim-greedy"  # the yardstick: candidates ranked by the response model's own watch probability
 REAL_METRICS = ("real_hit", "real_like", "heldout_hit")
 
 
@@ -67,7 +70,9 @@ def per_persona(labelled: pd.DataFrame) -> pd.DataFrame:
     """(policy, user) rows: validate's per-user shares plus likes and watches per session."""
     frame = per_user(labelled).frame
     counts = labelled.groupby(["policy", "user"], sort=True).agg(
-        likes_per_session=("sim_like", "sum"), watches_per_session=("watched", "sum")
+        likes_per_session=("sim_like", "sum"),
+        watches_per_session=("watched", "sum"),
+        pages_per_session=("page", "nunique"),
     )
     frame = frame.merge(counts.reset_index(), on=["policy", "user"])
     return frame.rename(columns={"sim_p_view": "p_view", "sim_p_like": "p_like"})
@@ -131,6 +136,14 @@ def evaluate_rl(
         recommenders.setdefault(name, train_recommender(config, world, name)[0])
     rl_name = checkpoint.algo
     model = checkpoint.load_model() if policy is None else None
+    featurizer = candidate_featurizer(config, world, base) if checkpoint.action else None  # online checkpoints
+    factory = UserModelFactory(config, world, build_llm(config))
+
+    def greedy_policy() -> PagePolicy:
+        decider = factory.decider(factory.spec(checkpoint.user if checkpoint.user != "persona" else "fitted"))
+        return CandidateReranker(
+            GREEDY, greedy_score(decider), world.dataset, world.personas, world.split.train, base, checkpoint.env
+        )
 
     def rl_policy() -> PagePolicy:  # a fresh adapter per simulator (it keeps per-session state)
         if policy is not None:
@@ -149,16 +162,18 @@ def evaluate_rl(
             history_len=env["history_len"],
             candidate_recommender=base,
             name=rl_name,
+            candidate_featurizer=featurizer,
         )
 
     users = list(checkpoint.eval_users)
     kinds = {"train_sim": checkpoint.user, "other_sim": other_user(checkpoint.user)}
-    factory = UserModelFactory(config, world, build_llm(config))
-    progress = EvalProgress(len(kinds) * (1 + len(recommenders)), len(users))
+    members = {"train_sim": checkpoint.eval_member, "other_sim": 0}
+    progress = EvalProgress(len(kinds) * (2 + len(recommenders)), len(users))
     console.print(
         f"evaluate-rl {directory}: {rl_name} (re-ranking {checkpoint.base}) vs {', '.join(recommenders)} on "
         f"{len(users)} held-out personas (disjoint from the {len(checkpoint.train_users)} trained on), "
-        f"users {kinds['train_sim']} (trained on) and {kinds['other_sim']}, LLM {config.llm.backend}"
+        f"users {kinds['train_sim']} (trained on response members {list(checkpoint.members)}; scored with member "
+        f"{checkpoint.eval_member}) and {kinds['other_sim']}, LLM {config.llm.backend}"
         + ("" if config.rl.eval_text else " (decisions only; --rl.eval-text for the configured model's words)")
     )
     eval_dir = directory / "evaluate"
@@ -166,21 +181,22 @@ def evaluate_rl(
     frames: dict[str, pd.DataFrame] = {}
     labelled_train = pd.DataFrame()
     for key, kind in kinds.items():
-        user_model = factory(kind=kind)
-        policies: dict[str, PagePolicy] = {rl_name: rl_policy(), **recommenders}
+        user_model = factory(kind=kind, member=members[key])
+        policies: dict[str, PagePolicy] = {rl_name: rl_policy(), GREEDY: greedy_policy(), **recommenders}
         labelled = simulate(policies, user_model, checkpoint, world, eval_dir / key, seed, progress, key)
         frames[key] = per_persona(labelled)
         if key == "train_sim":
             labelled_train = labelled
     recall = {name: offline_recall(rec, world, users, seed=seed) for name, rec in recommenders.items()}
-    recall[rl_name] = float("nan")
-    names = [rl_name, *recommenders]
+    recall[rl_name] = recall[GREEDY] = float("nan")
+    names = [rl_name, GREEDY, *recommenders]
     result_policies: dict[str, Any] = {}
     for name in names:
         entry: dict[str, Any] = {}
         for key, frame in frames.items():
             rows = frame[frame["policy"] == name]
-            entry[key] = {"user_model": kinds[key], **{m: float(rows[m].mean()) for m in SIM_METRICS}}
+            label = kinds[key] + (f"[member {members[key]}]" if members[key] else "")
+            entry[key] = {"user_model": label, **{m: float(rows[m].mean()) for m in SIM_METRICS}}
         rows = frames["train_sim"][frames["train_sim"]["policy"] == name]
         entry["real"] = {
             **{m: float(rows[m].mean()) for m in REAL_METRICS},
@@ -197,10 +213,17 @@ def evaluate_rl(
                 frame, "likes_per_session", rl_name, checkpoint.base, n_boot, seed
             ),
         }
+    real = frames["train_sim"]
     comparisons["real"] = {
-        f"{m}_difference_vs_base": paired_difference(frames["train_sim"], m, rl_name, checkpoint.base, n_boot, seed)
+        f"{m}_difference_vs_base": paired_difference(real, m, rl_name, checkpoint.base, n_boot, seed)
         for m in ("real_hit", "real_like")
     }
+    for m in ("real_hit", "real_like"):
+        greedy = paired_difference(real, m, GREEDY, checkpoint.base, n_boot, seed)
+        comparisons["real"][f"greedy_{m}_difference_vs_base"] = greedy
+        gain = comparisons["real"][f"{m}_difference_vs_base"]["difference"]
+        comparisons["real"][f"share_of_greedy_{m}_gain"] = gain / greedy["difference"] if greedy["difference"] else None
+    comparisons["transfer"] = transfer_ratio(result_policies, rl_name, checkpoint.base)
     result = {
         "checkpoint": str(directory),
         "dataset": world.dataset.name,
@@ -226,18 +249,39 @@ def evaluate_rl(
     return result
 
 
+def transfer_ratio(policies: dict[str, Any], rl: str, base: str) -> dict[str, Any]:
+    """In-simulator relative lift over the base (watches per session, held-out member) divided by the real one (real
+    hit): 1 = the simulator predicts the real gain, > 1 = it over-promises, < 0 = the signs disagree."""
+
+    def lift(a: float, b: float) -> float:
+        return (a - b) / b if b else float("nan")
+
+    sim = lift(policies[rl]["train_sim"]["watches_per_session"], policies[base]["train_sim"]["watches_per_session"])
+    real = lift(policies[rl]["real"]["real_hit"], policies[base]["real"]["real_hit"])
+    return {"sim_lift": sim, "real_lift": real, "sim_over_real": sim / real if real else None}
+
+
 def print_table(console: Console, result: dict[str, Any]) -> None:
     from rich.table import Table
 
     train, other = (result["policies"][result["algo"]][k]["user_model"] for k in ("train_sim", "other_sim"))
     table = Table(title=f"{result['algo']} vs its base {result['base']}, held-out personas ({result['dataset']})")
-    columns = (f"likes/session {train}", "P_view", "P_like", f"likes/session {other}", "real hit", "real like")
+    columns = (
+        f"likes/session {train}",
+        "pages",
+        "P_view",
+        "P_like",
+        f"likes/session {other}",
+        "real hit",
+        "real like",
+    )
     for column in ("policy", *columns, "recall@20"):
         table.add_column(column, justify="right")
     for name, r in result["policies"].items():
         table.add_row(
             name,
             f"{r['train_sim']['likes_per_session']:.3f}",
+            f"{r['train_sim']['pages_per_session']:.2f}",
             f"{r['train_sim']['p_view']:.3f}",
             f"{r['train_sim']['p_like']:.3f}",
             f"{r['other_sim']['likes_per_session']:.3f}",
@@ -248,8 +292,11 @@ def print_table(console: Console, result: dict[str, Any]) -> None:
     console.print(table)
     c, base = result["comparisons"], result["base"]
     hit = c["real"]["real_hit_difference_vs_base"]
+    greedy = c["real"]["greedy_real_hit_difference_vs_base"]
+    share = c["real"]["share_of_greedy_real_hit_gain"]
     console.print(
         f"{result['algo']} / {base} likes per session: {c['train_sim'][f'likes_ratio_vs_{base}']:.3f} ({train}), "
         f"{c['other_sim'][f'likes_ratio_vs_{base}']:.3f} ({other}); real hit {result['algo']} − {base} "
-        f"{hit['difference']:+.4f} [{hit['ci'][0]:+.4f}, {hit['ci'][1]:+.4f}]"
+        f"{hit['difference']:+.4f} [{hit['ci'][0]:+.4f}, {hit['ci'][1]:+.4f}]; {GREEDY} − {base} "
+        f"{greedy['difference']:+.4f}; share of the greedy gain reached " + ("n/a" if share is None else f"{share:.2f}")
     )

@@ -44,8 +44,9 @@ from experiments.rl.checkpoint import (
     split_personas,
     with_personas,
 )
+from experiments.rl.features import candidate_featurizer
 from experiments.rl.offline import OfflineRun, behaviour_policies, export_behaviour, mdp_dataset, train_offline
-from simenv.protocols import Recommender
+from simenv.protocols import Recommender, UserModel
 
 N_ENVS = 8  # fast user: sessions stepped together
 # Hyperparameters per SB3 algorithm (PPO: rollouts of 8 x 32 steps). Offline ones: experiments.rl.offline.
@@ -107,6 +108,16 @@ def env_settings(config: ExperimentConfig, action_mode: str) -> dict[str, Any]:
     return {"page_size": config.simulation.page_size, "max_pages": config.simulation.pages, "action_mode": action_mode}
 
 
+def training_user(factory: UserModelFactory, members: tuple[int, ...]) -> UserModel:
+    """The training user: the config's kind, deciding by one response-model member, or by one member drawn per
+    episode from several (`agents.ensemble_user`; no-text kinds only)."""
+    if len(members) == 1:
+        return factory(member=members[0])
+    from agents.ensemble_user import EnsembleUserModel
+
+    return EnsembleUserModel([factory(member=m) for m in members])  # type: ignore[misc]
+
+
 def make_training_env(
     config: ExperimentConfig, world: World, base: Recommender, action_mode: str, monitor: Path
 ) -> tuple[VecEnv, dict[str, Any]]:
@@ -116,17 +127,20 @@ def make_training_env(
     settings = env_settings(config, action_mode)
     config = decisions_only(config)
     factory = UserModelFactory(config, world, build_llm(config) if config.users.writes_text else None)
+    featurizer = candidate_featurizer(config, world, base)
     if not config.users.writes_text:
         from simenv.vector_env import FastRecVectorEnv
 
+        user = training_user(factory, config.rl.members)
         inner: Any = FastRecVectorEnv(
-            N_ENVS, world.dataset, world.personas, factory(), world.split.train, base, **settings
+            N_ENVS, world.dataset, world.personas, user, world.split.train, base, featurizer, **settings
         )
         venv: VecEnv = SB3VectorEnv(inner, info_keys=())
     else:
         from simenv.env import RecEnv
 
-        inner = RecEnv(world.dataset, world.personas, factory(), world.split.train, base, **settings)
+        user = factory(member=config.rl.members[0])
+        inner = RecEnv(world.dataset, world.personas, user, world.split.train, base, featurizer, **settings)
         venv = DummyVecEnv([lambda: inner])
     venv.seed(int(np.random.default_rng([config.run.seed, 16]).integers(2**31)))
     page = {k: getattr(inner, k) for k in ("page_size", "max_pages", "n_candidates", "history_len")}
@@ -134,13 +148,30 @@ def make_training_env(
     return VecMonitor(venv, filename=str(monitor)), page
 
 
-def build_model(algo: str, env: VecEnv, seed: int, tensorboard_log: Path | None = None) -> Any:
+def action_mode(config: ExperimentConfig) -> str:
+    """The env action mode of `[rl] algo` and `[rl] action` (weights or slate for ppo / a2c)."""
+    default = ALGOS[config.rl.algo][1]
+    return config.rl.action if default == "slate" else default
+
+
+def build_model(algo: str, env: VecEnv, seed: int, tensorboard_log: Path | None = None, mode: str = "slate") -> Any:
+    """The SB3 model; in weights mode with the shared candidate scorer (`experiments.rl.policy.policy_kwargs`)."""
     import stable_baselines3
+
+    from experiments.rl.policy import policy_kwargs
 
     sb3_class = getattr(stable_baselines3, ALGOS[algo][0])
     log = str(tensorboard_log) if tensorboard_log else None
+    extra = {"policy_kwargs": policy_kwargs()} if mode == "weights" else {}
     return sb3_class(
-        "MultiInputPolicy", env, seed=seed, device="cpu", verbose=0, tensorboard_log=log, **HYPERPARAMETERS[algo]
+        "MultiInputPolicy",
+        env,
+        seed=seed,
+        device="cpu",
+        verbose=0,
+        tensorboard_log=log,
+        **HYPERPARAMETERS[algo],
+        **extra,
     )
 
 
@@ -213,7 +244,7 @@ def train_rl(config: ExperimentConfig, console: Console | None = None) -> Checkp
         f"training {section.algo} for {section.timesteps} {'gradient steps' if offline else 'steps'}"
         + (f" (at most {section.time_budget:.0f} s)" if section.time_budget else "")
         + f": re-ranking {section.base}'s candidates for {len(train_users)} {world.dataset.name} personas, "
-        f"{config.users.kind} users; {len(eval_users)} personas held out"
+        f"{config.users.kind} users (response members {list(section.members)}); {len(eval_users)} personas held out"
         + (f"; offline, from the logged sessions of {', '.join(section.behaviour)}" if offline else "")
     )
     offline_data = None
@@ -221,8 +252,9 @@ def train_rl(config: ExperimentConfig, console: Console | None = None) -> Checkp
         page, run, offline_data = train_offline_policy(config, world, base, out, console)
         timesteps, stopped, train_seconds = run.steps, run.stopped_by_budget, run.train_seconds
     else:
-        env, page = make_training_env(config, world, base, ALGOS[section.algo][1], out / MONITOR_FILE)
-        model = build_model(section.algo, env, config.run.seed, out / TENSORBOARD_DIR)
+        mode = action_mode(config)
+        env, page = make_training_env(config, world, base, mode, out / MONITOR_FILE)
+        model = build_model(section.algo, env, config.run.seed, out / TENSORBOARD_DIR, mode)
         budget = TimeBudget(section.time_budget)
         bar = sys.stderr.isatty()  # SB3's progress bar on a terminal, progress lines in logs
         callbacks: list[BaseCallback] = [budget] if bar else [budget, TrainProgress(section.timesteps, section.algo)]
@@ -244,6 +276,9 @@ def train_rl(config: ExperimentConfig, console: Console | None = None) -> Checkp
         stopped_by_budget=stopped,
         train_seconds=train_seconds,
         offline_data=offline_data,
+        action="" if offline else action_mode(config),
+        members=tuple(section.members) if not offline else (0,),
+        eval_member=section.eval_member if not offline else 0,
         directory=str(out),
     )
     checkpoint.save(out)

@@ -24,10 +24,10 @@ from simenv.kernel import (  # re-exported: the env's public names
     child_rng,
     feedback_counts,
 )
-from simenv.protocols import Recommender, UserModel, UserSession
+from simenv.protocols import CandidateFeaturizer, Recommender, UserModel, UserSession
 from simenv.records import Interview, Page, PageFeedback, Persona
 from simenv.rewards import item_rewards, page_reward, terminal_reward
-from simenv.spaces import ItemFeatures, SessionState, observation_space, persona_features
+from simenv.spaces import ItemFeatures, SessionState, observation_space, persona_features, prior_column
 
 __all__ = [
     "ActionMode",
@@ -57,6 +57,10 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
       shown when `page_size` slots are filled; intermediate slot steps return reward 0 and an observation
       whose `candidates[:, -1]` column flags the slots chosen so far. One episode = up to
       `max_pages * page_size` steps.
+    - `action_mode="weights"` (needs a `candidate_featurizer`): `Box(-1, 1, (F,))`, one weight per featurizer
+      column; the page is the `page_size` available candidates with the highest `base_score + w . x`, ties by
+      the base's rank (`simenv.kernel.rank_by_weights`; Virtual-Taobao's action). One step = one page; a weight
+      policy scores every candidate with the same weights, so it generalises across candidate sets.
     Invalid choices: an index outside `0..n_candidates-1` or a wrongly shaped action always raises
     `InvalidActionError`. A candidate already shown on an earlier page, or chosen twice for one page, raises
     `InvalidActionError` when `invalid_action="strict"`; with `"repair"` (default) it is replaced by the
@@ -65,7 +69,9 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     `info["action_mask"]` (bool, `n_candidates`) marks the candidates still available.
 
     ## Observation Space
-    A flat `Dict` of `Box`es in [0, 1]: `persona`, `candidates`, `history`, `session`; see `simenv.spaces`.
+    A flat `Dict` of `Box`es in [0, 1]: `persona`, `candidates`, `history`, `session`; with a
+    `candidate_featurizer` also `candidate_features` ((C, F + 3) in [-5, 5]: its columns, then shown, watched,
+    liked); see `simenv.spaces`.
 
     ## Info
     Small and deterministic (the checkers compare it between seeded runs): `user_id`, `page` (pages shown),
@@ -98,13 +104,15 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     - `user_model`: a `simenv.protocols.UserModel` (fast MNL user, LLM persona user, or a test double).
     - `train`: training interactions (popularity and mean ratings for candidate features; never test data).
     - `candidate_recommender`: a fitted `Recommender` giving the base candidates; None = train popularity.
+    - `candidate_featurizer`: a `simenv.protocols.CandidateFeaturizer` (train-only per-candidate features, e.g.
+      `recommenders.candidate_features.TrainCandidateFeatures`); None = no `candidate_features` key.
     - `page_size` (4), `max_pages` (5): items per page and page limit.
     - `n_candidates` (default `simenv.kernel.default_n_candidates`: `max(40, 2 * page_size * max_pages)`);
       must be >= `page_size * max_pages` so a page can always be filled.
     - `explore_fraction` (0.25): share of the candidate set drawn at random from the rest of the catalog.
     - `history_len` (8): rows of the observation's history.
     - `reward`: `RewardConfig`, a preset name from `simenv.rewards.REWARD_PRESETS`, or a dict of weights.
-    - `action_mode`: `"slate"` or `"sequential"` (see Action Space).
+    - `action_mode`: `"slate"`, `"sequential"` or `"weights"` (see Action Space).
     - `invalid_action`: `"repair"` or `"strict"` (see Action Space).
     - `interview` (True): ask the satisfaction interview at the end of each episode.
     - `users`: optional subset of persona ids to draw from.
@@ -116,6 +124,7 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     - `render_mode`: None or `"ansi"` (a one-line text summary of the last page).
 
     ## Version History
+    - v1: `candidate_features` (with a featurizer) and the `weights` action mode.
     - v0: first version.
     """
 
@@ -128,6 +137,7 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         user_model: UserModel,
         train: pd.DataFrame,
         candidate_recommender: Recommender | None = None,
+        candidate_featurizer: CandidateFeaturizer | None = None,
         *,
         persistent_memory: bool = False,
         log: str | Path | RunLog | None = None,
@@ -142,6 +152,9 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.train = train
         self.user_model = user_model
         self.candidate_recommender = candidate_recommender
+        self.candidate_featurizer = candidate_featurizer
+        n_features = len(candidate_featurizer.names) if candidate_featurizer is not None else 0
+        self._prior = prior_column(candidate_featurizer)
         self.persistent_memory = persistent_memory
         params = inspect.signature(user_model.start_session).parameters
         self._fresh_memory_kw = {} if persistent_memory or "reset_memory" not in params else {"reset_memory": True}
@@ -152,8 +165,10 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._catalog = dataset.catalog
         self._persona_vectors: dict[int, np.ndarray] = {}
         self._candidate_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self.observation_space = observation_space(self._features.n_genres, self.n_candidates, self.history_len)
-        self.action_space = kernel.action_space(self.action_mode, self.page_size, self.n_candidates)
+        self.observation_space = observation_space(
+            self._features.n_genres, self.n_candidates, self.history_len, n_features
+        )
+        self.action_space = kernel.action_space(self.action_mode, self.page_size, self.n_candidates, n_features)
         self._slate_shape = (self.page_size,)
         self._episode = -1
         self._state: SessionState | None = None
@@ -197,6 +212,7 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             self.page_size,
             self.max_pages,
             self.history_len,
+            None if self.candidate_featurizer is None else self.candidate_featurizer.features(persona, candidates),
         )
         user_rng = child_rng(self.np_random)
         self._session = self.user_model.start_session(persona, self._episode, user_rng, **self._fresh_memory_kw)
@@ -215,6 +231,13 @@ class RecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if self.action_mode == "slate":
             indices = kernel.check_actions(action, self._slate_shape, self.n_candidates).tolist()
             chosen, n_repaired = self._repair(indices, state)
+        elif self.action_mode == "weights":
+            weights = kernel.check_weights(action, self.action_space.shape)
+            assert state.feature_table is not None
+            page = kernel.rank_by_weights(
+                weights[None], state.feature_table[None], ~state.shown[None], self.page_size, self._prior
+            )
+            chosen, n_repaired = page[0].tolist(), 0
         else:
             index = int(kernel.check_actions(action, (), self.n_candidates))
             picked, n_repaired = self._repair(state.pending + [index], state)

@@ -34,7 +34,8 @@ from simenv import defaults
 from simenv.records import Page, PageFeedback, Persona
 from simenv.rewards import RewardConfig, reward_config
 
-ActionMode = Literal["slate", "sequential"]
+ActionMode = Literal["slate", "sequential", "weights"]
+ACTION_MODES = ("slate", "sequential", "weights")
 InvalidActionRule = Literal["repair", "strict"]
 
 
@@ -77,8 +78,8 @@ def apply_settings(
         raise ValueError(f"n_candidates={n_candidates} must be >= page_size * max_pages = {page_size * max_pages}")
     if not 0.0 <= explore_fraction <= 1.0:
         raise ValueError(f"explore_fraction={explore_fraction} must be in [0, 1]")
-    if action_mode not in ("slate", "sequential"):
-        raise ValueError(f"action_mode={action_mode!r}: expected 'slate' or 'sequential'")
+    if action_mode not in ACTION_MODES:
+        raise ValueError(f"action_mode={action_mode!r}: expected one of {', '.join(ACTION_MODES)}")
     if invalid_action not in ("repair", "strict"):
         raise ValueError(f"invalid_action={invalid_action!r}: expected 'repair' or 'strict'")
     if not personas:
@@ -96,11 +97,48 @@ def apply_settings(
     env.users = ids
 
 
-def action_space(action_mode: ActionMode, page_size: int, n_candidates: int) -> gym.spaces.Space:
-    """One session's action space: a slate of candidate indices, or one slot (sequential mode, for DQN)."""
+def action_space(action_mode: ActionMode, page_size: int, n_candidates: int, n_weights: int = 0) -> gym.spaces.Space:
+    """One session's action space: a slate of candidate indices, one slot (sequential mode, for DQN), or a weight
+    per candidate feature (weights mode: `Box(-1, 1, (n_weights,))`, see `rank_by_weights`)."""
     if action_mode == "slate":
         return gym.spaces.MultiDiscrete(np.full(page_size, n_candidates, dtype=np.int64))
+    if action_mode == "weights":
+        if n_weights < 1:
+            raise ValueError("action_mode='weights' needs candidate features (a CandidateFeaturizer)")
+        return gym.spaces.Box(-1.0, 1.0, shape=(n_weights,), dtype=np.float32)
     return gym.spaces.Discrete(n_candidates)
+
+
+def check_weights(action: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """A weights-mode action as a finite float64 array of `shape`, clipped to [-1, 1]; else `InvalidActionError`."""
+    try:
+        a = np.asarray(action, dtype=np.float64)
+    except (ValueError, TypeError) as exc:
+        raise InvalidActionError(f"action {_short(action)}: not an array of feature weights ({exc})") from None
+    if a.shape != shape:
+        raise InvalidActionError(f"action {_short(action)}: expected feature weights of shape {shape}, got {a.shape}")
+    if not np.isfinite(a).all():
+        raise InvalidActionError(f"action {_short(action)}: feature weights must be finite")
+    return np.clip(a, -1.0, 1.0)
+
+
+def rank_by_weights(
+    weights: np.ndarray, features: np.ndarray, available: np.ndarray, page_size: int, prior_column: int | None
+) -> np.ndarray:
+    """Weights mode's page rule (Virtual-Taobao's): each session shows the `page_size` available candidates with the
+    highest `prior + w . x`, best first; ties go to the lower candidate index (the base's rank).
+
+    `weights` (R, F), `features` (R, C, >= F) (the first F columns are weighted; the session flags after them are
+    not), `available` (R, C) bool, `prior_column` the featurizer's `base_score` column (None: no prior). Returns
+    (R, page_size) int64 candidate indices. Every page is valid by construction: nothing to repair.
+    """
+    f = weights.shape[1]
+    x = features[:, :, :f].astype(np.float64)
+    score = np.einsum("rcf,rf->rc", x, weights)
+    if prior_column is not None:
+        score = score + x[:, :, prior_column]
+    score = np.where(available, score, -np.inf)
+    return np.argsort(-score, axis=1, kind="stable")[:, :page_size].astype(np.int64)
 
 
 # -- actions ------------------------------------------------------------------------------------------------

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from simenv.spaces import N_HISTORY_VARIANTS, N_SESSION_FEATURES, ItemFeatures
+from simenv.spaces import (
+    FEATURE_BOUND,
+    FEATURES_KEY,
+    N_CANDIDATE_FLAGS,
+    N_HISTORY_VARIANTS,
+    N_SESSION_FEATURES,
+    ItemFeatures,
+)
 
 
 def session_rates(
@@ -29,7 +36,14 @@ class SessionArrays:
     """
 
     def __init__(
-        self, n: int, n_candidates: int, page_size: int, history_len: int, features: ItemFeatures, sequential: bool
+        self,
+        n: int,
+        n_candidates: int,
+        page_size: int,
+        history_len: int,
+        features: ItemFeatures,
+        sequential: bool,
+        n_candidate_features: int = 0,
     ) -> None:
         c, k, g = n_candidates, page_size, features.n_genres
         self.features = features
@@ -52,9 +66,15 @@ class SessionArrays:
         self._zero_row = len(features.history_rows) - 1
         self.recent = np.full((n, history_len), self._zero_row, dtype=np.int64)  # history_rows indices, newest first
         self.session_obs = np.zeros((n, N_SESSION_FEATURES), dtype=np.float32)
+        # the `candidate_features` table (featurizer columns, then shown / watched / liked), if there is one
+        width = n_candidate_features + N_CANDIDATE_FLAGS if n_candidate_features else 0
+        self.feature_obs = np.zeros((n, c, width), dtype=np.float32) if width else None
 
-    def reset(self, rows: np.ndarray, persona: np.ndarray, candidates: np.ndarray) -> None:
-        """Start new sessions in `rows`: persona indices, candidate item ids (R, C), nothing shown."""
+    def reset(
+        self, rows: np.ndarray, persona: np.ndarray, candidates: np.ndarray, features: np.ndarray | None = None
+    ) -> None:
+        """Start new sessions in `rows`: persona indices, candidate item ids (R, C), nothing shown; `features`
+        (R, C, F) the featurizer's columns when the state has a feature table."""
         self.persona[rows] = persona
         self.candidates[rows] = candidates
         for counter in (self.shown, self.pending, self.n_pending, self.page, self.elapsed):
@@ -64,6 +84,11 @@ class SessionArrays:
         self.candidate_obs[rows] = self.features.candidate_rows[candidates]
         self.recent[rows] = self._zero_row
         self.session_obs[rows] = 0.0
+        if self.feature_obs is not None:
+            if features is None or not np.isfinite(features).all():
+                raise ValueError("SessionArrays.reset: this state keeps candidate features; pass finite ones")
+            self.feature_obs[rows] = 0.0
+            self.feature_obs[rows, :, :-N_CANDIDATE_FLAGS] = np.clip(features, -FEATURE_BOUND, FEATURE_BOUND)
 
     def pending_mask(self, rows: np.ndarray) -> np.ndarray:
         """(R, C) bool: candidates on the page being filled (sequential mode)."""
@@ -89,6 +114,11 @@ class SessionArrays:
         if self.sequential:
             self.candidate_obs[rows[:, None], chosen, g + 3] = 0.0
             self.n_pending[rows] = 0
+        if self.feature_obs is not None:
+            f = self.feature_obs
+            f[rows[:, None], chosen, -3] = 1.0
+            f[rows[:, None], chosen, -2] = watched
+            f[rows[:, None], chosen, -1] = watched & (stars >= 4)
         if self.history_len:
             new = N_HISTORY_VARIANTS * items + np.where(watched, 1 + stars, 0)
             recent = np.concatenate((new[:, ::-1], self.recent[rows]), axis=1)
@@ -120,9 +150,12 @@ class SessionArrays:
         page = self.page
         s[:, 0] = np.where(page >= max_pages, 1.0, page / max_pages)
         s[:, 1] = self.n_pending / self.page_size
-        return {
+        obs = {
             "persona": persona_vectors[self.persona],
             "candidates": self.candidate_obs.reshape(n, -1).copy(),
             "history": self.features.history_rows.take(self.recent, axis=0).reshape(n, -1),
             "session": s.copy(),
         }
+        if self.feature_obs is not None:
+            obs[FEATURES_KEY] = self.feature_obs.copy()
+        return obs

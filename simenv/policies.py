@@ -22,9 +22,9 @@ from simenv import defaults, kernel
 from simenv.candidates import candidate_set
 from simenv.data.dataset import Dataset
 from simenv.env import RecEnv
-from simenv.protocols import Recommender
+from simenv.protocols import CandidateFeaturizer, Recommender
 from simenv.records import Page, PageFeedback, Persona, Recommendation
-from simenv.spaces import ItemFeatures, SessionState, persona_features
+from simenv.spaces import ItemFeatures, SessionState, persona_features, prior_column
 
 
 class EnvPolicy(Protocol):
@@ -50,6 +50,8 @@ class RandomPolicy:
         self.rng = rng
 
     def act(self, env: RecEnv, obs: Mapping[str, np.ndarray], info: Mapping[str, Any]) -> Any:
+        if env.action_mode == "weights":
+            return self.rng.uniform(-1.0, 1.0, env.action_space.shape).astype(np.float32)
         available = np.flatnonzero(info["action_mask"])
         if env.action_mode == "sequential":
             return int(available[self.rng.integers(len(available))])
@@ -71,6 +73,8 @@ class RecommenderPolicy:
 
     def act(self, env: RecEnv, obs: Mapping[str, np.ndarray], info: Mapping[str, Any]) -> Any:
         state = env.state
+        if env.action_mode == "weights":
+            raise ValueError(f"RecommenderPolicy {self.name!r}: a weights-mode env takes feature weights, not pages")
         if env.action_mode == "sequential" and self._queue:
             return self._queue.pop(0)
         mask = state.action_mask()
@@ -120,9 +124,10 @@ class SB3Recommender:
     is False) and offline metrics or `recommenders.degraded` cannot wrap it.
 
     For each user's session it builds the same candidate set and observation as `RecEnv` (same
-    `n_candidates`, `explore_fraction`, `history_len`, candidate recommender) and asks the model for a page:
-    one `predict` for a slate model, `page_size` predicts for a sequential (DQN) model. Picks that are
-    excluded or repeated are replaced by the best available candidate (the env's repair rule). A new
+    `n_candidates`, `explore_fraction`, `history_len`, candidate recommender and featurizer) and asks the model
+    for a page: one `predict` for a slate model, `page_size` predicts for a sequential (DQN) model, one
+    `predict` of feature weights for a weights model (the env's `simenv.kernel.rank_by_weights` page rule).
+    Picks that are excluded or repeated are replaced by the best available candidate (the env's repair rule). A new
     session starts when the runner's `exclude` no longer contains what this adapter has shown the user.
     """
 
@@ -141,7 +146,12 @@ class SB3Recommender:
         candidate_recommender: Recommender | None = None,
         name: str = "sb3",
         deterministic: bool = True,
+        candidate_featurizer: CandidateFeaturizer | None = None,
     ) -> None:
+        if action_mode == "weights" and candidate_featurizer is None:
+            raise ValueError(
+                f"SB3Recommender {name!r}: a weights model needs the candidate featurizer it was trained with"
+            )
         self.model = model
         self.name = name
         self.dataset = dataset
@@ -153,6 +163,8 @@ class SB3Recommender:
         self.n_explore = int(round(explore_fraction * self.n_candidates))
         self.history_len = history_len
         self.candidate_recommender = candidate_recommender
+        self.candidate_featurizer = candidate_featurizer
+        self._prior = prior_column(candidate_featurizer)
         self.deterministic = deterministic
         self.features = ItemFeatures.from_train(dataset, train)
         self._states: dict[int, SessionState] = {}
@@ -174,6 +186,7 @@ class SB3Recommender:
             history_len=e.history_len,
             candidate_recommender=e.candidate_recommender,
             name=name,
+            candidate_featurizer=e.candidate_featurizer,
         )
 
     def _state(self, user_id: int, exclude: Collection[int], rng: np.random.Generator) -> SessionState:
@@ -184,8 +197,10 @@ class SB3Recommender:
                 persona, self.n_candidates, self.n_explore, rng, self.features, self.candidate_recommender
             )
             vector = persona_features(persona, self.features.genre_vocabulary)
+            featurizer = self.candidate_featurizer
+            table = None if featurizer is None else featurizer.features(persona, candidates)
             state = SessionState(
-                persona, vector, candidates, self.features, self.page_size, self.max_pages, self.history_len
+                persona, vector, candidates, self.features, self.page_size, self.max_pages, self.history_len, table
             )
             self._states[user_id] = state
         return state
@@ -211,7 +226,13 @@ class SB3Recommender:
                 0
             ].tolist()
 
-        if self.action_mode == "slate":
+        if self.action_mode == "weights":
+            action, _ = self.model.predict(state.observation(), deterministic=self.deterministic)
+            weights = kernel.check_weights(np.asarray(action).reshape(-1), (len(self.candidate_featurizer.names),))
+            assert state.feature_table is not None
+            page = kernel.rank_by_weights(weights[None], state.feature_table[None], ~unavailable[None], k, self._prior)
+            chosen = page[0].tolist()
+        elif self.action_mode == "slate":
             action, _ = self.model.predict(state.observation(), deterministic=self.deterministic)
             chosen = repair([int(a) for a in np.asarray(action).reshape(-1)])
         else:

@@ -1,4 +1,5 @@
-"""Protocols for the pluggable parts: user models, user sessions, page policies and recommenders.
+"""Protocols for the pluggable parts: user models, user sessions, page policies, recommenders and candidate
+featurizers.
 
 Like SB3's `type_aliases`, this is the one place a newcomer reads to learn what each component must
 provide. `simenv` depends only on these protocols; `agents` and `recommenders` implement them.
@@ -111,3 +112,21 @@ class Recommender(PagePolicy, Protocol):
         ...
 
     def save(self, path: Path) -> None: ...
+
+
+@runtime_checkable
+class CandidateFeaturizer(Protocol):
+    """Per-candidate features a production recommender could compute (train split and base scores only; never
+    held-out data, never the simulator's predictions), injected into the envs and `simenv.policies.SB3Recommender`
+    like the candidate recommender. The envs append the session flags (shown, watched, liked) themselves.
+
+    `names` are the columns of `features`; a column named `base_score` is the prior the `weights` action mode adds
+    its weighted sum to (`simenv.kernel.rank_by_weights`). Values must be finite; the envs clip them to
+    [-`simenv.spaces.FEATURE_BOUND`, +`FEATURE_BOUND`].
+    """
+
+    names: tuple[str, ...]
+
+    def features(self, persona: Persona, candidate_ids: np.ndarray) -> np.ndarray:
+        """(len(candidate_ids), len(names)) float32 features of `persona`'s candidates, in the given order."""
+        ...

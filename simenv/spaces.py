@@ -11,7 +11,12 @@ The observation is a flat `gymnasium.spaces.Dict` of `Box`es with every value in
 | `history`    | (H*(G+3),) | most recent shown items first: genre vector, watched, rating / 5, row-in-use   |
 | `session`    | (6,)       | page index / max pages, slot / page size, watch rate, like rate, mean rating / 5, |
 |              |            | watch rate of the last page (fatigue and satisfaction signals)                  |
+| `candidate_features` | (C, F + 3) | only with a `CandidateFeaturizer` (`simenv.protocols`): its F columns per   |
+|              |            | candidate (base score, collaborative affinities, ...; in [-5, 5]), then the     |
+|              |            | session flags shown, watched, liked (0/1)                                       |
 
+`candidate_features` is the one 2-D Box (SB3's `MultiInputPolicy` flattens it; a set extractor such as
+`experiments.rl.policy.CandidateSetExtractor` reads its rows with shared weights).
 `candidates` and `history` are row-major flattenings of (C, G + 4) and (H, G + 3) tables (SB3 wants 1-D
 vectors); `obs["candidates"].reshape(C, -1)` recovers the table. Everything comes from the training split
 and the session so far; no text ever enters an observation.
@@ -30,13 +35,17 @@ import numpy as np
 import pandas as pd
 
 from simenv.data.dataset import Dataset
+from simenv.protocols import CandidateFeaturizer
 from simenv.records import PageFeedback, Persona
 
 N_TRAIT_FEATURES = 9
 N_SESSION_FEATURES = 6
 CANDIDATE_EXTRA = 4  # log-popularity, mean rating, shown, on current page
 HISTORY_EXTRA = 3  # watched, rating, in use
-N_HISTORY_VARIANTS = 7  # per item: not watched, watched unrated, watched and rated 1..5
+N_HISTORY_VARIANTS = 7
+N_CANDIDATE_FLAGS = 3  # shown, watched, liked: appended to a featurizer's columns in `candidate_features`
+FEATURE_BOUND = 5.0  # `candidate_features` values lie in [-FEATURE_BOUND, FEATURE_BOUND]
+FEATURES_KEY = "candidate_features"  # per item: not watched, watched unrated, watched and rated 1..5
 _RATING_SCALE = np.float32(0.2)
 _STAR_VARIANT = {stars: 1 + stars for stars in range(1, 6)}
 
@@ -133,20 +142,40 @@ def persona_features(persona: Persona, genre_vocabulary: tuple[str, ...]) -> np.
     return out
 
 
-def observation_space(n_genres: int, n_candidates: int, history_len: int) -> gym.spaces.Dict:
-    """The Dict space described in the module docstring."""
+def observation_space(
+    n_genres: int, n_candidates: int, history_len: int, n_candidate_features: int = 0
+) -> gym.spaces.Dict:
+    """The Dict space described in the module docstring (`candidate_features` when `n_candidate_features` > 0)."""
 
     def box(*shape: int) -> gym.spaces.Box:
         return gym.spaces.Box(0.0, 1.0, shape=shape, dtype=np.float32)
 
-    return gym.spaces.Dict(
-        {
-            "persona": box(N_TRAIT_FEATURES + 2 * n_genres),
-            "candidates": box(n_candidates * (n_genres + CANDIDATE_EXTRA)),
-            "history": box(history_len * (n_genres + HISTORY_EXTRA)),
-            "session": box(N_SESSION_FEATURES),
-        }
-    )
+    spaces: dict[str, gym.spaces.Space] = {
+        "persona": box(N_TRAIT_FEATURES + 2 * n_genres),
+        "candidates": box(n_candidates * (n_genres + CANDIDATE_EXTRA)),
+        "history": box(history_len * (n_genres + HISTORY_EXTRA)),
+        "session": box(N_SESSION_FEATURES),
+    }
+    if n_candidate_features:
+        shape = (n_candidates, n_candidate_features + N_CANDIDATE_FLAGS)
+        spaces[FEATURES_KEY] = gym.spaces.Box(-FEATURE_BOUND, FEATURE_BOUND, shape=shape, dtype=np.float32)
+    return gym.spaces.Dict(spaces)
+
+
+def prior_column(featurizer: CandidateFeaturizer | None) -> int | None:
+    """The featurizer's `base_score` column (the weights mode's prior), or None."""
+    names = () if featurizer is None else tuple(featurizer.names)
+    return names.index("base_score") if "base_score" in names else None
+
+
+def candidate_table(features: np.ndarray, n_candidates: int) -> np.ndarray:
+    """A featurizer's (C, F) output checked and clipped, with the three session-flag columns (zeros) appended."""
+    x = np.asarray(features, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] != n_candidates or not np.isfinite(x).all():
+        raise ValueError(f"candidate features: expected finite values of shape ({n_candidates}, F), got {x.shape}")
+    out = np.zeros((n_candidates, x.shape[1] + N_CANDIDATE_FLAGS), dtype=np.float32)
+    out[:, : x.shape[1]] = np.clip(x, -FEATURE_BOUND, FEATURE_BOUND)
+    return out
 
 
 _SCALED_STARS = {r: float(np.float32(r) * _RATING_SCALE) for r in range(1, 6)}
@@ -173,6 +202,7 @@ class SessionState:
         page_size: int,
         max_pages: int,
         history_len: int,
+        candidate_features: np.ndarray | None = None,
     ) -> None:
         self.persona = persona
         self.candidate_ids = candidate_ids
@@ -207,6 +237,8 @@ class SessionState:
         self.watched_items: list[int] = []
         self.shown_items: list[int] = []
         self._position: dict[int, int] | None = None
+        # (C, F + 3) featurizer columns then shown / watched / liked flags; None without a featurizer
+        self.feature_table = None if candidate_features is None else candidate_table(candidate_features, n_c)
 
     def candidate_index(self, item_id: int) -> int | None:
         """Index of `item_id` in the candidate set, or None if it is not a candidate."""
@@ -253,8 +285,14 @@ class SessionState:
         rows: list[int] = []  # history_rows indices, page order
         odd: list[tuple[int, float]] = []  # (position, rating) of ratings outside 1..5 integers
         page_watched = 0
+        table = self.feature_table
+        if table is not None:
+            table[chosen, -3] = 1.0
         for j, (item, reaction) in enumerate(zip(items, reactions, strict=True)):
             if reaction.watched:
+                if table is not None:
+                    table[chosen[j], -2] = 1.0
+                    table[chosen[j], -1] = 1.0 if (reaction.rating or 0) >= 4 else 0.0
                 page_watched += 1
                 self.watched_items.append(item)
                 r = reaction.rating
@@ -297,12 +335,15 @@ class SessionState:
         page = self.page_index
         s[0] = 1.0 if page >= self.max_pages else page / self.max_pages
         s[1] = len(self.pending) / self.page_size
-        return {
+        obs = {
             "persona": self._persona.copy(),
             "candidates": self._candidates_flat.copy(),
             "history": self._history_observation(),
             "session": s.copy(),
         }
+        if self.feature_table is not None:
+            obs[FEATURES_KEY] = self.feature_table.copy()
+        return obs
 
     def _history_observation(self) -> np.ndarray:
         if not self._odd_rows:
@@ -318,4 +359,5 @@ def observation_keys() -> Mapping[str, str]:
         "candidates": "per candidate: genres, log-popularity, mean train rating/5, shown, on current page",
         "history": "recent shown items, most recent first: genres, watched, rating/5, in use",
         "session": "page/max_pages, slot/page_size, watch rate, like rate, mean rating/5, last page watch rate",
+        FEATURES_KEY: "per candidate (C, F+3): the featurizer's columns, then shown, watched, liked",
     }

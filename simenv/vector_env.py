@@ -25,26 +25,13 @@ from simenv.candidates import CandidatePools
 from simenv.data.dataset import Dataset
 from simenv.kernel import interview_scores
 from simenv.kernel_state import SessionArrays
-from simenv.protocols import BatchDecider, Recommender
+from simenv.protocols import BatchDecider, CandidateFeaturizer, Recommender
 from simenv.records import Persona
-from simenv.spaces import ItemFeatures, observation_space, persona_features
+from simenv.spaces import ItemFeatures, observation_space, persona_features, prior_column
 from simenv.synthetic_population import SyntheticPopulation
+from simenv.vector_info import InfoArrays, members
 
 __all__ = ["FastRecVectorEnv", "interview_scores"]
-
-# Info keys of a shown page or an episode end: (shape per env given (page_size, n_candidates), dtype, fill).
-_INFO_KEYS: dict[str, tuple[str, Any, Any]] = {
-    "candidate_ids": ("c", np.int64, 0),
-    "page_items": ("k", np.int64, -1),
-    "watched": ("k", bool, False),
-    "rating": ("k", np.int64, 0),
-    "n_watched": ("", np.int64, 0),
-    "n_liked": ("", np.int64, 0),
-    "left": ("", bool, False),
-    "page_reward": ("", np.float64, 0.0),
-    "interview_score": ("", np.int64, 0),
-    "terminal_reward": ("", np.float64, 0.0),
-}
 
 
 class FastRecVectorEnv(VectorEnv):
@@ -59,9 +46,11 @@ class FastRecVectorEnv(VectorEnv):
     `PageFeedback`, feelings, reasons, interview text or event log — those exist only in the single env.
 
     ## Action Space
-    `single_action_space` is the single env's: `MultiDiscrete([n_candidates] * page_size)` (slate mode) or
-    `Discrete(n_candidates)` (sequential mode); `action_space` batches it (shape `(num_envs, page_size)` or
-    `(num_envs,)`). A wrong shape, a non-integer dtype or an index outside `0..n_candidates-1` raises
+    `single_action_space` is the single env's: `MultiDiscrete([n_candidates] * page_size)` (slate mode),
+    `Discrete(n_candidates)` (sequential mode) or `Box(-1, 1, (F,))` feature weights (weights mode, with a
+    `candidate_featurizer`: each page is the top `page_size` available candidates by `base_score + w . x`);
+    `action_space` batches it (shape `(num_envs, page_size)`, `(num_envs,)` or `(num_envs, F)`).
+    A wrong shape, a non-integer dtype or an index outside `0..n_candidates-1` (weights: a non-finite weight) raises
     `InvalidActionError` naming the env and slot. Already-shown or duplicate candidates follow the single
     env's rule (`simenv.kernel.repair_slates`): `"repair"` (default) replaces each of them with the
     lowest-index candidate still available, leaving valid slots alone; `"strict"` raises `InvalidActionError`.
@@ -107,7 +96,8 @@ class FastRecVectorEnv(VectorEnv):
     ## Arguments
     `num_envs`, then the single env's: `dataset`, `personas`, `user_model` (a `simenv.protocols.BatchDecider`,
     e.g. `agents.silent_user.SilentUserModel`), `train`,
-    `candidate_recommender`, `page_size`, `max_pages`, `n_candidates`, `explore_fraction`, `history_len`,
+    `candidate_recommender`, `candidate_featurizer`, `page_size`, `max_pages`, `n_candidates`, `explore_fraction`,
+    `history_len`,
     `reward`, `action_mode`, `invalid_action`, `interview`, `users`; and `max_episode_steps` (None = the
     env's own limit), `autoreset_mode` (`"NextStep"` or `"Disabled"`), `population`
     (`simenv.synthetic_population.SyntheticPopulation`: the sessions' users are its members, ids in
@@ -131,6 +121,7 @@ class FastRecVectorEnv(VectorEnv):
         user_model: BatchDecider,
         train: pd.DataFrame,
         candidate_recommender: Recommender | None = None,
+        candidate_featurizer: CandidateFeaturizer | None = None,
         *,
         max_episode_steps: int | None = None,
         population: SyntheticPopulation | None = None,
@@ -148,12 +139,15 @@ class FastRecVectorEnv(VectorEnv):
         self.num_envs = n = int(num_envs)
         self.dataset = dataset
         self.candidate_recommender = candidate_recommender
+        self.candidate_featurizer = candidate_featurizer
+        n_features = 0 if candidate_featurizer is None else len(candidate_featurizer.names)
+        self._prior = prior_column(candidate_featurizer)
         self.max_episode_steps = max_episode_steps
         self.user_model = user_model
         self._persona_list = [self.personas[u] for u in self.users]  # persona index -> Persona
         # Members (the users sessions are drawn from): `users` itself, or a population's members, each mapped to
         # the index of the persona it decides as.
-        self._member_ids, self._member_persona = _members(np.asarray(self.users, dtype=np.int64), population)
+        self._member_ids, self._member_persona = members(np.asarray(self.users, dtype=np.int64), population)
         self._member_order = np.argsort(self._member_ids, kind="stable")
         self._member = np.zeros(n, dtype=np.int64)  # each session's member index
         self._features = features = ItemFeatures.from_train(dataset, train)
@@ -166,15 +160,20 @@ class FastRecVectorEnv(VectorEnv):
             self._persona_list, self.n_candidates, self.n_explore, features, candidate_recommender
         )
         sequential = self.action_mode == "sequential"
-        self.sessions = SessionArrays(n, self.n_candidates, self.page_size, self.history_len, features, sequential)
-        self.single_observation_space = observation_space(features.n_genres, self.n_candidates, self.history_len)
-        self.single_action_space = kernel.action_space(self.action_mode, self.page_size, self.n_candidates)
+        self.sessions = SessionArrays(
+            n, self.n_candidates, self.page_size, self.history_len, features, sequential, n_features
+        )
+        self.single_observation_space = observation_space(
+            features.n_genres, self.n_candidates, self.history_len, n_features
+        )
+        self.single_action_space = kernel.action_space(self.action_mode, self.page_size, self.n_candidates, n_features)
         self.observation_space = batch_space(self.single_observation_space, n)
         self.action_space = batch_space(self.single_action_space, n)
         n_persona_features = self.single_observation_space["persona"].shape[0]
         self._persona_vec = np.zeros((len(self.users), n_persona_features), dtype=np.float32)  # filled on first draw
         self._needs_reset = np.ones(n, dtype=bool)
         self._started = False
+        self._info = InfoArrays(n, self.page_size, self.n_candidates)
         self._rows_all = np.arange(n)
         self._all_true = np.ones(n, dtype=bool)
 
@@ -210,12 +209,16 @@ class FastRecVectorEnv(VectorEnv):
         self._started = True
         info = self._base_info(np.zeros(self.num_envs, dtype=np.int64))
         self._add_reset_info(info, rows)
-        return self._observation(), self._complete(info)
+        return self._observation(), self._info.complete(info)
 
     def step(self, actions: Any) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if not self._started:
             raise RuntimeError("step() called before reset()")
-        a = kernel.check_actions(actions, self.action_space.shape, self.n_candidates, batched=True)
+        weights = self.action_mode == "weights"
+        if weights:
+            a = kernel.check_weights(actions, self.action_space.shape)
+        else:
+            a = kernel.check_actions(actions, self.action_space.shape, self.n_candidates, batched=True)
         n = self.num_envs
         rewards = np.zeros(n, dtype=np.float64)
         terminated = np.zeros(n, dtype=bool)
@@ -232,9 +235,13 @@ class FastRecVectorEnv(VectorEnv):
         chosen = a[rows][:, None] if sequential else a[rows]
         first_slot = s.n_pending[rows] if sequential else 0
         shown = s.shown if reset_rows is None else s.shown[rows]
-        chosen, n_repaired[rows] = kernel.repair_slates(
-            chosen, shown, s.candidates, self.invalid_action, pending, first_slot, rows
-        )
+        if weights:
+            assert s.feature_obs is not None
+            chosen = kernel.rank_by_weights(a[rows], s.feature_obs[rows], ~shown, self.page_size, self._prior)
+        else:
+            chosen, n_repaired[rows] = kernel.repair_slates(
+                chosen, shown, s.candidates, self.invalid_action, pending, first_slot, rows
+            )
         page_rows = rows
         if sequential:
             page_rows, chosen = s.add_slot(rows, chosen[:, 0])
@@ -253,7 +260,7 @@ class FastRecVectorEnv(VectorEnv):
         out.update(info)
         if reset_rows is not None:
             self._add_reset_info(out, reset_rows)
-        return self._observation(), rewards, terminated, truncated, self._complete(out)
+        return self._observation(), rewards, terminated, truncated, self._info.complete(out)
 
     def close_extras(self, **kwargs: Any) -> None:
         """Nothing to release (no subprocesses, no files)."""
@@ -298,14 +305,14 @@ class FastRecVectorEnv(VectorEnv):
             "left": left,
             "page_reward": page_reward,
         }
-        self._scatter_info(info, rows, shown_page)
+        self._info.scatter(info, rows, shown_page)
         ended = term | trunc
         if self.interview and ended.any():
             end_rows = rows[ended]
             scores = interview_scores(s.n_shown[end_rows], s.n_watched[end_rows], s.n_liked[end_rows])
             terminal = kernel.terminal_rewards(scores, cfg)
             rewards[end_rows] += terminal
-            self._scatter_info(info, end_rows, {"interview_score": scores, "terminal_reward": terminal})
+            self._info.scatter(info, end_rows, {"interview_score": scores, "terminal_reward": terminal})
 
     def prepare(self, persona: np.ndarray) -> None:
         """Fill the per-persona caches (observation vector, candidate pool, user arrays) of persona indices
@@ -324,7 +331,15 @@ class FastRecVectorEnv(VectorEnv):
         persona = self._member_persona[member]
         self.prepare(persona)
         self._member[rows] = member
-        self.sessions.reset(rows, persona, self.pools.draw(persona, rng))
+        candidates = self.pools.draw(persona, rng)
+        featurizer = self.candidate_featurizer
+        table = None
+        if featurizer is not None:
+            plist = self._persona_list
+            table = np.stack(
+                [featurizer.features(plist[p], c) for p, c in zip(persona.tolist(), candidates, strict=True)]
+            )
+        self.sessions.reset(rows, persona, candidates, table)
         self._needs_reset[rows] = False
 
     def _members_of(self, users: Any, n_rows: int) -> np.ndarray:
@@ -358,42 +373,4 @@ class FastRecVectorEnv(VectorEnv):
         }
 
     def _add_reset_info(self, info: dict[str, Any], rows: np.ndarray) -> None:
-        self._scatter_info(info, rows, {"candidate_ids": self.sessions.candidates[rows]})
-
-    def _scatter_info(self, info: dict[str, Any], rows: np.ndarray, values: dict[str, np.ndarray]) -> None:
-        """Per-row values of `rows` -> (num_envs, ...) info arrays (the `_INFO_KEYS` fill elsewhere) and masks."""
-        mask = np.zeros(self.num_envs, dtype=bool)
-        mask[rows] = True
-        for key, value in values.items():
-            out = self._blank(key)
-            out[rows] = value
-            info[key], info[f"_{key}"] = out, mask
-
-    def _blank(self, key: str) -> np.ndarray:
-        width, dtype, fill = _INFO_KEYS[key]
-        shape = (self.num_envs,) + ({"c": (self.n_candidates,), "k": (self.page_size,)}.get(width, ()))
-        return np.full(shape, fill, dtype=dtype)
-
-    def _complete(self, info: dict[str, Any]) -> dict[str, Any]:
-        """Add the keys that apply to no sub-env this time (fill values, all-False mask): every info has the same
-        keys."""
-        none = np.zeros(self.num_envs, dtype=bool)
-        for key in _INFO_KEYS:
-            if key not in info:
-                info[key], info[f"_{key}"] = self._blank(key), none
-        return info
-
-
-def _members(users: np.ndarray, population: SyntheticPopulation | None) -> tuple[np.ndarray, np.ndarray]:
-    """(member user ids, index into `users` of the persona each member decides as)."""
-    if population is None:
-        return users, np.arange(len(users), dtype=np.int64)
-    order = np.argsort(users, kind="stable")
-    pos = np.minimum(np.searchsorted(users[order], population.source), len(users) - 1)
-    missing = population.source[users[order][pos] != population.source]
-    if len(missing):
-        raise ValueError(f"population: source ids {np.unique(missing)[:5].tolist()} are not in the env's users")
-    clash = np.intersect1d(population.user_ids, users)
-    if len(clash):
-        raise ValueError(f"population: member ids {clash[:5].tolist()} are also real user ids")
-    return population.user_ids, order[pos]
+        self._info.scatter(info, rows, {"candidate_ids": self.sessions.candidates[rows]})

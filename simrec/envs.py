@@ -18,9 +18,10 @@ from typing import Any
 
 from experiments.build import UserModelFactory, World, build_llm, build_world, train_recommender
 from experiments.config import ExperimentConfig
+from recommenders.candidate_features import featurizer_for
 from simenv import defaults
 from simenv.env import RecEnv
-from simenv.protocols import Recommender, UserModel
+from simenv.protocols import CandidateFeaturizer, Recommender, UserModel
 from simenv.vector_env import FastRecVectorEnv
 
 # RecEnv options that need records or text, which the vectorised env does not keep.
@@ -72,14 +73,31 @@ def build_world_cached(config: ExperimentConfig) -> World:
 
 
 def build_parts(
-    config: ExperimentConfig, recommender: str | Recommender | None
+    config: ExperimentConfig, recommender: str | Recommender | None, member: int = 0
 ) -> tuple[World, UserModel, Recommender | None]:
-    """(world, a fresh user model of the config's kind, the candidate recommender) for one env."""
+    """(world, a fresh user model of the config's kind deciding by response-model ensemble member `member`, the
+    candidate recommender) for one env."""
     world, factory = _world_and_users(config)
     rec = recommender
     if isinstance(recommender, str):
         rec = train_recommender(config, world, recommender)[0]
-    return world, factory(), rec
+    return world, factory(member=member), rec
+
+
+_FEATURIZERS: dict[tuple[int, object, int], CandidateFeaturizer] = {}
+
+
+def candidate_featurizer(
+    world: World, base: Recommender | None, seed: int = 0, name: str | None = None
+) -> CandidateFeaturizer:
+    """The train-only candidate featurizer (`recommenders.candidate_features`) over `world`'s train split and
+    `base`; memoised for the process per (world, base name), or per base object when it has no registry name
+    (building one inverts an item-item matrix and keeps three n_items x n_items tables)."""
+    key = (id(world), name if name is not None else id(base), seed)
+    if key not in _FEATURIZERS:
+        ds = world.dataset
+        _FEATURIZERS[key] = featurizer_for(world.split.train, ds.n_users, ds.n_items, ds.genre_matrix, base, seed)
+    return _FEATURIZERS[key]
 
 
 def make_env(
@@ -91,6 +109,8 @@ def make_env(
     llm: Mapping[str, Any] | None = None,
     cache_dir: str | Path | None = None,
     users_file: str | Path | None = None,
+    candidate_features: bool = True,
+    member: int = 0,
     **env_kwargs: Any,
 ) -> RecEnv:
     """One session per episode (`simenv.env.RecEnv`) with the `user` kind (default `fitted`, the validated user).
@@ -99,13 +119,28 @@ def make_env(
     `n_users` (users in the split; None = all eligible) choose the world; `recommender` (a registry name trained on
     the train split and cached, or a fitted `Recommender`; None = train popularity) gives the base candidates;
     `llm` is an `[llm]` table for the text-writing kinds (default the mock backend); `users_file` a users.toml with
-    other kinds. Everything else goes to `RecEnv` (page_size, max_pages, n_candidates, reward, action_mode, ...).
+    other kinds. `candidate_features` (default True) adds the train-only per-candidate features
+    (`recommenders.candidate_features`: base score and rank, item-kNN, EASE, SVD, genre lift, popularity, mean
+    rating) as the `candidate_features` key; `action_mode="weights"` needs them. `member` picks the fitted
+    response model's ensemble member the user decides by (0 = the validated one; others are refitted with
+    other seeds: `experiments.build.UserModelFactory.response_model`). Everything else goes to `RecEnv`
+    (page_size, max_pages, n_candidates, reward, action_mode, ...).
     """
     config = env_config(dataset, seed, user, n_users, llm, cache_dir, users_file)
-    world, user_model, rec = build_parts(config, recommender)
+    world, user_model, rec = build_parts(config, recommender, member)
     if config.users.writes_text:
         env_kwargs.setdefault("persistent_memory", False)  # a seeded reset reproduces the episode
-    return RecEnv(world.dataset, world.personas, user_model, world.split.train, candidate_recommender=rec, **env_kwargs)
+    name = recommender if isinstance(recommender, str) or recommender is None else None
+    featurizer = candidate_featurizer(world, rec, seed, name) if candidate_features else None
+    return RecEnv(
+        world.dataset,
+        world.personas,
+        user_model,
+        world.split.train,
+        candidate_recommender=rec,
+        candidate_featurizer=featurizer,
+        **env_kwargs,
+    )
 
 
 def make_vector_env(
@@ -117,11 +152,13 @@ def make_vector_env(
     recommender: str | Recommender | None = None,
     cache_dir: str | Path | None = None,
     users_file: str | Path | None = None,
+    candidate_features: bool = True,
+    member: int = 0,
     **env_kwargs: Any,
 ) -> FastRecVectorEnv:
     """`num_envs` sessions stepped together (`simenv.vector_env.FastRecVectorEnv`) with a no-text `user` kind; the
-    world and user model of `make_env`. Other kwargs go to `FastRecVectorEnv` (including the `max_episode_steps`
-    that `gym.make_vec` passes from the registration)."""
+    world, user model and candidate features of `make_env`. Other kwargs go to `FastRecVectorEnv` (including the
+    `max_episode_steps` that `gym.make_vec` passes from the registration)."""
     unsupported = sorted(k for k in _SINGLE_ENV_ONLY if env_kwargs.get(k) not in (None, False, "env"))
     if unsupported:
         raise ValueError(
@@ -133,9 +170,18 @@ def make_vector_env(
     config = env_config(dataset, seed, user, n_users, None, cache_dir, users_file)
     if config.users.writes_text:
         raise ValueError(f"user={config.users.kind!r} writes text: the vectorised env takes no-text kinds only")
-    world, user_model, rec = build_parts(config, recommender)
+    world, user_model, rec = build_parts(config, recommender, member)
+    name = recommender if isinstance(recommender, str) or recommender is None else None
+    featurizer = candidate_featurizer(world, rec, seed, name) if candidate_features else None
     return FastRecVectorEnv(
-        num_envs, world.dataset, world.personas, user_model, world.split.train, candidate_recommender=rec, **env_kwargs
+        num_envs,
+        world.dataset,
+        world.personas,
+        user_model,
+        world.split.train,
+        candidate_recommender=rec,
+        candidate_featurizer=featurizer,
+        **env_kwargs,
     )
 
 

@@ -1,6 +1,8 @@
-"""Issue 15: `simrec train-rl` trains a re-ranker of a base recommender's candidates on the fitted users and saves a
-checkpoint; `simrec evaluate-rl` scores it three ways on held-out personas (training simulator, other user model,
-real held-out data). Real SB3 PPO on the synthetic dataset, a few hundred steps."""
+"""Issues 15 and 24: `simrec train-rl` trains a re-ranker of a base recommender's candidates on an ensemble of fitted
+users and saves a checkpoint; `simrec evaluate-rl` scores it, the sim-greedy yardstick, the base, Pop and Random
+three ways on held-out personas (a response member it was not trained on, the other user model, real held-out
+data); `simrec export-policy` turns it into a recommender that passes `simrec check-recommender`. Real SB3 PPO on
+the synthetic dataset, a few hundred steps."""
 
 from __future__ import annotations
 
@@ -43,7 +45,8 @@ def test_checkpoint_holds_model_monitor_and_a_disjoint_persona_split(trained: Ch
     assert loaded.timesteps >= 512 and not loaded.stopped_by_budget
     assert len(loaded.eval_users) == 6 and len(loaded.train_users) > 100
     assert not set(loaded.eval_users) & set(loaded.train_users)
-    assert (loaded.algo, loaded.action_mode, loaded.base, loaded.user) == ("ppo", "slate", "pop", "fitted")
+    assert (loaded.algo, loaded.action_mode, loaded.base, loaded.user) == ("ppo", "weights", "pop", "fitted")
+    assert loaded.members == (0, 1, 2) and loaded.eval_member == 3  # scored on a member it never trained against
 
 
 def test_evaluate_rl_scores_every_policy_three_ways(trained: Checkpoint, capsys: pytest.CaptureFixture) -> None:
@@ -53,19 +56,28 @@ def test_evaluate_rl_scores_every_policy_three_ways(trained: Checkpoint, capsys:
     assert result["personas_disjoint"] is True
     assert sorted(result["eval_personas"]) == sorted(trained.eval_users)
     assert not set(result["eval_personas"]) & set(trained.train_users)
-    assert set(result["policies"]) == {"ppo", "pop", "random"}  # the base is pop here
+    assert set(result["policies"]) == {"ppo", "sim-greedy", "pop", "random"}  # the base is pop here
     for name, scores in result["policies"].items():
-        assert scores["train_sim"]["user_model"] == "fitted" and scores["other_sim"]["user_model"] == "persona"
+        assert scores["train_sim"]["user_model"] == "fitted[member 3]"
+        assert scores["other_sim"]["user_model"] == "persona"
         for key in ("train_sim", "other_sim"):
             row = scores[key]
             assert 0 <= row["p_like"] <= row["p_view"] <= 1, (name, key)
             assert 0 <= row["likes_per_session"] <= row["watches_per_session"] <= 20
+            assert 1 <= row["pages_per_session"] <= 5
         real = scores["real"]
         assert 0 <= real["real_like"] <= real["real_hit"] <= real["heldout_hit"] <= 1
         assert real["shown"] >= 6 * 4
-        assert np.isnan(real["recall_at_20"]) == (name == "ppo")  # the RL policy has no catalog ranking
-    diff = result["comparisons"]["real"]["real_hit_difference_vs_base"]
+        assert np.isnan(real["recall_at_20"]) == (name in ("ppo", "sim-greedy"))  # re-rankers: no catalog ranking
+    comparison = result["comparisons"]["real"]
+    diff, greedy = comparison["real_hit_difference_vs_base"], comparison["greedy_real_hit_difference_vs_base"]
     assert diff["ci"][0] <= diff["difference"] <= diff["ci"][1] and diff["n_personas"] == 6
+    assert greedy["difference"] == pytest.approx(
+        result["policies"]["sim-greedy"]["real"]["real_hit"] - result["policies"]["pop"]["real"]["real_hit"]
+    )
+    share = comparison["share_of_greedy_real_hit_gain"]
+    assert share is None or share == pytest.approx(diff["difference"] / greedy["difference"])
+    assert set(result["comparisons"]["transfer"]) == {"sim_lift", "real_lift", "sim_over_real"}
     for key in ("train_sim", "other_sim"):
         assert set(result["comparisons"][key]) >= {"likes_ratio_vs_pop", "likes_ratio_vs_random"}
     # every policy met the same personas in both simulators
@@ -97,3 +109,18 @@ def test_paired_difference_of_known_per_persona_values() -> None:
     )
     out = paired_difference(frame, "real_hit", "a", "b", n_boot=100, seed=0)
     assert out == {"difference": 0.25, "ci": [0.25, 0.25], "n_personas": 4}
+
+
+def test_exported_policy_round_trips_through_check_recommender(trained: Checkpoint) -> None:
+    from experiments.check_recommender import run_check
+    from experiments.rl.export import export_policy
+
+    out = export_policy(Path(trained.directory), label="rl", n_sessions=16)
+    assert out["spec"] == "rl=recommenders.weight_reranker:WeightReranker"
+    assert set(out["weights"]) >= {"base_score", "knn", "ease"} and all(-1 <= w <= 1 for w in out["weights"].values())
+    config = Checkpoint.load(Path(trained.directory)).experiment()
+    config = config.model_copy(
+        update={"recommenders": config.recommenders.model_copy(update={"config_file": Path(out["config_file"])})}
+    )
+    report = run_check(config, out["spec"])
+    assert report.ok, report

@@ -149,7 +149,7 @@ def test_train_rl_command_trains_and_evaluates(base_flags: list[str], tmp_path: 
     app(["train-rl", *base_flags, "--run.name", "rl", "--rl.timesteps", "128", "--rl.eval-personas", "4",
          "--rl.base", "pop"])  # fmt: skip
     result = json.loads((tmp_path / "runs" / "rl" / "evaluate_rl.json").read_text())
-    assert set(result["policies"]) == {"ppo", "pop", "random"}
+    assert set(result["policies"]) == {"ppo", "sim-greedy", "pop", "random"}
     assert result["personas_disjoint"] is True and len(result["eval_personas"]) == 4
 
 

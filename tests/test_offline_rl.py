@@ -101,6 +101,6 @@ def test_train_rl_offline_cql_from_logged_sessions(tmp_path: Path, capsys: pytes
     events = EventAccumulator(str(directory / "d3rlpy" / "tensorboard")).Reload()
     assert "train/loss" in events.Tags()["scalars"]
     result = json.loads((directory / EVALUATE_FILE).read_text())
-    assert set(result["policies"]) == {"cql", "pop", "random"} and result["personas_disjoint"] is True
+    assert set(result["policies"]) == {"cql", "sim-greedy", "pop", "random"} and result["personas_disjoint"] is True
     assert result["policies"]["cql"]["real"]["shown"] >= 4 * 4
     assert 0 <= result["policies"]["cql"]["real"]["real_hit"] <= 1

@@ -1,7 +1,7 @@
 """Issue 15: what a training run and the evaluation measure, not just that they run.
 
-- A tiny seeded PPO run re-ranking Pop's candidates earns more return per session than uniformly random pages on
-  the same held-out personas and episode seeds (two measured means compared; no threshold).
+- A tiny seeded PPO run (feature weights) re-ranking Pop's candidates earns more return per session than uniformly
+  random pages on the same held-out personas and episode seeds (two measured means compared; no threshold).
 - `evaluate-rl` scores a hand-made page policy whose real held-out hits are known by construction: every page
   holds one liked TEST item, one TEST item rated <= 3 and two items the persona never rated, so its real hit is
   exactly 1/2, real like 1/4 and held-out hit 1/2 for every persona, however long the session lasts.
@@ -39,10 +39,13 @@ def _config(root: Path, name: str, **rl: object):
     )
 
 
-def _returns(config, world: World, act: Callable[[dict], np.ndarray], n: int, root: Path) -> np.ndarray:
-    """Returns of the first `n` sessions of the training env over `world`'s personas, seeded the same way."""
+def _returns(
+    config, world: World, act: Callable[[dict], np.ndarray], n: int, root: Path, mode: str = "slate"
+) -> np.ndarray:
+    """Returns of the first `n` sessions of the training env (action `mode`) over `world`'s personas, seeded the
+    same way (same personas and candidate sets whatever the mode)."""
     base = train_recommender(config, world, config.rl.base)[0]
-    env, _ = make_training_env(config, world, base, "slate", root / "monitor.csv")
+    env, _ = make_training_env(config, world, base, mode, root / "monitor.csv")
     env.seed(123)
     obs = env.reset()
     done_returns: list[float] = []
@@ -62,9 +65,11 @@ def test_a_tiny_ppo_run_earns_more_than_random_pages_on_held_out_personas(tmp_pa
     checkpoint = train_rl(config)
     model = checkpoint.load_model()
     held_out = with_personas(build_world(config), checkpoint.eval_users)
-    space = model.action_space
+    space = kernel.action_space("slate", defaults.PAGE_SIZE, checkpoint.env["n_candidates"])
     space.seed(7)
-    trained = _returns(config, held_out, lambda obs: model.predict(obs, deterministic=True)[0], 400, tmp_path)
+    assert checkpoint.action_mode == "weights"  # the default: feature weights, the shared candidate scorer
+    trained = _returns(config, held_out, lambda obs: model.predict(obs, deterministic=True)[0], 400, tmp_path,
+                       "weights")  # fmt: skip
     random = _returns(config, held_out, lambda obs: np.stack([space.sample() for _ in range(len(obs["session"]))]),
                       400, tmp_path)  # fmt: skip
     assert trained.mean() > random.mean(), (trained.mean(), random.mean())

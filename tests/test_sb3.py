@@ -1,5 +1,5 @@
-"""SB3 through `simrec train-rl`: A2C (slate) and DQN (slot by slot) train a few hundred steps on the fast users,
-and the saved checkpoint's model serves pages through `SB3Recommender` in the mode it was trained in."""
+"""SB3 through `simrec train-rl`: A2C (feature weights) and DQN (slot by slot) train a few hundred steps on the fast
+users, and the saved checkpoint's model serves pages through `SB3Recommender` in the mode it was trained in."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import pytest
 from experiments.build import build_world, train_recommender
 from experiments.config import load_config
 from experiments.rl.checkpoint import Checkpoint, with_personas
+from experiments.rl.features import candidate_featurizer
 from experiments.train_rl import train_rl
 from simenv.policies import SB3Recommender
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize(("algo", "mode"), [("a2c", "slate"), ("dqn", "sequential")])
+@pytest.mark.parametrize(("algo", "mode"), [("a2c", "weights"), ("dqn", "sequential")])
 def test_train_rl_algorithms_save_a_model_that_serves_pages(tmp_path: Path, algo: str, mode: str) -> None:
     config = load_config(
         None,
@@ -42,6 +43,7 @@ def test_train_rl_algorithms_save_a_model_that_serves_pages(tmp_path: Path, algo
         explore_fraction=checkpoint.env["explore_fraction"],
         candidate_recommender=base,
         name=algo,
+        candidate_featurizer=candidate_featurizer(config, world, base),  # online checkpoints observe the features
     )
     user = checkpoint.eval_users[0]
     seen = set(world.split.train.loc[world.split.train["user_id"] == user, "item_id"].tolist())

@@ -21,12 +21,12 @@ def test_train_rl_evaluation_prints_progress_and_uses_decisions_only(tmp_path: P
     captured = capsys.readouterr()
     assert "LLM mock (decisions only; --rl.eval-text" in captured.out.replace("\n", " ")
     lines = [ln for ln in captured.err.splitlines() if ln.startswith("eval ")]
-    # ppo, pop (its base) and random, each in the training user model and the other one: 6 x 3 persona sessions
-    assert any(re.match(r"eval train_sim ppo: 3/3 users; all policies 3/18 \(.* users/s, .* s, ~\d+ s left\)", ln)
+    # ppo, sim-greedy, pop (its base) and random, each in the training user model and the other one: 8 x 3 sessions
+    assert any(re.match(r"eval train_sim ppo: 3/3 users; all policies 3/24 \(.* users/s, .* s, ~\d+ s left\)", ln)
                for ln in lines)  # fmt: skip
-    assert lines[-1].startswith("eval other_sim random: 3/3 users; all policies 18/18")
+    assert lines[-1].startswith("eval other_sim random: 3/3 users; all policies 24/24")
     result = json.loads((tmp_path / "runs" / "rl" / "evaluate_rl.json").read_text())
-    assert set(result["policies"]) == {"ppo", "pop", "random"}
+    assert set(result["policies"]) == {"ppo", "sim-greedy", "pop", "random"}
     (run,) = (tmp_path / "runs" / "rl" / "tensorboard").iterdir()  # SB3's ppo_1
     scalars = EventAccumulator(str(run)).Reload().Tags()["scalars"]
     assert {"rollout/ep_rew_mean", "time/fps"} <= set(scalars)

@@ -110,9 +110,9 @@ def test_replay_through_the_single_env_pieces_matches_exactly(env_id):
     def fresh(i: int, info: dict) -> SessionState:
         persona = venv.personas[int(info["user_id"][i])]
         vector = obs["persona"][i]
-        return SessionState(
-            persona, vector, info["candidate_ids"][i], venv.features, k, venv.max_pages, venv.history_len
-        )
+        ids = info["candidate_ids"][i]
+        table = venv.candidate_featurizer.features(persona, ids)  # the flags are replayed by record_page
+        return SessionState(persona, vector, ids, venv.features, k, venv.max_pages, venv.history_len, table)
 
     for i in range(n):
         states[i] = fresh(i, info)

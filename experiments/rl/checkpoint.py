@@ -78,11 +78,14 @@ class Checkpoint:
     stopped_by_budget: bool = False
     train_seconds: float = 0.0
     offline_data: dict[str, Any] | None = None  # offline algorithms: behaviour policies, episodes, transitions
+    action: str = ""  # the env action mode trained in ("" = the algorithm's default, ALGOS)
+    members: tuple[int, ...] = (0,)  # response-model ensemble members trained against
+    eval_member: int = 0  # the member the in-simulator evaluation uses
     directory: str = ""
 
     @property
     def action_mode(self) -> str:
-        return ALGOS[self.algo][1]
+        return self.action or ALGOS[self.algo][1]
 
     def experiment(self) -> ExperimentConfig:
         return ExperimentConfig.model_validate(self.config)
@@ -99,6 +102,7 @@ class Checkpoint:
         data = json.loads(path.read_text())
         data["train_users"] = tuple(data["train_users"])
         data["eval_users"] = tuple(data["eval_users"])
+        data["members"] = tuple(data.get("members", (0,)))
         overlap = set(data["train_users"]) & set(data["eval_users"])
         if overlap:
             raise ValueError(f"{path}: {len(overlap)} personas are both trained on and evaluated, e.g. {min(overlap)}")

@@ -36,6 +36,7 @@ import numpy as np
 from simenv.offline_rl import export_rollouts
 from simenv.policies import EnvPolicy, RandomPolicy, RecommenderPolicy
 from simenv.protocols import Recommender
+from simenv.spaces import FEATURES_KEY
 
 OBS_KEYS = ("candidates", "history", "persona", "session")  # the Dict observation's keys, flattened in this order
 OFFLINE_MODEL_FILE = "model.d3"
@@ -64,10 +65,16 @@ def _d3rlpy() -> Any:
 
 
 def flatten(obs: Mapping[str, np.ndarray]) -> np.ndarray:
-    """One float32 vector (or a batch of them) from a Dict observation, keys in `OBS_KEYS` order."""
-    if set(obs) != set(OBS_KEYS):
-        raise ValueError(f"observation keys {sorted(obs)}: expected {list(OBS_KEYS)}")
-    return np.concatenate([np.asarray(obs[k], dtype=np.float32) for k in OBS_KEYS], axis=-1)
+    """One float32 vector (or a batch of them) from a Dict observation, keys in `OBS_KEYS` order, then the 2-D
+    `candidate_features` table row-major when the env has a featurizer."""
+    extra = set(obs) - set(OBS_KEYS)
+    if not set(OBS_KEYS) <= set(obs) or extra - {FEATURES_KEY}:
+        raise ValueError(f"observation keys {sorted(obs)}: expected {list(OBS_KEYS)} (and optionally {FEATURES_KEY})")
+    parts = [np.asarray(obs[k], dtype=np.float32) for k in OBS_KEYS]
+    if FEATURES_KEY in obs:
+        table = np.asarray(obs[FEATURES_KEY], dtype=np.float32)
+        parts.append(table.reshape(*table.shape[:-2], -1))
+    return np.concatenate(parts, axis=-1)
 
 
 @contextlib.contextmanager
@@ -124,7 +131,7 @@ def mdp_dataset(dataset_dir: Path) -> Any:
         # d3rlpy's timeout episode of m rows holds m - 1 transitions (the last row is only the next observation):
         # a page-limit episode keeps its final observation, with a placeholder action no transition uses.
         m = n if left else n + 1
-        observations.append(flatten({k: episode.observations[k][:m] for k in OBS_KEYS}))
+        observations.append(flatten({k: v[:m] for k, v in episode.observations.items()}))
         actions.append(np.append(np.asarray(episode.actions, dtype=np.int64).reshape(n), [0] * (m - n)))
         rewards.append(np.append(np.asarray(episode.rewards, dtype=np.float32), [0.0] * (m - n)))
         ends = np.zeros(m, dtype=np.float32)

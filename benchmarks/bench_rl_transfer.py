@@ -1,0 +1,99 @@
+"""Does the candidate-scoring policy transfer from the simulator to real held-out data? (issue 24 §6)
+
+    .venv/bin/python -m benchmarks.bench_rl_transfer [--runs ml-100k:0:mf ml-100k:1:mf ml-1m:0:mf] [--out runs/bench24]
+    .venv/bin/python -m benchmarks.bench_rl_transfer --table-only --out runs/bench24   # re-print from the JSONs
+
+Each run is `simrec train-rl` with the defaults (PPO, weights action with the shared candidate scorer, trained
+against response members 0-2 for 20,000 steps or `--budget` seconds) on `dataset:seed:base`, held-out personas
+(200 on ML-100K, 300 on ML-1M), then `simrec evaluate-rl` (scored in-simulator with response member 3, in the
+persona user, and on the real TEST ratings of what was shown). Printed per run: learned − base real hit with its
+persona-bootstrap 95% interval, sim-greedy − base, the share of the greedy gain reached, learned − base real like,
+the in-sim / real lift ratio (watches per session vs real hit, relative to the base), learned / base likes per
+session in the persona user, and the training wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from experiments.config import load_config
+from experiments.evaluate_rl import EVALUATE_FILE
+from experiments.train_rl import run_train_rl
+
+DEFAULT_RUNS = ("ml-100k:0:mf", "ml-100k:1:mf", "ml-1m:0:mf", "ml-100k:0:lightgcn")
+
+
+def run(spec: str, out: Path, steps: int, budget: float) -> dict:
+    dataset, seed, base = spec.split(":")
+    config = load_config(
+        None,
+        {
+            "data": {"dataset": dataset},
+            "run": {"seed": int(seed), "out_dir": str(out), "name": name_of(spec)},
+            "rl": {
+                "base": base,
+                "timesteps": steps,
+                "time_budget": budget,
+                "eval_personas": 300 if dataset == "ml-1m" else 200,
+            },
+        },
+    )
+    return run_train_rl(config)
+
+
+def name_of(spec: str) -> str:
+    return spec.replace(":", "-")
+
+
+def row(result: dict) -> str:
+    c, base = result["comparisons"], result["base"]
+    real = c["real"]
+    hit, like = real["real_hit_difference_vs_base"], real["real_like_difference_vs_base"]
+    greedy, share = real["greedy_real_hit_difference_vs_base"], real["share_of_greedy_real_hit_gain"]
+    ratio = c["transfer"]["sim_over_real"]
+    cells = [
+        f"{result['dataset']} s{result['seed']} {base}",
+        f"{hit['difference']:+.4f} [{hit['ci'][0]:+.4f}, {hit['ci'][1]:+.4f}]",
+        f"{greedy['difference']:+.4f}",
+        "n/a" if share is None else f"{share:.2f}",
+        f"{like['difference']:+.4f} [{like['ci'][0]:+.4f}, {like['ci'][1]:+.4f}]",
+        f"{c['transfer']['sim_lift']:+.3f} / {c['transfer']['real_lift']:+.3f} = "
+        + ("n/a" if ratio is None else f"{ratio:.2f}"),
+        f"{c['train_sim'][f'likes_ratio_vs_{base}']:.3f}",
+        f"{c['other_sim'][f'likes_ratio_vs_{base}']:.3f}",
+        f"{result['train_seconds']:.0f} s ({result['timesteps']} steps)",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+HEADER = (
+    "| run | real hit RL − base [95% CI] | greedy − base | share of greedy gain | real like RL − base [95% CI] "
+    "| in-sim lift / real lift | likes RL/base, held-out member | likes RL/base, persona user | train time |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS), help="dataset:seed:base")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench24"))
+    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--budget", type=float, default=600.0)
+    parser.add_argument("--table-only", action="store_true")
+    args = parser.parse_args()
+    results = []
+    for spec in args.runs:
+        path = args.out / name_of(spec) / EVALUATE_FILE
+        if not args.table_only:
+            run(spec, args.out, args.steps, args.budget)
+        if path.is_file():
+            results.append(json.loads(path.read_text()))
+    print(HEADER)
+    for result in results:
+        print(row(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -43,10 +43,11 @@ import numpy as np
 
 from simenv.llm import LLMRequest, LLMWrapper, Message, MockLLM, OpenAIBackend
 from simenv.llm.llama_cpp_backend import LlamaCppBackend
+from simenv.llm.local_server import free_port
 from simenv.llm.schemas import page_decision_schema
 from simenv.llm.structured import validate_answer
 from simenv.runner import run_sessions
-from tests.fixtures_llm import free_port, page_request
+from tests.fixtures_llm import page_request
 
 GENRES = ("Action", "Adventure", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Thriller")
 

@@ -25,14 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import urllib.error  # noqa: E402
-import urllib.request  # noqa: E402
-from collections.abc import Callable, Iterator, Sequence  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -41,6 +34,7 @@ from agents.embedding import HashingEmbedder  # noqa: E402
 from agents.llm_user import LLMUserModel  # noqa: E402
 from agents.persona import build_personas, render_taste  # noqa: E402
 from simenv.data import Dataset, agent4rec_split, load_dataset  # noqa: E402
+from simenv.llm.local_server import llama_server  # noqa: E402
 from simenv.llm.openai_backend import OpenAIBackend  # noqa: E402
 from simenv.llm.types import LLMRequest, LLMResponse  # noqa: E402
 from simenv.records import Page, Persona  # noqa: E402
@@ -75,42 +69,6 @@ class Answers:
                     value = {}
                 self.pages.append(value if isinstance(value, dict) else {})
         return responses
-
-
-@contextmanager
-def llama_server(timeout_s: float = 120.0) -> Iterator[str]:
-    """Base URL of `python -m llama_cpp.server` serving SmolLM2-135M on a free loopback port, stopped afterwards."""
-    from simenv.llm.llama_cpp_backend import smollm2_gguf_path
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path()),
-           "--model_alias", "smollm2-135m", "--host", "127.0.0.1", "--port", str(port),
-           "--n_ctx", "2048", "--n_threads", "2"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited early with code {proc.returncode}")
-            try:
-                with urllib.request.urlopen(f"{base_url}/models", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"llama_cpp.server at {base_url} not ready after {timeout_s} s") from None
-                time.sleep(0.2)
-        yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def _retitled(dataset: Dataset, item: int, title: str) -> Dataset:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import sqlite3
 import zipfile
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config import CONFIG_DIR, ExperimentConfig, read_toml
+from experiments.world import World
 from recommenders import registry
 from recommenders.base import build_config
 from simenv.data.cache import cache_root as data_cache_root
@@ -50,6 +52,20 @@ def resolved_settings(name: str, settings: dict[str, Any]) -> dict[str, Any]:
         return dataclasses.asdict(build_config(cls.Config, settings, {}))  # type: ignore[call-overload]
     except (TypeError, ValueError):
         return settings
+
+
+def model_dir(config: ExperimentConfig, world: World, label: str, **identity: Any) -> tuple[Path, dict[str, Any]]:
+    """Where a trained recommender is cached, and the data its key hashes: `identity` (what the model is: name or
+    spec, settings, ...) plus the data it is trained on and the run's seed. One key for registry models and plugins."""
+    key_data = {
+        **identity,
+        "dataset": world.dataset.name,
+        "n_interactions": len(world.split.train),
+        "split_users": config.data.split_users,
+        "seed": config.run.seed,
+    }
+    key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return cache_root(config) / "models" / f"{world.dataset.name}-{label}-{key}", key_data
 
 
 def check_caches(config: ExperimentConfig) -> list[Path]:

@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from experiments.config import ConfigError, ExperimentConfig
-from experiments.model_cache import cache_root, recommender_settings
+from experiments.model_cache import model_dir, recommender_settings
 from experiments.world import World
 from recommenders import registry
 from recommenders.conformance import missing_methods
@@ -205,17 +205,9 @@ def train_plugin(
     cls = import_class(spec)
     settings = recommender_settings(config, spec.label) | overrides
     inject = {"dataset": world.dataset, "llm": llm}
-    key_data = {
-        "spec": spec.target,
-        "settings": settings,
-        "source": _source_digest(cls),
-        "dataset": world.dataset.name,
-        "n_interactions": len(world.split.train),
-        "split_users": config.data.split_users,
-        "seed": config.run.seed,
-    }
-    key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = cache_root(config) / "models" / f"{world.dataset.name}-{spec.label}-{key}"
+    path, key_data = model_dir(
+        config, world, spec.label, spec=spec.target, settings=settings, source=_source_digest(cls)
+    )
     if (path / SPEC_MARKER).is_file():
         try:
             return cls.load(path, **accepted_kwargs(cls.load, inject)), 0.0

@@ -9,13 +9,11 @@ loading a cached model, training and saving a new one. Parsing and checking spec
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from typing import Any
 
 from experiments.config import ExperimentConfig
-from experiments.model_cache import cache_root, recommender_settings
+from experiments.model_cache import model_dir, recommender_settings
 from experiments.recommender_specs import build_file, build_http, find_spec, fit_external, train_plugin
 from experiments.world import World
 from recommenders import registry
@@ -49,16 +47,7 @@ def train_recommender(
         ranker = registry.make(name, base=base, llm=llm, catalog=world.dataset, fit_base=False, **settings)
         ranker.fit(world.split.train, world.dataset.n_users, world.dataset.n_items)  # keeps the trained base
         return ranker, seconds
-    key_data = {
-        "name": name,
-        "settings": settings,
-        "dataset": world.dataset.name,
-        "n_interactions": len(world.split.train),
-        "split_users": config.data.split_users,
-        "seed": config.run.seed,
-    }
-    key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = cache_root(config) / "models" / f"{world.dataset.name}-{name}-{key}"
+    path, _ = model_dir(config, world, name, name=name, settings=settings)
     if (path / "config.json").is_file():
         return registry.load(path), 0.0
     start = time.perf_counter()

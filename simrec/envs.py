@@ -130,8 +130,7 @@ def make_env(
     world, user_model, rec = build_parts(config, recommender, member)
     if config.users.writes_text:
         env_kwargs.setdefault("persistent_memory", False)  # a seeded reset reproduces the episode
-    name = recommender if isinstance(recommender, str) or recommender is None else None
-    featurizer = candidate_featurizer(world, rec, seed, name) if candidate_features else None
+    featurizer = _featurizer(world, rec, seed, recommender, candidate_features)
     return RecEnv(
         world.dataset,
         world.personas,
@@ -141,6 +140,16 @@ def make_env(
         candidate_featurizer=featurizer,
         **env_kwargs,
     )
+
+
+def _featurizer(
+    world: World, rec: Recommender | None, seed: int, recommender: str | Recommender | None, wanted: bool
+) -> CandidateFeaturizer | None:
+    """The candidate featurizer of an env (None when not `wanted`); a named base is memoised under its name."""
+    if not wanted:
+        return None
+    name = recommender if isinstance(recommender, str) or recommender is None else None
+    return candidate_featurizer(world, rec, seed, name)
 
 
 def make_vector_env(
@@ -171,8 +180,7 @@ def make_vector_env(
     if config.users.writes_text:
         raise ValueError(f"user={config.users.kind!r} writes text: the vectorised env takes no-text kinds only")
     world, user_model, rec = build_parts(config, recommender, member)
-    name = recommender if isinstance(recommender, str) or recommender is None else None
-    featurizer = candidate_featurizer(world, rec, seed, name) if candidate_features else None
+    featurizer = _featurizer(world, rec, seed, recommender, candidate_features)
     return FastRecVectorEnv(
         num_envs,
         world.dataset,

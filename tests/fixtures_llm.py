@@ -6,17 +6,11 @@ scope), polls `/v1/models` until ready, and kills it by pid afterwards.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 
 import pytest
 
+from simenv.llm.local_server import llama_server as local_llama_server
 from simenv.llm.schemas import page_decision_schema
 from simenv.llm.types import LLMError, LLMRequest, LLMResponse, Message
 
@@ -115,58 +109,8 @@ class ExplodingLLM:
         raise AssertionError(f"backend called on replay for {len(requests)} requests")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_models(base_url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server exited early with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{base_url}/models", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.2)
-    raise RuntimeError(f"llama_cpp.server at {base_url} not ready after {timeout_s} s")
-
-
 @pytest.fixture(scope="module")
 def llama_server() -> Iterator[str]:
     """Base URL (`http://127.0.0.1:<port>/v1`) of a real llama.cpp server serving SmolLM2-135M."""
-    from simenv.llm.llama_cpp_backend import smollm2_gguf_path
-
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(smollm2_gguf_path()),
-        "--model_alias",
-        "smollm2-135m",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_ctx",
-        "2048",
-        "--n_threads",
-        "2",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        wait_for_models(base_url, proc)
+    with local_llama_server() as base_url:
         yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)

@@ -142,44 +142,63 @@ class PairFeatures:
 
     def matrix(self, persona: Persona) -> np.ndarray:
         """(n_items, n_features) float32 features of every catalog item for `persona` (train split only)."""
+        cache: dict[str, np.ndarray] = {}
+        return np.stack([self._column(name, persona, cache) for name in self.names], axis=1)
+
+    def _column(self, name: str, persona: Persona, cache: dict[str, np.ndarray]) -> np.ndarray:
+        """One feature column; `cache` holds the columns already computed for this persona (a rank feature
+        reuses its score's column)."""
+        if name in cache:
+            return cache[name]
         items = np.asarray(persona.train_items, dtype=np.int64)
         n = self.dataset.n_items
-        z_activity = (np.log(max(len(items), 1)) - self._activity_mean) / self._activity_sd
+        if name == "log_pop":
+            col = self.log_pop
+        elif name == "genre":
+            col = genre_signal(self.stats, persona)
+        elif name == "knn":
+            assert self.knn is not None
+            col = self.knn.signal(persona)
+        elif name == "svd":
+            assert self.svd is not None
+            row = np.zeros(n, dtype=np.float32)
+            row[items] = 1.0
+            col = standardise((row @ self.svd) @ self.svd.T)
+        elif name == "ease":
+            assert self.ease is not None
+            col = standardise(self.ease[items].sum(axis=0))
+        elif name == "embedding":
+            assert self.item_vectors is not None
+            col = embedding_signal(self.item_vectors.all(), self._taste_vector(persona))
+        elif name == "item_mean":
+            col = self.item_mean
+        elif name == "activity":
+            col = np.full(n, np.log(max(len(items), 1)), dtype=np.float32)
+        elif name == "conformity":
+            col = np.full(n, persona.conformity_value, dtype=np.float32)
+        elif name == "diversity":
+            col = np.full(n, persona.diversity_value, dtype=np.float32)
+        elif name in ("pop_x_activity", "pop_x_conformity"):
+            col = self.log_pop * np.float32(self._z_trait(name, persona, len(items)))
+        else:  # pragma: no cover - guarded in __init__
+            raise AssertionError(name)
+        cache[name] = np.asarray(col, dtype=np.float32)
+        return cache[name]
+
+    def _z_trait(self, name: str, persona: Persona, n_train: int) -> float:
+        """The standardised activity or conformity trait an interaction feature multiplies log_pop by."""
+        if name == "pop_x_activity":
+            return (np.log(max(n_train, 1)) - self._activity_mean) / self._activity_sd
         conf_mean, conf_sd = self._conformity or (persona.conformity_value, 1.0)
-        z_conformity = (persona.conformity_value - conf_mean) / conf_sd
-        columns: list[np.ndarray] = []
-        for name in self.names:
-            if name == "log_pop":
-                col = self.log_pop
-            elif name == "genre":
-                col = genre_signal(self.stats, persona)
-            elif name == "knn":
-                assert self.knn is not None
-                col = self.knn.signal(persona)
-            elif name == "svd":
-                assert self.svd is not None
-                row = np.zeros(n, dtype=np.float32)
-                row[items] = 1.0
-                col = standardise((row @ self.svd) @ self.svd.T)
-            elif name == "ease":
-                assert self.ease is not None
-                col = standardise(self.ease[items].sum(axis=0))
-            elif name == "embedding":
-                assert self.item_vectors is not None
-                col = embedding_signal(self.item_vectors.all(), self._taste_vector(persona))
-            elif name == "item_mean":
-                col = self.item_mean
-            elif name == "activity":
-                col = np.full(n, np.log(max(len(items), 1)), dtype=np.float32)
-            elif name == "conformity":
-                col = np.full(n, persona.conformity_value, dtype=np.float32)
-            elif name == "diversity":
-                col = np.full(n, persona.diversity_value, dtype=np.float32)
-            elif name == "pop_x_activity":
-                col = self.log_pop * np.float32(z_activity)
-            elif name == "pop_x_conformity":
-                col = self.log_pop * np.float32(z_conformity)
-            else:  # pragma: no cover - guarded in __init__
-                raise AssertionError(name)
-            columns.append(np.asarray(col, dtype=np.float32))
-        return np.stack(columns, axis=1)
+        return (persona.conformity_value - conf_mean) / conf_sd
+
+
+def unseen_rank(score: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """log1p of each item's rank by `score` among the items not in `seen` (0 = the best unseen item); seen items
+    rank last. What a recommender's top-k selects on, so the fit can learn P(watch | rank) per scorer."""
+    order_score = np.asarray(score, dtype=np.float64).copy()
+    order_score[seen] = -np.inf
+    order = np.argsort(-order_score, kind="stable")
+    rank = np.empty(len(score), dtype=np.float64)
+    rank[order] = np.arange(len(score))
+    return np.log1p(rank).astype(np.float32)

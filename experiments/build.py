@@ -5,6 +5,7 @@ This is the only place that knows how the layers fit together; each command modu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -113,8 +114,8 @@ class UserModelFactory:
         self.progress = progress or say  # one line per phase of a first (uncached) response-model fit
         self._embedder: Embedder | None = None
         self._item_vectors: ItemVectors | None = None
-        self._deciders: dict[tuple[str, int], GroundedDecider] = {}
-        self._responses: dict[tuple[str, int], ResponseModel] = {}
+        self._deciders: dict[tuple[str, int, tuple[str, ...] | None], GroundedDecider] = {}
+        self._responses: dict[tuple[str, int, tuple[str, ...] | None], ResponseModel] = {}
 
     def response_seed(self, member: int) -> int:
         """The response-model seed of ensemble member `member` (its user folds, SVD and boosting draws): the run's
@@ -123,14 +124,19 @@ class UserModelFactory:
             raise ValueError(f"response ensemble member {member}: must be >= 0")
         return self.config.run.seed + RESPONSE_MEMBER_STRIDE * member
 
-    def response_model(self, feature_set: str, member: int = 0) -> ResponseModel:
+    def response_model(
+        self, feature_set: str, member: int = 0, sources: tuple[str, ...] | None = None
+    ) -> ResponseModel:
         """The fitted response model for a feature set, fitted on every split user (cached on disk).
 
         `member` > 0 is another member of an ensemble: the same data and features, fitted with another seed
         (other user folds for the cross-fitting, other SVD and boosting draws), so the members disagree where the
-        data leave the model uncertain; a policy trained on some members is scored on one it never saw."""
-        if (feature_set, member) not in self._responses:
+        data leave the model uncertain; a policy trained on some members is scored on one it never saw.
+        `sources` replaces the config's fit-impression sources (`simrec validate` leaves a policy's family out)."""
+        if (feature_set, member, sources) not in self._responses:
             rc = load_response_config(feature_set, self.config.users.config_file, seed=self.response_seed(member))
+            if sources is not None:
+                rc = dataclasses.replace(rc, sources=sources)
             world = self.world
             vectors = None
             if "embedding" in feature_names(feature_set):
@@ -148,7 +154,7 @@ class UserModelFactory:
                         out[name] = top_unseen(train_recommender(self.config, world, name)[0], world, users, rc.top_n)
                     return out
 
-            self._responses[(feature_set, member)] = load_or_fit(
+            self._responses[(feature_set, member, sources)] = load_or_fit(
                 cache_root(self.config) / "response",
                 world.split,
                 world.population or world.personas,
@@ -158,7 +164,7 @@ class UserModelFactory:
                 vectors,
                 self.progress,
             )
-        return self._responses[(feature_set, member)]
+        return self._responses[(feature_set, member, sources)]
 
     def _stacked(self, decider: GroundedDecider, user_config: LLMUserConfig, llm: LLM) -> GroundedDecider:
         """With `llm_feature`, the decider whose watch answer from `llm` is stacked on the response model with a
@@ -196,10 +202,12 @@ class UserModelFactory:
         """The user kind `kind` (default: the config's `[users] kind`) from the config's users file."""
         return self.config.users.model_copy(update={"kind": kind or self.config.users.kind}).spec()
 
-    def decider(self, spec: UserSpec, llm: LLM | None = None, member: int = 0) -> GroundedDecider:
-        """The kind's decision rule (built once per kind and ensemble member): the response model, hand-set
-        signals, or the LLM feature stacked on the response model (which asks `llm`)."""
-        key = (spec.kind, member)
+    def decider(
+        self, spec: UserSpec, llm: LLM | None = None, member: int = 0, sources: tuple[str, ...] | None = None
+    ) -> GroundedDecider:
+        """The kind's decision rule (built once per kind, ensemble member and fit sources): the response model,
+        hand-set signals, or the LLM feature stacked on the response model (which asks `llm`)."""
+        key = (spec.kind, member, sources)
         if key not in self._deciders:
             decision = spec.decision
             if decision.w_embedding:
@@ -210,7 +218,7 @@ class UserModelFactory:
                 decision,
                 embedder=self._embedder,
                 item_vectors=self._item_vectors,
-                response=self.response_model(decision.response, member) if decision.response else None,
+                response=self.response_model(decision.response, member, sources) if decision.response else None,
             )
             if decision.llm_feature:
                 if llm is None:
@@ -221,19 +229,27 @@ class UserModelFactory:
             self._deciders[key] = decider
         return self._deciders[key]
 
-    def __call__(self, llm: LLM | None = None, *, kind: str | None = None, member: int = 0) -> UserModel:
+    def __call__(
+        self,
+        llm: LLM | None = None,
+        *,
+        kind: str | None = None,
+        member: int = 0,
+        sources: tuple[str, ...] | None = None,
+    ) -> UserModel:
         """A fresh user model of `kind` (default: the config's `[users] kind`): a `SilentUserModel` for the
         no-text kinds, an `LLMUserModel` (memory, words) for the others; both decide by `decider(spec)`, whose
-        response model is ensemble member `member` (0 = the validated one)."""
+        response model is ensemble member `member` (0 = the validated one), fitted on the impressions of
+        `sources` (default: the config's)."""
         spec = self.spec(kind)
         world = self.world
         if not spec.writes_text:
-            return SilentUserModel(self.decider(spec, member=member), world.personas.values())
+            return SilentUserModel(self.decider(spec, member=member, sources=sources), world.personas.values())
         llm = llm or self.llm
         if llm is None:
             raise ValueError(f"user kind {spec.kind!r} writes text: it needs an LLM ([llm] backend)")
         self._vectors()
-        decider = self.decider(spec, self.llm or llm, member)
+        decider = self.decider(spec, self.llm or llm, member, sources)
         return LLMUserModel(world.dataset, llm, self._embedder, spec.user, train=world.split.train, decider=decider)
 
 

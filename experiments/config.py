@@ -216,8 +216,10 @@ class ValiditySection(Section):
         "lightgcn-undertrained",
         "lightgcn-top200",
         "sasrec",
+        "sim-greedy",
     )
-    """Policies scored by `simrec validate`: registry names or the degraded variants of experiments.validate."""
+    """Policies scored by `simrec validate`: registry names, recommender specs (or their labels), or the variants
+    of experiments.validity_policies (degraded models; `sim-greedy`, the simulator's own optimum)."""
     n_personas: int | None = Field(None, ge=1)
     """Personas simulated (a seeded sample of the split's users); None = every eligible user."""
     bootstrap: int = Field(1000, ge=10)

@@ -45,7 +45,8 @@ from experiments.compare import run_compare
 from experiments.config import ExperimentConfig
 from experiments.model_cache import check_caches
 from experiments.transcript import load_sessions, render, write_user_events
-from experiments.validate import VARIANTS, run_validate
+from experiments.validate import run_validate
+from experiments.validity_policies import VARIANTS
 from simenv.eventlog import RunLog, event_rows, interview_row, page_row, read_table
 from simenv.kernel import episode_rngs
 from simenv.llm import CallLogLLM

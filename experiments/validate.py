@@ -13,7 +13,8 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +22,16 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
+from agents.config import load_response_config
 from agents.fidelity import watch_probability_of
-from experiments.build import UserModelFactory, World, build_llm, build_world, train_recommender, worker_setup
+from experiments.build import UserModelFactory, World, build_llm, build_world, worker_setup
 from experiments.config import ExperimentConfig
 from experiments.engine import PolicyRecipe
 from experiments.training_log import TrainingLog, training_summary, warn_if_time_capped
 from experiments.validity import label_shown, llm_contribution, score_validity
-from recommenders.degraded import NoisyRanking, PopularityBand, TopNSampling
+from experiments.validity_policies import VARIANTS, build_policy, family_of, policy_parts
 from recommenders.training import training_progress
 from simenv.errors import FallbackShareExceeded, RunInterrupted
-from simenv.llm import LLM
 from simenv.protocols import Recommender, UserModel
 from simenv.runner import rollback_to_checkpoint
 
@@ -38,26 +39,6 @@ log = logging.getLogger(__name__)
 VALIDITY_FILE = "validity.json"
 COMMAND_FILE = "command"  # in a validate run directory: "validate" (a compare run has none)
 POP_CF = ("pop", "mf", "multvae", "lightgcn", "sasrec")
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A degraded policy: a registry model (optionally with a smaller budget), optionally wrapped."""
-
-    base: str
-    settings: dict[str, Any] = field(default_factory=dict)
-    wrap: str | None = None  # noise | sample | band
-    value: float = 0.0
-
-
-VARIANTS: dict[str, Variant] = {
-    "mf-undertrained": Variant("mf", {"epochs": 2, "eval_every": 1000}),
-    "lightgcn-undertrained": Variant("lightgcn", {"epochs": 3, "eval_every": 1000}),
-    "mf-noise1": Variant("mf", wrap="noise", value=1.0),
-    "mf-noise3": Variant("mf", wrap="noise", value=3.0),
-    "lightgcn-top200": Variant("lightgcn", wrap="sample", value=200),
-    "pop-band100": Variant("pop", wrap="band", value=100),
-}
 
 
 def with_validate_defaults(config: ExperimentConfig) -> ExperimentConfig:
@@ -68,29 +49,6 @@ def with_validate_defaults(config: ExperimentConfig) -> ExperimentConfig:
     if "embedder" not in config.users.model_fields_set:
         updates["users"] = config.users.model_copy(update={"embedder": "hashing"})
     return config.model_copy(update=updates)
-
-
-def build_policy(config: ExperimentConfig, world: World, name: str) -> Recommender:
-    """A registry recommender by name, or a degraded variant from `VARIANTS` (trained through the cache)."""
-    variant = VARIANTS.get(name)
-    if variant is None:
-        return train_recommender(config, world, name)[0]
-    base, _ = train_recommender(config, world, variant.base, overrides=variant.settings or None)
-    seed = config.run.seed
-    if variant.wrap is None:
-        return base
-    if variant.wrap == "noise":
-        return NoisyRanking(base, name, noise=variant.value, seed=seed)
-    if variant.wrap == "sample":
-        return TopNSampling(base, name, pool=int(variant.value), seed=seed)
-    if variant.wrap == "band":
-        return PopularityBand(base, name, skip=int(variant.value), seed=seed)
-    raise ValueError(f"variant {name!r}: unknown wrap {variant.wrap!r}")
-
-
-def policy_parts(users: UserModelFactory, llm: LLM | None, name: str) -> tuple[Recommender, UserModel]:
-    """A policy (from the model cache) and the user model: what an engine worker runs."""
-    return build_policy(users.config, users.world, name), users(llm)
 
 
 def check_policy_names(names: tuple[str, ...], labels: tuple[str, ...] = ()) -> None:
@@ -221,8 +179,12 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
     stack = getattr(getattr(user_model, "decider", None), "stack", None)  # agents.llm_feature (llm-grounded)
     try:
         labelled_parts, recall, training = _simulate(
-            config, world, user_model, stack, run_dir, n_personas, resume, console
+            config, world, users, user_model, stack, run_dir, n_personas, resume, console
         )
+        left_out_parts, left_out = {}, {}
+        if not config.users.writes_text:  # the LLM kinds would need a new stacked fit per left-out family
+            console.print("leave-one-source-out: each fit-source policy again, by a user fitted without its family")
+            left_out_parts, left_out = _simulate_left_out(config, world, users, run_dir, n_personas, resume, console)
     except FallbackShareExceeded as exc:
         raise FallbackShareExceeded(f"{exc}; stopped, the run is resumable: simrec resume {run_dir}") from None
     except KeyboardInterrupt as exc:
@@ -231,9 +193,18 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
             f"resume with: simrec resume {run_dir}"
         ) from None
     labelled = pd.concat(labelled_parts, ignore_index=True)
-    body = score_validity(
-        labelled, [p for p in POP_CF if p in section.policies], recall, n_boot=section.bootstrap, seed=config.run.seed
-    )
+    pop_cf = [p for p in POP_CF if p in section.policies]
+    body = score_validity(labelled, pop_cf, recall, n_boot=section.bootstrap, seed=config.run.seed)
+    if left_out_parts:
+        out_of_sample = pd.concat(
+            [part for part in labelled_parts if part["policy"].iloc[0] not in left_out_parts]
+            + list(left_out_parts.values()),
+            ignore_index=True,
+        )
+        body["leave_one_source_out"] = {
+            "left_out_family": left_out,
+            **score_validity(out_of_sample, pop_cf, recall, n_boot=section.bootstrap, seed=config.run.seed),
+        }
     result = {
         "dataset": world.dataset.name,
         "n_personas": len(world.personas),
@@ -267,21 +238,46 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
+def _pairs(a: dict) -> str:
+    agreed = round(a["significant_pairs"] * a["n_significant_pairs"]) if a["n_significant_pairs"] else 0
+    return f"{agreed}/{a['n_significant_pairs']}"
+
+
+def largest_bias(block: dict) -> tuple[str, float]:
+    """The policy with the largest absolute quality-adjusted P_view bias, and that bias."""
+    biases = {p: b["bias"] for p, b in block["bias"]["p_view_vs_real_hit"].items()}
+    worst = max(biases, key=lambda p: abs(biases[p]))
+    return worst, biases[worst]
+
+
+def out_of_sample_headline(result: dict) -> str | None:
+    """One line: the leave-one-source-out figures (the headline a user should read first), or None."""
+    loso = result.get("leave_one_source_out")
+    if not loso:
+        return None
+    view = loso["agreement"]["p_view_vs_real_hit"]
+    recall = result.get("offline_recall_vs_real_hit", {}).get("all", float("nan"))
+    worst, value = largest_bias(loso)
+    lift = loso["lift_agreement"]["p_view_vs_real_hit"]
+    return (
+        f"out of sample (each fit-source policy scored by a user fitted without its family): Spearman P_view~real "
+        f"hit all {view['all']['spearman']:+.2f} [{view['all']['ci'][0]:+.2f}, {view['all']['ci'][1]:+.2f}] "
+        f"(offline recall@20: {recall:+.2f}), Pop+CF {view['pop_cf']['spearman']:+.2f}; significant pairs "
+        f"{_pairs(view['all'])}; largest bias {worst} {value:+.0%}; A/B lift error (median) "
+        f"{lift['median_relative_error']:.2f} over {lift['n_pairs']} pairs"
+    )
+
+
 def headline(result: dict) -> str:
     """One line: rank agreement on Pop + CF and over all policies, significant pairs, calibration, AUC."""
     a = result["agreement"]
     view, like = a["p_view_vs_real_hit"], a["p_like_vs_real_like"]
-
-    def pairs(a: dict) -> str:
-        agreed = round(a["significant_pairs"] * a["n_significant_pairs"]) if a["n_significant_pairs"] else 0
-        return f"{agreed}/{a['n_significant_pairs']}"
-
     return (
-        f"validity ({result['dataset']}, {result['n_personas']} personas): Spearman P_view~real hit "
+        f"validity ({result['dataset']}, {result['n_personas']} personas), in sample: Spearman P_view~real hit "
         f"Pop+CF {view['pop_cf']['spearman']:+.2f} [{view['pop_cf']['ci'][0]:+.2f}, {view['pop_cf']['ci'][1]:+.2f}], "
         f"all {view['all']['spearman']:+.2f}; P_like~real like Pop+CF {like['pop_cf']['spearman']:+.2f}, "
-        f"all {like['all']['spearman']:+.2f}; significant pairs ordered as real: P_view {pairs(view['all'])}, "
-        f"P_like {pairs(like['all'])}; sim/real CV {result['calibration']['ratio_cv']:.2f} (Pop+CF); "
+        f"all {like['all']['spearman']:+.2f}; significant pairs ordered as real: P_view {_pairs(view['all'])}, "
+        f"P_like {_pairs(like['all'])}; sim/real CV {result['calibration']['ratio_cv']:.2f} (Pop+CF); "
         f"AUC {result['auc_watch_test']:.3f}; offline recall@20 vs real hit Pop+CF "
         f"{result.get('offline_recall_vs_real_hit', {}).get('pop_cf', float('nan')):+.2f}"
     )
@@ -305,6 +301,9 @@ def print_headline(console: Console, result: dict) -> None:
             f"{r['recall_at_20']:.3f}",
         )
     console.print(table)
+    out_of_sample = out_of_sample_headline(result)
+    if out_of_sample:
+        console.print(out_of_sample)
     console.print(headline(result))
     if "llm_feature" in result:
         console.print(llm_headline(result["llm_feature"]))
@@ -329,41 +328,87 @@ def llm_headline(block: dict) -> str:
 
 
 def _simulate(
-    config: ExperimentConfig, world: World, user_model: UserModel, stack: Any, run_dir: Path, n_personas: int,
-    resume: bool, console: Console,
+    config: ExperimentConfig, world: World, users: UserModelFactory, user_model: UserModel, stack: Any, run_dir: Path,
+    n_personas: int, resume: bool, console: Console,
 ) -> tuple[list[pd.DataFrame], dict[str, Any], dict[str, Any]]:  # fmt: skip
     """Every policy's sessions, labelled against the held-out data (`run_validate`'s loop); also each policy's
     offline recall@20 and training summary."""
-    section = config.validity
-    needs_llm = config.users.writes_text
     labelled_parts, recall, training = [], {}, {}
-    for name in section.policies:
+    for name in config.validity.policies:
         t0 = time.perf_counter()
         with training_progress(TrainingLog(console)):
-            policy = build_policy(config, world, name)
+            policy = build_policy(users, name)
         training[name] = training_summary(policy)
         warn_if_time_capped(console, name, policy)
         recall[name] = offline_recall(policy, world, sorted(world.personas), seed=config.run.seed)
-        policy_dir = run_dir / "policies" / name
-        if resume and policy_dir.is_dir():
-            rollback_to_checkpoint(policy_dir)
-        world.run_sessions(
-            policy,
-            user_model,
-            policy_dir,
-            PolicyRecipe(config, name, worker_setup, policy_parts, build_llm if needs_llm else None, n_personas, False),
-            n_pages=config.simulation.pages,
-            page_size=config.simulation.page_size,
-            seed=config.run.seed,
-            policy_name=name,
-            batch_size=64,
-            resume=resume and (policy_dir / "config.json").is_file(),
-            max_fallback_share=config.llm.max_fallback_share if needs_llm else None,
-        )
-        events = pd.read_parquet(policy_dir / "events")
-        events = events.assign(watch_probability=watch_probabilities(user_model, world, events))
+        events = _run_policy(config, world, policy, user_model, run_dir / "policies" / name, n_personas, resume)
         if stack is not None:
             events = events.assign(**response_columns(user_model, world, events, config.run.seed))
         labelled_parts.append(label_shown(events, world.split.valid, world.split.test))
         console.print(f"  {name:>22}: {len(events)} shown, {time.perf_counter() - t0:.1f} s")
     return labelled_parts, recall, training
+
+
+def _run_policy(
+    config: ExperimentConfig, world: World, policy: Recommender, user_model: UserModel, policy_dir: Path,
+    n_personas: int, resume: bool, sources: tuple[str, ...] | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """One policy's sessions into `policy_dir` (resumed where a crashed run left it); its events with the user
+    model's page-0 watch probability of each shown pair. `sources`: the user's fit sources (default config's)."""
+    name = policy_dir.name
+    needs_llm = config.users.writes_text
+    if resume and policy_dir.is_dir():
+        rollback_to_checkpoint(policy_dir)
+    parts = policy_parts if sources is None else partial(policy_parts, sources=sources)
+    world.run_sessions(
+        policy,
+        user_model,
+        policy_dir,
+        PolicyRecipe(config, name, worker_setup, parts, build_llm if needs_llm else None, n_personas, False),
+        n_pages=config.simulation.pages,
+        page_size=config.simulation.page_size,
+        seed=config.run.seed,
+        policy_name=name,
+        batch_size=64,
+        resume=resume and (policy_dir / "config.json").is_file(),
+        max_fallback_share=config.llm.max_fallback_share if needs_llm else None,
+    )
+    events = pd.read_parquet(policy_dir / "events")
+    return events.assign(watch_probability=watch_probabilities(user_model, world, events))
+
+
+def left_out_sources(config: ExperimentConfig, users: UserModelFactory) -> dict[str, tuple[str, ...]]:
+    """Policy -> the fit sources of its leave-one-source-out user (the configured sources without the policy's
+    family), for the policies whose family is a fit source; empty when the user kind has no response model."""
+    feature_set = users.spec().decision.response
+    if not feature_set:
+        return {}
+    sources = load_response_config(feature_set, config.users.config_file, seed=config.run.seed).sources
+    out = {}
+    for name in config.validity.policies:
+        family = family_of(name)
+        if family in sources:
+            out[name] = tuple(s for s in sources if s != family)
+    return out
+
+
+def _simulate_left_out(
+    config: ExperimentConfig, world: World, users: UserModelFactory, run_dir: Path, n_personas: int, resume: bool,
+    console: Console,
+) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:  # fmt: skip
+    """The fit-source policies again, each with a user whose response model never saw its family's impressions
+    (run_dir/leave_one_source_out/<policy>); returns their labelled events and each one's left-out family."""
+    plan = left_out_sources(config, users)
+    labelled, left_out = {}, {}
+    for name, sources in plan.items():
+        t0 = time.perf_counter()
+        with training_progress(TrainingLog(console)):
+            user_model = users(sources=sources)
+            policy = build_policy(users, name)
+        events = _run_policy(
+            config, world, policy, user_model, run_dir / "leave_one_source_out" / name, n_personas, resume, sources
+        )
+        labelled[name] = label_shown(events, world.split.valid, world.split.test)
+        left_out[name] = family_of(name)
+        console.print(f"  {name:>22}: without {family_of(name)}'s impressions, {time.perf_counter() - t0:.1f} s")
+    return labelled, left_out

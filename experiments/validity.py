@@ -9,7 +9,11 @@ Definitions (docs/USERS.md, "Validity"), all per persona and then averaged over 
 - significant-pair agreement: among policy pairs whose real difference has a bootstrap interval excluding 0,
   the share the simulator orders the same way; `inverted_pairs` lists the ones it orders the other way;
 - calibration: coefficient of variation of sim / real across policies; item level: pooled AUC of the
-  simulator's watch probability for test membership.
+  simulator's watch probability for test membership;
+- quality-adjusted bias of a policy: its sim / real ratio over the median ratio of all policies, minus 1 (0 = the
+  simulator rates it as it rates the typical policy; +0.2 = 20% too generously), with a persona-bootstrap interval;
+- A/B lift agreement: over the policy pairs whose real difference is significant, |sim lift - real lift| /
+  |real lift| with lift = better / worse - 1 (better by the real outcome); the median is the headline.
 """
 
 from __future__ import annotations
@@ -121,6 +125,52 @@ def agreement(
     }
 
 
+def bias(sim: np.ndarray, real: np.ndarray, policies: Sequence[str], n_boot: int, seed: int) -> dict:
+    """Each policy's quality-adjusted bias (module docstring) with a paired persona-bootstrap 95% interval."""
+    n_users = sim.shape[1]
+
+    def point(pick: np.ndarray | slice) -> np.ndarray:
+        ratio = sim[:, pick].mean(axis=1) / np.maximum(real[:, pick].mean(axis=1), 1e-12)
+        return ratio / np.median(ratio) - 1.0
+
+    rng = np.random.default_rng([seed, 37])
+    boot = np.stack([point(rng.integers(0, n_users, n_users)) for _ in range(n_boot)])
+    values = point(slice(None))
+    return {
+        p: {"bias": float(values[i]), "ci": [float(q) for q in np.quantile(boot[:, i], [0.025, 0.975])]}
+        for i, p in enumerate(policies)
+    }
+
+
+def lift_agreement(sim: np.ndarray, real: np.ndarray, policies: Sequence[str], n_boot: int, seed: int) -> dict:
+    """A/B lift agreement over the significant real pairs (module docstring): the median relative error, and
+    every pair's lifts, worst first."""
+    n_users = sim.shape[1]
+    rng = np.random.default_rng([seed, 31])  # the same resamples as `agreement`
+    boot = np.empty((n_boot, len(policies)))
+    for b in range(n_boot):
+        boot[b] = real[:, rng.integers(0, n_users, n_users)].mean(axis=1)
+    sim_mean, real_mean = sim.mean(axis=1), real.mean(axis=1)
+    pairs = []
+    for a, b in combinations(range(len(policies)), 2):
+        lo, hi = np.quantile(boot[:, a] - boot[:, b], [0.025, 0.975])
+        if not (lo > 0 or hi < 0) or min(real_mean[a], real_mean[b], sim_mean[a], sim_mean[b]) <= 0:
+            continue
+        hi_i, lo_i = (a, b) if real_mean[a] > real_mean[b] else (b, a)
+        real_lift = real_mean[hi_i] / real_mean[lo_i] - 1.0
+        sim_lift = sim_mean[hi_i] / sim_mean[lo_i] - 1.0
+        error = abs(sim_lift - real_lift) / real_lift
+        pairs.append({"better": policies[hi_i], "worse": policies[lo_i], "real_lift": float(real_lift),
+                      "sim_lift": float(sim_lift), "relative_error": float(error)})  # fmt: skip
+    pairs.sort(key=lambda r: -r["relative_error"])
+    errors = [r["relative_error"] for r in pairs]
+    return {
+        "median_relative_error": float(np.median(errors)) if errors else float("nan"),
+        "n_pairs": len(pairs),
+        "pairs": pairs,
+    }
+
+
 def auc_watch(labelled: pd.DataFrame, column: str = "watch_probability") -> float:
     """Pooled AUC of a watch-probability column for test membership (NaN if one class is absent)."""
     if column not in labelled.columns:
@@ -178,6 +228,10 @@ def score_validity(
         "ratio_mean": float(ratios.mean()) if ratios.size else float("nan"),
     }
     result["auc_watch_test"] = auc_watch(labelled)
+    result["bias"] = {key: bias(v[sim], v[real], policies, n_boot, seed) for key, (sim, real) in PAIRS.items()}
+    result["lift_agreement"] = {
+        key: lift_agreement(v[sim], v[real], policies, n_boot, seed) for key, (sim, real) in PAIRS.items()
+    }
     return result
 
 

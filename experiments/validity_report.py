@@ -93,12 +93,54 @@ def write_validity_report(run_dir: Path, result: dict, labelled: pd.DataFrame) -
         lines.append(
             f"Reference: Spearman of offline recall@20 with real hit: all {o['all']:+.2f}, Pop + CF {o['pop_cf']:+.2f}."
         )
+    lines += ["", *generalisation_lines(result)]
     if "llm_feature" in result:
         lines += ["", *llm_feature_lines(result["llm_feature"])]
     lines += ["", "![sim vs real](validity.png)", ""]
     path = run_dir / "validity.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def generalisation_lines(result: dict) -> list[str]:
+    """Out of sample: leave-one-source-out agreement, each policy's quality-adjusted bias, A/B lift agreement."""
+    loso = result.get("leave_one_source_out")
+    lines = ["## Out of sample: policies the response model never saw", ""]
+    if loso:
+        families = ", ".join(f"{p} (without {f})" for p, f in loso["left_out_family"].items())
+        lines += [
+            "Each fit-source policy re-simulated by a user whose response model was fitted without its family's "
+            f"impressions: {families}; the other policies as above.",
+            "",
+            "| agreement | subset | Spearman [95% CI] | significant pairs agreed | inverted |",
+            "|---|---|---|---|---|",
+        ]
+        for key, parts in loso["agreement"].items():
+            for subset, a in parts.items():
+                lines.append(
+                    f"| {key} | {subset} | {a['spearman']:+.2f} [{a['ci'][0]:+.2f}, {a['ci'][1]:+.2f}] | "
+                    f"{a['significant_pairs']:.2f} of {a['n_significant_pairs']} | "
+                    f"{', '.join('>'.join(p) for p in a['inverted_pairs']) or '—'} |"
+                )
+    else:
+        lines.append("Leave-one-source-out: not run (the user kind has no response model, or it writes text).")
+    blocks = [("in sample", result)] + ([("leave one source out", loso)] if loso else [])
+    lines += ["", "Quality-adjusted bias of P_view (sim/real over the median ratio, minus 1; 95% CI):", ""]
+    lines += ["| policy | " + " | ".join(name for name, _ in blocks) + " |", "|---" * (len(blocks) + 1) + "|"]
+    for policy in sorted(result["bias"]["p_view_vs_real_hit"]):
+        cells = []
+        for _, block in blocks:
+            b = block["bias"]["p_view_vs_real_hit"][policy]
+            cells.append(f"{b['bias']:+.1%} [{b['ci'][0]:+.1%}, {b['ci'][1]:+.1%}]")
+        lines.append(f"| {policy} | " + " | ".join(cells) + " |")
+    lines += ["", "A/B lift agreement (median |sim lift - real lift| / |real lift| over significant real pairs):", ""]
+    for name, block in blocks:
+        lift = block["lift_agreement"]["p_view_vs_real_hit"]
+        worst = ", ".join(
+            f"{r['better']}>{r['worse']} sim {r['sim_lift']:+.0%} real {r['real_lift']:+.0%}" for r in lift["pairs"][:3]
+        )
+        lines.append(f"- {name}: {lift['median_relative_error']:.2f} over {lift['n_pairs']} pairs; worst: {worst}")
+    return lines
 
 
 def llm_feature_lines(block: dict) -> list[str]:

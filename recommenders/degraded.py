@@ -5,13 +5,14 @@ them must rank these below their base). Each wrapper keeps the `Recommender` pro
 - NoisyRanking:   the base's per-user standardised scores plus Gaussian noise of sd `noise` (fixed per user and
                   seed, so the same user sees the same noisy ranking within a session);
 - TopNSampling:   each page sampled uniformly without replacement from the base's top `pool` allowed items;
-- PopularityBand: items ranked by train popularity, skipping the `skip` most popular (a weaker Pop).
+- PopularityBand: items ranked by train popularity, skipping the `skip` most popular (a weaker Pop);
+- Rescored:       the base's sessions ranked by another score (validate's adversarial simulator-greedy policy).
 Under-trained checkpoints are built by training a registry model for a few epochs (experiments.validate).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 import pandas as pd
@@ -142,4 +143,25 @@ class PopularityBand(_Wrapper):
         scores = self.score(user_id, history)
         masked = np.where(allowed, scores, -np.inf)
         chosen = np.argsort(-masked, kind="stable")[:k]
+        return Recommendation(item_ids=as_int_tuple(chosen), scores=tuple(float(scores[i]) for i in chosen))
+
+
+class Rescored(_Wrapper):
+    """The base recommender's sessions, ranked by another per-user score over the catalog (`score_of(user)`).
+
+    `simrec validate` ranks by a fitted response model's own watch probability this way: the policy a simulator
+    would call optimal, to check that the simulator does not over-believe its own optimum."""
+
+    def __init__(self, base: Recommender, name: str, score_of: Callable[[int], np.ndarray]) -> None:
+        super().__init__(base, name)
+        self.score_of = score_of
+
+    def score(self, user_id: int, history: Sequence[int] = ()) -> np.ndarray:
+        return np.asarray(self.score_of(user_id), dtype=np.float64)
+
+    def recommend(
+        self, user_id: int, k: int, exclude: Collection[int], rng: np.random.Generator, history: Sequence[int] = ()
+    ) -> Recommendation:
+        scores = np.where(self._allowed(exclude, k), self.score(user_id), -np.inf)
+        chosen = np.argsort(-scores, kind="stable")[:k]
         return Recommendation(item_ids=as_int_tuple(chosen), scores=tuple(float(scores[i]) for i in chosen))

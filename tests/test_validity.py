@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from experiments.config import load_config
-from experiments.validity import agreement, label_shown, score_validity
+from experiments.validity import agreement, bias, label_shown, lift_agreement, score_validity
 
 
 def planted_events(quality: dict[str, float], sim_noise: float, n_users: int = 300, seed: int = 0):
@@ -74,6 +74,39 @@ def test_agreement_interval_contains_point_and_is_seeded() -> None:
     assert a["ci"][0] <= a["spearman"] <= a["ci"][1]
 
 
+def test_bias_finds_the_policy_the_simulator_overrates() -> None:
+    """A simulator calibrated for every policy but one, which it rates 30% too high: that policy's bias is
+    about +30% with an interval excluding 0, the others' intervals include 0."""
+    rng = np.random.default_rng(1)
+    real = rng.binomial(20, np.array([0.05, 0.1, 0.2, 0.3, 0.4])[:, None], (5, 400)) / 20
+    sim = real * 2.0 + rng.normal(0, 0.01, real.shape)  # a constant level (held-out vs test) is no bias
+    sim[2] *= 1.3
+    names = ["a", "b", "c", "d", "e"]
+    result = bias(sim, real, names, n_boot=300, seed=0)
+    assert result["c"]["bias"] == pytest.approx(0.3, abs=0.05)
+    assert result["c"]["ci"][0] > 0.15
+    for name in ("a", "b", "d", "e"):
+        assert abs(result[name]["bias"]) < 0.06
+    assert bias(sim, real, names, n_boot=300, seed=0) == result
+
+
+def test_lift_agreement_measures_overpredicted_lifts() -> None:
+    """Exact lifts give a median error 0; a simulator that doubles every lift over the worst policy is off by
+    about 1 (100%) on the pairs that include it."""
+    rng = np.random.default_rng(2)
+    quality = np.array([0.1, 0.15, 0.2, 0.3])
+    real = rng.binomial(30, quality[:, None], (4, 500)) / 30
+    names = ["w", "x", "y", "z"]
+    exact = lift_agreement(real.copy(), real, names, n_boot=200, seed=0)
+    assert exact["median_relative_error"] == pytest.approx(0.0, abs=1e-12) and exact["n_pairs"] == 6
+    sim = real.copy()
+    sim[1:] *= 1 + (quality[1:, None] / quality[0] - 1)  # lift over w doubled, roughly
+    skewed = lift_agreement(sim, real, names, n_boot=200, seed=0)
+    over_w = [r for r in skewed["pairs"] if r["worse"] == "w"]
+    assert len(over_w) == 3 and all(r["sim_lift"] > 1.5 * r["real_lift"] for r in over_w)
+    assert skewed["pairs"][0]["relative_error"] >= skewed["pairs"][-1]["relative_error"]
+
+
 @pytest.mark.slow
 def test_validate_command_on_synthetic_data(tmp_path) -> None:
     """End to end on the synthetic dataset with the fast user and the fitted response model: the JSON
@@ -87,7 +120,10 @@ def test_validate_command_on_synthetic_data(tmp_path) -> None:
             "data": {"dataset": "synthetic", "cache_dir": str(tmp_path / "cache")},
             "users": {"kind": "fitted", "embedder": "hashing"},
             "llm": {"backend": "mock"},
-            "validity": {"policies": ["random", "pop-band100", "pop", "mf", "mf-noise3"], "bootstrap": 100},
+            "validity": {
+                "policies": ["random", "pop-band100", "pop", "mf", "mf-noise3", "sim-greedy"],
+                "bootstrap": 100,
+            },
             "recommenders": {"config_file": str(tmp_path / "recs.toml")},
         },
     )
@@ -120,3 +156,14 @@ def test_validate_command_on_synthetic_data(tmp_path) -> None:
     assert (run_dir / "validity.md").is_file() and (run_dir / "validity.png").is_file()
     assert result["time_capped"] == [] and result["training"]["random"] is None
     assert result["training"]["mf"]["stopped_by"] == "epochs" and result["training"]["mf"]["epochs_run"] == 30
+    # out of sample: every policy of a fit-source family re-simulated by a user fitted without that family
+    loso = result["leave_one_source_out"]
+    assert loso["left_out_family"] == {"pop-band100": "pop", "pop": "pop", "mf": "mf", "mf-noise3": "mf"}
+    for name in loso["left_out_family"]:
+        assert (run_dir / "leave_one_source_out" / name / "events").is_dir()
+    assert set(loso["policies"]) == set(p) and loso["policies"]["random"] == p["random"]  # not a source: as is
+    assert loso["policies"]["mf"]["sim_p_view"] != p["mf"]["sim_p_view"]
+    for block in (result, loso):
+        assert set(block["bias"]["p_view_vs_real_hit"]) == set(p)
+        assert 0 <= block["lift_agreement"]["p_view_vs_real_hit"]["median_relative_error"] < 10
+    assert "Out of sample" in (run_dir / "validity.md").read_text()

@@ -127,7 +127,8 @@ class ResponseConfig:
     `level`: "heldout" scales P(in valid | shown) by `heldout_scale` to the held-out consumption level (valid
     or test; in the Agent4Rec split they are equal random shares, so 2.0); "valid" keeps it. `candidates`:
     "recommenders" fits on the standard recommenders' top-`top_n` per user (what recommenders show),
-    "scorers" on the train-only scorers' top items; both plus `n_random` random unseen items.
+    "scorers" on the train-only scorers' top items; both plus `n_random` random unseen items. `source_ranks`
+    (with "recommenders"): each source's rank of every unseen item is also a feature (agents.features).
     """
 
     feature_set: str = "full"
@@ -135,6 +136,7 @@ class ResponseConfig:
     heldout_scale: float = 2.0
     candidates: Literal["recommenders", "scorers"] = "recommenders"
     sources: tuple[str, ...] = ("pop", "mf", "multvae", "lightgcn", "sasrec")
+    source_ranks: bool = True
     folds: int = 2
     top_n: int = 20
     n_random: int = 100

@@ -88,6 +88,15 @@ class FitReport:
 Candidates = Mapping[str, Mapping[int, np.ndarray]]  # source name -> user id -> ranked unseen item ids
 
 
+@dataclass(frozen=True)
+class FitSources:
+    """What the fit takes from the recommenders: each source's top unseen items per user (fit impressions) and,
+    with `ResponseConfig.source_ranks`, each source's (n_users, n_items) log rank of every item (features)."""
+
+    candidates: Candidates
+    rankings: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
 def user_folds(users: np.ndarray, folds: int, seed: int) -> dict[int, int]:
     """Deal users into folds with a seeded permutation (the same users and seed give the same folds)."""
     rng = np.random.default_rng([seed, 17])
@@ -180,16 +189,19 @@ def fit_response_model(
     config: ResponseConfig | None = None,
     candidates: Candidates | None = None,
     item_vectors: ItemVectors | None = None,
+    rankings: Mapping[str, np.ndarray] | None = None,
 ) -> ResponseModel:
     """Fit the cross-fitted response model on `personas` (features from split.train, targets from split.valid).
 
     `candidates` maps a source name (e.g. a recommender) to each user's ranked unseen items; the first `top_n`
-    of each become fit impressions. Without it, the train-only scorers' top items stand in.
+    of each become fit impressions. Without it, the train-only scorers' top items stand in. `rankings` (source
+    -> (n_users, n_items) log rank among unseen items) adds one rank feature per source.
     """
     config = config or ResponseConfig()
     dataset = split.dataset
     names = feature_names(config.feature_set)
-    features = PairFeatures(dataset, split.train, names, item_vectors=item_vectors, seed=config.seed)
+    features = PairFeatures(dataset, split.train, names, item_vectors=item_vectors, seed=config.seed, rankings=rankings)
+    names = features.names
     population = [personas[u] for u in sorted(personas)]
     if not population:
         raise ValueError("fit_response_model: no personas to fit on")
@@ -307,7 +319,7 @@ def load_or_fit(
     split: Split,
     personas: Mapping[int, Persona],
     config: ResponseConfig,
-    candidates: Callable[[], Candidates] | None = None,
+    candidates: Callable[[], FitSources] | None = None,
     candidate_key: str = "scorers",
     item_vectors: ItemVectors | None = None,
     progress: Callable[[str], None] | None = None,
@@ -318,7 +330,10 @@ def load_or_fit(
     receives one line per phase of a fit (nothing on a cache hit)."""
     say = progress or (lambda message: None)
     if cache_dir is None:
-        return fit_response_model(split, personas, config, candidates() if candidates else None, item_vectors)
+        sources = candidates() if candidates else FitSources({})
+        return fit_response_model(
+            split, personas, config, sources.candidates or None, item_vectors, sources.rankings or None
+        )
     key = response_cache_key(split, config, candidate_key, list(personas))
     path = Path(cache_dir) / f"{split.dataset.name}-{config.feature_set}-{key}.pkl"
     if path.is_file():
@@ -333,9 +348,11 @@ def load_or_fit(
         return model
     say(f"fitting the {config.feature_set} response model on {len(personas)} users (once; cached in {path.parent})")
     start = time.perf_counter()
-    fit_candidates = candidates() if candidates else None
+    sources = candidates() if candidates else FitSources({})
     say(f"fit impressions ready ({time.perf_counter() - start:.0f} s); fitting {config.folds} folds")
-    model = fit_response_model(split, personas, config, fit_candidates, item_vectors)
+    model = fit_response_model(
+        split, personas, config, sources.candidates or None, item_vectors, sources.rankings or None
+    )
     say(f"folds fitted ({time.perf_counter() - start:.0f} s); predicting every user's plan")
     model.prepare(personas.values())  # every fitted user's plan is cached too: predicting is the slow part
     say(f"response model ready ({time.perf_counter() - start:.0f} s)")
@@ -362,6 +379,7 @@ def load_or_fit(
 
 __all__ = [
     "FitReport",
+    "FitSources",
     "ResponseConfig",
     "ResponseModel",
     "ResponsePlan",

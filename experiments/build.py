@@ -20,7 +20,7 @@ from agents.llm_feature import build_stacked_decider
 from agents.llm_user import LLMUserModel
 from agents.llm_user.prompts import PromptBuilder
 from agents.persona import build_personas
-from agents.response import ResponseModel, load_or_fit
+from agents.response import FitSources, ResponseModel, load_or_fit
 from agents.silent_user import SilentUserModel
 from experiments.config import ExperimentConfig
 from experiments.engine import make_engine
@@ -145,14 +145,15 @@ class UserModelFactory:
             if rc.candidates == "recommenders":
                 key = json.dumps({n: recommender_settings(self.config, n) for n in rc.sources}, sort_keys=True)
 
-                def candidates() -> dict[str, dict[int, np.ndarray]]:
+                def candidates() -> FitSources:
                     users = np.array(sorted(world.population), dtype=np.int64)
-                    out = {}
+                    tops, ranks = {}, {}
                     for i, name in enumerate(rc.sources, 1):
                         if self.progress:
                             self.progress(f"fit impressions {i}/{len(rc.sources)}: {name} (trained once, then cached)")
-                        out[name] = top_unseen(train_recommender(self.config, world, name)[0], world, users, rc.top_n)
-                    return out
+                        recommender = train_recommender(self.config, world, name)[0]
+                        tops[name], ranks[name] = source_rankings(recommender, world, users, rc.top_n)
+                    return FitSources(tops, ranks if rc.source_ranks else {})
 
             self._responses[(feature_set, member, sources)] = load_or_fit(
                 cache_root(self.config) / "response",
@@ -255,9 +256,21 @@ class UserModelFactory:
 
 def top_unseen(recommender: Recommender, world: World, users: np.ndarray, k: int) -> dict[int, np.ndarray]:
     """Each user's top-k items by `recommender` among those not in their train history (fit impressions)."""
+    return source_rankings(recommender, world, users, k)[0]
+
+
+def source_rankings(
+    recommender: Recommender, world: World, users: np.ndarray, k: int
+) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """Each user's top-k items by `recommender` among those not in their train history (fit impressions), and
+    the (n_users, n_items) float16 log1p rank of every item among each user's unseen ones, seen items last (the
+    rank features of agents.features; rows of users not in `users` rank every item last)."""
     seen = world.split.train.groupby("user_id")["item_id"].agg(lambda s: s.to_numpy(np.int64))
+    n_items = world.dataset.n_items
+    ranks = np.full((world.dataset.n_users, n_items), np.log1p(n_items - 1), dtype=np.float16)
     out: dict[int, np.ndarray] = {}
     score_batch = getattr(recommender, "score_batch", None)
+    empty = np.zeros(0, dtype=np.int64)
     for start in range(0, len(users), 256):
         chunk = users[start : start + 256]
         if score_batch is not None:
@@ -265,7 +278,11 @@ def top_unseen(recommender: Recommender, world: World, users: np.ndarray, k: int
         else:
             scores = np.stack([np.asarray(recommender.score(int(u), ()), dtype=np.float64) for u in chunk])
         for row, u in enumerate(chunk.tolist()):
-            if u in seen.index:
-                scores[row, seen[u]] = -np.inf
-            out[u] = np.argsort(-scores[row], kind="stable")[:k]
-    return out
+            scores[row, seen.get(u, empty)] = -np.inf
+        order = np.argsort(-scores, axis=1, kind="stable")  # ties to the lower id
+        position = np.empty(order.shape, dtype=np.float64)
+        np.put_along_axis(position, order, np.arange(n_items, dtype=np.float64)[None, :], axis=1)
+        ranks[chunk] = np.log1p(position)
+        for row, u in enumerate(chunk.tolist()):
+            out[u] = order[row, :k]
+    return out, ranks

@@ -150,3 +150,30 @@ def test_user_models_draw_from_the_response_model(planted) -> None:
     np.testing.assert_allclose(silent.watch_probability(persona, ids), model.watch_probability(persona, ids), rtol=1e-5)
     with pytest.raises(ValueError, match="response model"):
         GroundedDecider(split.dataset, split.train, DecisionConfig(response="nocollab"))
+
+
+def test_source_rank_features_carry_what_a_recommender_knows(planted) -> None:
+    """A source's ranking becomes a `rank:` feature column holding each item's log rank among the persona's unseen
+    items, and the fit uses it: with a ranking that knows the planted rule, items it ranks first get a higher
+    watch probability than the same items moved to the bottom of the ranking."""
+    split, personas, truth = planted
+    n_users, n_items = truth.shape
+    scores = truth.astype(np.float64).copy()
+    for u, persona in personas.items():
+        scores[u, list(persona.train_items)] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")
+    position = np.empty(order.shape)
+    np.put_along_axis(position, order, np.arange(n_items, dtype=np.float64)[None, :], axis=1)
+    rankings = {"oracle": np.log1p(position).astype(np.float16)}
+    without = fit_response_model(split, personas, CONFIG)
+    model = fit_response_model(split, personas, CONFIG, rankings=rankings)
+    assert model.features.names == (*without.features.names, "rank:oracle")
+    persona = personas[min(personas)]
+    x = model.features.matrix(persona)
+    j = model.features.names.index("rank:oracle")
+    np.testing.assert_allclose(x[:, j], np.log1p(position[persona.user_id]), rtol=2e-3)
+    top = order[persona.user_id, :20]
+    moved = x[top].copy()
+    moved[:, j] = np.log1p(n_items - 30)
+    watch = model.models[0].watch
+    assert watch.predict_proba(x[top])[:, 1].mean() > watch.predict_proba(moved)[:, 1].mean() + 0.02

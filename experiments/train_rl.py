@@ -122,7 +122,7 @@ def make_training_env(
     config: ExperimentConfig, world: World, base: Recommender, action_mode: str, monitor: Path
 ) -> tuple[VecEnv, dict[str, Any]]:
     """The SB3 env over the training personas and its page settings (to rebuild the same observation later)."""
-    from simenv.sb3_vec import SB3VectorEnv
+    from experiments.rl.sb3_vec import SB3VectorEnv
 
     settings = env_settings(config, action_mode)
     config = decisions_only(config)

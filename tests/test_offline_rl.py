@@ -1,6 +1,6 @@
 """Issue 15: offline RL from logged sessions. Behaviour policies' sessions go through the Minari export
-(`simenv.offline_rl`) into a Minari dataset, back out as a d3rlpy `MDPDataset`, and train a real d3rlpy algorithm
-(`experiments.rl.offline`); `simrec train-rl --rl.algo bc|cql|bcq` does all of it and is scored like PPO."""
+(`experiments.rl.minari_export`) into a Minari dataset, back out as a d3rlpy `MDPDataset`, and train a real d3rlpy
+algorithm (`experiments.rl.offline`); `simrec train-rl --rl.algo bc|cql|bcq` does all of it and is scored like PPO."""
 
 from __future__ import annotations
 

@@ -82,8 +82,10 @@ def test_behaviour_cloning_imitates_the_logged_policy(tmp_path: Path) -> None:
     assert agree_trained > agree_untrained, (agree_trained, agree_untrained)
 
 
-def test_train_rl_offline_cql_from_logged_sessions(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    app(["train-rl", "--data.dataset", "synthetic", "--data.cache-dir", str(tmp_path / "cache"),
+def test_train_rl_offline_cql_from_logged_sessions(
+    tmp_path: Path, worker_cache: Path, capsys: pytest.CaptureFixture
+) -> None:
+    app(["train-rl", "--data.dataset", "synthetic", "--data.cache-dir", str(worker_cache),
          "--run.out-dir", str(tmp_path / "runs"), "--run.name", "cql", "--rl.algo", "cql", "--rl.base", "pop",
          "--rl.timesteps", "200", "--rl.offline-episodes", "10", "--rl.eval-personas", "4",
          "--rl.behaviour", "random", "--rl.behaviour", "pop"])  # fmt: skip

@@ -7,7 +7,7 @@ throughput through a latency-injecting loopback endpoint.
    permutation of the candidates per episode), no SB3; also the sequential id (one slot per step). Then the
    vector entry point (`simenv.vector_env.FastRecVectorEnv`, N sessions stepped together in numpy) for N = 64,
    256: user-steps/s (pages shown or reset across all N sessions), random valid pages, autoresets included.
-   Then SB3 PPO `learn` (4,096 steps, 16 envs, caches warm) on the native env through `simenv.sb3_vec` vs
+   Then SB3 PPO `learn` (4,096 steps, 16 envs, caches warm) on the native env through `experiments.rl.sb3_vec` vs
    `DummyVecEnv` of 16 `gym.make` envs: env steps/s with policy, rollouts and updates included, and the ratio.
 2. `run_sessions`: 1,000 users x 5 pages with the LLM persona user on the mock backend (ml-100k has 703
    eligible personas; episodes cycle through them), Pop recommender, full event log; target <= 10 s.
@@ -102,15 +102,15 @@ def vector_user_steps_per_second(num_envs: int, n_steps: int, seed: int = 0) -> 
 
 def ppo_learn_steps_per_second(vec: str, n_envs: int, budget: int, seed: int = 0) -> float:
     """Env steps/s of SB3 PPO `learn(budget)` on FastRec-v0 (policy, rollouts and updates included), `vec` =
-    "native" (`simenv.sb3_vec` over the vector entry point) or "dummy" (`DummyVecEnv` of `n_envs` `gym.make` envs
-    with `Monitor`, as SB3's `make_vec_env`). Steady state: per-persona caches filled first (the 16 single envs
-    share one filled plan cache: same data and config, so the same plans), then one untimed rollout."""
+    "native" (`experiments.rl.sb3_vec` over the vector entry point) or "dummy" (`DummyVecEnv` of `n_envs`
+    `gym.make` envs with `Monitor`, as SB3's `make_vec_env`). Steady state: per-persona caches filled first (the 16
+    single envs share one filled plan cache: same data and config, so the same plans), then one untimed rollout."""
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from simenv.sb3_vec import make_sb3_vec_env
+    from experiments.rl.sb3_vec import make_sb3_vec_env
 
     torch.set_num_threads(1)
     if vec == "native":

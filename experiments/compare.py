@@ -153,15 +153,7 @@ def _run_policies(
     (run_dir / "reference.json").write_text(json.dumps(reference_stats(world, config.users.kind), indent=2))
     users = UserModelFactory(config, world, llm)
     train_s = simulate_s = 0.0
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
+    with _progress_bars(console) as progress:
         for name in policies:
             task = progress.add_task(f"{name:>9}: training", total=len(world.personas), rate="")
             policy_dir = run_dir / "policies" / name
@@ -208,6 +200,27 @@ def _run_policies(
                 console.print(f"{name:>9}: {record_external(recommender, policy_dir, resuming)}")
             simulate_s += time.perf_counter() - t0
             progress.update(task, completed=len(world.personas), description=f"{name:>9}: done")
+    _table_and_report(config, run_dir, console, start, train_s, simulate_s)
+    return run_dir
+
+
+def _progress_bars(console: Console) -> Progress:
+    """One bar per policy: what it is doing (training, simulating), users done, its rates, the time elapsed."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _table_and_report(
+    config: ExperimentConfig, run_dir: Path, console: Console, start: float, train_s: float, simulate_s: float
+) -> None:
+    """The finished run's metrics table and report, and where its wall time (since `start`) went."""
     tables = read_run(run_dir)
     metrics = metrics_table(tables, config.run.seed)
     print_table(console, metrics, llm_summary(tables.llm_calls))
@@ -218,7 +231,6 @@ def _run_policies(
         f"wall time {total:.1f} s: training {train_s:.1f} s, simulation {simulate_s:.1f} s (of which LLM {llm_s:.1f} s)"
     )
     console.print(f"report: {report}")
-    return run_dir
 
 
 def record_training(run_dir: Path, name: str, recommender: Recommender) -> None:

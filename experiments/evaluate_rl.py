@@ -20,6 +20,7 @@ Writes `evaluate_rl.json` next to the checkpoint (and each run's event logs unde
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import sys
@@ -130,105 +131,57 @@ def evaluate_rl(
     config = decisions_only(checkpoint.experiment())
     seed = config.run.seed
     world = with_personas(build_world(config), checkpoint.eval_users)
-    base = train_recommender(config, world, checkpoint.base)[0]
-    recommenders = {checkpoint.base: base}
-    for name in ("pop", "random"):
-        recommenders.setdefault(name, train_recommender(config, world, name)[0])
+    names = dict.fromkeys((checkpoint.base, "pop", "random"))  # the base first, each once
+    recommenders = {name: train_recommender(config, world, name)[0] for name in names}
+    base = recommenders[checkpoint.base]
     rl_name = checkpoint.algo
-    model = checkpoint.load_model() if policy is None else None
-    featurizer = candidate_featurizer(config, world, base) if checkpoint.action else None  # online checkpoints
     factory = UserModelFactory(config, world, build_llm(config))
-
-    def greedy_policy() -> PagePolicy:
-        decider = factory.decider(factory.spec(checkpoint.user if checkpoint.user != "persona" else "fitted"))
-        return CandidateReranker(
-            GREEDY, greedy_score(decider), world.dataset, world.personas, world.split.train, base, checkpoint.env
-        )
-
-    def rl_policy() -> PagePolicy:  # a fresh adapter per simulator (it keeps per-session state)
-        if policy is not None:
-            return policy(world, base)
-        env = checkpoint.env
-        return SB3Recommender(
-            model,
-            world.dataset,
-            world.personas,
-            world.split.train,
-            action_mode=checkpoint.action_mode,
-            page_size=env["page_size"],
-            max_pages=env["max_pages"],
-            n_candidates=env["n_candidates"],
-            explore_fraction=env["explore_fraction"],
-            history_len=env["history_len"],
-            candidate_recommender=base,
-            name=rl_name,
-            candidate_featurizer=featurizer,
-        )
-
+    if policy is None:
+        model = checkpoint.load_model()
+        featurizer = candidate_featurizer(config, world, base) if checkpoint.action else None  # online checkpoints
+        policy = functools.partial(_trained_policy, checkpoint, model, featurizer)
     users = list(checkpoint.eval_users)
     kinds = {"train_sim": checkpoint.user, "other_sim": other_user(checkpoint.user)}
     members = {"train_sim": checkpoint.eval_member, "other_sim": 0}
     progress = EvalProgress(len(kinds) * (2 + len(recommenders)), len(users))
-    console.print(
-        f"evaluate-rl {directory}: {rl_name} (re-ranking {checkpoint.base}) vs {', '.join(recommenders)} on "
-        f"{len(users)} held-out personas (disjoint from the {len(checkpoint.train_users)} trained on), "
-        f"users {kinds['train_sim']} (trained on response members {list(checkpoint.members)}; scored with member "
-        f"{checkpoint.eval_member}) and {kinds['other_sim']}, LLM {config.llm.backend}"
-        + ("" if config.rl.eval_text else " (decisions only; --rl.eval-text for the configured model's words)")
-    )
+    console.print(_headline(directory, checkpoint, config, list(recommenders), kinds))
     eval_dir = directory / "evaluate"
     shutil.rmtree(eval_dir, ignore_errors=True)  # this command's own outputs from an earlier evaluation
     frames: dict[str, pd.DataFrame] = {}
     labelled_train = pd.DataFrame()
     for key, kind in kinds.items():
         user_model = factory(kind=kind, member=members[key])
-        policies: dict[str, PagePolicy] = {rl_name: rl_policy(), GREEDY: greedy_policy(), **recommenders}
+        greedy = _greedy_policy(factory, checkpoint, world, base)
+        policies: dict[str, PagePolicy] = {rl_name: policy(world, base), GREEDY: greedy, **recommenders}
         labelled = simulate(policies, user_model, checkpoint, world, eval_dir / key, seed, progress, key)
         frames[key] = per_persona(labelled)
         if key == "train_sim":
             labelled_train = labelled
     recall = {name: offline_recall(rec, world, users, seed=seed) for name, rec in recommenders.items()}
     recall[rl_name] = recall[GREEDY] = float("nan")
-    names = [rl_name, GREEDY, *recommenders]
-    result_policies: dict[str, Any] = {}
-    for name in names:
-        entry: dict[str, Any] = {}
-        for key, frame in frames.items():
-            rows = frame[frame["policy"] == name]
-            label = kinds[key] + (f"[member {members[key]}]" if members[key] else "")
-            entry[key] = {"user_model": label, **{m: float(rows[m].mean()) for m in SIM_METRICS}}
-        rows = frames["train_sim"][frames["train_sim"]["policy"] == name]
-        entry["real"] = {
-            **{m: float(rows[m].mean()) for m in REAL_METRICS},
-            "shown": int(rows["shown"].sum()),
-            "recall_at_20": recall[name],
-        }
-        result_policies[name] = entry
-    comparisons: dict[str, Any] = {}
-    for key, frame in frames.items():
-        likes = {n: result_policies[n][key]["likes_per_session"] for n in names}
-        comparisons[key] = {
-            **{f"likes_ratio_vs_{n}": likes[rl_name] / likes[n] if likes[n] else float("nan") for n in recommenders},
-            "likes_difference_vs_base": paired_difference(
-                frame, "likes_per_session", rl_name, checkpoint.base, n_boot, seed
-            ),
-        }
-    real = frames["train_sim"]
-    comparisons["real"] = {
-        f"{m}_difference_vs_base": paired_difference(real, m, rl_name, checkpoint.base, n_boot, seed)
-        for m in ("real_hit", "real_like")
-    }
-    for m in ("real_hit", "real_like"):
-        greedy = paired_difference(real, m, GREEDY, checkpoint.base, n_boot, seed)
-        comparisons["real"][f"greedy_{m}_difference_vs_base"] = greedy
-        gain = comparisons["real"][f"{m}_difference_vs_base"]["difference"]
-        comparisons["real"][f"share_of_greedy_{m}_gain"] = gain / greedy["difference"] if greedy["difference"] else None
-    comparisons["transfer"] = transfer_ratio(result_policies, rl_name, checkpoint.base)
+    labels = {key: kinds[key] + (f"[member {members[key]}]" if members[key] else "") for key in kinds}
+    result_policies = policy_scores(frames, labels, [rl_name, GREEDY, *recommenders], recall)
     result = {
+        **_summary(directory, checkpoint, world.dataset.name, seed),
+        "policies": result_policies,
+        "comparisons": comparisons(frames, result_policies, rl_name, checkpoint.base, list(recommenders), n_boot, seed),
+        "n_shown_pairs": int(len(labelled_train)),
+        "wall_time_s": round(time.perf_counter() - start, 1),
+    }
+    (directory / EVALUATE_FILE).write_text(json.dumps(result, indent=2))
+    print_table(console, result)
+    console.print(f"written: {directory / EVALUATE_FILE}")
+    return result
+
+
+def _summary(directory: Path, checkpoint: Checkpoint, dataset: str, seed: int) -> dict[str, Any]:
+    """The head of `evaluate_rl.json`: which checkpoint, how it was trained, on whom it is scored."""
+    users = list(checkpoint.eval_users)
+    return {
         "checkpoint": str(directory),
-        "dataset": world.dataset.name,
+        "dataset": dataset,
         "seed": seed,
-        "algo": rl_name,
+        "algo": checkpoint.algo,
         "base": checkpoint.base,
         "trained_on": checkpoint.user,
         "timesteps": checkpoint.timesteps,
@@ -238,15 +191,101 @@ def evaluate_rl(
         "eval_personas": users,
         "personas_disjoint": not set(users) & set(checkpoint.train_users),
         "real_pairs_from": "train_sim",
-        "policies": result_policies,
-        "comparisons": comparisons,
-        "n_shown_pairs": int(len(labelled_train)),
-        "wall_time_s": round(time.perf_counter() - start, 1),
     }
-    (directory / EVALUATE_FILE).write_text(json.dumps(result, indent=2))
-    print_table(console, result)
-    console.print(f"written: {directory / EVALUATE_FILE}")
-    return result
+
+
+def _headline(
+    directory: Path, checkpoint: Checkpoint, config: Any, recommenders: list[str], kinds: dict[str, str]
+) -> str:
+    """The evaluation's first console line: what is scored against what, on whom, in which user models."""
+    return (
+        f"evaluate-rl {directory}: {checkpoint.algo} (re-ranking {checkpoint.base}) vs {', '.join(recommenders)} on "
+        f"{len(checkpoint.eval_users)} held-out personas (disjoint from the {len(checkpoint.train_users)} trained "
+        f"on), users {kinds['train_sim']} (trained on response members {list(checkpoint.members)}; scored with "
+        f"member {checkpoint.eval_member}) and {kinds['other_sim']}, LLM {config.llm.backend}"
+        + ("" if config.rl.eval_text else " (decisions only; --rl.eval-text for the configured model's words)")
+    )
+
+
+def _greedy_policy(factory: UserModelFactory, checkpoint: Checkpoint, world: World, base: Recommender) -> PagePolicy:
+    """The sim-greedy yardstick: the base's candidates ranked by the training user's own watch probability."""
+    decider = factory.decider(factory.spec(checkpoint.user if checkpoint.user != "persona" else "fitted"))
+    return CandidateReranker(
+        GREEDY, greedy_score(decider), world.dataset, world.personas, world.split.train, base, checkpoint.env
+    )
+
+
+def _trained_policy(checkpoint: Checkpoint, model: Any, featurizer: Any, world: World, base: Recommender) -> PagePolicy:
+    """The checkpoint's model as a page policy; a fresh adapter per simulator (it keeps per-session state)."""
+    env = checkpoint.env
+    return SB3Recommender(
+        model,
+        world.dataset,
+        world.personas,
+        world.split.train,
+        action_mode=checkpoint.action_mode,
+        page_size=env["page_size"],
+        max_pages=env["max_pages"],
+        n_candidates=env["n_candidates"],
+        explore_fraction=env["explore_fraction"],
+        history_len=env["history_len"],
+        candidate_recommender=base,
+        name=checkpoint.algo,
+        candidate_featurizer=featurizer,
+    )
+
+
+def policy_scores(
+    frames: dict[str, pd.DataFrame], labels: dict[str, str], names: list[str], recall: dict[str, float]
+) -> dict[str, Any]:
+    """Per policy: its mean per-persona sim metrics in each simulator (`labels`: simulator -> user model label) and
+    its real scores (from the `train_sim` sessions' shown pairs) with offline recall@20."""
+    out: dict[str, Any] = {}
+    for name in names:
+        entry: dict[str, Any] = {}
+        for key, frame in frames.items():
+            rows = frame[frame["policy"] == name]
+            entry[key] = {"user_model": labels[key], **{m: float(rows[m].mean()) for m in SIM_METRICS}}
+        rows = frames["train_sim"][frames["train_sim"]["policy"] == name]
+        entry["real"] = {
+            **{m: float(rows[m].mean()) for m in REAL_METRICS},
+            "shown": int(rows["shown"].sum()),
+            "recall_at_20": recall[name],
+        }
+        out[name] = entry
+    return out
+
+
+def comparisons(
+    frames: dict[str, pd.DataFrame],
+    scores: dict[str, Any],
+    rl_name: str,
+    base: str,
+    recommenders: list[str],
+    n_boot: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The RL policy against the others: likes ratios and the paired likes difference vs the base in each
+    simulator; real hit/like differences vs the base, the greedy yardstick's, and the share of its gain; transfer."""
+    out: dict[str, Any] = {}
+    for key, frame in frames.items():
+        likes = {n: scores[n][key]["likes_per_session"] for n in scores}
+        out[key] = {
+            **{f"likes_ratio_vs_{n}": likes[rl_name] / likes[n] if likes[n] else float("nan") for n in recommenders},
+            "likes_difference_vs_base": paired_difference(frame, "likes_per_session", rl_name, base, n_boot, seed),
+        }
+    real = frames["train_sim"]
+    out["real"] = {
+        f"{m}_difference_vs_base": paired_difference(real, m, rl_name, base, n_boot, seed)
+        for m in ("real_hit", "real_like")
+    }
+    for m in ("real_hit", "real_like"):
+        greedy = paired_difference(real, m, GREEDY, base, n_boot, seed)
+        out["real"][f"greedy_{m}_difference_vs_base"] = greedy
+        gain = out["real"][f"{m}_difference_vs_base"]["difference"]
+        out["real"][f"share_of_greedy_{m}_gain"] = gain / greedy["difference"] if greedy["difference"] else None
+    out["transfer"] = transfer_ratio(scores, rl_name, base)
+    return out
 
 
 def transfer_ratio(policies: dict[str, Any], rl: str, base: str) -> dict[str, Any]:

@@ -122,7 +122,7 @@ def make_training_env(
     config: ExperimentConfig, world: World, base: Recommender, action_mode: str, monitor: Path
 ) -> tuple[VecEnv, dict[str, Any]]:
     """The SB3 env over the training personas and its page settings (to rebuild the same observation later)."""
-    from simenv.sb3_vec import SB3VectorEnv
+    from experiments.rl.sb3_vec import SB3VectorEnv
 
     settings = env_settings(config, action_mode)
     config = decisions_only(config)
@@ -227,6 +227,26 @@ def train_offline_policy(
     return page, run, data
 
 
+def train_online_policy(
+    config: ExperimentConfig, world: World, base: Recommender, out: Path
+) -> tuple[dict[str, Any], int, bool, float]:
+    """SB3 `[rl] algo` trained in the env over `world`'s personas and saved to `out`; returns the env's page
+    settings, the steps taken, whether the time budget stopped it and the training seconds."""
+    section = config.rl
+    mode = action_mode(config)
+    env, page = make_training_env(config, world, base, mode, out / MONITOR_FILE)
+    model = build_model(section.algo, env, config.run.seed, out / TENSORBOARD_DIR, mode)
+    budget = TimeBudget(section.time_budget)
+    bar = sys.stderr.isatty()  # SB3's progress bar on a terminal, progress lines in logs
+    callbacks: list[BaseCallback] = [budget] if bar else [budget, TrainProgress(section.timesteps, section.algo)]
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=section.timesteps, callback=callbacks, tb_log_name=section.algo, progress_bar=bar)
+    train_seconds = round(time.perf_counter() - t0, 1)
+    env.close()
+    model.save(str(out / MODEL_FILE))
+    return page, int(model.num_timesteps), budget.stopped, train_seconds
+
+
 def train_rl(config: ExperimentConfig, console: Console | None = None) -> Checkpoint:
     """Train `[rl] algo` for `[rl] timesteps` (or until `[rl] time_budget`) and save the checkpoint."""
     console = console or Console()
@@ -252,18 +272,7 @@ def train_rl(config: ExperimentConfig, console: Console | None = None) -> Checkp
         page, run, offline_data = train_offline_policy(config, world, base, out, console)
         timesteps, stopped, train_seconds = run.steps, run.stopped_by_budget, run.train_seconds
     else:
-        mode = action_mode(config)
-        env, page = make_training_env(config, world, base, mode, out / MONITOR_FILE)
-        model = build_model(section.algo, env, config.run.seed, out / TENSORBOARD_DIR, mode)
-        budget = TimeBudget(section.time_budget)
-        bar = sys.stderr.isatty()  # SB3's progress bar on a terminal, progress lines in logs
-        callbacks: list[BaseCallback] = [budget] if bar else [budget, TrainProgress(section.timesteps, section.algo)]
-        t0 = time.perf_counter()
-        model.learn(total_timesteps=section.timesteps, callback=callbacks, tb_log_name=section.algo, progress_bar=bar)
-        train_seconds = round(time.perf_counter() - t0, 1)
-        env.close()
-        model.save(str(out / MODEL_FILE))
-        timesteps, stopped = int(model.num_timesteps), budget.stopped
+        page, timesteps, stopped, train_seconds = train_online_policy(config, world, base, out)
     checkpoint = Checkpoint(
         algo=section.algo,
         base=section.base,

@@ -148,6 +148,45 @@ def batch_done() -> None:
 
 
 # ---- the loop -----------------------------------------------------------------------------------------
+_TIME_CAP_WARNING = "%s: stopped by the time cap (%g s) after epoch %d of %d: the model depends on machine load"
+
+
+@dataclass
+class _BestSoFar:
+    """Early stopping's state: the best valid value, its epoch, weights and scores, and evaluations since it."""
+
+    value: float = -math.inf
+    epoch: int = 0
+    state: dict[str, Any] | None = None
+    result: EvalResult | None = None
+    bad: int = 0
+
+    def update(self, value: float, epoch: int, result: EvalResult, module: nn.Module) -> None:
+        if value > self.value:
+            self.value, self.epoch, self.bad, self.result = value, epoch, 0, result
+            self.state = copy.deepcopy(module.state_dict())
+        else:
+            self.bad += 1
+
+    @property
+    def known(self) -> float | None:
+        return None if self.value == -math.inf else self.value
+
+
+def _train_epoch(module: nn.Module, run_epoch: Callable[[int], float], name: str, epoch: int, epochs: int,
+                 start: float) -> float:  # fmt: skip
+    """One epoch in train mode (batches report to the progress callback); its mean loss, which must be finite."""
+    module.train()
+    running = _RUNNING.set((name, epoch, epochs, start))
+    try:
+        loss = run_epoch(epoch)
+    finally:
+        _RUNNING.reset(running)
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"{name}: training loss became {loss} at epoch {epoch}; lower lr")
+    return loss
+
+
 def train_with_early_stopping(
     module: nn.Module,
     run_epoch: Callable[[int], float],
@@ -163,21 +202,13 @@ def train_with_early_stopping(
     start = time.perf_counter()
     metric = config.valid_metric
     kind = metric.split("@", 1)[0]
-    best, best_epoch, best_state, bad = -math.inf, 0, None, 0
-    best_result: EvalResult | None = None
+    best = _BestSoFar()
     curve: list[dict[str, float]] = []
     stopped_by = "epochs"
     callback = _PROGRESS.get()
     epoch = 0
     for epoch in range(1, config.epochs + 1):
-        module.train()
-        running = _RUNNING.set((name, epoch, config.epochs, start))
-        try:
-            loss = run_epoch(epoch)
-        finally:
-            _RUNNING.reset(running)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"{name}: training loss became {loss} at epoch {epoch}; lower lr")
+        loss = _train_epoch(module, run_epoch, name, epoch, config.epochs, start)
         elapsed = time.perf_counter() - start
         capped = config.time_cap_s is not None and elapsed > config.time_cap_s
         point: dict[str, float] = {"epoch": epoch, "loss": round(loss, 6), "seconds": round(elapsed, 2)}
@@ -189,59 +220,56 @@ def train_with_early_stopping(
             value = float(result.recall if kind == "recall" else result.ndcg)
             point[f"valid_{metric}"] = round(value, 5)
             log.info("%s epoch %d loss %.4f valid %s %.4f (%.1fs)", name, epoch, loss, metric, value, elapsed)
-            if value > best:
-                best, best_epoch, bad, best_result = value, epoch, 0, result
-                best_state = copy.deepcopy(module.state_dict())
-            else:
-                bad += 1
-                if bad >= config.patience:
-                    stopped_by = "patience"
+            best.update(value, epoch, result, module)
+            if best.bad >= config.patience:
+                stopped_by = "patience"
         curve.append(point)
         if capped and stopped_by != "patience":
             stopped_by = "time_cap"
-            log.warning(
-                "%s: stopped by the time cap (%g s) after epoch %d of %d: the model depends on machine load",
-                name,
-                config.time_cap_s,
-                epoch,
-                config.epochs,
-            )
+            log.warning(_TIME_CAP_WARNING, name, config.time_cap_s, epoch, config.epochs)
         done = stopped_by in ("patience", "time_cap") or epoch == config.epochs
         if callback is not None:
-            if validate is None:
-                stop_by = config.epochs
-            else:
-                stop_by = min(config.epochs, (epoch // config.eval_every + config.patience - bad) * config.eval_every)
-            callback(
-                EpochProgress(
-                    model=name,
-                    epoch=epoch,
-                    max_epochs=config.epochs,
-                    loss=loss,
-                    seconds=elapsed,
-                    metric=metric,
-                    valid=value,
-                    best=None if best == -math.inf else best,
-                    best_epoch=best_epoch,
-                    stop_by=stop_by,
-                    stopped_by=stopped_by if done else None,
-                )
-            )
+            stop_by = _stop_by(config, epoch, best.bad) if validate is not None else config.epochs
+            progress = EpochProgress(
+                model=name, epoch=epoch, max_epochs=config.epochs, loss=loss, seconds=elapsed, metric=metric,
+                valid=value, best=best.known, best_epoch=best.epoch, stop_by=stop_by,
+                stopped_by=stopped_by if done else None,
+            )  # fmt: skip
+            callback(progress)
         if done:
             break
-    if best_state is not None:
-        module.load_state_dict(best_state)
+    if best.state is not None:
+        module.load_state_dict(best.state)
     module.eval()
+    return _training_report(best, epoch, metric, stopped_by, config, time.perf_counter() - start, curve)
+
+
+def _stop_by(config: TrainConfig, epoch: int, bad: int) -> int:
+    """The last epoch training can reach unless the valid metric improves (patience counts evaluations)."""
+    return min(config.epochs, (epoch // config.eval_every + config.patience - bad) * config.eval_every)
+
+
+def _training_report(
+    best: _BestSoFar,
+    epoch: int,
+    metric: str,
+    stopped_by: str,
+    config: TrainConfig,
+    seconds: float,
+    curve: list[dict[str, float]],
+) -> dict[str, Any]:
+    """The JSON-able summary of a training run (`train_with_early_stopping`'s return value)."""
+    at20 = best.result is not None and best.result.k == 20
     return {
         "epochs_run": epoch,
-        "best_epoch": best_epoch or epoch,
+        "best_epoch": best.epoch or epoch,
         "valid_metric": metric,
-        "best_valid": None if best == -math.inf else round(best, 5),
-        "best_valid_recall@20": None if best_result is None or best_result.k != 20 else round(best_result.recall, 5),
-        "best_valid_ndcg@20": None if best_result is None or best_result.k != 20 else round(best_result.ndcg, 5),
+        "best_valid": None if best.known is None else round(best.value, 5),
+        "best_valid_recall@20": round(best.result.recall, 5) if at20 and best.result is not None else None,
+        "best_valid_ndcg@20": round(best.result.ndcg, 5) if at20 and best.result is not None else None,
         "stopped_by": stopped_by,
         "time_cap_s": config.time_cap_s,
-        "train_seconds": round(time.perf_counter() - start, 2),
+        "train_seconds": round(seconds, 2),
         "curve": curve,
     }
 

@@ -1,15 +1,18 @@
-"""RL entry points: the candidate-scoring policy's SB3 `policy_kwargs` and its features extractor.
+"""RL entry points: the candidate-scoring policy's SB3 `policy_kwargs` and its features extractor, and the native
+vector env as an SB3 `VecEnv` (`make_sb3_vec_env`, same-step autoreset).
 
 ```python
 import gymnasium as gym, simrec, simrec.rl
 from stable_baselines3 import PPO
 env = gym.make("simrec/FastRecRank-v1")
 model = PPO("MultiInputPolicy", env, policy_kwargs=simrec.rl.policy_kwargs()).learn(2_000)
+vec = simrec.rl.make_sb3_vec_env("simrec/FastRecRank-v1", n_envs=8, seed=0)  # 8 sessions in one numpy batch
 ```
 """
 
 from __future__ import annotations
 
 from experiments.rl.policy import CandidateSetExtractor, policy_kwargs
+from experiments.rl.sb3_vec import SB3VectorEnv, make_sb3_vec_env
 
-__all__ = ["CandidateSetExtractor", "policy_kwargs"]
+__all__ = ["CandidateSetExtractor", "SB3VectorEnv", "make_sb3_vec_env", "policy_kwargs"]

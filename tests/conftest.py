@@ -9,8 +9,9 @@ model-directory writers are not safe against a concurrent writer of the same ent
 fresh machine has. To keep the fitted worlds between runs (faster repeated runs), set `SIMREC_TEST_CACHE_DIR`:
 each worker then uses `$SIMREC_TEST_CACHE_DIR/<worker>` (do not point two concurrent test runs at the same one).
 
-The modules that take longest (measured with `--durations`) are handed out first, so that the two workers finish
-together instead of one starting the Ray engine's module when the other is nearly done.
+The modules that take longest (measured with `--durations`) are handed out first (`--no-loadscope-reorder` in
+pyproject's addopts keeps this order; xdist would otherwise hand out the modules with most tests first), so that the
+two workers finish together instead of one starting the Ray engine's module when the other is nearly done.
 """
 
 from __future__ import annotations
@@ -29,16 +30,24 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _FRESH_CACHE: list[Path] = []
-# Longest first (seconds on 2 busy cores): a Ray cluster and four engine comparisons (~300), the default ML-100K
-# world fitted cold (~150), SmolLM2 behind llama.cpp's server (~80), the transformers GGUF load (~45), RL training.
+# Longest first (seconds per module on 2 busy cores, `--durations`): the default ML-100K world fitted cold (~130), a
+# Ray cluster and four engine comparisons (~125), SmolLM2 behind llama.cpp's server (~90), compare runs with plugins,
+# files and services (~70), real processes interrupted by signals (~70), the transformers GGUF load (~65), RL
+# training (~40-70 each; the first RL module of a worker also fits the synthetic world, see `worker_cache`).
 LONGEST_MODULES = (
-    "test_ray_engine.py",
     "test_env_registered.py",
+    "test_ray_engine.py",
     "test_llm_server_fallbacks.py",
+    "test_recommender_specs.py",
+    "test_interrupt.py",
     "test_llm_local_models.py",
-    "test_sb3.py",
+    "test_evaluate_rl.py",
     "test_rl_outcomes.py",
+    "test_sb3.py",
     "test_experiments.py",
+    "test_offline_rl.py",
+    "test_demo.py",
+    "test_response.py",
 )
 
 
@@ -52,6 +61,15 @@ def pytest_configure(config: pytest.Config) -> None:
         cache = Path(tempfile.mkdtemp(prefix=f"simrec-test-cache-{worker}-"))
         _FRESH_CACHE.append(cache)
     os.environ["SIMREC_CACHE_DIR"] = str(cache)
+
+
+@pytest.fixture(scope="session", name="worker_cache")
+def worker_cache_fixture() -> Path:
+    """This test process's cache (`$SIMREC_CACHE_DIR`, set above) for tests whose point is not the cache: the
+    synthetic world's recommenders and response model, fitted cold by the first such test of the process (tens of
+    seconds), are loaded by the next ones. Tests about caching (damage, isolation, what gets written) use their
+    own `tmp_path` cache. Safe because a process runs its tests one after another (no concurrent writer)."""
+    return Path(os.environ["SIMREC_CACHE_DIR"])
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -15,9 +15,9 @@ import torch
 from stable_baselines3 import PPO
 
 import simrec.rl
+from experiments.rl.sb3_vec import SB3VectorEnv
 from simenv.protocols import BatchDecider, CandidateFeaturizer
 from simenv.records import Persona
-from simenv.sb3_vec import SB3VectorEnv
 from simenv.vector_env import FastRecVectorEnv
 from tests.fixtures_env import tiny_world
 

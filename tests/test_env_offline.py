@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import simrec  # noqa: F401  (registers the ids)
+from experiments.rl.minari_export import export_rollouts
 from recommenders.popularity import PopRecommender
-from simenv.offline_rl import export_rollouts
 from simenv.policies import RandomPolicy, RecommenderPolicy, rollout
 
 

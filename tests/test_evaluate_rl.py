@@ -22,11 +22,11 @@ from experiments.train_rl import train_rl
 pytestmark = pytest.mark.slow
 
 
-def _config(root: Path, name: str, **rl: object):
+def _config(root: Path, cache: Path, name: str, **rl: object):
     return load_config(
         None,
         {
-            "data": {"dataset": "synthetic", "cache_dir": str(root / "cache")},
+            "data": {"dataset": "synthetic", "cache_dir": str(cache)},
             "run": {"out_dir": str(root / "runs"), "name": name},
             "rl": {"timesteps": 512, "eval_personas": 6, "base": "pop", **rl},
         },
@@ -34,8 +34,8 @@ def _config(root: Path, name: str, **rl: object):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Checkpoint:
-    return train_rl(_config(tmp_path_factory.mktemp("rl"), "ppo"))
+def trained(tmp_path_factory: pytest.TempPathFactory, worker_cache: Path) -> Checkpoint:
+    return train_rl(_config(tmp_path_factory.mktemp("rl"), worker_cache, "ppo"))
 
 
 def test_checkpoint_holds_model_monitor_and_a_disjoint_persona_split(trained: Checkpoint) -> None:
@@ -86,8 +86,8 @@ def test_evaluate_rl_scores_every_policy_three_ways(trained: Checkpoint, capsys:
         assert sorted(events["user"].unique()) == sorted(trained.eval_users)
 
 
-def test_time_budget_stops_training_cleanly(tmp_path: Path) -> None:
-    checkpoint = train_rl(_config(tmp_path, "budget", timesteps=10**7, time_budget=0.5))
+def test_time_budget_stops_training_cleanly(tmp_path: Path, worker_cache: Path) -> None:
+    checkpoint = train_rl(_config(tmp_path, worker_cache, "budget", timesteps=10**7, time_budget=0.5))
     assert checkpoint.stopped_by_budget and 0 < checkpoint.timesteps < 10**7
     assert (Path(checkpoint.directory) / MODEL_FILE).is_file()
     assert Checkpoint.load(Path(checkpoint.directory)).stopped_by_budget

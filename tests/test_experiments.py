@@ -41,14 +41,14 @@ eval_every = 3
 
 
 @pytest.fixture(name="base_flags")
-def base_flags_fixture(tmp_path: Path) -> list[str]:
+def base_flags_fixture(tmp_path: Path, worker_cache: Path) -> list[str]:
     """Flags for a seconds-long run: synthetic data, mock LLM, hashing embedder, tiny models."""
     models = tmp_path / "tiny_models.toml"
     models.write_text(TINY_MODELS)
     return [
         "--data.dataset", "synthetic",
         "--data.n-personas", "6",
-        "--data.cache-dir", str(tmp_path / "cache"),
+        "--data.cache-dir", str(worker_cache),
         "--llm.backend", "mock",
         "--users.embedder", "hashing",
         "--simulation.pages", "3",

@@ -24,9 +24,9 @@ FLAGS = [
 ]  # fmt: skip
 
 
-def test_fallback_pages_dropped_ids_and_failures_are_in_the_run(tmp_path: Path) -> None:
-    flags = [*FLAGS, "--data.cache-dir", str(tmp_path / "cache"), "--run.out-dir", str(tmp_path / "runs")]
-    data = load_dataset("synthetic", cache_dir=tmp_path / "cache" / "data")
+def test_fallback_pages_dropped_ids_and_failures_are_in_the_run(tmp_path: Path, worker_cache: Path) -> None:
+    flags = [*FLAGS, "--data.cache-dir", str(worker_cache), "--run.out-dir", str(tmp_path / "runs")]
+    data = load_dataset("synthetic", cache_dir=worker_cache / "data")
     order = [str(i) for i in np.random.default_rng(3).permutation(data.n_items)]
     rows = [(u, i, r + 1) for u in data.user_raw_ids[::2] for r, i in enumerate(order)]  # half the users
     pd.DataFrame(rows, columns=["user_id", "item_id", "rank"]).to_csv(tmp_path / "half.csv", index=False)

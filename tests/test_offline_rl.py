@@ -1,6 +1,6 @@
 """Issue 15: offline RL from logged sessions. Behaviour policies' sessions go through the Minari export
-(`simenv.offline_rl`) into a Minari dataset, back out as a d3rlpy `MDPDataset`, and train a real d3rlpy algorithm
-(`experiments.rl.offline`); `simrec train-rl --rl.algo bc|cql|bcq` does all of it and is scored like PPO."""
+(`experiments.rl.minari_export`) into a Minari dataset, back out as a d3rlpy `MDPDataset`, and train a real d3rlpy
+algorithm (`experiments.rl.offline`); `simrec train-rl --rl.algo bc|cql|bcq` does all of it and is scored like PPO."""
 
 from __future__ import annotations
 
@@ -82,8 +82,10 @@ def test_behaviour_cloning_imitates_the_logged_policy(tmp_path: Path) -> None:
     assert agree_trained > agree_untrained, (agree_trained, agree_untrained)
 
 
-def test_train_rl_offline_cql_from_logged_sessions(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    app(["train-rl", "--data.dataset", "synthetic", "--data.cache-dir", str(tmp_path / "cache"),
+def test_train_rl_offline_cql_from_logged_sessions(
+    tmp_path: Path, worker_cache: Path, capsys: pytest.CaptureFixture
+) -> None:
+    app(["train-rl", "--data.dataset", "synthetic", "--data.cache-dir", str(worker_cache),
          "--run.out-dir", str(tmp_path / "runs"), "--run.name", "cql", "--rl.algo", "cql", "--rl.base", "pop",
          "--rl.timesteps", "200", "--rl.offline-episodes", "10", "--rl.eval-personas", "4",
          "--rl.behaviour", "random", "--rl.behaviour", "pop"])  # fmt: skip

@@ -28,11 +28,11 @@ from simenv.records import Page, PageFeedback, Recommendation
 pytestmark = pytest.mark.slow
 
 
-def _config(root: Path, name: str, **rl: object):
+def _config(root: Path, cache: Path, name: str, **rl: object):
     return load_config(
         None,
         {
-            "data": {"dataset": "synthetic", "cache_dir": str(root / "cache")},
+            "data": {"dataset": "synthetic", "cache_dir": str(cache)},
             "run": {"out_dir": str(root / "runs"), "name": name},
             "rl": {"base": "pop", **rl},
         },
@@ -60,8 +60,8 @@ def _returns(
     return np.array(done_returns[:n])
 
 
-def test_a_tiny_ppo_run_earns_more_than_random_pages_on_held_out_personas(tmp_path: Path) -> None:
-    config = _config(tmp_path, "ppo", timesteps=1024, eval_personas=40)
+def test_a_tiny_ppo_run_earns_more_than_random_pages_on_held_out_personas(tmp_path: Path, worker_cache: Path) -> None:
+    config = _config(tmp_path, worker_cache, "ppo", timesteps=1024, eval_personas=40)
     checkpoint = train_rl(config)
     model = checkpoint.load_model()
     held_out = with_personas(build_world(config), checkpoint.eval_users)
@@ -103,8 +103,8 @@ class KnownHits:
         return None
 
 
-def test_evaluate_rl_on_a_hand_made_policy_with_known_real_hits(tmp_path: Path) -> None:
-    config = _config(tmp_path, "known")
+def test_evaluate_rl_on_a_hand_made_policy_with_known_real_hits(tmp_path: Path, worker_cache: Path) -> None:
+    config = _config(tmp_path, worker_cache, "known")
     world = build_world(config)
     test = world.split.test
     counts = test.assign(liked=test["rating"] >= 4).groupby("user_id")["liked"].agg(["sum", "count"])

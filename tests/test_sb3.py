@@ -19,11 +19,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize(("algo", "mode"), [("a2c", "weights"), ("dqn", "sequential")])
-def test_train_rl_algorithms_save_a_model_that_serves_pages(tmp_path: Path, algo: str, mode: str) -> None:
+def test_train_rl_algorithms_save_a_model_that_serves_pages(
+    tmp_path: Path, worker_cache: Path, algo: str, mode: str
+) -> None:
     config = load_config(
         None,
         {
-            "data": {"dataset": "synthetic", "cache_dir": str(tmp_path / "cache")},
+            "data": {"dataset": "synthetic", "cache_dir": str(worker_cache)},
             "run": {"out_dir": str(tmp_path / "runs"), "name": algo},
             "rl": {"algo": algo, "timesteps": 300, "eval_personas": 4, "base": "pop"},
         },

@@ -1,4 +1,5 @@
-"""`simenv.sb3_vec.SB3VectorEnv`: SB3's VecEnv contract over the native vector env (and a Gymnasium SyncVectorEnv).
+"""`experiments.rl.sb3_vec.SB3VectorEnv`: SB3's VecEnv contract over the native vector env (and a Gymnasium
+SyncVectorEnv).
 
 - Shapes and dtypes of obs, rewards, dones and infos, as `DummyVecEnv` returns them.
 - Same-step autoreset: per sub-env, the adapter's episodes (first obs, actions, rewards, final obs kept in
@@ -22,7 +23,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecMonitor
 
 import simrec  # noqa: F401  (registers the ids)
-from simenv.sb3_vec import SB3VectorEnv, make_sb3_vec_env
+from experiments.rl.sb3_vec import SB3VectorEnv, make_sb3_vec_env
 from simenv.vector_env import FastRecVectorEnv
 
 SMALL = {"dataset": "synthetic"}

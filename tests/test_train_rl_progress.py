@@ -14,8 +14,10 @@ from experiments.cli import app
 from experiments.rl.progress import EvalProgress
 
 
-def test_train_rl_evaluation_prints_progress_and_uses_decisions_only(tmp_path: Path, capsys) -> None:
-    app(["train-rl", "--data.dataset", "synthetic", "--data.cache-dir", str(tmp_path / "cache"),
+def test_train_rl_evaluation_prints_progress_and_uses_decisions_only(
+    tmp_path: Path, worker_cache: Path, capsys
+) -> None:
+    app(["train-rl", "--data.dataset", "synthetic", "--data.cache-dir", str(worker_cache),
          "--llm.backend", "llama-cpp", "--run.out-dir", str(tmp_path / "runs"), "--run.name", "rl",
          "--rl.timesteps", "64", "--rl.eval-personas", "3", "--rl.base", "pop"])  # fmt: skip
     captured = capsys.readouterr()

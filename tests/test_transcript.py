@@ -96,9 +96,9 @@ def test_transcript_of_a_seeded_mock_run_tells_the_logged_sessions(tmp_path: Pat
     assert again == stories
 
 
-def test_transcript_command_on_a_compare_run(tmp_path: Path, capsys) -> None:
+def test_transcript_command_on_a_compare_run(tmp_path: Path, worker_cache: Path, capsys) -> None:
     flags = [
-        "--data.dataset", "synthetic", "--data.n-personas", "4", "--data.cache-dir", str(tmp_path / "cache"),
+        "--data.dataset", "synthetic", "--data.n-personas", "4", "--data.cache-dir", str(worker_cache),
         "--llm.backend", "mock", "--users.embedder", "hashing", "--users.kind", "persona",
         "--simulation.pages", "3", "--run.out-dir", str(tmp_path / "runs"), "--run.name", "t",
         "--recommenders.names", '["pop", "random"]',

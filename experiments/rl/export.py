@@ -29,7 +29,7 @@ SPEC = "recommenders.weight_reranker:WeightReranker"
 
 def mean_weights(model: Any, env: Any, n_sessions: int, seed: int) -> np.ndarray:
     """The mean deterministic action of `model` over the pages of `n_sessions` sessions of `env` (a vector env)."""
-    from simenv.sb3_vec import SB3VectorEnv
+    from experiments.rl.sb3_vec import SB3VectorEnv
 
     venv = SB3VectorEnv(env, info_keys=())
     venv.seed(seed)

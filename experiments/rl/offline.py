@@ -3,7 +3,7 @@
 1. `export_behaviour`: each behaviour policy (`[rl] behaviour`: recommenders by registry name, or `random` for
    uniformly random valid pages) runs `[rl] offline_episodes` sessions of the training personas in the slot-by-slot
    env (`RecEnv(action_mode="sequential")`: one candidate per step, the page reward when the page is full); the
-   sessions are recorded with `simenv.offline_rl.export_rollouts` as a Minari dataset (HDF5) under
+   sessions are recorded with `experiments.rl.minari_export.export_rollouts` as a Minari dataset (HDF5) under
    `<run>/minari/`. Every behaviour policy gets the same episode seeds, hence the same personas and candidate sets,
    as in `simrec compare`.
 2. `mdp_dataset`: the Minari dataset read back (`minari.MinariDataset`) as a d3rlpy `MDPDataset` (observations
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from simenv.offline_rl import export_rollouts
+from experiments.rl.minari_export import export_rollouts
 from simenv.policies import EnvPolicy, RandomPolicy, RecommenderPolicy
 from simenv.protocols import Recommender
 from simenv.spaces import FEATURES_KEY

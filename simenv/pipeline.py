@@ -8,8 +8,9 @@ its slot, so the endpoint always has `concurrency` sessions' calls to answer (un
 
 How: the recommender, the logs and every choice of what runs next stay on the calling thread; only the user
 model's reactions (`react_batch` for one session, then its exit interview when the episode ends) run on a pool of
-`concurrency` threads (`multiprocessing.pool.ThreadPool`: daemon threads, so Ctrl-C or an error never waits for
-a call in flight; the abandoned calls' pages are dropped like a crash's). A user model allows this by setting
+`concurrency` threads (`multiprocessing.pool.ThreadPool`: daemon threads, so Ctrl-C never waits for a call in
+flight; after an error, e.g. the fallback-share stop, the reactions in flight end first). Either way their pages
+are dropped like a crash's: the run resumes from its last checkpoint. A user model allows this by setting
 `concurrent_sessions` (`simenv.protocols.UserModel`): its sessions may react from different threads at once.
 
 Determinism: results do not depend on arrival order or on `concurrency`, and equal the page-by-page loop's.
@@ -158,7 +159,11 @@ def run_pipelined(
                 progress(first + len(done), guard.shown)
             if guard.exceeded:
                 raise guard.error()
+    except Exception:
+        pool.close()  # an error (a crash, the fallback stop): let the reactions in flight end, so nothing of this
+        pool.join()  # run writes (e.g. to the call log) after the caller has moved on; they are dropped
+        raise
     finally:
-        pool.terminate()  # returns at once: workers still waiting on a call are daemon threads, left to finish
+        pool.terminate()  # Ctrl-C: at once; workers still waiting on a call are daemon threads, left behind
     order = sorted(lives)
     return [lives[e] for e in order], [done[e] for e in order]

@@ -12,10 +12,11 @@ Run: `.venv/bin/python -m benchmarks.bench_llm [--skip-embedded] [--skip-http] [
   Client CPU per call (this process, all threads) and the servers' CPU per call are printed. `--cpu-hogs K` runs
   K busy loops meanwhile. Figures need an idle machine: on 2 shared cores read ratios within one run.
 - Runner: the LLM persona user (mock answers, hashing embedder) in `simenv.runner.run_sessions` behind an
-  in-process endpoint stand-in with seeded lognormal latency (mean 250 ms, sigma 0.5) at each concurrency, 8 x
-  concurrency users (at most ML-100K's 943): the endpoint's busy share (sum of latencies / (concurrency x wall))
-  of the page-by-page loop in chunks of `concurrency` (before: what `simrec compare` ran) and of the pipelined
-  loop (after). Target >= 0.9 at 32, >= 0.8 at 128.
+  in-process endpoint stand-in with seeded lognormal latency (mean 250 ms, sigma 0.5) at each concurrency, 16 x
+  concurrency episodes (ML-100K's 703 personas, cycled): the endpoint's busy share (sum of latencies /
+  (concurrency x wall)) of the page-by-page loop in chunks of `concurrency` (before: what `simrec compare` ran)
+  and of the pipelined loop (after). Target >= 0.9 at 32, >= 0.8 at 128. A whole run ends by draining its last
+  sessions, so fewer episodes per concurrent request mean a lower share.
 - Embedded: one page decision with a ~500-token prompt (persona system prompt + page) and a fixed-key JSON
   answer; cold (fresh model, nothing cached) and warm (same persona prefix, a new page each call).
   Target <= 1 s warm. Once per weights format (`--gguf-formats`): the shipped Q4_1 file and the F16 re-encoding
@@ -203,7 +204,7 @@ def bench_runner(
 
     world = default_world("ml-100k")
     ds, train = world.dataset, world.split.train
-    ids = sorted(world.personas)[:n_users]
+    ids = (sorted(world.personas) * -(-n_users // len(world.personas)))[:n_users]  # episodes; personas cycled
     llm = DelayedLLM(MockLLM(seed=0), latency_s, sigma, concurrency)
     user_model = LLMUserModel(ds, llm, HashingEmbedder(), train=train)
     rec = make("pop").fit(train, ds.n_users, ds.n_items)
@@ -367,7 +368,7 @@ def main() -> None:
     parser.add_argument("--clients", default="aiohttp,direct", help="http_client values: aiohttp, httpx (SDK), direct")
     parser.add_argument("--server", choices=("latency", "fault"), default="latency")
     parser.add_argument("--cpu-hogs", type=int, default=0, help="busy-loop processes during the concurrency run")
-    parser.add_argument("--runner-users", type=int, default=0, help="runner users (default 8 x concurrency, <= 943)")
+    parser.add_argument("--runner-episodes", type=int, default=0, help="runner episodes (default 16 x concurrency)")
     parser.add_argument("--warm-calls", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--gguf-formats", default="source,f16", help="embedded weights: source (Q4_1), f16, q8_0")
@@ -405,16 +406,16 @@ def main() -> None:
 
     if not args.skip_runner:
         for concurrency in args.concurrency:
-            n_users = args.runner_users or 8 * concurrency
+            n_users = args.runner_episodes or 16 * concurrency
             for pipelined in (False, True):
                 r = bench_runner(n_users, concurrency, args.latency, sigma=0.5, pipelined=pipelined)
                 loop = "pipelined (after)" if pipelined else f"page by page, batch {concurrency} (before)"
                 print(
                     f"runner (LLM user, mock answers behind a lognormal {args.latency * 1000:.0f} ms +-50% endpoint, "
-                    f"concurrency {concurrency}): {r['users']} users, {loop}: {r['calls']} calls, {r['pages']} pages "
-                    f"in {r['wall_s']:.1f} s = {r['calls_per_s']:.1f} calls/s vs ideal {r['ideal']:.0f} -> endpoint "
-                    f"busy share {r['eff']:.2f} (target >= 0.9 at 32, >= 0.8 at 128); client CPU "
-                    f"{r['cpu_ms_per_call']:.2f} ms/call"
+                    f"concurrency {concurrency}): {r['users']} episodes, {loop}: {r['calls']} calls, "
+                    f"{r['pages']} pages in {r['wall_s']:.1f} s = {r['calls_per_s']:.1f} calls/s vs ideal "
+                    f"{r['ideal']:.0f} -> endpoint busy share {r['eff']:.2f} (target >= 0.9 at 32, >= 0.8 at 128); "
+                    f"client CPU {r['cpu_ms_per_call']:.2f} ms/call"
                 )
 
     for fmt in [] if args.skip_embedded else args.gguf_formats.split(","):

@@ -270,12 +270,12 @@ def record_training(run_dir: Path, name: str, recommender: Recommender) -> None:
     os.replace(tmp, path)
 
 
-def record_simulation(run_dir: Path, name: str, stats: dict[str, float]) -> None:
+def record_simulation(run_dir: Path, name: str, stats: dict[str, float | int]) -> None:
     """Add the policy's simulation figures (wall time, LLM latency, concurrent requests, endpoint busy share) to
     `simulation.json` in the run directory (this process's part of the policy's run on resume)."""
     path = run_dir / SIMULATION_FILE
     data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    data[name] = {k: round(float(v), 4) for k, v in stats.items()}
+    data[name] = {k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()}
     tmp = path.with_name(f".{SIMULATION_FILE}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)

@@ -66,12 +66,13 @@ def runner_slots(config: ExperimentConfig) -> int | None:
 
 
 def runner_batch(config: ExperimentConfig) -> int:
-    """Personas per chunk (checkpoint): `RUNNER_BATCH`; for pipelined LLM users `PIPELINE_CHUNK` x the sessions in
-    flight (a chunk ends by draining its last sessions, ~1/16 of its time at part load, and a crash redoes at most
-    one chunk); for other runs against an endpoint enough to fill its concurrency (each page step sends one call
-    per live persona and waits for the slowest)."""
+    """Personas per chunk (checkpoint): `RUNNER_BATCH`; for pipelined LLM users on the local engine
+    `PIPELINE_CHUNK` x the sessions in flight (a chunk ends by draining its last sessions, ~1/16 of its time at
+    part load, and a crash redoes at most one chunk); for other runs against an endpoint, and on the ray engine
+    (whose shards are made of chunks, so smaller chunks keep more workers busy), enough to fill the endpoints'
+    concurrency (a page step sends one call per live persona and waits for the slowest)."""
     slots = runner_slots(config)
-    if slots is not None:
+    if slots is not None and config.engine == "local":
         return max(RUNNER_BATCH, PIPELINE_CHUNK * slots)
     if config.llm.backend != "openai":
         return RUNNER_BATCH

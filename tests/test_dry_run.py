@@ -103,3 +103,5 @@ def test_compare_pipelines_llm_users_on_endpoints() -> None:
     assert runner_batch(config) == PIPELINE_CHUNK * 32
     mock = load_config(None, {"llm": {"backend": "mock", "concurrency": 16}} | llm_users)
     assert runner_slots(mock) is None and runner_batch(mock) == RUNNER_BATCH
+    ray = config.model_copy(update={"engine": "ray"})  # shards are made of chunks: keep them small
+    assert runner_slots(ray) == 32 and runner_batch(ray) == 32

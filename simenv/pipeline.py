@@ -82,13 +82,22 @@ class _StepLog:
 
     def write_ready(self, run_log: RunLog) -> None:
         while self.next < len(self.steps) and self.resolved[self.next] == self.n_episodes:
-            step = self.steps[self.next]
-            if step:  # empty only when every episode left before this page (and so before every later one)
-                ordered = [step[e] for e in sorted(step)]
-                run_log.append("events", [row for rows in ordered for row in rows.events])
-                run_log.append("pages", [rows.page for rows in ordered])
-            self.steps[self.next] = {}
-            self.next += 1
+            self._write_next(run_log)
+
+    def write_rest(self, run_log: RunLog) -> None:
+        """Every decided page not written yet, step by step (a stopped run's pages on record for inspection; they
+        follow the last checkpoint, so a resume drops them with the chunk)."""
+        while self.next < len(self.steps):
+            self._write_next(run_log)
+
+    def _write_next(self, run_log: RunLog) -> None:
+        step = self.steps[self.next]
+        if step:  # empty once every episode left before this page (or, when stopped, none got to it)
+            ordered = [step[e] for e in sorted(step)]
+            run_log.append("events", [row for rows in ordered for row in rows.events])
+            run_log.append("pages", [rows.page for rows in ordered])
+        self.steps[self.next] = {}
+        self.next += 1
 
 
 def run_pipelined(
@@ -158,6 +167,7 @@ def run_pipelined(
             if progress is not None:
                 progress(first + len(done), guard.shown)
             if guard.exceeded:
+                steps.write_rest(run_log)
                 raise guard.error()
     except Exception:
         pool.close()  # an error (a crash, the fallback stop): let the reactions in flight end, so nothing of this

@@ -92,7 +92,8 @@ def run_sessions(
     concatenates their parts in chunk order, which reproduces an unsharded run's parts.
     `max_fallback_share`: once `min_fallback_pages` pages have been decided in this call, a page step after which
     more than that share of them fell back (`PageFeedback.fallback`) raises `FallbackShareExceeded`, after the
-    step's logs are written; the run directory is then as a crash leaves it (resumable from its last checkpoint).
+    step's logs (pipelined: every decided page's) are written; the run directory is then as a crash leaves it
+    (resumable from its last checkpoint).
     `concurrency`: sessions in flight at once (`simenv.pipeline`), for a user model that sets
     `concurrent_sessions` (else, and when None or 1, the chunk is stepped page by page). It is not part of
     config.json: the logs are the same at any concurrency, so a run may be resumed at another.

@@ -188,6 +188,7 @@ class FallingBackUser(NoisyUser):
 def test_fallback_share_stop_works_in_a_pipelined_run(tmp_path: Path) -> None:
     with pytest.raises(FallbackShareExceeded, match="pages fell back"):
         _slow_run(tmp_path / "run", FallingBackUser(), concurrency=3, max_fallback_share=0.5, min_fallback_pages=5)
+    assert read_table(tmp_path / "run", "pages")["fallback"].sum() >= 5  # the decided pages are on record
     assert rollback_to_checkpoint(tmp_path / "run") == 0  # nothing checkpointed: the chunk is redone on resume
     summary = _slow_run(tmp_path / "run", NoisyUser(), concurrency=3, resume=True)
     assert summary.n_episodes == 12 and summary.n_skipped == 0

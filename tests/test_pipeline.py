@@ -210,3 +210,15 @@ def test_users_without_concurrent_sessions_keep_their_page_by_page_batches(tmp_p
     _slow_run(tmp_path / "run", user, concurrency=8)
     assert user.sizes[0] == 12 and len(user.sizes) <= 5  # one react_batch per page step for the whole chunk
     assert np.sum(user.sizes) == len(read_table(tmp_path / "run", "pages"))
+
+
+def test_llm_users_whose_rule_reads_the_running_yes_rate_step_page_by_page(tmp_path: Path) -> None:
+    """The yes rate advances over all sessions' pages in the order they are decided: such a user is not run
+    pipelined (the shipped kinds never centre on it and are)."""
+    spec = load_user("llm-only").user
+    assert LLMUserModel(DS, MockLLM(seed=0), HashingEmbedder(), spec, train=SPLIT.train).concurrent_sessions
+    calibrated = dataclasses.replace(spec, decision=dataclasses.replace(spec.decision, calibrate=True))
+    user = LLMUserModel(DS, JitterLLM(MockLLM(seed=0)), HashingEmbedder(), calibrated, train=SPLIT.train)
+    assert not user.concurrent_sessions
+    _slow_run(tmp_path / "run", user, concurrency=8)
+    assert user.llm.peak == 1  # one react_batch per page step: its calls in one batch

@@ -37,7 +37,17 @@ from dataclasses import dataclass
 from multiprocessing.pool import ThreadPool
 from typing import Any
 
-from simenv.episodes import FallbackGuard, Live, PageRows, StepSettings, finish_page, interviews, next_page, start
+from simenv.episodes import (
+    FallbackGuard,
+    Live,
+    PageRows,
+    StepSettings,
+    finish_page,
+    interviews,
+    next_page,
+    page_items,
+    start,
+)
 from simenv.eventlog import RunLog
 from simenv.protocols import UserModel
 from simenv.records import Interview, Item, Page, PageFeedback, Persona
@@ -127,8 +137,7 @@ def run_pipelined(
 
     def submit(live: Live) -> None:
         nonlocal in_flight
-        page = next_page(settings, live)
-        items = [settings.catalog[i] for i in page.item_ids]
+        page, items = page_items(settings, next_page(settings, live))
         args = (settings.user_model, live, page, items, settings.n_pages)
         pool.apply_async(_react, args, callback=arrivals.put, error_callback=arrivals.put)
         in_flight += 1

@@ -86,7 +86,7 @@ def run_sessions(
     items watched this session, then `observe(user_id, page, feedback)`. `config` adds entries to
     config.json (they must match on resume). Users start with a fresh memory (`reset_memory=True` for
     models that keep one) unless `persistent_memory`, so one user model can serve several policies' runs.
-    `progress(episodes_done, pages_shown)` is called after every page step (for progress bars).
+    `progress(episodes_done, pages_shown)` is called after every page step (pipelined: every page; progress bars).
     `only_chunks` runs only those chunk indices (of `batch_size` episodes each, numbered over all of `users`), with the
     episodes' global numbers and seeds: a sharded engine runs disjoint chunk sets in separate directories and
     concatenates their parts in chunk order, which reproduces an unsharded run's parts.
@@ -131,7 +131,8 @@ def run_sessions(
     guard = FallbackGuard(policy, max_fallback_share, min_fallback_pages)
     pipelined = concurrency is not None and concurrency > 1 and bool(getattr(user_model, "concurrent_sessions", False))
     if concurrency is not None and concurrency > 1 and not pipelined:
-        log.info("run %s: user model %s steps page by page (no concurrent sessions)", run_log.run_id, policy)
+        model = getattr(user_model, "name", type(user_model).__name__)
+        log.info("run %s: user model %s steps page by page (no concurrent sessions)", run_log.run_id, model)
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for c, chunk_users in enumerate(chunks):
         if c < done_chunks or (only_chunks is not None and c not in only_chunks):

@@ -29,6 +29,7 @@ Test answers are never read here; `simrec validate` scores the stacked probabili
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -79,6 +80,7 @@ class LLMAnswers:
         self._answers: dict[tuple[int, int], float] = {}  # 1.0 yes, 0.0 no, NaN unusable
         self.n_calls = 0
         self.n_failed_calls = 0
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -113,16 +115,17 @@ class LLMAnswers:
             checks = [check_page_decision(page) for _, page in part]
             batch = requests[start : start + self.chunk]
             results = ask_json_batch(self.llm, batch, checks, max_repairs=self.max_repairs)
-            self.n_calls += len(batch)
             log.info("llm feature: %d of %d probe calls", min(start + self.chunk, len(requests)), len(requests))
-            for (user, page), result in zip(part, results, strict=True):
-                if result.failed:
-                    self.n_failed_calls += 1
-                    values = [float("nan")] * len(page)
-                else:
-                    values = [1.0 if a["watch"] else 0.0 for a in result.value["items"]]
-                for i, v in zip(page, values, strict=True):
-                    self._answers[(user, i)] = v
+            with self._lock:  # sessions of a pipelined run ask from several threads (`StackedDecider.prefetch`)
+                self.n_calls += len(batch)
+                for (user, page), result in zip(part, results, strict=True):
+                    if result.failed:
+                        self.n_failed_calls += 1
+                        values = [float("nan")] * len(page)
+                    else:
+                        values = [1.0 if a["watch"] else 0.0 for a in result.value["items"]]
+                    for i, v in zip(page, values, strict=True):
+                        self._answers[(user, i)] = v
         return [np.array([self._answers[(p.user_id, int(i))] for i in ids], dtype=np.float64) for p, ids in asks]
 
 
@@ -370,6 +373,12 @@ class StackedDecider(GroundedDecider):
     def watch_probability(self, persona: Persona, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """The stacked P(watch) with the LLM term (what `simrec validate` scores at item level)."""
         return self.stack.probability(persona, item_ids)
+
+    def prefetch(self, personas: Sequence[Persona], pages: Sequence[Sequence[int]]) -> None:
+        """Ask the LLM now for the pages' unasked items (what `page_logits` would ask), so the persona user calls it
+        before taking its lock and sessions' probes wait on the endpoint together (`LLMUserModel.lock`)."""
+        if self.stack.applied:
+            self.stack.answers.get(list(zip(personas, pages, strict=True)))
 
     def page_logits(
         self, personas: Sequence[Persona], ids: np.ndarray, valid: np.ndarray, rows: np.ndarray

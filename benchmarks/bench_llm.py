@@ -11,10 +11,12 @@ Run: `.venv/bin/python -m benchmarks.bench_llm [--skip-embedded] [--skip-http] [
   a 1 s endpoint. Efficiency = achieved calls/s / ideal (C x endpoints / latency), median round; target >= 0.9.
   Client CPU per call (this process, all threads) and the servers' CPU per call are printed. `--cpu-hogs K` runs
   K busy loops meanwhile. Figures need an idle machine: on 2 shared cores read ratios within one run.
-- Runner barrier: the LLM persona user (mock answers, hashing embedder) in `simenv.runner.run_sessions` behind
-  an in-process endpoint stand-in with seeded lognormal latency (mean 250 ms, sigma 0.5) at concurrency 32, 128
-  users: the share of the endpoint's capacity the page-by-page batches use, at runner batch 16 (what `simrec
-  compare` used) and 128.
+- Runner: the LLM persona user (mock answers, hashing embedder) in `simenv.runner.run_sessions` behind an
+  in-process endpoint stand-in with seeded lognormal latency (mean 250 ms, sigma 0.5) at each concurrency, 16 x
+  concurrency episodes (ML-100K's 703 personas, cycled): the endpoint's busy share (sum of latencies /
+  (concurrency x wall)) of the page-by-page loop in chunks of `concurrency` (before: what `simrec compare` ran)
+  and of the pipelined loop (after). Target >= 0.9 at 32, >= 0.8 at 128. A whole run ends by draining its last
+  sessions, so fewer episodes per concurrent request mean a lower share.
 - Embedded: one page decision with a ~500-token prompt (persona system prompt + page) and a fixed-key JSON
   answer; cold (fresh model, nothing cached) and warm (same persona prefix, a new page each call).
   Target <= 1 s warm. Once per weights format (`--gguf-formats`): the shipped Q4_1 file and the F16 re-encoding
@@ -34,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -42,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from simenv.llm import LLMRequest, LLMWrapper, Message, MockLLM, OpenAIBackend
+from simenv.llm.batching import LoopThread
 from simenv.llm.llama_cpp_backend import LlamaCppBackend
 from simenv.llm.local_server import free_port
 from simenv.llm.schemas import page_decision_schema
@@ -140,8 +144,9 @@ def bench_concurrency(
 
 class DelayedLLM(LLMWrapper):
     """An endpoint stand-in for the runner benchmark: the inner model's answers, each after a seeded lognormal
-    latency (mean `latency_s`, shape `sigma`, drawn from the request's cache key), at most `concurrency` at once.
-    `busy_s` sums the latencies served: busy_s / (concurrency * wall) is the share of the endpoint's capacity used."""
+    latency (mean `latency_s`, shape `sigma`, drawn from the request's cache key), at most `concurrency` at once
+    over all callers and threads (one gate on one event loop, as `OpenAIBackend` has per endpoint). `busy_s` sums
+    the latencies served: busy_s / (concurrency * wall) is the share of the endpoint's capacity used."""
 
     label = "delayed"
 
@@ -150,6 +155,12 @@ class DelayedLLM(LLMWrapper):
         self.latency_s, self.sigma, self.concurrency, self.seed = latency_s, sigma, concurrency, seed
         self.busy_s = 0.0
         self.calls = 0
+        self._count = threading.Lock()
+        self._loop = LoopThread("delayed-endpoint")
+        self._gate = self._loop.run(self._new_gate())
+
+    async def _new_gate(self) -> asyncio.Semaphore:
+        return asyncio.Semaphore(self.concurrency)
 
     def _latency(self, request: LLMRequest) -> float:
         rng = np.random.default_rng([self.seed, int(request.call_id()[:12], 16)])
@@ -161,47 +172,56 @@ class DelayedLLM(LLMWrapper):
     def complete_batch(self, requests: Sequence[LLMRequest]) -> list[Any]:
         delays = [self._latency(r) for r in requests]
 
+        async def one(delay: float) -> None:
+            async with self._gate:
+                await asyncio.sleep(delay)
+
         async def serve() -> None:
-            gate = asyncio.Semaphore(self.concurrency)
-
-            async def one(delay: float) -> None:
-                async with gate:
-                    await asyncio.sleep(delay)
-
             await asyncio.gather(*(one(d) for d in delays))
 
-        asyncio.run(serve())
-        self.busy_s += sum(delays)
-        self.calls += len(requests)
+        self._loop.run(serve())
+        with self._count:
+            self.busy_s += sum(delays)
+            self.calls += len(requests)
         return self.inner.complete_batch(requests)
 
+    def close(self) -> None:
+        self._loop.close()
+        super().close()
 
-def bench_runner_barrier(
-    n_users: int, batch_size: int, concurrency: int, latency_s: float, sigma: float, pages: int = 5
+
+def bench_runner(
+    n_users: int, concurrency: int, latency_s: float, sigma: float, pipelined: bool, pages: int = 5
 ) -> dict[str, float]:
     """The LLM persona user (mock answers, hashing embedder) in `simenv.runner.run_sessions` against a
-    `DelayedLLM`: how much of the endpoint's capacity (concurrency / latency) the runner's page-by-page batches
-    use. Each page step waits for its slowest call (and repair or reflection rounds add steps)."""
+    `DelayedLLM`: how much of the endpoint's capacity (concurrency / latency) a whole run uses. Page by page
+    (before): chunks of `concurrency` personas (what `simrec compare` ran), each page step waiting for its slowest
+    call. Pipelined (after): `concurrency` sessions in flight, one chunk (`simrec compare` chunks 8 x concurrency)."""
     from agents.embedding import HashingEmbedder
     from agents.llm_user import LLMUserModel
     from recommenders.registry import make
     from simrec.envs import default_world
 
-    ds, split, personas = default_world("ml-100k")
-    ids = sorted(personas)[:n_users]
+    world = default_world("ml-100k")
+    ds, train = world.dataset, world.split.train
+    ids = (sorted(world.personas) * -(-n_users // len(world.personas)))[:n_users]  # episodes; personas cycled
     llm = DelayedLLM(MockLLM(seed=0), latency_s, sigma, concurrency)
-    user_model = LLMUserModel(ds, llm, HashingEmbedder(), train=split.train)
-    rec = make("pop").fit(split.train, ds.n_users, ds.n_items)
+    user_model = LLMUserModel(ds, llm, HashingEmbedder(), train=train)
+    rec = make("pop").fit(train, ds.n_users, ds.n_items)
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         summary = run_sessions(
-            rec, user_model, personas, ds, split.train, tmp, n_pages=pages, seed=0, users=ids, batch_size=batch_size
-        )
-        wall = time.perf_counter() - start
+            rec, user_model, world.personas, ds, train, tmp, n_pages=pages, seed=0, users=ids,
+            batch_size=len(ids) if pipelined else concurrency, concurrency=concurrency if pipelined else None,
+        )  # fmt: skip
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    llm.close()
     return {
+        "users": len(ids),
         "calls": llm.calls,
         "pages": summary.n_pages_shown,
         "wall_s": wall,
+        "cpu_ms_per_call": cpu * 1000 / max(llm.calls, 1),
         "calls_per_s": llm.calls / wall,
         "ideal": concurrency / latency_s,
         "eff": llm.busy_s / (concurrency * wall),
@@ -348,6 +368,7 @@ def main() -> None:
     parser.add_argument("--clients", default="aiohttp,direct", help="http_client values: aiohttp, httpx (SDK), direct")
     parser.add_argument("--server", choices=("latency", "fault"), default="latency")
     parser.add_argument("--cpu-hogs", type=int, default=0, help="busy-loop processes during the concurrency run")
+    parser.add_argument("--runner-episodes", type=int, default=0, help="runner episodes (default 16 x concurrency)")
     parser.add_argument("--warm-calls", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--gguf-formats", default="source,f16", help="embedded weights: source (Q4_1), f16, q8_0")
@@ -384,14 +405,18 @@ def main() -> None:
                 hog.wait(10)
 
     if not args.skip_runner:
-        for batch in (16, 128):
-            r = bench_runner_barrier(128, batch, 32, args.latency, sigma=0.5)
-            print(
-                f"runner (LLM user, mock answers behind a lognormal {args.latency * 1000:.0f} ms +-50% endpoint, "
-                f"concurrency 32): 128 users, runner batch {batch}: {r['calls']} calls, {r['pages']} pages in "
-                f"{r['wall_s']:.1f} s = {r['calls_per_s']:.1f} calls/s vs ideal {r['ideal']:.0f} -> endpoint "
-                f"capacity used {r['eff']:.2f}"
-            )
+        for concurrency in args.concurrency:
+            n_users = args.runner_episodes or 16 * concurrency
+            for pipelined in (False, True):
+                r = bench_runner(n_users, concurrency, args.latency, sigma=0.5, pipelined=pipelined)
+                loop = "pipelined (after)" if pipelined else f"page by page, batch {concurrency} (before)"
+                print(
+                    f"runner (LLM user, mock answers behind a lognormal {args.latency * 1000:.0f} ms +-50% endpoint, "
+                    f"concurrency {concurrency}): {r['users']} episodes, {loop}: {r['calls']} calls, "
+                    f"{r['pages']} pages in {r['wall_s']:.1f} s = {r['calls_per_s']:.1f} calls/s vs ideal "
+                    f"{r['ideal']:.0f} -> endpoint busy share {r['eff']:.2f} (target >= 0.9 at 32, >= 0.8 at 128); "
+                    f"client CPU {r['cpu_ms_per_call']:.2f} ms/call"
+                )
 
     for fmt in [] if args.skip_embedded else args.gguf_formats.split(","):
         e = bench_embedded(args.warm_calls, args.threads, fmt)

@@ -2,7 +2,10 @@
 
 Run directory layout: `experiment.json` (the full config), `reference.json` (real rating histogram),
 `policies/<name>/` (one `simenv.runner` run each: events, pages, interviews, llm_calls, checkpoint),
-`report.md` + `report/*.png`. Each policy starts with fresh user memories, as in Agent4Rec.
+`training.json`, `simulation.json` (LLM users on an endpoint: per policy the endpoint's busy share, the sum of
+its calls' latencies / (concurrent requests x simulation wall time)), `report.md` + `report/*.png`. Each policy
+starts with fresh user memories, as in Agent4Rec. LLM users on an endpoint run pipelined (`simenv.pipeline`): as
+many sessions in flight as the endpoints take requests at once.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from experiments.training_log import TrainingLog, training_summary, warn_if_time
 from recommenders.external import ExternalRecommender
 from recommenders.training import training_progress
 from simenv.errors import FallbackShareExceeded, RunInterrupted
-from simenv.llm import LLM, CallLogLLM
+from simenv.llm import LLM, CallLogLLM, read_call_log
 from simenv.llm.openai_backend import endpoint_urls
 from simenv.llm.secrets import REDACTED, redact_urls
 from simenv.metrics import METRICS
@@ -49,16 +52,40 @@ from simenv.runner import rollback_to_checkpoint
 log = logging.getLogger(__name__)
 EXPERIMENT_FILE = "experiment.json"
 TRAINING_FILE = "training.json"  # per policy: how its recommender's training stopped (flags time-capped models)
+SIMULATION_FILE = "simulation.json"  # per policy: wall time and the endpoint's busy share (LLM users on an endpoint)
 RUNNER_BATCH = 16  # personas stepped together; a crash redoes at most one batch of one policy
+PIPELINE_CHUNK = 8  # a pipelined run's chunk (between checkpoints), in multiples of its sessions in flight
+
+
+def runner_slots(config: ExperimentConfig) -> int | None:
+    """Sessions in flight when LLM users talk to an endpoint: every endpoint's concurrency, so the runner keeps
+    them all busy (`simenv.pipeline`); None (page by page) for in-process backends and users that write no text."""
+    if config.llm.backend != "openai" or not config.users.writes_text:
+        return None
+    return config.llm.concurrency * len(endpoint_urls(config.llm.base_url))
 
 
 def runner_batch(config: ExperimentConfig) -> int:
-    """Personas stepped together: `RUNNER_BATCH`, or for an endpoint backend enough to fill every endpoint's
-    concurrency (each page step sends one call per live persona and waits for the slowest; with 16 personas
-    behind 32 slots the endpoint idled at 0.16 of its capacity, 128 personas used 0.58: benchmarks.bench_llm)."""
+    """Personas per chunk (checkpoint): `RUNNER_BATCH`; for pipelined LLM users on the local engine
+    `PIPELINE_CHUNK` x the sessions in flight (a chunk ends by draining its last sessions, ~1/16 of its time at
+    part load, and a crash redoes at most one chunk); for other runs against an endpoint, and on the ray engine
+    (whose shards are made of chunks, so smaller chunks keep more workers busy), enough to fill the endpoints'
+    concurrency (a page step sends one call per live persona and waits for the slowest)."""
+    slots = runner_slots(config)
+    if slots is not None and config.engine == "local":
+        return max(RUNNER_BATCH, PIPELINE_CHUNK * slots)
     if config.llm.backend != "openai":
         return RUNNER_BATCH
     return max(RUNNER_BATCH, config.llm.concurrency * len(endpoint_urls(config.llm.base_url)))
+
+
+def busy_share(calls_dir: Path, first_seq: int, slots: int, wall_s: float) -> tuple[float, float]:
+    """(share of the endpoints' capacity a policy's simulation used, seconds of LLM latency it counts): the latency
+    of the calls this process logged from `first_seq` on (cache hits excluded) / (`slots` x `wall_s`)."""
+    calls = read_call_log(calls_dir)
+    calls = calls[(calls["seq"] >= first_seq) & ~calls["cache_hit"]]
+    latency = float(calls["latency_s"].sum())
+    return latency / (slots * max(wall_s, 1e-9)), latency
 
 
 def reference_stats(world: World, user_model: str) -> dict:
@@ -177,6 +204,7 @@ def _run_policies(
                     rate += f", {calls.n_calls / elapsed:.2f} LLM calls/s"
                 progress.update(task, completed=done, rate=rate)
 
+            first_seq = 0 if call_log is None else call_log.n_calls
             try:
                 world.run_sessions(
                     recommender,
@@ -189,15 +217,26 @@ def _run_policies(
                     policy_name=name,
                     resume=resuming,
                     batch_size=runner_batch(config),
+                    concurrency=runner_slots(config),
                     progress=on_page,
                     max_fallback_share=config.llm.max_fallback_share if config.users.writes_text else None,
                 )
             except FallbackShareExceeded as exc:
                 raise FallbackShareExceeded(f"{exc}; stopped, the run is resumable: simrec resume {run_dir}") from None
+            wall = time.perf_counter() - t0
             if call_log is not None:
                 call_log.close()
             if isinstance(recommender, ExternalRecommender):
                 console.print(f"{name:>9}: {record_external(recommender, policy_dir, resuming)}")
+            slots = runner_slots(config)
+            if call_log is not None and slots is not None and config.engine == "local":  # ray: per-shard call logs
+                share, latency = busy_share(policy_dir / "llm_calls", first_seq, slots, wall)
+                record_simulation(run_dir, name, {"wall_s": wall, "llm_latency_s": latency, "slots": slots,
+                                                  "busy_share": share})  # fmt: skip
+                console.print(
+                    f"{name:>9}: endpoint busy share {share:.2f} ({latency:.1f} s of LLM call latency / "
+                    f"({slots} concurrent requests x {wall:.1f} s))"
+                )
             simulate_s += time.perf_counter() - t0
             progress.update(task, completed=len(world.personas), description=f"{name:>9}: done")
     _table_and_report(config, run_dir, console, start, train_s, simulate_s)
@@ -240,6 +279,17 @@ def record_training(run_dir: Path, name: str, recommender: Recommender) -> None:
     data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     data[name] = training_summary(recommender)
     tmp = path.with_name(f".{TRAINING_FILE}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def record_simulation(run_dir: Path, name: str, stats: dict[str, float | int]) -> None:
+    """Add the policy's simulation figures (wall time, LLM latency, concurrent requests, endpoint busy share) to
+    `simulation.json` in the run directory (this process's part of the policy's run on resume)."""
+    path = run_dir / SIMULATION_FILE
+    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    data[name] = {k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()}
+    tmp = path.with_name(f".{SIMULATION_FILE}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
 

@@ -34,7 +34,14 @@ class UserSession(Protocol):
 
 @runtime_checkable
 class UserModel(Protocol):
-    """A factory of user sessions. All randomness comes from the generator passed in."""
+    """A factory of user sessions. All randomness comes from the generator passed in.
+
+    Optional: `concurrent_sessions` (a bool attribute or property, default False). True promises that
+    `react_batch` (and `interview_batch`) may be called from several threads at once for different sessions, and
+    that a session's results do not depend on what other sessions do meanwhile; `simenv.runner.run_sessions`
+    then runs it pipelined (`simenv.pipeline`). A user model that calls an endpoint sets it; one that decides by
+    array operations does not (its page-by-page batches are its fast path).
+    """
 
     name: str
 

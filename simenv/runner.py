@@ -1,16 +1,22 @@
-"""The batched session runner: a recommender serves many simulated users at once, page by page.
+"""The session runner: a recommender serves many simulated users, chunk by chunk, in one of two loops.
 
-All live sessions of a chunk get their page at the same time and react through one
-`user_model.react_batch` call (an LLM user turns that into one concurrent batch of LLM calls). Episode
-`e`'s randomness comes from `simenv.kernel.episode_rngs(seed, e)` (`SeedSequence([seed, e])`: one child for
-the user, one for the policy), so results do not depend on chunk size or on which other users share a batch.
+- Page by page (the default, and the fast path of fitted users): all live sessions of a chunk get their page at
+  the same time and react through one `user_model.react_batch` call (array operations over the whole batch).
+- Pipelined (`concurrency=N` and a user model with `concurrent_sessions`, i.e. an LLM user behind an endpoint):
+  `simenv.pipeline` keeps N sessions in flight, each advancing on its own, and starts the chunk's next episode
+  in the slot of one that ends, so the endpoint is never left waiting for a page step's slowest call.
 
-Logging and resume: each page step appends one `events` and one `pages` part; a finished chunk appends its
-`interviews` part and a checkpoint. `resume=True` drops the parts written after the last checkpoint (the
-chunk in flight when the process died), skips the finished chunks and redoes the rest, so the run
-directory ends identical to an uninterrupted run's. With an LLM call log in `<run_dir>/llm_calls`, call
-`rollback_to_checkpoint(run_dir)` before building the LLM stack (the call log reads its parts when built);
-the runner flushes the call log at every checkpoint.
+Episode `e`'s randomness comes from `simenv.kernel.episode_rngs(seed, e)` (`SeedSequence([seed, e])`: one child
+for the user, one for the policy), so results do not depend on chunk size, on which other users share a batch,
+or on the loop and its concurrency: both loops write the same rows in the same order (see `simenv.pipeline`).
+
+Logging and resume: each page step appends one `events` and one `pages` part (the pipelined loop writes page
+step p of a chunk once every episode of the chunk has decided page p or left, rows in episode order: the same
+parts); a finished chunk appends its `interviews` part and a checkpoint. `resume=True` drops the parts written
+after the last checkpoint (the chunk in flight when the process died), skips the finished chunks and redoes the
+rest, so the run directory ends identical to an uninterrupted run's. With an LLM call log in
+`<run_dir>/llm_calls`, call `rollback_to_checkpoint(run_dir)` before building the LLM stack (the call log reads
+its parts when built); the runner flushes the call log at every checkpoint.
 """
 
 from __future__ import annotations
@@ -23,17 +29,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from simenv import defaults
 from simenv.data.dataset import Dataset
+from simenv.episodes import FallbackGuard, Live, StepSettings, finish_page, interviews, next_page, page_items, start
 from simenv.errors import FallbackShareExceeded
-from simenv.eventlog import RunLog, event_rows, interview_row, page_row
-from simenv.kernel import check_feedback, episode_rngs
-from simenv.protocols import PagePolicy, UserModel, UserSession
-from simenv.records import Interview, Page, PageFeedback, Persona
-from simenv.rewards import RewardConfig, item_rewards, page_reward, reward_config
+from simenv.eventlog import RunLog, interview_row
+from simenv.pipeline import run_pipelined
+from simenv.protocols import PagePolicy, UserModel
+from simenv.records import Interview, Persona
+from simenv.rewards import RewardConfig, reward_config
 
 log = logging.getLogger(__name__)
 MIN_FALLBACK_PAGES = 20  # pages shown before the fallback share is held to its limit
@@ -47,18 +53,6 @@ class RunSummary:
     n_episodes: int
     n_skipped: int
     n_pages_shown: int
-
-
-@dataclass
-class _Live:
-    episode: int
-    persona: Persona
-    session: UserSession
-    rng: np.random.Generator
-    exclude: set[int]
-    history: list[int]
-    pages: int = 0
-    done: bool = False
 
 
 def run_sessions(
@@ -82,6 +76,7 @@ def run_sessions(
     only_chunks: Collection[int] | None = None,
     max_fallback_share: float | None = None,
     min_fallback_pages: int = MIN_FALLBACK_PAGES,
+    concurrency: int | None = None,
 ) -> RunSummary:
     """Run one session per persona (episode `e` = the e-th of `users`, default all persona ids sorted).
 
@@ -91,13 +86,17 @@ def run_sessions(
     items watched this session, then `observe(user_id, page, feedback)`. `config` adds entries to
     config.json (they must match on resume). Users start with a fresh memory (`reset_memory=True` for
     models that keep one) unless `persistent_memory`, so one user model can serve several policies' runs.
-    `progress(episodes_done, pages_shown)` is called after every page step (for progress bars).
+    `progress(episodes_done, pages_shown)` is called after every page step (pipelined: every page; progress bars).
     `only_chunks` runs only those chunk indices (of `batch_size` episodes each, numbered over all of `users`), with the
     episodes' global numbers and seeds: a sharded engine runs disjoint chunk sets in separate directories and
     concatenates their parts in chunk order, which reproduces an unsharded run's parts.
     `max_fallback_share`: once `min_fallback_pages` pages have been decided in this call, a page step after which
     more than that share of them fell back (`PageFeedback.fallback`) raises `FallbackShareExceeded`, after the
-    step's logs are written; the run directory is then as a crash leaves it (resumable from its last checkpoint).
+    step's logs (pipelined: every decided page's) are written; the run directory is then as a crash leaves it
+    (resumable from its last checkpoint).
+    `concurrency`: sessions in flight at once (`simenv.pipeline`), for a user model that sets
+    `concurrent_sessions` (else, and when None or 1, the chunk is stepped page by page). It is not part of
+    config.json: the logs are the same at any concurrency, so a run may be resumed at another.
     """
     if n_pages < 1 or page_size < 1 or batch_size < 1:
         raise ValueError(f"n_pages={n_pages}, page_size={page_size}, batch_size={batch_size} must all be >= 1")
@@ -123,62 +122,34 @@ def run_sessions(
         **dict(config or {}),
     }
     done_chunks = _prepare(run_log, full_config, resume)
-    catalog = dataset.catalog
     fresh = (
         {} if persistent_memory or not _accepts(user_model.start_session, "reset_memory") else {"reset_memory": True}
     )
-    n_shown_pages = 0
-    n_fallback_pages = 0
+    settings = StepSettings(
+        recommender, user_model, dataset.catalog, policy, run_log.run_id, n_pages, page_size, rcfg, fresh
+    )
+    guard = FallbackGuard(policy, max_fallback_share, min_fallback_pages)
+    pipelined = concurrency is not None and concurrency > 1 and bool(getattr(user_model, "concurrent_sessions", False))
+    if concurrency is not None and concurrency > 1 and not pipelined:
+        model = getattr(user_model, "name", type(user_model).__name__)
+        log.info("run %s: user model %s steps page by page (no concurrent sessions)", run_log.run_id, model)
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for c, chunk_users in enumerate(chunks):
         if c < done_chunks or (only_chunks is not None and c not in only_chunks):
             continue
         first = c * batch_size
-        lives = []
-        for offset, user in enumerate(chunk_users):
-            episode = first + offset
-            user_rng, policy_rng = episode_rngs(seed, episode)
-            persona = personas[user]
-            session = user_model.start_session(persona, episode, user_rng, **fresh)
-            lives.append(_Live(episode, persona, session, policy_rng, set(persona.train_items), []))
-        for page_index in range(n_pages):
-            alive = [lv for lv in lives if not lv.done]
-            if not alive:
-                break
-            pages = [_next_page(recommender, lv, page_index, page_size, policy) for lv in alive]
-            feedbacks = user_model.react_batch(
-                [lv.session for lv in alive], [(p, [catalog[i] for i in p.item_ids]) for p in pages]
-            )
-            if len(feedbacks) != len(alive):
-                raise ValueError(f"user model returned {len(feedbacks)} feedbacks for {len(alive)} pages")
-            events: list[dict[str, Any]] = []
-            page_rows: list[dict[str, Any]] = []
-            for lv, page, fb in zip(alive, pages, feedbacks, strict=True):
-                check_feedback(page, fb)
-                recommender.observe(lv.persona.user_id, page, fb)
-                _apply(lv, page, fb, n_pages)
-                rewards = item_rewards(fb, rcfg)
-                events.extend(event_rows(run_log.run_id, policy, lv.episode, lv.persona.user_id, page, fb, rewards))
-                page_rows.append(
-                    page_row(run_log.run_id, policy, lv.episode, lv.persona.user_id, page, fb, page_reward(fb, rcfg), 0)
+        episodes = [(first + offset, personas[user]) for offset, user in enumerate(chunk_users)]
+        try:
+            if pipelined:
+                assert concurrency is not None
+                lives, interviews = run_pipelined(
+                    settings, episodes, seed, concurrency, run_log, guard, progress, first
                 )
-            run_log.append("events", events)
-            run_log.append("pages", page_rows)
-            n_shown_pages += len(alive)
-            n_fallback_pages += sum(fb.fallback for fb in feedbacks)
-            if progress is not None:
-                progress(first, n_shown_pages)
-            if (
-                max_fallback_share is not None
-                and n_shown_pages >= min_fallback_pages
-                and n_fallback_pages > max_fallback_share * n_shown_pages
-            ):
-                flush_logs(user_model)  # the failed answers on record (a resume drops them with the step's parts)
-                raise FallbackShareExceeded(
-                    f"policy {policy}: {n_fallback_pages} of {n_shown_pages} pages fell back "
-                    f"({n_fallback_pages / n_shown_pages:.0%} > [llm] max_fallback_share {max_fallback_share:.0%})"
-                )
-        interviews = _interviews(user_model, [lv.session for lv in lives])
+            else:
+                lives, interviews = _run_barrier(settings, episodes, seed, run_log, guard, progress, first)
+        except FallbackShareExceeded:
+            flush_logs(user_model)  # the failed answers on record (a resume drops them with the chunk's parts)
+            raise
         rows = [
             interview_row(run_log.run_id, policy, lv.episode, lv.pages, iv)
             for lv, iv in zip(lives, interviews, strict=True)
@@ -188,9 +159,42 @@ def run_sessions(
         run_log.checkpoint({"chunks_done": c + 1, "episodes_done": first + len(chunk_users)})
         log.info("run %s: chunk %d/%d done", run_log.run_id, c + 1, len(chunks))
         if progress is not None:
-            progress(first + len(chunk_users), n_shown_pages)
+            progress(first + len(chunk_users), guard.shown)
     skipped = min(done_chunks * batch_size, len(order))
-    return RunSummary(Path(run_dir), len(order), skipped, n_shown_pages)
+    return RunSummary(Path(run_dir), len(order), skipped, guard.shown)
+
+
+def _run_barrier(
+    settings: StepSettings,
+    episodes: Sequence[tuple[int, Persona]],
+    seed: int,
+    run_log: RunLog,
+    guard: FallbackGuard,
+    progress: Callable[[int, int], None] | None,
+    first: int,
+) -> tuple[list[Live], list[Interview]]:
+    """One chunk page by page: every live session's page in one `react_batch`; one part per page step.
+    Returns the chunk's sessions and their interviews, in episode order."""
+    lives = [start(settings, persona, episode, seed) for episode, persona in episodes]
+    for _ in range(settings.n_pages):
+        alive = [lv for lv in lives if not lv.done]
+        if not alive:
+            break
+        pages = [next_page(settings, lv) for lv in alive]
+        feedbacks = settings.user_model.react_batch(
+            [lv.session for lv in alive], [page_items(settings, p) for p in pages]
+        )
+        if len(feedbacks) != len(alive):
+            raise ValueError(f"user model returned {len(feedbacks)} feedbacks for {len(alive)} pages")
+        steps = [finish_page(settings, lv, page, fb) for lv, page, fb in zip(alive, pages, feedbacks, strict=True)]
+        run_log.append("events", [row for step in steps for row in step.events])
+        run_log.append("pages", [step.page for step in steps])
+        guard.count(feedbacks)
+        if progress is not None:
+            progress(first, guard.shown)
+        if guard.exceeded:
+            raise guard.error()
+    return lives, interviews(settings.user_model, [lv.session for lv in lives])
 
 
 def flush_logs(user_model: Any) -> None:
@@ -239,34 +243,3 @@ def _prepare(run_log: RunLog, config: dict[str, Any], resume: bool) -> int:
     parts = checkpoint["parts"] if checkpoint else {}
     run_log.rollback(parts)
     return int(checkpoint["state"]["chunks_done"]) if checkpoint else 0
-
-
-def _next_page(recommender: PagePolicy, lv: _Live, page_index: int, page_size: int, policy: str) -> Page:
-    user = lv.persona.user_id
-    rec = recommender.recommend(user, page_size, lv.exclude, lv.rng, tuple(lv.history))
-    ids = tuple(int(i) for i in rec.item_ids)
-    bad = [i for i in ids if i in lv.exclude]
-    if len(ids) != page_size or len(set(ids)) != page_size or bad:
-        raise ValueError(
-            f"recommender {policy!r}, user {user}, page {page_index}: returned {ids} for k={page_size} "
-            f"(excluded ids {bad[:5]}, duplicates or wrong length)"
-        )
-    props = None if rec.propensities is None else tuple(float(p) for p in rec.propensities)
-    return Page(episode=lv.episode, page_index=page_index, item_ids=ids, propensities=props)
-
-
-def _apply(lv: _Live, page: Page, fb: PageFeedback, n_pages: int) -> None:
-    lv.exclude.update(page.item_ids)
-    lv.history.extend(r.item_id for r in fb.reactions if r.watched)
-    lv.pages += 1
-    lv.done = fb.left or lv.pages >= n_pages
-
-
-def _interviews(user_model: UserModel, sessions: Sequence[UserSession]) -> list[Interview]:
-    batch = getattr(user_model, "interview_batch", None)
-    if callable(batch):
-        out = list(batch(sessions))
-        if len(out) != len(sessions):
-            raise ValueError(f"interview_batch returned {len(out)} interviews for {len(sessions)} sessions")
-        return out
-    return [s.interview() for s in sessions]

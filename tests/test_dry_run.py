@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from experiments.cli import app
-from experiments.compare import RUNNER_BATCH, runner_batch
+from experiments.compare import PIPELINE_CHUNK, RUNNER_BATCH, runner_batch, runner_slots
 from experiments.config import load_config
 from experiments.dry_run import run_dry_run
 from experiments.report import read_run
@@ -88,3 +88,20 @@ def test_compare_steps_enough_personas_together_to_fill_the_endpoints() -> None:
     endpoint = {"backend": "openai", "model": "m", "concurrency": 64}
     assert runner_batch(load_config(None, {"llm": endpoint | {"base_url": two}})) == 128
     assert runner_batch(load_config(None, {"llm": endpoint | {"base_url": two[0], "concurrency": 4}})) == RUNNER_BATCH
+    assert runner_slots(load_config(None, {"llm": endpoint | {"base_url": two}})) is None  # fitted users: no text
+
+
+def test_compare_pipelines_llm_users_on_endpoints() -> None:
+    """LLM users on endpoints: as many sessions in flight as the endpoints take requests, checkpoints every
+    `PIPELINE_CHUNK` x that many personas; on an in-process backend they step page by page."""
+    two = ["http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1"]
+    llm_users = {"users": {"kind": "llm-only"}}
+    config = load_config(
+        None, {"llm": {"backend": "openai", "model": "m", "concurrency": 16, "base_url": two}} | llm_users
+    )
+    assert runner_slots(config) == 32
+    assert runner_batch(config) == PIPELINE_CHUNK * 32
+    mock = load_config(None, {"llm": {"backend": "mock", "concurrency": 16}} | llm_users)
+    assert runner_slots(mock) is None and runner_batch(mock) == RUNNER_BATCH
+    ray = config.model_copy(update={"engine": "ray"})  # shards are made of chunks: keep them small
+    assert runner_slots(ray) == 32 and runner_batch(ray) == 32

@@ -26,9 +26,11 @@ def interview_ask(model: UserView, session: LLMUserSession) -> Ask:
 
 
 def run_interview(model: UserView, session: LLMUserSession) -> Interview:
-    ask = interview_ask(model, session)
+    with model.lock:
+        ask = interview_ask(model, session)
     result = ask_json(model.llm, ask.request, ask.check, max_repairs=model.config.max_repairs)
-    return finish_interview(model, session, result)
+    with model.lock:
+        return finish_interview(model, session, result)
 
 
 def run_interviews(model: UserView, sessions: Sequence[LLMUserSession]) -> list[Interview]:
@@ -45,10 +47,12 @@ def run_interviews(model: UserView, sessions: Sequence[LLMUserSession]) -> list[
             seen.add(id(sessions[end].memory))
             end += 1
         chunk = sessions[start:end]
-        asks = [interview_ask(model, s) for s in chunk]
+        with model.lock:  # never held during the LLM call (`LLMUserModel.lock`)
+            asks = [interview_ask(model, s) for s in chunk]
         requests, checks = [a.request for a in asks], [a.check for a in asks]
         results = ask_json_batch(model.llm, requests, checks, max_repairs=model.config.max_repairs)
-        out.extend(finish_interview(model, s, r) for s, r in zip(chunk, results, strict=True))
+        with model.lock:
+            out.extend(finish_interview(model, s, r) for s, r in zip(chunk, results, strict=True))
         start = end
     return out
 

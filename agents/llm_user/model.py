@@ -3,6 +3,7 @@ fallbacks) behind `simenv.protocols.UserModel`, plus the users' memories and the
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,10 @@ class LLMUserModel:
 
     `events` holds every `UserEvent` (fallbacks and reflections) of all sessions; `default_texts` counts the
     plain texts that stood in for ones a usable answer lacked (`"feeling"`, `"leave_reason"`).
+
+    Sessions may react from several threads at once (`concurrent_sessions`, what `simenv.pipeline` needs): `lock`
+    guards everything the sessions share (decider, memories, embedder, counters, events) and is never held
+    during an LLM call, so one session's calls wait on the endpoint while others are decided.
     """
 
     name = "llm-user"
@@ -58,15 +63,25 @@ class LLMUserModel:
         self.memories: dict[int, MemoryStream] = {}
         self.events: list[UserEvent] = []
         self.default_texts: Counter[str] = Counter()
+        self.lock = threading.RLock()
+
+    @property
+    def concurrent_sessions(self) -> bool:
+        """True unless pages are decided from the LLM's watch answer centred on its running yes rate (a profile with
+        `calibrate` and `w_llm`, none of the shipped kinds): that rate advances over all sessions' pages, so a
+        page's decision would depend on which pages other sessions had answered before it."""
+        rule = self.decider.config
+        return self.config.narrates or not (rule.calibrate and rule.w_llm)
 
     # ---- sessions and memory -------------------------------------------------------------------------------
     def start_session(
         self, persona: Persona, episode: int, rng: np.random.Generator, reset_memory: bool = False
     ) -> LLMUserSession:
         """Begin an episode; the user's memory carries over from earlier episodes unless `reset_memory`."""
-        if reset_memory or persona.user_id not in self.memories:
-            self.memories[persona.user_id] = MemoryStream(self.embedder, self.config.memory, self.item_vectors)
-        return LLMUserSession(self, persona, episode, rng, self.memories[persona.user_id])
+        with self.lock:
+            if reset_memory or persona.user_id not in self.memories:
+                self.memories[persona.user_id] = MemoryStream(self.embedder, self.config.memory, self.item_vectors)
+            return LLMUserSession(self, persona, episode, rng, self.memories[persona.user_id])
 
     def save_memories(self, directory: Path) -> None:
         """One sub-directory per user id (memory.json + embeddings.npy)."""
@@ -106,7 +121,9 @@ class LLMUserModel:
                 raise ValueError(f"user {session.persona.user_id} already left in episode {session.episode}")
         react = narrate_pages if self.config.narrates else decide_pages
         feedback = react(self, sessions, pages)
-        reflect(self, [s for s in sessions if s.memory.should_reflect()])
+        with self.lock:
+            due = [s for s in sessions if s.memory.should_reflect()]
+        reflect(self, due)
         return feedback
 
     # ---- interview (agents.llm_user.interview) -------------------------------------------------------------

@@ -145,13 +145,31 @@ def finish_page(
 def decide_pages(model: UserView, sessions: Sequence[LLMUserSession], pages: Pages) -> list[PageFeedback]:
     """`page_decision`: the LLM answers watch/rating/leave per item; the grounded rule blends them in."""
     requests, checks = [], []
-    for session, (page, _) in zip(sessions, pages, strict=True):
-        ids = [int(i) for i in page.item_ids]
-        seed = draw_seed(session.text_rng)
-        memories = page_memories_for(model, session, page)
-        requests.append(model.prompts.page_request(session.persona, page.page_index, ids, memories, seed))
-        checks.append(check_page_decision(ids))
+    with model.lock:
+        for session, (page, _) in zip(sessions, pages, strict=True):
+            ids = [int(i) for i in page.item_ids]
+            seed = draw_seed(session.text_rng)
+            memories = page_memories_for(model, session, page)
+            requests.append(model.prompts.page_request(session.persona, page.page_index, ids, memories, seed))
+            checks.append(check_page_decision(ids))
     results = ask_json_batch(model.llm, requests, checks, max_repairs=model.config.max_repairs)
+    _prefetch(model, sessions, pages)
+    with model.lock:
+        return _decided_pages(model, sessions, pages, results)
+
+
+def _prefetch(model: UserView, sessions: Sequence[LLMUserSession], pages: Pages) -> None:
+    """A decider that asks the LLM itself (`agents.llm_feature.StackedDecider`) asks for these pages now, before
+    the caller takes `model.lock`, so sessions' probe calls wait on the endpoint together."""
+    prefetch = getattr(model.decider, "prefetch", None)
+    if callable(prefetch):
+        prefetch([s.persona for s in sessions], [page.item_ids for page, _ in pages])
+
+
+def _decided_pages(
+    model: UserView, sessions: Sequence[LLMUserSession], pages: Pages, results: Sequence[StructuredResult]
+) -> list[PageFeedback]:
+    """The pages of `decide_pages` once their answers are in: the rule applied, texts filled, pages recorded."""
     answers: list[PageAnswer | None] = []
     deciders = []
     for session, (page, _), result in zip(sessions, pages, results, strict=True):
@@ -178,21 +196,35 @@ def narrate_pages(model: UserView, sessions: Sequence[LLMUserSession], pages: Pa
     """`page_reaction`: the grounded rule decides each page first; the LLM writes the feelings of the watched
     movies and the leave reason. A page with nothing watched and no exit has no text to write: no call."""
     requests, checks, asked = [], [], []
-    decided = decide_batch(model, sessions, pages, [model.decider] * len(sessions), [None] * len(sessions))
-    for k, (session, (page, items), decision) in enumerate(zip(sessions, pages, decided, strict=True)):
-        watched, stars, left = decision
-        if watched.any() or left:
-            seed = draw_seed(session.text_rng)
-            memories = page_memories_for(model, session, page)
-            persona = session.persona
-            ask = model.prompts.reaction_ask(persona, page, items, watched, stars, left, memories, seed)
-            requests.append(ask.request)
-            checks.append(ask.check)  # feelings agree with their ratings; nothing copies the prompt
-            asked.append(k)
+    _prefetch(model, sessions, pages)
+    with model.lock:
+        decided = decide_batch(model, sessions, pages, [model.decider] * len(sessions), [None] * len(sessions))
+        for k, (session, (page, items), decision) in enumerate(zip(sessions, pages, decided, strict=True)):
+            watched, stars, left = decision
+            if watched.any() or left:
+                seed = draw_seed(session.text_rng)
+                memories = page_memories_for(model, session, page)
+                persona = session.persona
+                ask = model.prompts.reaction_ask(persona, page, items, watched, stars, left, memories, seed)
+                requests.append(ask.request)
+                checks.append(ask.check)  # feelings agree with their ratings; nothing copies the prompt
+                asked.append(k)
     results: list[StructuredResult | None] = [None] * len(sessions)
     answers = ask_json_batch(model.llm, requests, checks, max_repairs=model.config.text_repairs)
     for k, result in zip(asked, answers, strict=True):
         results[k] = result
+    with model.lock:
+        return _narrated_pages(model, sessions, pages, decided, results)
+
+
+def _narrated_pages(
+    model: UserView,
+    sessions: Sequence[LLMUserSession],
+    pages: Pages,
+    decided: Sequence[Decision],
+    results: Sequence[StructuredResult | None],
+) -> list[PageFeedback]:
+    """The pages of `narrate_pages` once their texts are in: texts filled (or fallen back), pages recorded."""
     feedback = []
     for session, (page, items), decision, result in zip(sessions, pages, decided, results, strict=True):
         watched, _, left = decision

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import numpy as np
@@ -51,6 +52,7 @@ class UserView(Protocol):
     prompts: Any  # agents.llm_user.prompts.PromptBuilder
     events: list[Any]  # agents.llm_user.fallbacks.UserEvent
     default_texts: Counter[str]
+    lock: AbstractContextManager[Any]  # guards the shared state above; never held during an LLM call
 
     def react_batch(self, sessions: Sequence[Any], pages: Sequence[Any]) -> list[PageFeedback]: ...
 

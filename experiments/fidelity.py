@@ -29,7 +29,14 @@ def score_kind(config: ExperimentConfig, users: UserModelFactory, kind: str) -> 
     disc = discrimination(subject, world.split, personas, np.random.default_rng([seed, 7]), config.fidelity.ratios)
     rating = rating_fidelity(subject, world.split, personas, np.random.default_rng([seed, 8]))
     return [
-        {"kind": kind, **d.as_dict(), "rmse": rating.rmse, "kl": rating.kl, "n_ratings": rating.n}
+        {
+            "kind": kind,
+            **d.as_dict(),
+            "rmse": rating.rmse,
+            "rmse_stars": rating.rmse_stars,
+            "kl": rating.kl,
+            "n_ratings": rating.n,
+        }
         for d in disc.values()
     ]
 

@@ -128,7 +128,9 @@ class ResponseConfig:
     or test; in the Agent4Rec split they are equal random shares, so 2.0); "valid" keeps it. `candidates`:
     "recommenders" fits on the standard recommenders' top-`top_n` per user (what recommenders show),
     "scorers" on the train-only scorers' top items; both plus `n_random` random unseen items. `source_ranks`
-    (with "recommenders"): each source's rank of every unseen item is also a feature (agents.features).
+    (with "recommenders"): each source's rank of every unseen item is also a feature (agents.features). The
+    rating is a like classifier with an ordinal star distribution on its logit (agents.rating_model), with the
+    same boosting settings; it has no settings of its own.
     """
 
     feature_set: str = "full"
@@ -145,8 +147,6 @@ class ResponseConfig:
     max_leaf_nodes: int = 15
     min_samples_leaf: int = 80
     l2_regularization: float = 1.0
-    rating_noise: float = 0.0
-    rating_spread: float = 0.8
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -133,25 +133,50 @@ def session_draws(
     rngs: Sequence[np.random.Generator], sizes: np.ndarray, width: int, sample: bool, logistic: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each session's draws for one page of `sizes[i]` items, in the order the page-by-page rule makes them:
-    watch uniforms (if `sample`), logistic rating noise (rows where `logistic`), the leave uniform. Returns
-    (watch (B, width), noise (B, width), leave (B,)), padded with 0.5 / 0 past each page's size.
+    watch uniforms (if `sample`), logistic rating noise (rows where `logistic`; the logit of uniforms), the leave
+    uniform. Returns (watch (B, width), noise (B, width), leave (B,)), padded with 0.5 / 0 past each page's size.
 
-    One generator call per session in the common case: `random(k)` then `random()` is `random(k + 1)`.
+    One generator call per session when every page is full and the rows agree on `logistic`: consecutive
+    `random(k)` calls then `random()` are one `random(total)`.
     """
     b = len(rngs)
     watch = np.full((b, width), 0.5)
     noise = np.zeros((b, width))
     leave = np.empty(b)
-    if sample and not logistic.any() and (sizes == width).all():
-        block = np.stack([rng.random(width + 1) for rng in rngs]) if b else np.empty((0, width + 1))
-        return block[:, :width], noise, block[:, width]
+    with_noise = bool(logistic.all()) if b else False
+    if (sizes == width).all() and (with_noise or not logistic.any()):
+        k_watch = width if sample else 0
+        k_noise = width if with_noise else 0
+        total = k_watch + k_noise + 1
+        block = np.stack([rng.random(total) for rng in rngs]) if b else np.empty((0, total))
+        if sample:
+            watch = block[:, :width]
+        if with_noise:
+            noise = _logit(block[:, k_watch : k_watch + width])
+        return watch, noise, block[:, -1]
     for i, (rng, k) in enumerate(zip(rngs, sizes.tolist(), strict=True)):
         if sample:
             watch[i, :k] = rng.random(k)
         if logistic[i]:
-            noise[i, :k] = rng.logistic(size=k)
+            noise[i, :k] = _logit(rng.random(k))
         leave[i] = rng.random()
     return watch, noise, leave
+
+
+def _logit(u: np.ndarray) -> np.ndarray:
+    """Standard logistic draws from uniforms in [0, 1) (the inverse CDF; 0 is nudged to the smallest float)."""
+    u = np.maximum(u, np.finfo(np.float64).tiny)
+    return np.log(u) - np.log1p(-u)
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Boolean mask of the `k` highest scores (ties broken by position: a stable sort)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if not 0 <= k <= scores.size:
+        raise ValueError(f"top_k: k = {k} for {scores.size} items")
+    mask = np.zeros(scores.size, dtype=bool)
+    mask[np.argsort(-scores, kind="stable")[:k]] = True
+    return mask
 
 
 class ItemVectors:
@@ -291,6 +316,20 @@ class GroundedDecider:
     def watch_probability(self, persona: Persona, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """P(watch) of items on a page with no LLM term (what `simrec validate` scores at item level)."""
         return sigmoid(self.plan(persona).base_logit[np.asarray(item_ids, dtype=np.int64)])
+
+    def expected_rating(self, persona: Persona, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The mean of the stars the persona would give items if watched (no LLM term): the rating plan's point
+        prediction, what the fidelity harness measures rating RMSE on."""
+        rating = self.plan(persona).rating
+        return rating.expected(rating.prediction[np.asarray(item_ids, dtype=np.int64)])
+
+    def pick_many(
+        self, asks: Sequence[tuple[Persona, Sequence[int]]], ks: Sequence[int], rng: np.random.Generator
+    ) -> list[np.ndarray]:
+        """Agent4Rec's protocol as peers run it: told that `ks[i]` of ask i's items are ones it has watched, the
+        persona picks the `ks[i]` items with the highest watch probability (ties in page order). Deterministic:
+        `rng` is unused (LLM users draw their request seeds from it)."""
+        return [top_k(self.watch_probability(persona, ids), k) for (persona, ids), k in zip(asks, ks, strict=True)]
 
     @property
     def has_signals(self) -> bool:

@@ -4,7 +4,13 @@
   rated with m*n items the user never rated in any split (sampled with the passed rng), shuffle, show them as
   pages of at most `page_size` items, and ask which the persona would watch. Counts are pooled over personas
   (micro average); precision, recall and F1 are 0 (never NaN) when their denominator is 0.
-- Rating fidelity: the persona rates held-out items as if watched; RMSE against the real ratings and
+- The protocol as peers run it (Agent4Rec's, as SimUSER and others report it): the same pages, but the persona
+  is told how many of a page's items it has watched and picks that many (`pick_many`: the top k by watch
+  probability for a fitted user, the LLM's own k picks for an LLM user); reported as `protocol_*` next to the
+  calibrated scores. A calibrated user says yes at the real consumption rate, so its own decisions cannot reach
+  the accuracy this protocol allows; the two answer different questions and both are reported.
+- Rating fidelity: the persona rates held-out items as if watched; RMSE against the real ratings (of the
+  subject's expected rating when it exposes one, `expected_rating`; `rmse_stars` of the sampled stars) and
   KL(real || simulated) of the 1..5 star histograms, each histogram smoothed with a pseudo-count of
   `KL_PSEUDO_COUNT` = 0.5 per star (Jeffreys prior) so a star the simulator never gives costs a large but finite
   penalty.
@@ -27,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from agents.decision import top_k
 from simenv.data.dataset import Split
 from simenv.protocols import UserModel
 from simenv.records import Page, Persona
@@ -74,21 +81,45 @@ def watch_probability_of(subject: Any) -> WatchProbability | None:
     return getattr(decider, "watch_probability", None)
 
 
+Picker = Callable[[Sequence[Ask], Sequence[int], np.random.Generator], list[np.ndarray]]
+
+
+def picker_of(subject: Any) -> Picker | None:
+    """How the subject answers the protocol as peers run it ("k of these items are ones you watched"): its own
+    `pick_many` (LLM users ask the LLM), else the top k by its watch probability, else None."""
+    pick = getattr(subject, "pick_many", None)
+    if callable(pick):
+        return pick
+    prob = watch_probability_of(subject)
+    if prob is None:
+        return None
+    return lambda asks, ks, rng: [top_k(prob(persona, ids), k) for (persona, ids), k in zip(asks, ks, strict=True)]
+
+
+def expected_rating_of(subject: Any) -> Callable[[Persona, Sequence[int]], np.ndarray] | None:
+    """The subject's expected rating of items (its rating model's point prediction), or None."""
+    expected = getattr(subject, "expected_rating", None)
+    if expected is not None:
+        return expected
+    decider = getattr(subject, "decider", None)
+    if decider is None or getattr(decider, "response", None) is None or getattr(decider.config, "rating_llm", 0):
+        return None  # a hand-set or LLM-rated subject's stars are its prediction
+    return getattr(decider, "expected_rating", None)
+
+
 def as_judge(subject: Judge | UserModel) -> Judge:
     return subject if callable(getattr(subject, "judge_many", None)) else SessionJudge(subject)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
-class Discrimination:
-    """Pooled confusion counts and scores for one ratio 1:m."""
+class Counts:
+    """Pooled confusion counts of watch decisions against held-out membership, and their scores (0, never NaN,
+    when a denominator is 0)."""
 
-    ratio: int
-    n_personas: int
     tp: int
     fp: int
     fn: int
     tn: int
-    auc: float = float("nan")  # of the subject's watch probability, positives vs negatives (NaN: none exposed)
 
     @property
     def accuracy(self) -> float:
@@ -108,21 +139,60 @@ class Discrimination:
         p, r = self.precision, self.recall
         return 2 * p * r / (p + r) if p + r else 0.0
 
+    def scores(self, prefix: str = "") -> dict[str, float]:
+        return {f"{prefix}{name}": getattr(self, name) for name in ("accuracy", "precision", "recall", "f1")}
+
+
+NO_COUNTS = {f"protocol_{name}": float("nan") for name in ("accuracy", "precision", "recall", "f1")}
+
+
+@dataclass(frozen=True, slots=True)
+class Discrimination:
+    """Pooled scores for one ratio 1:m: the user's own (calibrated) decisions, and under the protocol as peers
+    run it (`protocol`: told how many of a page's items it watched, the user picks that many; None when the
+    subject can neither pick nor rank)."""
+
+    ratio: int
+    n_personas: int
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+    auc: float = float("nan")  # of the subject's watch probability, positives vs negatives (NaN: none exposed)
+    protocol: Counts | None = None
+
+    @property
+    def counts(self) -> Counts:
+        return Counts(self.tp, self.fp, self.fn, self.tn)
+
+    @property
+    def accuracy(self) -> float:
+        return self.counts.accuracy
+
+    @property
+    def precision(self) -> float:
+        return self.counts.precision
+
+    @property
+    def recall(self) -> float:
+        return self.counts.recall
+
+    @property
+    def f1(self) -> float:
+        return self.counts.f1
+
     def as_dict(self) -> dict[str, float]:
-        return {
-            "ratio": self.ratio,
-            "accuracy": self.accuracy,
-            "precision": self.precision,
-            "recall": self.recall,
-            "f1": self.f1,
-            "auc": self.auc,
-            "n_personas": self.n_personas,
-        }
+        protocol = self.protocol.scores("protocol_") if self.protocol is not None else NO_COUNTS
+        return {"ratio": self.ratio, **self.counts.scores(), "auc": self.auc, **protocol, "n_personas": self.n_personas}
 
 
 @dataclass(frozen=True, slots=True)
 class RatingFidelity:
+    """`rmse`: of the subject's expected rating when it exposes one (its point prediction), else of its stars;
+    `rmse_stars`: of the stars it gave (a draw from its rating distribution); `kl`: of the stars' histogram."""
+
     rmse: float
+    rmse_stars: float
     kl: float
     n: int
     real_hist: tuple[float, ...]
@@ -186,7 +256,34 @@ def discrimination(
         watch = np.asarray(watch, bool)
         counts[m] += [(watch & lab).sum(), (watch & ~lab).sum(), (~watch & lab).sum(), (~watch & ~lab).sum()]
     aucs = _ratio_aucs(watch_probability_of(subject), asks, labels, tags, ratios)
-    return {m: Discrimination(m, len(counted[m]), *(int(x) for x in counts[m]), auc=aucs[m]) for m in ratios}
+    protocol = _protocol_counts(picker_of(subject), asks, labels, tags, ratios, rng)
+    return {
+        m: Discrimination(m, len(counted[m]), *(int(x) for x in counts[m]), auc=aucs[m], protocol=protocol.get(m))
+        for m in ratios
+    }
+
+
+def _protocol_counts(
+    pick: Picker | None,
+    asks: Sequence[Ask],
+    labels: Sequence[np.ndarray],
+    tags: Sequence[int],
+    ratios: Sequence[int],
+    rng: np.random.Generator,
+) -> dict[int, Counts]:
+    """Pooled counts per ratio when each page's user is told how many of its items it watched and picks that many
+    (the same pages as the calibrated decisions; the picks must number exactly k)."""
+    if pick is None:
+        return {}
+    ks = [int(lab.sum()) for lab in labels]
+    picks = pick(asks, ks, rng)
+    counts = {m: np.zeros(4, np.int64) for m in ratios}
+    for chosen, lab, k, m in zip(picks, labels, ks, tags, strict=True):
+        chosen = np.asarray(chosen, bool)
+        if int(chosen.sum()) != k:
+            raise ValueError(f"protocol pick: {int(chosen.sum())} items picked where the user was told {k}")
+        counts[m] += [(chosen & lab).sum(), (chosen & ~lab).sum(), (~chosen & lab).sum(), (~chosen & ~lab).sum()]
+    return {m: Counts(*(int(x) for x in counts[m])) for m in ratios}
 
 
 def _ratio_aucs(
@@ -252,18 +349,23 @@ def rating_fidelity(
             asks.append((persona, [int(i) for i in a]))
             truth.append(b)
     answers = judge.judge_many(asks, rng)
-    real_all, sim_all = [], []
-    for (_, stars), real in zip(answers, truth, strict=True):
+    expected = expected_rating_of(subject)
+    real_all, sim_all, mean_all = [], [], []
+    for (persona, ids), (_, stars), real in zip(asks, answers, truth, strict=True):
         stars = np.asarray(stars, np.int64)
         keep = stars > 0
         real_all.append(real[keep])
         sim_all.append(stars[keep])
+        if expected is not None:
+            mean_all.append(np.asarray(expected(persona, ids), np.float64)[keep])
     real_v = np.concatenate(real_all) if real_all else np.zeros(0)
     sim_v = np.concatenate(sim_all).astype(np.float64) if sim_all else np.zeros(0)
     if real_v.size == 0:
         raise ValueError(f"rating_fidelity: no simulated ratings of {heldout} items for {len(personas)} personas")
+    point = np.concatenate(mean_all) if expected is not None else sim_v
     return RatingFidelity(
-        rmse=float(np.sqrt(np.mean((real_v - sim_v) ** 2))),
+        rmse=float(np.sqrt(np.mean((real_v - point) ** 2))),
+        rmse_stars=float(np.sqrt(np.mean((real_v - sim_v) ** 2))),
         kl=kl_divergence(real_v, sim_v),
         n=int(real_v.size),
         real_hist=tuple(float(x) for x in star_histogram(real_v)),

@@ -11,10 +11,10 @@ What it is (RecSim's "response model", fitted to real consumption instead of set
 - Level: the classifier's probability is P(in valid | shown). `level = "heldout"` (default) scales it by
   `heldout_scale` (valid and test are equal random shares of the held-out ratings in the Agent4Rec split, so
   2.0) to the held-out consumption level, P(in valid or test | shown); `level = "valid"` keeps it.
-- rating (given watch): a gradient-boosted regressor of the VALIDATION rating on the same features plus the
-  rating baseline (agents.signals.rating_plan), cut into stars by cut points fitted so the stars of the fit
-  users' validation pairs follow their real histogram (`rating_spread` blends with plain rounding, as the
-  grounded rule does); `rating_noise` adds logistic noise before the cut. like = stars >= 4.
+- rating (given watch): agents.rating_model: a like classifier of "the VALIDATION rating is >= 4" on the same
+  features plus the rating baseline (agents.signals.rating_plan), and stars drawn from an ordinal distribution
+  on its logit whose cut points are fitted by maximum likelihood on the fit users' out-of-fold logits, so
+  P(stars >= 4) is the like classifier's probability. like = stars >= 4.
 - Position on the page and page index are not identifiable from rating logs (no impressions); they enter the
   user models as documented priors, not fitted weights.
 Scores on TEST are never read here; `simrec validate` (experiments.validate) does that.
@@ -34,11 +34,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.ensemble import HistGradientBoostingClassifier
 
 from agents.config import ResponseConfig
 from agents.features import COLLAB, PairFeatures, feature_names
-from agents.signals import ROUNDING_CUTS, RatingPlan, TrainStats, fit_cuts, rating_plan
+from agents.rating_model import ORDINAL_SCALE, fit_like_classifier, fit_ordinal_cuts, like_logit
+from agents.signals import RatingPlan, TrainStats, rating_plan
 from simenv.data.dataset import Split
 from simenv.records import Persona
 
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from agents.decision import ItemVectors
 
 log = logging.getLogger(__name__)
-MODEL_VERSION = 2
+MODEL_VERSION = 3  # 3: the rating is a like classifier + ordinal star distribution (agents.rating_model)
 # Watch probabilities are clipped to [1 - MAX_WATCH, MAX_WATCH] before the logit. The floor must sit below the
 # real consumption rate of the least likely items (ML-100K: ~0.006 for the bottom half of unseen items); a floor
 # of 0.02 lifted random and under-trained policies' P_view by ~10% and their sim/real ratio with it.
@@ -59,15 +60,15 @@ class ResponsePlan:
 
     watch_probability: np.ndarray  # (n_items,) float32, P(watch | shown) at the configured level
     watch_logit: np.ndarray  # (n_items,) float32, logit of the clipped probability
-    rating: RatingPlan  # fitted rating prediction and star cut points
+    rating: RatingPlan  # like logit per item, the star distribution's cut points, noise = its logistic scale
 
 
 @dataclass
 class FoldModel:
-    """The classifier and regressor fitted on the users outside one fold."""
+    """The watch and like classifiers fitted on the users outside one fold."""
 
     watch: HistGradientBoostingClassifier
-    rating: HistGradientBoostingRegressor
+    rating: HistGradientBoostingClassifier  # P(rating >= 4 | watched), agents.rating_model
     n_rows: int
     positive_rate: float
 
@@ -166,14 +167,14 @@ class ResponseModel:
                 x = np.concatenate([self.features.matrix(p) for p in part])
                 baseline = np.concatenate([self._baseline(p) for p in part])
                 p_valid = model.watch.predict_proba(x)[:, 1]
-                rating = model.rating.predict(np.column_stack([x, baseline]))
+                rating = like_logit(model.rating, np.column_stack([x, baseline]))
                 for i, persona in enumerate(part):
                     rows = slice(i * n, (i + 1) * n)
                     prob = np.clip(self.config.scale * p_valid[rows], 1.0 - MAX_WATCH, MAX_WATCH)
                     self._plans[persona.user_id] = ResponsePlan(
                         watch_probability=prob.astype(np.float32),
                         watch_logit=np.log(prob / (1.0 - prob)).astype(np.float32),
-                        rating=RatingPlan(rating[rows].astype(np.float32), self.cuts, self.config.rating_noise),
+                        rating=RatingPlan(rating[rows].astype(np.float32), self.cuts, ORDINAL_SCALE),
                     )
 
     def watch_probability(self, persona: Persona, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -241,9 +242,9 @@ def fit_response_model(
         if y.min() == y.max():
             raise ValueError(f"response fit: fold {fold} has no {'positive' if y.max() == 0 else 'negative'} rows")
         watch = HistGradientBoostingClassifier(**_boosting(config)).fit(x, y)
-        rating = HistGradientBoostingRegressor(**_boosting(config)).fit(rx, ry)
+        rating = fit_like_classifier(rx, ry, _boosting(config))
         models.append(FoldModel(watch, rating, len(y), float(y.mean())))
-    cuts = _fit_star_cuts(blocks, models, config)
+    cuts = _fit_star_cuts(blocks, models)
     x_rows = sum(len(b[2]) for b in blocks)
     report = FitReport(
         n_users=len(population),
@@ -271,18 +272,14 @@ def _boosting(config: ResponseConfig) -> dict:
     }
 
 
-def _fit_star_cuts(blocks: list, models: list[FoldModel], config: ResponseConfig) -> np.ndarray:
-    """Cut points mapping out-of-fold rating predictions to stars with the real validation histogram."""
-    predictions, stars = [], []
+def _fit_star_cuts(blocks: list, models: list[FoldModel]) -> np.ndarray:
+    """Cut points of the star distribution, fitted on the fit users' out-of-fold like logits and real stars."""
+    logits, stars = [], []
     for fold, _, _, rating_x, real in blocks:
         if len(real):
-            predictions.append(models[fold].rating.predict(rating_x))
+            logits.append(like_logit(models[fold].rating, rating_x))
             stars.append(real)
-    pred = np.concatenate(predictions)
-    real = np.clip(np.rint(np.concatenate(stars)), 1, 5).astype(np.int64)
-    targets = np.cumsum(np.bincount(real - 1, minlength=5) / len(real))[:4]
-    fitted = fit_cuts(pred, targets, config.rating_noise)
-    return config.rating_spread * fitted + (1.0 - config.rating_spread) * ROUNDING_CUTS
+    return fit_ordinal_cuts(np.concatenate(logits), np.concatenate(stars))
 
 
 def _user_items(frame: pd.DataFrame) -> dict[int, dict[int, float]]:

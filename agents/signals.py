@@ -178,6 +178,14 @@ class RatingPlan:
             v = v + self.noise * rng.logistic(size=v.shape)
         return 1 + (v[..., None] > self.cuts).sum(axis=-1)
 
+    def expected(self, values: np.ndarray) -> np.ndarray:
+        """The mean of the stars drawn for continuous values: with noise, 1 + sum_k P(v + noise*logistic > c_k)
+        (the point prediction of the star distribution); without, the stars themselves."""
+        v = np.asarray(values, dtype=np.float64)
+        if self.noise <= 0:
+            return self.stars(v).astype(np.float64)
+        return 1.0 + sigmoid((v[..., None] - self.cuts) / self.noise).sum(axis=-1)
+
 
 ROUNDING_CUTS = np.array([1.5, 2.5, 3.5, 4.5])
 

@@ -129,6 +129,16 @@ class SilentUserModel:
         """For the fidelity harness: (watch, stars as if watched) of each ask's items, shown as page 0."""
         return self.decider.judge_many(asks, rng)
 
+    def pick_many(
+        self, asks: Sequence[tuple[Persona, Sequence[int]]], ks: Sequence[int], rng: np.random.Generator
+    ) -> list[np.ndarray]:
+        """For the fidelity harness's protocol as peers run it: the `ks[i]` items of each ask it would pick."""
+        return self.decider.pick_many(asks, ks, rng)
+
     def watch_probability(self, persona: Persona, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """P(watch) of each item on a page (what `simrec validate` scores at item level)."""
         return self.decider.watch_probability(persona, item_ids)
+
+    def expected_rating(self, persona: Persona, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The mean of the stars each item would get if watched (the rating model's point prediction)."""
+        return self.decider.expected_rating(persona, item_ids)

@@ -214,7 +214,8 @@ def circularity(ds, split, personas, deciders: dict[str, GroundedDecider], k: in
 
 def fmt(d, r) -> str:
     cells = " ".join(f"{d[m].accuracy:.3f}/{d[m].f1:.3f}" for m in sorted(d))
-    return f"{cells}  RMSE {r.rmse:.3f}  KL {r.kl:.4f}"
+    told = " ".join(f"{d[m].protocol.accuracy:.3f}" if d[m].protocol else "n/a" for m in sorted(d))
+    return f"{cells}  protocol acc {told}  RMSE {r.rmse:.3f} (stars {r.rmse_stars:.3f})  KL {r.kl:.4f}"
 
 
 def bench_fidelity(

@@ -11,6 +11,7 @@ BENCHMARKS = (
     ["benchmarks.bench_embedded"],
     ["benchmarks.bench_prompt_injection"],
     ["benchmarks.bench_agents"],
+    ["benchmarks.bench_fidelity", "--seeds", "0"],
     ["benchmarks.bench_env"],
     ["benchmarks.bench_experiments"],
     ["benchmarks.bench_recommenders"],

@@ -1,7 +1,10 @@
 """`simrec fidelity`: taste discrimination (1:m) and rating fidelity per user-model configuration.
 
 Each user kind from `[fidelity] kinds` is scored on the same personas and the same sampled items (every kind gets
-identically seeded generators); kinds come from the `[users] config_file` (docs/USERS.md). Writes `fidelity.csv`.
+identically seeded generators); kinds come from the `[users] config_file` (docs/USERS.md). Each row holds the
+kind's own (calibrated) decisions, the protocol as peers run it (`protocol_*`: told how many of a page's items it
+watched, the user picks that many) and the rating RMSE (of the expected rating; `rmse_stars` of the drawn stars)
+and KL. Writes `fidelity.csv` (columns in docs/CONTRACTS.md).
 """
 
 from __future__ import annotations
@@ -29,7 +32,14 @@ def score_kind(config: ExperimentConfig, users: UserModelFactory, kind: str) -> 
     disc = discrimination(subject, world.split, personas, np.random.default_rng([seed, 7]), config.fidelity.ratios)
     rating = rating_fidelity(subject, world.split, personas, np.random.default_rng([seed, 8]))
     return [
-        {"kind": kind, **d.as_dict(), "rmse": rating.rmse, "kl": rating.kl, "n_ratings": rating.n}
+        {
+            "kind": kind,
+            **d.as_dict(),
+            "rmse": rating.rmse,
+            "rmse_stars": rating.rmse_stars,
+            "kl": rating.kl,
+            "n_ratings": rating.n,
+        }
         for d in disc.values()
     ]
 

@@ -140,8 +140,11 @@ def test_fidelity_command_scores_every_kind(base_flags: list[str], tmp_path: Pat
     assert sorted(zip(table["kind"], table["ratio"], strict=True)) == [
         ("fitted", 1), ("fitted", 3), ("handset", 1), ("handset", 3)
     ]  # fmt: skip
-    assert table[["accuracy", "precision", "recall", "f1", "rmse", "kl"]].notna().all().all()
+    assert table[["accuracy", "precision", "recall", "f1", "rmse", "rmse_stars", "kl"]].notna().all().all()
     assert table["accuracy"].between(0, 1).all()
+    # both kinds rank by a watch probability, so both answer the protocol as peers run it (told k, pick k)
+    assert table["protocol_accuracy"].between(0, 1).all()
+    assert (table["protocol_precision"] == table["protocol_recall"]).all()  # exactly k picked per page
 
 
 def test_train_rl_command_trains_and_evaluates(base_flags: list[str], tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import pytest
 from agents.config import load_user
 from agents.embedding import HashingEmbedder
 from agents.fidelity import Discrimination, SessionJudge, discrimination, kl_divergence, rating_fidelity
+from simenv.llm.mock import MockLLM
 from tests.fixtures_agents import tiny_world
 
 
@@ -124,3 +125,75 @@ def test_auc_is_level_free_and_nan_without_a_probability():
     assert all(d.auc == 1.0 and d.recall == 0.0 for d in ranked.values())
     assert inverted[1].auc == 0.0
     assert np.isnan(plain[1].auc) and np.isnan(plain[1].as_dict()["auc"])
+
+
+def test_protocol_top_k_picks_exactly_k_and_is_nan_without_a_ranking():
+    """The protocol as peers run it: told k, the user picks k. An oracle probability scores 1.0 on it although
+    its own decisions (watch nothing) score m/(m+1); a subject with neither a picker nor a probability has none."""
+    _, split, personas = tiny_world()
+    ps = list(personas.values())
+    ranked = discrimination(ProbabilityJudge(split), split, ps, np.random.default_rng(3), ratios=(1, 9))
+    for m, d in ranked.items():
+        assert d.protocol is not None and d.protocol.accuracy == 1.0 and d.protocol.f1 == 1.0
+        assert d.protocol.tp + d.protocol.fp == d.protocol.tp + d.protocol.fn  # picked exactly the positives' count
+        assert d.accuracy == pytest.approx(m / (m + 1))
+    plain = discrimination(OracleJudge(split), split, ps, np.random.default_rng(3), ratios=(1,))
+    assert plain[1].protocol is None and np.isnan(plain[1].as_dict()["protocol_accuracy"])
+
+
+class MiscountingJudge(ProbabilityJudge):
+    def pick_many(self, asks, ks, rng):
+        return [np.ones(len(ids), bool) for _, ids in asks]
+
+
+def test_protocol_rejects_a_pick_of_the_wrong_size():
+    _, split, personas = tiny_world()
+    with pytest.raises(ValueError, match="picked where the user was told"):
+        discrimination(MiscountingJudge(split), split, list(personas.values()), np.random.default_rng(3), ratios=(1,))
+
+
+def test_grounded_and_llm_users_pick_exactly_k():
+    """The fitted-style decider picks the top k by its watch probability; an LLM-only user asks page_pick ("you
+    watched k of these") and keeps the LLM's k picks."""
+    from agents.decision import GroundedDecider
+    from agents.llm_user import LLMUserModel
+
+    ds, split, personas = tiny_world()
+    ps = list(personas.values())[:12]
+    rng = np.random.default_rng(4)
+    asks = [(p, rng.choice(ds.n_items, size=8, replace=False).tolist()) for p in ps]
+    ks = [int(k) for k in rng.integers(0, 9, size=len(asks))]
+    decider = GroundedDecider(ds, split.train, load_user("handset").decision, embedder=HashingEmbedder())
+    for (persona, ids), k, pick in zip(asks, ks, decider.pick_many(asks, ks, rng), strict=True):
+        assert pick.sum() == k
+        prob = decider.watch_probability(persona, ids)
+        assert prob[pick].min(initial=1.0) >= prob[~pick].max(initial=0.0)
+
+    class Recording(MockLLM):
+        templates: list[str] = []
+
+        def complete_batch(self, requests):
+            self.templates.extend(r.template for r in requests)
+            return super().complete_batch(requests)
+
+    llm = Recording(seed=1)
+    model = LLMUserModel(ds, llm, HashingEmbedder(64), load_user("llm-only").user, train=split.train)
+    picks = model.pick_many(asks, ks, np.random.default_rng(5))
+    assert [int(p.sum()) for p in picks] == ks
+    assert set(llm.templates) == {"page_pick"} and len(llm.templates) == sum(0 < k < 8 for k in ks)
+
+
+class ExpectingJudge(OracleJudge):
+    """Stars one below the truth, but an expected rating equal to it: RMSE is of the expectation."""
+
+    def __init__(self, split) -> None:
+        super().__init__(split, offset=-1.0)
+
+    def expected_rating(self, persona, item_ids):
+        return np.array([self.truth.get((persona.user_id, int(i)), 3.0) for i in item_ids])
+
+
+def test_rating_rmse_is_of_the_expected_rating_when_exposed():
+    _, split, personas = tiny_world()
+    result = rating_fidelity(ExpectingJudge(split), split, list(personas.values()), np.random.default_rng(2))
+    assert result.rmse == 0.0 and result.rmse_stars > 0.5

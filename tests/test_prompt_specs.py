@@ -24,6 +24,12 @@ CONTEXTS = {
         {"item_ids": [5], "item_genres": [["Drama"]], "liked_genres": [], "disliked_genres": [], "activity": 3,
          "page_index": 4},
     ],
+    "page_pick": [
+        {"item_ids": [3, 7, 9, 11], "item_genres": [["Drama"], ["Comedy"], ["Horror"], []],
+         "liked_genres": ["Drama"], "disliked_genres": ["Horror"], "watched_count": 2},
+        {"item_ids": [5, 6], "item_genres": [["Drama"], []], "liked_genres": [], "disliked_genres": [],
+         "watched_count": 1},
+    ],
     "page_reaction": [
         {"ratings": [5, 4, 3, 2, 1], "left": True, "page_index": 0},
         {"ratings": [], "left": True, "page_index": 2},

@@ -115,7 +115,7 @@ def test_seeded_determinism_and_level(planted) -> None:
 
 
 def test_rating_model_orders_planted_ratings(planted) -> None:
-    """Favourite-genre items were rated ~4.4, others ~2.6: the fitted rating prediction separates them."""
+    """Favourite-genre items were rated ~4.4, others ~2.6: the fitted like logit separates them."""
     split, personas, _ = planted
     model = fit_response_model(split, personas, CONFIG)
     genres = np.array([g[0] for g in split.dataset.items["genres"]])
@@ -177,3 +177,27 @@ def test_source_rank_features_carry_what_a_recommender_knows(planted) -> None:
     moved[:, j] = np.log1p(n_items - 30)
     watch = model.models[0].watch
     assert watch.predict_proba(x[top])[:, 1].mean() > watch.predict_proba(moved)[:, 1].mean() + 0.02
+
+
+def test_page_kernel_samples_stars_from_the_fitted_distribution(planted) -> None:
+    """Stars the decider gives on pages (decide_batch, every user's path) follow the rating model's distribution
+    for each item, and P(stars >= 4) is the like classifier's probability."""
+    from agents.config import DecisionConfig
+    from agents.decision import GroundedDecider
+    from agents.rating_model import sigmoid, star_probabilities
+
+    split, personas, _ = planted
+    model = fit_response_model(split, personas, CONFIG)
+    persona = personas[min(personas)]
+    decider = GroundedDecider(split.dataset, split.train, DecisionConfig(response="nocollab"), response=model)
+    ids = np.array([0, 7, 31, 64])
+    n = 6000
+    rows = np.repeat(ids[None], n, axis=0)
+    rngs = [np.random.default_rng([9, k]) for k in range(n)]
+    _, stars, _ = decider.decide_batch([persona] * n, rows, np.full(n, 4), np.zeros(n, np.int64), rngs)
+    rating = model.plan(persona).rating
+    want = star_probabilities(rating.prediction[ids], rating.cuts)
+    for k in range(len(ids)):
+        got = np.bincount(stars[:, k] - 1, minlength=5) / n
+        np.testing.assert_allclose(got, want[k], atol=0.025)
+    np.testing.assert_allclose(want[:, 3:].sum(axis=1), sigmoid(rating.prediction[ids]), rtol=1e-6)

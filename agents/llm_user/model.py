@@ -16,7 +16,7 @@ from agents.decision import GroundedDecider, ItemVectors
 from agents.embedding import Embedder
 from agents.llm_user.fallbacks import UserEvent
 from agents.llm_user.interview import run_interview, run_interviews
-from agents.llm_user.page_decisions import decide_pages, judge_pages, narrate_pages
+from agents.llm_user.page_decisions import decide_pages, judge_pages, narrate_pages, pick_pages
 from agents.llm_user.prompts import PromptBuilder
 from agents.llm_user.reflection import reflect
 from agents.llm_user.session import LLMUserSession
@@ -150,3 +150,10 @@ class LLMUserModel:
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Many `judge` asks with one batched call (none in narrate mode: see `page_decisions.judge_pages`)."""
         return judge_pages(self, asks, rng)
+
+    def pick_many(
+        self, asks: Sequence[tuple[Persona, Sequence[int]]], ks: Sequence[int], rng: np.random.Generator
+    ) -> list[np.ndarray]:
+        """The fidelity protocol as peers run it: the `ks[i]` items of each ask the persona says it watched
+        (`page_decisions.pick_pages`)."""
+        return pick_pages(self, asks, ks, rng)

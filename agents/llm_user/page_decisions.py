@@ -11,7 +11,8 @@ Decisions are made for the whole batch at once (`decide_batch`: `GroundedDecider
 the page rule, array operations over all pages, one generator call per session).
 
 Texts an answer lacks get plain defaults (`fallbacks.fill_texts`), logged at DEBUG and counted in
-`LLMUserModel.default_texts`. `judge_many` answers pages outside any session by the same rule (fidelity).
+`LLMUserModel.default_texts`. `judge_many` answers pages outside any session by the same rule (fidelity);
+`pick_pages` answers the fidelity protocol as peers run it ("you watched k of these": page_pick).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from agents.decision import BatchAnswers, GroundedDecider
+from agents.decision import BatchAnswers, GroundedDecider, top_k
 from agents.embedding import normalise_rows
 from agents.llm_user.fallbacks import answer_text, fill_texts, record_fallback, record_judge_fallback
 from agents.llm_user.prompts import draw_seed
@@ -261,3 +262,39 @@ def judge_pages(
         ids = np.asarray(ids, dtype=np.int64)
         out.append(decider.decide_page(persona, ids, 0, rng, llm_watch, llm_ratings, False)[:2])
     return out
+
+
+def pick_pages(
+    model: UserView, asks: Sequence[tuple[Persona, Sequence[int]]], ks: Sequence[int], rng: np.random.Generator
+) -> list[np.ndarray]:
+    """The fidelity protocol as peers run it: told it watched exactly `ks[i]` of ask i's items, the persona names
+    them (one batched page_pick call; none for k = 0 or all items). The kind's rule then decides with that answer
+    as the LLM's watch answer: the top k by base logit + 2 * w_llm * picked, so an LLM-only kind takes the LLM's
+    picks and a kind with signals blends them. In narrate mode the LLM's answer would not change a decision, so
+    the grounded rule picks alone (no call); an answer unusable after repairs is a recorded fallback (the fallback
+    decider's top k)."""
+    decider = model.decider
+    if model.config.narrates:
+        return decider.pick_many(asks, ks, rng)
+    out: list[np.ndarray | None] = [None] * len(asks)
+    requests, checks, asked = [], [], []
+    for n, ((persona, ids), k) in enumerate(zip(asks, ks, strict=True)):
+        if 0 < k < len(ids):
+            ask = model.prompts.pick_ask(persona, [int(i) for i in ids], int(k), draw_seed(rng))
+            requests.append(ask.request)
+            checks.append(ask.check)
+            asked.append(n)
+        else:
+            out[n] = np.full(len(ids), k > 0)
+    results = ask_json_batch(model.llm, requests, checks, max_repairs=model.config.max_repairs)
+    w_llm = decider.config.w_llm
+    for n, result in zip(asked, results, strict=True):
+        persona, ids = asks[n]
+        if result.failed:
+            record_judge_fallback(model.events, persona.user_id, result)
+            out[n] = decider.fallback_decider().pick_many([asks[n]], [ks[n]], rng)[0]
+            continue
+        picked = np.isin(np.asarray(ids, dtype=np.int64), [int(i) for i in result.value["watched"]])
+        base = decider.plan(persona).base_logit[np.asarray(ids, dtype=np.int64)].astype(np.float64)
+        out[n] = top_k(base + 2.0 * w_llm * picked, ks[n])
+    return [o for o in out if o is not None]

@@ -30,6 +30,7 @@ from simenv.llm.specs import (
     PAGE_DECISION,
     PAGE_MAX_TOKENS_BASE,
     PAGE_MAX_TOKENS_PER_ITEM,
+    PAGE_PICK,
     PAGE_REACTION,
     REASON_MAX_CHARS,
     REFLECTION,
@@ -155,6 +156,7 @@ class PromptBuilder:
         self.system_messages: dict[int, Message] = {}  # user id -> the persona's system message, built once
         v = config.template_version
         self.page_template = PAGE_DECISION.template(v)
+        self.pick_template = PAGE_PICK.template(v)
         self.reaction_template = PAGE_REACTION.template(v)
         self.reflection_template = REFLECTION.template(v)
         self.interview_template = INTERVIEW.template(v)
@@ -226,6 +228,24 @@ class PromptBuilder:
             "page_index": int(page_index),
         }
         return self.ask(PAGE_DECISION, self.page_template, persona, variables, context, seed)
+
+    def pick_ask(self, persona: Persona, item_ids: Sequence[int], k: int, seed: int) -> Ask:
+        """The page_pick request of the fidelity protocol as peers run it: told it has watched exactly `k` of the
+        shown movies, the persona names them (no memories: asked outside any session)."""
+        shown = [self.dataset.catalog[i] for i in item_ids]
+        variables = {
+            "taste": persona.taste_text,
+            "items": [{"id": it.item_id, "text": it.text} for it in shown],
+            "watched_count": int(k),
+        }
+        context = {
+            "item_ids": [int(i) for i in item_ids],
+            "item_genres": [list(it.genres) for it in shown],
+            "liked_genres": list(persona.liked_genres),
+            "disliked_genres": list(persona.disliked_genres),
+            "watched_count": int(k),
+        }
+        return self.ask(PAGE_PICK, self.pick_template, persona, variables, context, seed)
 
     def page_request(
         self, persona: Persona, page_index: int, item_ids: Sequence[int], memories: Sequence[MemoryRecord], seed: int

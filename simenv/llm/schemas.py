@@ -132,6 +132,29 @@ def check_page_decision(item_ids: Sequence[int]) -> Check:
 PLACEHOLDER_TEXTS = frozenset({"", ".", "..", "...", "…", "<...>"})  # see simenv.llm.echo for the full echo test
 
 
+def page_pick_schema(k: int) -> dict[str, Any]:
+    """`{"watched": [int] x k}`; that they are k distinct shown ids is the check's job."""
+    return {
+        "type": "object",
+        "properties": {"watched": {"type": "array", "items": {"type": "integer"}, "minItems": k, "maxItems": k}},
+        "required": ["watched"],
+        "additionalProperties": False,
+    }
+
+
+def check_page_pick(item_ids: Sequence[int], k: int) -> Check:
+    """The answer must name exactly `k` distinct ids, all of them shown."""
+    shown = {int(i) for i in item_ids}
+
+    def check(value: Any) -> None:
+        picked = [int(i) for i in value["watched"]]
+        unknown = sorted(set(picked) - shown)
+        if len(picked) != k or len(set(picked)) != k or unknown:
+            raise ValueError(f"watched must name exactly {k} distinct shown ids; got {picked} (unknown {unknown})")
+
+    return check
+
+
 def check_rerank(candidate_ids: Sequence[int]) -> Check:
     """The ranking must be a permutation of the candidate ids."""
     expected = sorted(int(i) for i in candidate_ids)

@@ -1,5 +1,5 @@
-"""The contract templates' specs (docs/CONTRACTS.md): page_decision, page_reaction, reflection, interview,
-taste_summary (agents/prompts/) and rerank (recommenders/prompts/), each a `PromptSpec`.
+"""The contract templates' specs (docs/CONTRACTS.md): page_decision, page_pick, page_reaction, reflection,
+interview, taste_summary (agents/prompts/) and rerank (recommenders/prompts/), each a `PromptSpec`.
 
 Every domain string the mock answers with lives here, as the specs' samples; the mock's rules are the specs'
 `mock` functions. Feelings and reasons whose sentiment is known in advance (the rating or satisfaction score is
@@ -17,9 +17,11 @@ import numpy as np
 from simenv.llm.prompt_spec import Context, PromptSpec, Samples, example_answer, forced_string
 from simenv.llm.schemas import (
     check_page_decision,
+    check_page_pick,
     check_rerank,
     interview_schema,
     page_decision_schema,
+    page_pick_schema,
     reflection_schema,
     rerank_schema,
     taste_summary_schema,
@@ -237,6 +239,36 @@ PAGE_DECISION = PromptSpec(
 )
 
 
+# ---- page_pick (the fidelity protocol as peers run it: "you watched k of these") -------------------------------
+def pick_samples(context: Context) -> Samples:
+    return {"watched": [(int(i),) for i in context.get("item_ids", ())] or [(0,)]}
+
+
+def pick_mock(ctx: Context, rng: np.random.Generator) -> dict[str, Any]:
+    """The k items whose genres overlap the liked genres most (minus disliked ones), ties at random; page order."""
+    _need(ctx, "page_pick", "item_ids", "item_genres", "liked_genres", "disliked_genres", "watched_count")
+    ids = [int(i) for i in ctx["item_ids"]]
+    liked, disliked = set(ctx["liked_genres"]), set(ctx["disliked_genres"])
+    if len(ctx["item_genres"]) != len(ids):
+        raise ValueError(f"mock rule for 'page_pick': {len(ids)} item_ids but {len(ctx['item_genres'])} item_genres")
+    match = [len(liked.intersection(g)) - len(disliked.intersection(g)) for g in ctx["item_genres"]]
+    tiebreak = rng.random(len(ids))
+    order = sorted(range(len(ids)), key=lambda i: (-match[i], tiebreak[i]))
+    chosen = sorted(order[: int(ctx["watched_count"])])
+    return {"watched": [ids[i] for i in chosen]}
+
+
+PAGE_PICK = PromptSpec(
+    name="page_pick",
+    package="agents",
+    schema=lambda context: page_pick_schema(int(context["watched_count"])),
+    samples=pick_samples,
+    mock=pick_mock,
+    check=lambda context: check_page_pick(context["item_ids"], int(context["watched_count"])),
+    data_vars=("taste", "items"),
+)
+
+
 # ---- reflection -----------------------------------------------------------------------------------------------
 def insights_schema(context: Context) -> dict[str, Any]:
     """`{"insights": [1..3 strings opened by INSIGHT_OPENING]}`."""
@@ -384,7 +416,7 @@ RERANK = PromptSpec(
 )
 
 SPECS: Mapping[str, PromptSpec] = {
-    s.name: s for s in (PAGE_DECISION, PAGE_REACTION, REFLECTION, INTERVIEW, TASTE_SUMMARY, RERANK)
+    s.name: s for s in (PAGE_DECISION, PAGE_PICK, PAGE_REACTION, REFLECTION, INTERVIEW, TASTE_SUMMARY, RERANK)
 }
 
 

@@ -150,14 +150,10 @@ class PairFeatures:
 
     def matrix(self, persona: Persona) -> np.ndarray:
         """(n_items, n_features) float32 features of every catalog item for `persona` (train split only)."""
-        cache: dict[str, np.ndarray] = {}
-        return np.stack([self._column(name, persona, cache) for name in self.names], axis=1)
+        return np.stack([self._column(name, persona) for name in self.names], axis=1)
 
-    def _column(self, name: str, persona: Persona, cache: dict[str, np.ndarray]) -> np.ndarray:
-        """One feature column; `cache` holds the columns already computed for this persona (a rank feature
-        reuses its score's column)."""
-        if name in cache:
-            return cache[name]
+    def _column(self, name: str, persona: Persona) -> np.ndarray:
+        """One feature column of every catalog item for `persona`."""
         items = np.asarray(persona.train_items, dtype=np.int64)
         n = self.dataset.n_items
         if name.startswith(RANK_PREFIX):
@@ -192,8 +188,7 @@ class PairFeatures:
             col = self.log_pop * np.float32(self._z_trait(name, persona, len(items)))
         else:  # pragma: no cover - guarded in __init__
             raise AssertionError(name)
-        cache[name] = np.asarray(col, dtype=np.float32)
-        return cache[name]
+        return np.asarray(col, dtype=np.float32)
 
     def _z_trait(self, name: str, persona: Persona, n_train: int) -> float:
         """The standardised activity or conformity trait an interaction feature multiplies log_pop by."""

@@ -326,11 +326,17 @@ def load_or_fit(
     `candidates` is called only on a cache miss (building them may mean training recommenders); `progress`
     receives one line per phase of a fit (nothing on a cache hit)."""
     say = progress or (lambda message: None)
-    if cache_dir is None:
+
+    def fit() -> ResponseModel:
         sources = candidates() if candidates else FitSources({})
+        say(f"fit impressions ready ({time.perf_counter() - start:.0f} s); fitting {config.folds} folds")
         return fit_response_model(
             split, personas, config, sources.candidates or None, item_vectors, sources.rankings or None
         )
+
+    start = time.perf_counter()
+    if cache_dir is None:
+        return fit()
     key = response_cache_key(split, config, candidate_key, list(personas))
     path = Path(cache_dir) / f"{split.dataset.name}-{config.feature_set}-{key}.pkl"
     if path.is_file():
@@ -345,11 +351,7 @@ def load_or_fit(
         return model
     say(f"fitting the {config.feature_set} response model on {len(personas)} users (once; cached in {path.parent})")
     start = time.perf_counter()
-    sources = candidates() if candidates else FitSources({})
-    say(f"fit impressions ready ({time.perf_counter() - start:.0f} s); fitting {config.folds} folds")
-    model = fit_response_model(
-        split, personas, config, sources.candidates or None, item_vectors, sources.rankings or None
-    )
+    model = fit()
     say(f"folds fitted ({time.perf_counter() - start:.0f} s); predicting every user's plan")
     model.prepare(personas.values())  # every fitted user's plan is cached too: predicting is the slow part
     say(f"response model ready ({time.perf_counter() - start:.0f} s)")

@@ -72,15 +72,7 @@ def write_validity_report(run_dir: Path, result: dict, labelled: pd.DataFrame) -
             f"| {name} | {r['shown']} | {r['sim_p_view']:.3f} | {r['real_hit']:.3f} | {r['heldout_hit']:.3f} | "
             f"{r['ratio_view_hit']:.2f} | {r['sim_p_like']:.3f} | {r['real_like']:.3f} | {r['recall_at_20']:.3f} |"
         )
-    lines += ["", "| agreement | subset | Spearman [95% CI] | Kendall | significant pairs agreed | inverted |"]
-    lines.append("|---|---|---|---|---|---|")
-    for key, parts in result["agreement"].items():
-        for subset, a in parts.items():
-            lines.append(
-                f"| {key} | {subset} | {a['spearman']:+.2f} [{a['ci'][0]:+.2f}, {a['ci'][1]:+.2f}] | "
-                f"{a['kendall']:+.2f} | {a['significant_pairs']:.2f} of {a['n_significant_pairs']} | "
-                f"{', '.join('>'.join(p) for p in a['inverted_pairs']) or '—'} |"
-            )
+    lines += ["", *agreement_table(result["agreement"])]
     cal = result["calibration"]
     lines += [
         "",
@@ -102,6 +94,20 @@ def write_validity_report(run_dir: Path, result: dict, labelled: pd.DataFrame) -
     return path
 
 
+def agreement_table(agreement: dict) -> list[str]:
+    """The rank-agreement table: per outcome and policy subset, Spearman, Kendall, significant pairs, inversions."""
+    lines = ["| agreement | subset | Spearman [95% CI] | Kendall | significant pairs agreed | inverted |"]
+    lines.append("|---|---|---|---|---|---|")
+    for key, parts in agreement.items():
+        for subset, a in parts.items():
+            lines.append(
+                f"| {key} | {subset} | {a['spearman']:+.2f} [{a['ci'][0]:+.2f}, {a['ci'][1]:+.2f}] | "
+                f"{a['kendall']:+.2f} | {a['significant_pairs']:.2f} of {a['n_significant_pairs']} | "
+                f"{', '.join('>'.join(p) for p in a['inverted_pairs']) or '—'} |"
+            )
+    return lines
+
+
 def generalisation_lines(result: dict) -> list[str]:
     """Out of sample: leave-one-source-out agreement, each policy's quality-adjusted bias, A/B lift agreement."""
     loso = result.get("leave_one_source_out")
@@ -112,16 +118,8 @@ def generalisation_lines(result: dict) -> list[str]:
             "Each fit-source policy re-simulated by a user whose response model was fitted without its family's "
             f"impressions: {families}; the other policies as above.",
             "",
-            "| agreement | subset | Spearman [95% CI] | significant pairs agreed | inverted |",
-            "|---|---|---|---|---|",
+            *agreement_table(loso["agreement"]),
         ]
-        for key, parts in loso["agreement"].items():
-            for subset, a in parts.items():
-                lines.append(
-                    f"| {key} | {subset} | {a['spearman']:+.2f} [{a['ci'][0]:+.2f}, {a['ci'][1]:+.2f}] | "
-                    f"{a['significant_pairs']:.2f} of {a['n_significant_pairs']} | "
-                    f"{', '.join('>'.join(p) for p in a['inverted_pairs']) or '—'} |"
-                )
     else:
         lines.append("Leave-one-source-out: not run (the user kind has no response model, or it writes text).")
     blocks = [("in sample", result)] + ([("leave one source out", loso)] if loso else [])

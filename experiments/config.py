@@ -185,6 +185,10 @@ class RLSection(Section):
     """Stop training cleanly after this many seconds (the model trained so far is saved and evaluated)."""
     eval_personas: int = Field(50, ge=1)
     """Personas held out from training (a seeded draw) on which `evaluate-rl` scores every policy."""
+    eval_fold: int = Field(0, ge=0)
+    """Which block of `eval_personas` personas of the seeded permutation is held out: folds 0..K-1 with
+    eval_personas = ceil(N / K) score every persona with a policy never trained on it (`benchmarks.bench_rl_transfer
+    --folds K` pools them)."""
     eval_text: bool = False
     """Evaluate with the [llm] backend so the users also write text; by default the evaluation uses the mock LLM
     (the grounded decisions, hence every metric, do not depend on the words; the embedded model took >15 min)."""

@@ -15,7 +15,9 @@ Differences RL − base come with persona-bootstrap 95% intervals (paired: the s
 The checkpoint's policy is an SB3 model or an offline d3rlpy one (`experiments.rl.offline.OfflinePolicy`), both
 behind `SB3Recommender`; `evaluate_rl(..., policy=...)` scores any other page policy in its place (a hand-written
 re-ranker, say) against the same base, personas and seeds.
-Writes `evaluate_rl.json` next to the checkpoint (and each run's event logs under `evaluate/`).
+Writes `evaluate_rl.json` next to the checkpoint, each run's event logs under `evaluate/`, and the per-persona table
+every figure is computed from, `evaluate/per_persona.parquet` (one row per simulator, policy and persona), from which
+`experiments.rl.crossfit` pools the folds of a cross-fitted run.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def other_user(kind: str) -> str:
 SIM_METRICS = ("likes_per_session", "watches_per_session", "pages_per_session", "p_view", "p_like")
 GREEDY = "sim-greedy"  # the yardstick: candidates ranked by the response model's own watch probability
 REAL_METRICS = ("real_hit", "real_like", "heldout_hit")
+PER_PERSONA_FILE = "per_persona.parquet"  # under evaluate/: (simulator, policy, user) rows
 
 
 def paired_difference(frame: pd.DataFrame, column: str, a: str, b: str, n_boot: int, seed: int) -> dict[str, Any]:
@@ -157,6 +160,7 @@ def evaluate_rl(
         frames[key] = per_persona(labelled)
         if key == "train_sim":
             labelled_train = labelled
+    save_per_persona(frames, eval_dir / PER_PERSONA_FILE)
     recall = {name: offline_recall(rec, world, users, seed=seed) for name, rec in recommenders.items()}
     recall[rl_name] = recall[GREEDY] = float("nan")
     labels = {key: kinds[key] + (f"[member {members[key]}]" if members[key] else "") for key in kinds}
@@ -172,6 +176,18 @@ def evaluate_rl(
     print_table(console, result)
     console.print(f"written: {directory / EVALUATE_FILE}")
     return result
+
+
+def save_per_persona(frames: dict[str, pd.DataFrame], path: Path) -> None:
+    """The per-persona tables of every simulator in one tidy file (a `simulator` column: train_sim / other_sim)."""
+    tidy = pd.concat([frame.assign(simulator=key) for key, frame in frames.items()], ignore_index=True)
+    tidy.to_parquet(path, index=False)
+
+
+def load_per_persona(path: Path) -> dict[str, pd.DataFrame]:
+    """`save_per_persona`'s file back as simulator -> per-persona frame."""
+    tidy = pd.read_parquet(path)
+    return {str(key): part.drop(columns="simulator").reset_index(drop=True) for key, part in tidy.groupby("simulator")}
 
 
 def _summary(directory: Path, checkpoint: Checkpoint, dataset: str, seed: int) -> dict[str, Any]:

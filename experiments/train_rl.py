@@ -256,7 +256,9 @@ def train_rl(config: ExperimentConfig, console: Console | None = None) -> Checkp
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)  # a small MLP trains faster on one thread than on two contended ones
     world = build_world(config)
-    train_users, eval_users = split_personas(world.population, section.eval_personas, config.run.seed)
+    train_users, eval_users = split_personas(
+        world.population, section.eval_personas, config.run.seed, section.eval_fold
+    )
     world = with_personas(world, train_users)
     base, _ = train_recommender(config, world, section.base)
     offline = ALGOS[section.algo][0] == "d3rlpy"

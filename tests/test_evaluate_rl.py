@@ -15,7 +15,7 @@ import pytest
 
 from experiments.cli import app
 from experiments.config import load_config
-from experiments.evaluate_rl import EVALUATE_FILE, paired_difference
+from experiments.evaluate_rl import EVALUATE_FILE, evaluate_rl, paired_difference
 from experiments.rl.checkpoint import MODEL_FILE, MONITOR_FILE, Checkpoint, split_personas
 from experiments.train_rl import train_rl
 
@@ -101,6 +101,38 @@ def test_split_personas_is_seeded_disjoint_and_complete() -> None:
     assert split_personas(ids, 50, seed=4)[1] != held_out
     with pytest.raises(ValueError, match="eval_personas"):
         split_personas(ids, 200, seed=3)
+
+
+def test_split_folds_hold_out_every_persona_exactly_once() -> None:
+    ids = range(100, 303)  # 203 users in blocks of 51: folds 0..3, the last one 50
+    held = [split_personas(ids, 51, seed=5, fold=k)[1] for k in range(4)]
+    assert [len(h) for h in held] == [51, 51, 51, 50]
+    assert sorted(u for h in held for u in h) == list(ids)
+    train, held_out = split_personas(ids, 51, seed=5, fold=2)
+    assert not set(train) & set(held_out) and len(train) + len(held_out) == 203
+    assert held[0] == split_personas(ids, 51, seed=5)[1]  # fold 0 is the default split
+    with pytest.raises(ValueError, match="eval_fold=4"):
+        split_personas(ids, 51, seed=5, fold=4)
+
+
+def test_pooled_folds_score_the_union_of_their_held_out_personas(
+    trained: Checkpoint, tmp_path: Path, worker_cache: Path
+) -> None:
+    from experiments.rl.crossfit import pool_folds
+
+    other = train_rl(_config(tmp_path, worker_cache, "fold1", timesteps=256, eval_fold=1))
+    assert not set(other.eval_users) & set(trained.eval_users)
+    folds = [Path(trained.directory), Path(other.directory)]
+    results = [evaluate_rl(d, n_boot=50) for d in folds]
+    pooled = pool_folds(folds, n_boot=50)
+    assert pooled["folds"] == 2 and pooled["n_personas"] == 12
+    hit = pooled["comparisons"]["real"]["real_hit_difference_vs_base"]
+    per_fold = [r["comparisons"]["real"]["real_hit_difference_vs_base"]["difference"] for r in results]
+    assert hit["n_personas"] == 12 and hit["difference"] == pytest.approx(sum(per_fold) / 2)
+    likes = [r["policies"]["pop"]["train_sim"]["likes_per_session"] for r in results]
+    assert pooled["policies"]["pop"]["train_sim"]["likes_per_session"] == pytest.approx(sum(likes) / 2)
+    with pytest.raises(ValueError, match="held out by two checkpoints"):
+        pool_folds([folds[0], folds[0]])
 
 
 def test_paired_difference_of_known_per_persona_values() -> None:

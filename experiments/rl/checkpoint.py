@@ -6,9 +6,11 @@ trained under, the algorithm, base recommender, user model, page settings and th
 training logs: `monitor.csv` (SB3's episode log) and `tensorboard/` (SB3), or `minari/` (the behaviour
 sessions) and `d3rlpy/` (CSV and TensorBoard) for an offline algorithm.
 
-Persona split (`split_personas`): the split's users in a permutation drawn from `default_rng([seed, 15])`; the
-first `eval_personas` are held out and only ever evaluated, the rest are trained on. The held-out set depends on
-the seed and its size only, so every checkpoint of one seed and size is scored on the same personas.
+Persona split (`split_personas`): the split's users in a permutation drawn from `default_rng([seed, 15])`; block
+`eval_fold` of `eval_personas` consecutive ones (the first block by default) is held out and only ever evaluated,
+the rest are trained on. The held-out set depends on the seed, size and fold only, so every checkpoint of one seed,
+size and fold is scored on the same personas, and folds 0..K-1 of size ceil(N / K) hold out every persona once
+(cross-fitting: `experiments.rl.crossfit` pools their evaluations).
 """
 
 from __future__ import annotations
@@ -40,13 +42,19 @@ ALGOS: dict[str, tuple[str, str]] = {
 SPLIT_STREAM = 15  # the persona split's generator is default_rng([seed, SPLIT_STREAM])
 
 
-def split_personas(user_ids: Iterable[int], n_eval: int, seed: int) -> tuple[list[int], list[int]]:
-    """(train, eval) persona ids, disjoint: the first `n_eval` of a seeded permutation are held out."""
+def split_personas(user_ids: Iterable[int], n_eval: int, seed: int, fold: int = 0) -> tuple[list[int], list[int]]:
+    """(train, eval) persona ids, disjoint: block `fold` of `n_eval` consecutive personas of a seeded permutation is
+    held out (the last block may be shorter)."""
     ids = np.array(sorted(int(u) for u in user_ids), dtype=np.int64)
     if not 1 <= n_eval < len(ids):
         raise ValueError(f"eval_personas={n_eval}: must be in 1..{len(ids) - 1} (the split has {len(ids)} users)")
+    n_folds = -(-len(ids) // n_eval)
+    if not 0 <= fold < n_folds:
+        raise ValueError(f"eval_fold={fold}: must be in 0..{n_folds - 1} ({len(ids)} users in blocks of {n_eval})")
     order = np.random.default_rng([seed, SPLIT_STREAM]).permutation(ids)
-    return sorted(order[n_eval:].tolist()), sorted(order[:n_eval].tolist())
+    held_out = order[fold * n_eval : (fold + 1) * n_eval]
+    train = np.concatenate([order[: fold * n_eval], order[(fold + 1) * n_eval :]])
+    return sorted(train.tolist()), sorted(held_out.tolist())
 
 
 def decisions_only(config: ExperimentConfig) -> ExperimentConfig:

@@ -7,6 +7,10 @@ validated user. The first build on a machine trains the recommenders whose impre
 fitted on and fits it (printed phase by phase to stderr; minutes on ML-100K, longer on ML-1M); later builds load
 both from the cache (`~/.cache/simrec`, `$SIMREC_CACHE_DIR` or `cache_dir=`) in seconds. Worlds and user models are
 memoised per process, so `gym.make_vec` and repeated `gym.make` calls share them.
+
+`personas="train"` keeps the personas `simrec train-rl` trains on and `personas="held_out"` the ones it holds out
+(block `eval_fold` of `eval_personas` in the seeded split of `experiments.rl.checkpoint.split_personas`), so a
+script can train on the first and score its policy on real held-out data with `simrec.rl.evaluate`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 from experiments.build import UserModelFactory, World, build_llm, build_world, train_recommender
 from experiments.config import ExperimentConfig
+from experiments.rl.checkpoint import split_personas, with_personas
 from recommenders.candidate_features import featurizer_for
 from simenv import defaults
 from simenv.env import RecEnv
@@ -26,6 +31,18 @@ from simenv.vector_env import FastRecVectorEnv
 
 # RecEnv options that need records or text, which the vectorised env does not keep.
 _SINGLE_ENV_ONLY = ("log", "policy_name", "render_mode", "persistent_memory")
+PERSONAS = ("all", "train", "held_out")
+EVAL_PERSONAS = 200  # the held-out block's default size (ML-100K: 200 of 703)
+
+
+def select_personas(world: World, personas: str, eval_personas: int, eval_fold: int, seed: int) -> World:
+    """`world` with the personas an env samples sessions from: all, or the train / held-out side of the RL split."""
+    if personas not in PERSONAS:
+        raise ValueError(f"personas={personas!r}: must be one of {', '.join(PERSONAS)}")
+    if personas == "all":
+        return world
+    train, held_out = split_personas(world.population, eval_personas, seed, eval_fold)
+    return with_personas(world, train if personas == "train" else held_out)
 
 
 def env_config(
@@ -111,6 +128,9 @@ def make_env(
     users_file: str | Path | None = None,
     candidate_features: bool = True,
     member: int = 0,
+    personas: str = "all",
+    eval_personas: int = EVAL_PERSONAS,
+    eval_fold: int = 0,
     **env_kwargs: Any,
 ) -> RecEnv:
     """One session per episode (`simenv.env.RecEnv`) with the `user` kind (default `fitted`, the validated user).
@@ -123,17 +143,19 @@ def make_env(
     (`recommenders.candidate_features`: base score and rank, item-kNN, EASE, SVD, genre lift, popularity, mean
     rating) as the `candidate_features` key; `action_mode="weights"` needs them. `member` picks the fitted
     response model's ensemble member the user decides by (0 = the validated one; others are refitted with
-    other seeds: `experiments.build.UserModelFactory.response_model`). Everything else goes to `RecEnv`
-    (page_size, max_pages, n_candidates, reward, action_mode, ...).
+    other seeds: `experiments.build.UserModelFactory.response_model`). `personas` ("all", "train", "held_out"),
+    `eval_personas` and `eval_fold` choose the side of the RL persona split sessions are drawn from (module
+    docstring). Everything else goes to `RecEnv` (page_size, max_pages, n_candidates, reward, action_mode, ...).
     """
     config = env_config(dataset, seed, user, n_users, llm, cache_dir, users_file)
     world, user_model, rec = build_parts(config, recommender, member)
     if config.users.writes_text:
         env_kwargs.setdefault("persistent_memory", False)  # a seeded reset reproduces the episode
     featurizer = _featurizer(world, rec, seed, recommender, candidate_features)
+    sessions = select_personas(world, personas, eval_personas, eval_fold, seed)
     return RecEnv(
         world.dataset,
-        world.personas,
+        sessions.personas,
         user_model,
         world.split.train,
         candidate_recommender=rec,
@@ -163,6 +185,9 @@ def make_vector_env(
     users_file: str | Path | None = None,
     candidate_features: bool = True,
     member: int = 0,
+    personas: str = "all",
+    eval_personas: int = EVAL_PERSONAS,
+    eval_fold: int = 0,
     **env_kwargs: Any,
 ) -> FastRecVectorEnv:
     """`num_envs` sessions stepped together (`simenv.vector_env.FastRecVectorEnv`) with a no-text `user` kind; the
@@ -181,10 +206,11 @@ def make_vector_env(
         raise ValueError(f"user={config.users.kind!r} writes text: the vectorised env takes no-text kinds only")
     world, user_model, rec = build_parts(config, recommender, member)
     featurizer = _featurizer(world, rec, seed, recommender, candidate_features)
+    sessions = select_personas(world, personas, eval_personas, eval_fold, seed)
     return FastRecVectorEnv(
         num_envs,
         world.dataset,
-        world.personas,
+        sessions.personas,
         user_model,
         world.split.train,
         candidate_recommender=rec,

@@ -1,0 +1,54 @@
+"""A script's RL path (issue 24 §6): train on `personas="train"` with `make_sb3_vec_env` and SB3, then
+`simrec.rl.evaluate` scores the model on the personas that env left out, as `simrec evaluate-rl` does (real SB3,
+synthetic data, a few hundred steps)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+from stable_baselines3 import PPO
+
+import simrec.rl
+from experiments.evaluate_rl import EVALUATE_FILE
+from experiments.rl.checkpoint import Checkpoint
+from simrec.envs import default_world
+
+pytestmark = pytest.mark.slow
+ENV = "simrec/FastRecRank-v1"
+SMALL = {"dataset": "synthetic", "eval_personas": 8}
+
+
+def test_train_and_held_out_personas_partition_the_population() -> None:
+    train = gym.make(ENV, personas="train", **SMALL).unwrapped
+    held_out = gym.make(ENV, personas="held_out", **SMALL).unwrapped
+    other_fold = gym.make(ENV, personas="held_out", eval_fold=1, **SMALL).unwrapped
+    population = set(default_world("synthetic").population)
+    assert len(held_out.personas) == 8 and not set(train.personas) & set(held_out.personas)
+    assert set(train.personas) | set(held_out.personas) == population
+    assert not set(other_fold.personas) & set(held_out.personas)
+    with pytest.raises(ValueError, match="personas='test'"):
+        gym.make(ENV, personas="test", **SMALL)
+
+
+def test_a_script_trained_policy_is_scored_on_personas_it_never_met(tmp_path: Path) -> None:
+    env = simrec.rl.make_sb3_vec_env(ENV, n_envs=4, seed=0, personas="train", **SMALL)
+    trained_on = set(env.get_attr("personas")[0])
+    model = PPO("MultiInputPolicy", env, policy_kwargs=simrec.rl.policy_kwargs(), n_steps=32, batch_size=64, seed=0)
+    model.learn(256)
+    result = simrec.rl.evaluate(model, ENV, tmp_path / "mine", n_bootstrap=50, **SMALL)
+    assert json.loads((tmp_path / "mine" / EVALUATE_FILE).read_text()) == json.loads(json.dumps(result))
+    assert len(result["eval_personas"]) == 8 and not set(result["eval_personas"]) & trained_on
+    assert set(result["policies"]) == {"ppo", "sim-greedy", "mf", "pop", "random"}
+    assert result["comparisons"]["real"]["real_hit_difference_vs_base"]["n_personas"] == 8
+    checkpoint = Checkpoint.load(tmp_path / "mine")
+    assert (checkpoint.algo, checkpoint.action_mode, checkpoint.base, checkpoint.members) == (
+        "ppo",
+        "weights",
+        "mf",
+        (0,),
+    )
+    with pytest.raises(ValueError, match="eval_member=0"):
+        simrec.rl.evaluate(model, ENV, tmp_path / "again", eval_member=0, **SMALL)

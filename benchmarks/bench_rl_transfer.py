@@ -14,7 +14,7 @@ session in the persona user, and the training wall time.
 
 `--folds K` cross-fits instead: K policies per run, fold k holding out block k of ceil(N / K) personas
 (`[rl] eval_fold`), so all N personas are scored by a policy never trained on them and the row pools the K
-evaluations (`experiments.rl.crossfit.pool_folds`): intervals about sqrt(N / 200) times narrower on ML-100K.
+evaluations (`experiments.evaluate_rl_folds.pool_folds`): intervals about sqrt(N / 200) times narrower on ML-100K.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 from experiments.build import build_world
 from experiments.config import load_config
 from experiments.evaluate_rl import EVALUATE_FILE
-from experiments.rl.crossfit import pool_folds
+from experiments.evaluate_rl_folds import pool_folds
 from experiments.train_rl import run_train_rl
 
 DEFAULT_RUNS = ("ml-100k:0:mf", "ml-100k:1:mf", "ml-1m:0:mf", "ml-100k:0:lightgcn")

@@ -17,7 +17,7 @@ behind `SB3Recommender`; `evaluate_rl(..., policy=...)` scores any other page po
 re-ranker, say) against the same base, personas and seeds.
 Writes `evaluate_rl.json` next to the checkpoint, each run's event logs under `evaluate/`, and the per-persona table
 every figure is computed from, `evaluate/per_persona.parquet` (one row per simulator, policy and persona), from which
-`experiments.rl.crossfit` pools the folds of a cross-fitted run.
+`experiments.evaluate_rl_folds` pools the folds of a cross-fitted run.
 """
 
 from __future__ import annotations

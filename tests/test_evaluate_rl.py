@@ -118,7 +118,7 @@ def test_split_folds_hold_out_every_persona_exactly_once() -> None:
 def test_pooled_folds_score_the_union_of_their_held_out_personas(
     trained: Checkpoint, tmp_path: Path, worker_cache: Path
 ) -> None:
-    from experiments.rl.crossfit import pool_folds
+    from experiments.evaluate_rl_folds import pool_folds
 
     other = train_rl(_config(tmp_path, worker_cache, "fold1", timesteps=256, eval_fold=1))
     assert not set(other.eval_users) & set(trained.eval_users)

@@ -10,7 +10,7 @@ Persona split (`split_personas`): the split's users in a permutation drawn from 
 `eval_fold` of `eval_personas` consecutive ones (the first block by default) is held out and only ever evaluated,
 the rest are trained on. The held-out set depends on the seed, size and fold only, so every checkpoint of one seed,
 size and fold is scored on the same personas, and folds 0..K-1 of size ceil(N / K) hold out every persona once
-(cross-fitting: `experiments.rl.crossfit` pools their evaluations).
+(cross-fitting: `experiments.evaluate_rl_folds` pools their evaluations).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from experiments.evaluate_rl import evaluate_rl
 from experiments.rl.checkpoint import ALGOS, MODEL_FILE, Checkpoint, split_personas
+from simrec.envs import EVAL_PERSONAS, default_world, env_config
 
 PAGE_KEYS = ("page_size", "max_pages", "n_candidates", "history_len")
 
@@ -38,8 +39,6 @@ def evaluate(
 
     `members` are the response members it was trained against (`member=` of the env; 0 by default), so that
     `eval_member` is one it never saw. `env_kwargs` are the ones given to `gym.make` / `make_sb3_vec_env`."""
-    from simrec.envs import EVAL_PERSONAS, default_world, env_config
-
     algo = type(model).__name__.lower()
     if algo not in ALGOS or ALGOS[algo][0] == "d3rlpy":
         raise ValueError(f"{type(model).__name__}: simrec.rl.evaluate scores SB3 PPO, A2C or DQN models")

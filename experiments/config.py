@@ -172,6 +172,9 @@ class RLSection(Section):
     """Offline algorithms: sessions logged per behaviour policy (training personas)."""
     base: str = "mf"
     """Base recommender whose candidates the policy re-ranks (registry name)."""
+    rank_sources: tuple[str, ...] = ("mf", "multvae", "lightgcn", "sasrec")
+    """Recommenders (registry names, trained on TRAIN) whose catalog rank of each candidate is a candidate feature
+    (`rank:<name>` columns of `recommenders.candidate_features`); () = none."""
     action: Literal["weights", "slate"] = "weights"
     """ppo / a2c: the action. weights = a weight per candidate feature, the page = the top candidates by base score +
     w . x (one policy scores every candidate: experiments.rl.policy); slate = a candidate index per slot

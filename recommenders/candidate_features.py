@@ -19,6 +19,8 @@ is never read) and nothing held out (VALID and TEST ratings never enter):
 | `activity`    | the user's log train count, standardised over train users (the same for every candidate) |
 | `conformity`  | the user's mean squared deviation from the items' mean train ratings (z over train users;|
 |               | the same for every candidate: lets a scorer weigh popularity per user)                   |
+| `rank:<name>` | one per recommender of `others` (trained on TRAIN): log1p of the item's rank among the    |
+|               | user's unseen items by that recommender / log1p(n_items - 1), so 0 = its first choice    |
 
 "catalog z": standardised over the whole catalog for this user, as the collaborative scores of
 `agents.features` are, so a weight means the same for every user. The item-item matrices are computed once at
@@ -27,7 +29,7 @@ construction (dense n_items x n_items float32; ML-1M: ~55 MB each); a call costs
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -47,6 +49,7 @@ FEATURE_NAMES = (
     "activity",
     "conformity",
 )
+RANK_PREFIX = "rank:"  # an `others` recommender's rank column
 BOUND = 5.0  # every value is clipped to [-BOUND, BOUND] (the envs' observation bound)
 
 
@@ -66,9 +69,8 @@ class TrainCandidateFeatures:
 
     `genres` is the dataset's (n_items, G) genre matrix. `svd_rank`, `ease_l2` and `shrink` (pseudo-ratings at the
     global mean in `mean_rating`) are the usual knobs; the defaults are the response model's feature settings.
+    `others` are further recommenders trained on the same split whose catalog ranks become `rank:<name>` columns.
     """
-
-    names: tuple[str, ...] = FEATURE_NAMES
 
     def __init__(
         self,
@@ -82,9 +84,12 @@ class TrainCandidateFeatures:
         shrink: float = 5.0,
         seed: int = 0,
         neighbours: int = 100,
+        others: Mapping[str, Recommender] | None = None,
     ) -> None:
         self.base = base
         self.n_items = n_items
+        self.others = {name: others[name] for name in sorted(others or {})}
+        self.names: tuple[str, ...] = FEATURE_NAMES + tuple(f"{RANK_PREFIX}{name}" for name in self.others)
         x = _binary_matrix(train, n_users, n_items)
         gram = (x.T @ x).astype(np.float64)
         degree = np.sqrt(np.maximum(np.diag(gram), 1.0))
@@ -129,11 +134,11 @@ class TrainCandidateFeatures:
         self._pop_score = log_pop  # the base score without a base recommender
 
     def features(self, persona: Persona, candidate_ids: np.ndarray) -> np.ndarray:
-        """(C, 10) float32: the module docstring's columns for `persona`'s candidates, in order."""
+        """(C, len(names)) float32: the module docstring's columns for `persona`'s candidates, in order."""
         ids = np.asarray(candidate_ids, dtype=np.int64)
         items = np.asarray(persona.train_items, dtype=np.int64)
         c = len(ids)
-        out = np.zeros((c, len(FEATURE_NAMES)), dtype=np.float64)
+        out = np.zeros((c, len(self.names)), dtype=np.float64)
         if self.base is None:
             score = self._pop_score[ids]
         else:
@@ -156,7 +161,20 @@ class TrainCandidateFeatures:
         out[:, 8] = (np.log(max(len(items), 1)) - mean) / sd
         user = int(persona.user_id)
         out[:, 9] = self._conformity[user] if 0 <= user < len(self._conformity) else 0.0
+        for j, recommender in enumerate(self.others.values(), len(FEATURE_NAMES)):
+            out[:, j] = self._log_rank(recommender, user, items, ids)
         return np.clip(out, -BOUND, BOUND).astype(np.float32)
+
+    def _log_rank(self, recommender: Recommender, user: int, seen: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """log1p of each candidate's rank among the user's unseen items by `recommender` (ties to the lower id,
+        seen items last), over log1p(n_items - 1): the response model's rank features, scaled to [0, 1]."""
+        scores = np.array(recommender.score(user, ()), dtype=np.float64)
+        scores = np.nan_to_num(scores, nan=-np.inf)
+        scores[seen] = -np.inf
+        order = np.argsort(-scores, kind="stable")
+        position = np.empty(self.n_items, dtype=np.float64)
+        position[order] = np.arange(self.n_items, dtype=np.float64)
+        return np.log1p(position[ids]) / np.log1p(max(self.n_items - 1, 1))
 
     def _genre_lift(self, items: np.ndarray, smoothing: float = 5.0) -> np.ndarray:
         """Per catalog item: its genres' mean log lift of the user's smoothed train genre share over the population."""
@@ -178,10 +196,16 @@ def _top_right_singular(x: np.ndarray, rank: int, rng: np.random.Generator, n_it
 
 
 def featurizer_for(
-    train: pd.DataFrame, n_users: int, n_items: int, genres: np.ndarray, base: Recommender | None, seed: int = 0
+    train: pd.DataFrame,
+    n_users: int,
+    n_items: int,
+    genres: np.ndarray,
+    base: Recommender | None,
+    seed: int = 0,
+    others: Mapping[str, Recommender] | None = None,
 ) -> TrainCandidateFeatures:
     """The default featurizer (what `simrec.envs` and `simrec train-rl` build)."""
-    return TrainCandidateFeatures(train, n_users, n_items, genres, base, seed=seed)
+    return TrainCandidateFeatures(train, n_users, n_items, genres, base, seed=seed, others=others)
 
 
 def column(names: Sequence[str], name: str) -> int:

@@ -6,7 +6,7 @@ policy was trained on, saved by the registry). `WeightReranker(policy=DIR, datas
 its candidates are the base's top `n_base` unseen items, ranked by `base_score + w . x` over the train-only features
 of `recommenders.candidate_features` (the weights action mode's page rule, `simenv.kernel.rank_by_weights`, with the
 policy's weights held fixed); items outside the candidates follow, in the base's order. No SB3 or torch policy is
-needed at inference: numpy and the base model only.
+needed at inference: numpy and the saved recommenders only.
 
 Use: `--recommenders.names rl=recommenders.weight_reranker:WeightReranker` with
 `--recommenders.config-file RUN/export/recommenders.toml` (which holds `[models.rl] policy = ".../export"`).
@@ -31,6 +31,7 @@ from simenv.records import Page, PageFeedback, Recommendation
 
 POLICY_FILE = "policy.json"
 BASE_DIR = "base"
+RANK_DIR = "rank"  # rank/<name>/: the recommenders of the rank:<name> feature columns
 TRAIN_FILE = "train.npz"
 
 
@@ -70,10 +71,17 @@ class WeightReranker:
         if self.dataset is None:
             raise ValueError("WeightReranker needs the dataset (its genres are candidate features)")
         self.base = registry.load(self.policy_dir / BASE_DIR)
+        others = {name: registry.load(self.policy_dir / RANK_DIR / name) for name in self.meta.get("rank_sources", [])}
         frame = train[["user_id", "item_id", "rating"]].reset_index(drop=True)
         self._frame = frame
         self.features = TrainCandidateFeatures(
-            frame, n_users, n_items, self.dataset.genre_matrix, self.base, seed=int(self.meta.get("seed", 0))
+            frame,
+            n_users,
+            n_items,
+            self.dataset.genre_matrix,
+            self.base,
+            seed=int(self.meta.get("seed", 0)),
+            others=others,
         )
         if tuple(self.features.names) != self.names:
             raise ValueError(f"policy features {self.names} differ from the featurizer's {self.features.names}")
@@ -122,9 +130,12 @@ class WeightReranker:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         (path / POLICY_FILE).write_text(json.dumps(self.meta, indent=2))
-        if (path / BASE_DIR).exists():
-            shutil.rmtree(path / BASE_DIR)
+        for sub in (BASE_DIR, RANK_DIR):
+            if (path / sub).exists():
+                shutil.rmtree(path / sub)
         self.base.save(path / BASE_DIR)
+        for name, recommender in (self.features.others if self.features else {}).items():
+            recommender.save(path / RANK_DIR / name)
         f = self._frame
         np.savez(
             path / TRAIN_FILE,

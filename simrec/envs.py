@@ -23,7 +23,7 @@ from typing import Any
 from experiments.build import UserModelFactory, World, build_llm, build_world, train_recommender
 from experiments.config import ExperimentConfig
 from experiments.rl.checkpoint import split_personas, with_personas
-from recommenders.candidate_features import featurizer_for
+from experiments.rl.features import candidate_featurizer as rl_featurizer
 from simenv import defaults
 from simenv.env import RecEnv
 from simenv.protocols import CandidateFeaturizer, Recommender, UserModel
@@ -101,19 +101,18 @@ def build_parts(
     return world, factory(member=member), rec
 
 
-_FEATURIZERS: dict[tuple[int, object, int], CandidateFeaturizer] = {}
+_FEATURIZERS: dict[tuple[int, object, int, tuple[str, ...]], CandidateFeaturizer] = {}
 
 
 def candidate_featurizer(
-    world: World, base: Recommender | None, seed: int = 0, name: str | None = None
+    config: ExperimentConfig, world: World, base: Recommender | None, name: str | None = None
 ) -> CandidateFeaturizer:
-    """The train-only candidate featurizer (`recommenders.candidate_features`) over `world`'s train split and
-    `base`; memoised for the process per (world, base name), or per base object when it has no registry name
-    (building one inverts an item-item matrix and keeps three n_items x n_items tables)."""
-    key = (id(world), name if name is not None else id(base), seed)
+    """The train-only candidate featurizer of `simrec train-rl` (`experiments.rl.features`) over `world` and `base`;
+    memoised for the process per (world, base name), or per base object when it has no registry name (building one
+    inverts an item-item matrix and keeps three n_items x n_items tables)."""
+    key = (id(world), name if name is not None else id(base), config.run.seed, config.rl.rank_sources)
     if key not in _FEATURIZERS:
-        ds = world.dataset
-        _FEATURIZERS[key] = featurizer_for(world.split.train, ds.n_users, ds.n_items, ds.genre_matrix, base, seed)
+        _FEATURIZERS[key] = rl_featurizer(config, world, base)
     return _FEATURIZERS[key]
 
 
@@ -151,7 +150,7 @@ def make_env(
     world, user_model, rec = build_parts(config, recommender, member)
     if config.users.writes_text:
         env_kwargs.setdefault("persistent_memory", False)  # a seeded reset reproduces the episode
-    featurizer = _featurizer(world, rec, seed, recommender, candidate_features)
+    featurizer = _featurizer(config, world, rec, recommender, candidate_features)
     sessions = select_personas(world, personas, eval_personas, eval_fold, seed)
     return RecEnv(
         world.dataset,
@@ -165,13 +164,17 @@ def make_env(
 
 
 def _featurizer(
-    world: World, rec: Recommender | None, seed: int, recommender: str | Recommender | None, wanted: bool
+    config: ExperimentConfig,
+    world: World,
+    rec: Recommender | None,
+    recommender: str | Recommender | None,
+    wanted: bool,
 ) -> CandidateFeaturizer | None:
     """The candidate featurizer of an env (None when not `wanted`); a named base is memoised under its name."""
     if not wanted:
         return None
     name = recommender if isinstance(recommender, str) or recommender is None else None
-    return candidate_featurizer(world, rec, seed, name)
+    return candidate_featurizer(config, world, rec, name)
 
 
 def make_vector_env(
@@ -205,7 +208,7 @@ def make_vector_env(
     if config.users.writes_text:
         raise ValueError(f"user={config.users.kind!r} writes text: the vectorised env takes no-text kinds only")
     world, user_model, rec = build_parts(config, recommender, member)
-    featurizer = _featurizer(world, rec, seed, recommender, candidate_features)
+    featurizer = _featurizer(config, world, rec, recommender, candidate_features)
     sessions = select_personas(world, personas, eval_personas, eval_fold, seed)
     return FastRecVectorEnv(
         num_envs,

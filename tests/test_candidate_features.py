@@ -32,7 +32,7 @@ class _World:
 def _config():
     from experiments.config import load_config
 
-    return load_config(None, {"data": {"dataset": "synthetic"}})
+    return load_config(None, {"data": {"dataset": "synthetic"}, "rl": {"rank_sources": []}})
 
 
 def _scrambled(frame: pd.DataFrame, n_items: int, seed: int) -> pd.DataFrame:
@@ -94,6 +94,28 @@ def test_feature_columns_and_session_flags() -> None:
     assert flags[page, 0].all() and flags[:, 0].sum() == 4
     np.testing.assert_array_equal(flags[page, 1], [r.watched for r in fb.reactions])
     np.testing.assert_array_equal(flags[page, 2], [r.watched and (r.rating or 0) >= 4 for r in fb.reactions])
+
+
+def test_rank_columns_are_each_recommenders_log_rank_among_the_unseen_items() -> None:
+    from recommenders.candidate_features import featurizer_for
+    from recommenders.mf import MFRecommender
+
+    ds, personas, split = tiny_world()
+    pop = PopRecommender().fit(split.train, ds.n_users, ds.n_items)
+    mf = MFRecommender(epochs=2, seed=0).fit(split.train, ds.n_users, ds.n_items)
+    featurizer = featurizer_for(
+        split.train, ds.n_users, ds.n_items, ds.genre_matrix, pop, others={"pop": pop, "mf": mf}
+    )
+    assert featurizer.names == (*FEATURE_NAMES, "rank:mf", "rank:pop")
+    persona = next(iter(personas.values()))
+    seen = set(persona.train_items)
+    unseen = np.array([i for i in range(ds.n_items) if i not in seen])
+    table = featurizer.features(persona, unseen)
+    for j, rec in ((len(FEATURE_NAMES), mf), (len(FEATURE_NAMES) + 1, pop)):
+        scores = np.asarray(rec.score(persona.user_id, ()), dtype=np.float64)[unseen]
+        position = np.empty(len(unseen))
+        position[np.argsort(-scores, kind="stable")] = np.arange(len(unseen))  # unseen ids ascending: ties to lower id
+        np.testing.assert_allclose(table[:, j], np.log1p(position) / np.log1p(ds.n_items - 1), rtol=1e-6)
 
 
 def test_weights_rule_ranks_by_prior_plus_weighted_features_ties_by_index() -> None:

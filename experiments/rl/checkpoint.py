@@ -96,7 +96,10 @@ class Checkpoint:
         return self.action or ALGOS[self.algo][1]
 
     def experiment(self) -> ExperimentConfig:
-        return ExperimentConfig.model_validate(self.config)
+        config = dict(self.config)
+        if "rank_sources" not in config.get("rl", {}):  # trained before the rank features: no rank columns
+            config["rl"] = {**config.get("rl", {}), "rank_sources": []}
+        return ExperimentConfig.model_validate(config)
 
     def save(self, directory: Path) -> None:
         data = {k: v for k, v in asdict(self).items() if k != "directory"}

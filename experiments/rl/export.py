@@ -21,7 +21,7 @@ from experiments.build import UserModelFactory, build_world, train_recommender
 from experiments.config import CONFIG_DIR
 from experiments.rl.checkpoint import Checkpoint, decisions_only, with_personas
 from experiments.rl.features import candidate_featurizer
-from recommenders.weight_reranker import BASE_DIR, POLICY_FILE
+from recommenders.weight_reranker import BASE_DIR, POLICY_FILE, RANK_DIR
 
 EXPORT_DIR = "export"
 SPEC = "recommenders.weight_reranker:WeightReranker"
@@ -82,6 +82,7 @@ def export_policy(directory: Path, label: str | None = None, n_sessions: int = 4
         "weights": weights.tolist(),
         "names": list(featurizer.names),
         "base": checkpoint.base,
+        "rank_sources": list(featurizer.others),
         "n_base": n_base,
         "seed": config.run.seed,
         "from_checkpoint": str(directory),
@@ -89,6 +90,8 @@ def export_policy(directory: Path, label: str | None = None, n_sessions: int = 4
     }
     (out / POLICY_FILE).write_text(json.dumps(meta, indent=2))
     base.save(out / BASE_DIR)
+    for name, recommender in featurizer.others.items():  # the models behind the rank:<name> columns
+        recommender.save(out / RANK_DIR / name)
     label = label or directory.name.replace("_", "-")
     source = Path(config.recommenders.config_file or "recommenders.toml")
     if not source.is_file() and (CONFIG_DIR / source).is_file():

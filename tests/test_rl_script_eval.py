@@ -5,6 +5,7 @@ synthetic data, a few hundred steps)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import gymnasium as gym
@@ -52,3 +53,14 @@ def test_a_script_trained_policy_is_scored_on_personas_it_never_met(tmp_path: Pa
     )
     with pytest.raises(ValueError, match="eval_member=0"):
         simrec.rl.evaluate(model, ENV, tmp_path / "again", eval_member=0, **SMALL)
+
+
+def test_the_readme_example_compiles_and_calls_only_what_simrec_rl_exports() -> None:
+    from benchmarks.bench_rl_script import readme_snippet
+
+    code = readme_snippet()
+    compile(code, "README.md", "exec")
+    called = set(re.findall(r"simrec\.rl\.(\w+)", code))
+    assert called == {"make_sb3_vec_env", "policy_kwargs", "evaluate"}
+    assert called <= set(simrec.rl.__all__)
+    assert 'personas="train"' in code  # trains on the personas `evaluate` holds out

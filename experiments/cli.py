@@ -24,6 +24,7 @@ from experiments.config import (
     load_config,
 )
 from experiments.errors import EndpointUnreachable, describe_error, redacted_stderr
+from experiments.heartbeat import Heartbeat
 from simenv.errors import RunStopped
 from simenv.llm.secrets import redact
 
@@ -249,7 +250,8 @@ def app(argv: list[str] | None = None) -> None:
     previous = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM stops a run as Ctrl-C does
     with redacted_stderr(secret_argv_values(args)):
         try:
-            CliApp.run(Simrec, cli_args=args, cli_exit_on_error=False)
+            with Heartbeat():  # a quiet phase still prints a line every few seconds
+                CliApp.run(Simrec, cli_args=args, cli_exit_on_error=False)
         except KeyboardInterrupt as exc:  # SIGINT/SIGTERM: one line, what was kept, exit 130, no traceback
             if debug:
                 traceback.print_exc()

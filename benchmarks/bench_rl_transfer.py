@@ -32,8 +32,12 @@ from experiments.train_rl import run_train_rl
 DEFAULT_RUNS = ("ml-100k:0:mf", "ml-100k:1:mf", "ml-1m:0:mf", "ml-100k:0:lightgcn")
 
 
+RANK_SOURCES: list[str] | None = None  # --rank-sources: the candidate features' rank columns (None = the default)
+
+
 def config_of(spec: str, out: Path, steps: int, budget: float, fold: int = 0, eval_personas: int | None = None):
     dataset, seed, base = spec.split(":")
+    extra = {} if RANK_SOURCES is None else {"rank_sources": RANK_SOURCES}
     return load_config(
         None,
         {
@@ -45,6 +49,7 @@ def config_of(spec: str, out: Path, steps: int, budget: float, fold: int = 0, ev
                 "time_budget": budget,
                 "eval_personas": eval_personas or (300 if dataset == "ml-1m" else 200),
                 "eval_fold": fold,
+                **extra,
             },
         },
     )
@@ -108,7 +113,10 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=600.0)
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--folds", type=int, default=1, help="cross-fit: K policies whose held-out folds cover all")
+    parser.add_argument("--rank-sources", nargs="*", help="[rl] rank_sources (none given: no rank columns)")
     args = parser.parse_args()
+    global RANK_SOURCES
+    RANK_SOURCES = args.rank_sources
     results = []
     for spec in args.runs:
         if args.folds > 1:

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -199,20 +199,59 @@ def fit_response_model(
     -> (n_users, n_items) log rank among unseen items) adds one rank feature per source.
     """
     config = config or ResponseConfig()
-    dataset = split.dataset
-    names = feature_names(config.feature_set)
-    features = PairFeatures(dataset, split.train, names, item_vectors=item_vectors, seed=config.seed, rankings=rankings)
-    names = features.names
+    features = PairFeatures(
+        split.dataset,
+        split.train,
+        feature_names(config.feature_set),
+        item_vectors=item_vectors,
+        seed=config.seed,
+        rankings=rankings,
+    )
     population = [personas[u] for u in sorted(personas)]
     if not population:
         raise ValueError("fit_response_model: no personas to fit on")
     features.set_conformity_scale(population)
-    valid = _user_items(split.valid)
     folds = user_folds(np.array(sorted(personas)), config.folds, config.seed)
+    blocks = _fit_blocks(features, population, _user_items(split.valid), folds, config, candidates)
+    models = [_fit_fold(blocks, fold, config) for fold in range(config.folds)]
+    cuts = _fit_star_cuts(blocks, models)
+    x_rows = sum(len(b.label) for b in blocks)
+    report = FitReport(
+        n_users=len(population),
+        n_rows=x_rows,
+        positive_rate=float(sum(b.label.sum() for b in blocks) / max(x_rows, 1)),
+        n_rating_rows=sum(len(b.stars) for b in blocks),
+        features=features.names,
+        sources=tuple(sorted(candidates)) if candidates else ("scorers",),
+        cuts=[float(c) for c in cuts],
+    )
+    log.info("response model fitted: %s", report)
+    return ResponseModel(config, features, folds, models, cuts, report)
+
+
+class _Block(NamedTuple):
+    """One fit user's rows: its fold, watch features and labels of its impressions, rating features and stars."""
+
+    fold: int
+    x: np.ndarray
+    label: np.ndarray
+    rating_x: np.ndarray
+    stars: np.ndarray
+
+
+def _fit_blocks(
+    features: PairFeatures,
+    population: Sequence[Persona],
+    valid: Mapping[int, Mapping[int, float]],
+    folds: Mapping[int, int],
+    config: ResponseConfig,
+    candidates: Candidates | None,
+) -> list[_Block]:
+    """Each fit user's impressions (candidate sources' top items plus random unseen ones, one seeded draw per user
+    in user order), labelled by the VALIDATION ratings, and its rated items' features and stars."""
     rng = np.random.default_rng([config.seed, 23])
-    blocks: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-    n = dataset.n_items
-    sources = tuple(sorted(candidates)) if candidates else ("scorers",)
+    n = features.dataset.n_items
+    blocks = []
     for persona in population:
         matrix = features.matrix(persona)
         seen = np.asarray(persona.train_items, dtype=np.int64)
@@ -231,32 +270,22 @@ def fit_response_model(
         stars = np.fromiter(held.values(), dtype=np.float64, count=len(held))
         baseline = rating_plan(features.stats, persona).prediction[rated]
         rating_x = np.column_stack([matrix[rated], baseline])
-        blocks.append((folds[persona.user_id], matrix[shown], label, rating_x, stars))
-    models = []
-    for fold in range(config.folds):
-        rows = [b for b in blocks if b[0] != fold]
-        x = np.concatenate([b[1] for b in rows])
-        y = np.concatenate([b[2] for b in rows])
-        rx = np.concatenate([b[3] for b in rows])
-        ry = np.concatenate([b[4] for b in rows])
-        if y.min() == y.max():
-            raise ValueError(f"response fit: fold {fold} has no {'positive' if y.max() == 0 else 'negative'} rows")
-        watch = HistGradientBoostingClassifier(**_boosting(config)).fit(x, y)
-        rating = fit_like_classifier(rx, ry, _boosting(config))
-        models.append(FoldModel(watch, rating, len(y), float(y.mean())))
-    cuts = _fit_star_cuts(blocks, models)
-    x_rows = sum(len(b[2]) for b in blocks)
-    report = FitReport(
-        n_users=len(population),
-        n_rows=x_rows,
-        positive_rate=float(sum(b[2].sum() for b in blocks) / max(x_rows, 1)),
-        n_rating_rows=sum(len(b[4]) for b in blocks),
-        features=names,
-        sources=sources,
-        cuts=[float(c) for c in cuts],
-    )
-    log.info("response model fitted: %s", report)
-    return ResponseModel(config, features, folds, models, cuts, report)
+        blocks.append(_Block(folds[persona.user_id], matrix[shown], label, rating_x, stars))
+    return blocks
+
+
+def _fit_fold(blocks: Sequence[_Block], fold: int, config: ResponseConfig) -> FoldModel:
+    """The watch and like classifiers fitted on the users of every fold but `fold` (which they will score)."""
+    rows = [b for b in blocks if b.fold != fold]
+    x = np.concatenate([b.x for b in rows])
+    y = np.concatenate([b.label for b in rows])
+    rx = np.concatenate([b.rating_x for b in rows])
+    ry = np.concatenate([b.stars for b in rows])
+    if y.min() == y.max():
+        raise ValueError(f"response fit: fold {fold} has no {'positive' if y.max() == 0 else 'negative'} rows")
+    watch = HistGradientBoostingClassifier(**_boosting(config)).fit(x, y)
+    rating = fit_like_classifier(rx, ry, _boosting(config))
+    return FoldModel(watch, rating, len(y), float(y.mean()))
 
 
 def _boosting(config: ResponseConfig) -> dict:
@@ -272,7 +301,7 @@ def _boosting(config: ResponseConfig) -> dict:
     }
 
 
-def _fit_star_cuts(blocks: list, models: list[FoldModel]) -> np.ndarray:
+def _fit_star_cuts(blocks: Sequence[_Block], models: list[FoldModel]) -> np.ndarray:
     """Cut points of the star distribution, fitted on the fit users' out-of-fold like logits and real stars."""
     logits, stars = [], []
     for fold, _, _, rating_x, real in blocks:
@@ -340,40 +369,52 @@ def load_or_fit(
     key = response_cache_key(split, config, candidate_key, list(personas))
     path = Path(cache_dir) / f"{split.dataset.name}-{config.feature_set}-{key}.pkl"
     if path.is_file():
-        with path.open("rb") as fh:
-            fitted = pickle.load(fh)
-        model = ResponseModel(
-            config, fitted["features"], fitted["folds"], fitted["models"], fitted["cuts"], fitted["report"]
-        )
-        model._plans.update(fitted["plans"])
-        if item_vectors is not None:
-            model.features.item_vectors = item_vectors
-        return model
+        return _load_fitted(path, config, item_vectors)
     say(f"fitting the {config.feature_set} response model on {len(personas)} users (once; cached in {path.parent})")
     start = time.perf_counter()
     model = fit()
     say(f"folds fitted ({time.perf_counter() - start:.0f} s); predicting every user's plan")
     model.prepare(personas.values())  # every fitted user's plan is cached too: predicting is the slow part
     say(f"response model ready ({time.perf_counter() - start:.0f} s)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    vectors, model.features.item_vectors = model.features.item_vectors, None  # embedder is not pickled
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("wb") as fh:
-        pickle.dump(
-            {
-                "features": model.features,
-                "folds": model.folds,
-                "models": model.models,
-                "cuts": model.cuts,
-                "report": model.report,
-                "plans": model._plans,
-            },
-            fh,
-            protocol=pickle.HIGHEST_PROTOCOL,
-        )
-    tmp.replace(path)
-    model.features.item_vectors = vectors
+    _save_fitted(path, model)
     return model
+
+
+def _load_fitted(path: Path, config: ResponseConfig, item_vectors: ItemVectors | None) -> ResponseModel:
+    """A model `_save_fitted` wrote, with its users' plans; `item_vectors` (never pickled) put back."""
+    with path.open("rb") as fh:
+        fitted = pickle.load(fh)
+    model = ResponseModel(
+        config, fitted["features"], fitted["folds"], fitted["models"], fitted["cuts"], fitted["report"]
+    )
+    model._plans.update(fitted["plans"])
+    if item_vectors is not None:
+        model.features.item_vectors = item_vectors
+    return model
+
+
+def _save_fitted(path: Path, model: ResponseModel) -> None:
+    """Pickle the fitted model and its plans to `path` (written aside, then moved: a reader never sees half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vectors, model.features.item_vectors = model.features.item_vectors, None  # the embedder is not pickled
+    tmp = path.with_suffix(".tmp")
+    try:
+        with tmp.open("wb") as fh:
+            pickle.dump(
+                {
+                    "features": model.features,
+                    "folds": model.folds,
+                    "models": model.models,
+                    "cuts": model.cuts,
+                    "report": model.report,
+                    "plans": model._plans,
+                },
+                fh,
+                protocol=pickle.HIGHEST_PROTOCOL,
+            )
+        tmp.replace(path)
+    finally:
+        model.features.item_vectors = vectors
 
 
 __all__ = [

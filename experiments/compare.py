@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -205,42 +206,61 @@ def _run_policies(
                 progress.update(task, completed=done, rate=rate)
 
             first_seq = 0 if call_log is None else call_log.n_calls
-            try:
-                world.run_sessions(
-                    recommender,
-                    user_model,
-                    policy_dir,
-                    PolicyRecipe(config, name, worker_setup, policy_parts, build_llm if llm is not None else None),
-                    n_pages=config.simulation.pages,
-                    page_size=config.simulation.page_size,
-                    seed=config.run.seed,
-                    policy_name=name,
-                    resume=resuming,
-                    batch_size=runner_batch(config),
-                    concurrency=runner_slots(config),
-                    progress=on_page,
-                    max_fallback_share=config.llm.max_fallback_share if config.users.writes_text else None,
-                )
-            except FallbackShareExceeded as exc:
-                raise FallbackShareExceeded(f"{exc}; stopped, the run is resumable: simrec resume {run_dir}") from None
+            _policy_sessions(config, world, name, recommender, user_model, policy_dir, resuming, llm, on_page, run_dir)
             wall = time.perf_counter() - t0
             if call_log is not None:
                 call_log.close()
-            if isinstance(recommender, ExternalRecommender):
-                console.print(f"{name:>9}: {record_external(recommender, policy_dir, resuming)}")
-            slots = runner_slots(config)
-            if call_log is not None and slots is not None and config.engine == "local":  # ray: per-shard call logs
-                share, latency = busy_share(policy_dir / "llm_calls", first_seq, slots, wall)
-                record_simulation(run_dir, name, {"wall_s": wall, "llm_latency_s": latency, "slots": slots,
-                                                  "busy_share": share})  # fmt: skip
-                console.print(
-                    f"{name:>9}: endpoint busy share {share:.2f} ({latency:.1f} s of LLM call latency / "
-                    f"({slots} concurrent requests x {wall:.1f} s))"
-                )
+            _record_policy_run(
+                config, console, run_dir, name, recommender, policy_dir, resuming, call_log, first_seq, wall
+            )
             simulate_s += time.perf_counter() - t0
             progress.update(task, completed=len(world.personas), description=f"{name:>9}: done")
     _table_and_report(config, run_dir, console, start, train_s, simulate_s)
     return run_dir
+
+
+def _policy_sessions(
+    config: ExperimentConfig, world: World, name: str, recommender: Recommender, user_model: UserModel,
+    policy_dir: Path, resuming: bool, llm: LLM | None, on_page: Callable[[int, int], None], run_dir: Path,
+) -> None:  # fmt: skip
+    """One policy's sessions into `policy_dir`; a stop for too many LLM fallbacks says how to resume."""
+    try:
+        world.run_sessions(
+            recommender,
+            user_model,
+            policy_dir,
+            PolicyRecipe(config, name, worker_setup, policy_parts, build_llm if llm is not None else None),
+            n_pages=config.simulation.pages,
+            page_size=config.simulation.page_size,
+            seed=config.run.seed,
+            policy_name=name,
+            resume=resuming,
+            batch_size=runner_batch(config),
+            concurrency=runner_slots(config),
+            progress=on_page,
+            max_fallback_share=config.llm.max_fallback_share if config.users.writes_text else None,
+        )
+    except FallbackShareExceeded as exc:
+        raise FallbackShareExceeded(f"{exc}; stopped, the run is resumable: simrec resume {run_dir}") from None
+
+
+def _record_policy_run(
+    config: ExperimentConfig, console: Console, run_dir: Path, name: str, recommender: Recommender,
+    policy_dir: Path, resuming: bool, call_log: CallLogLLM | None, first_seq: int, wall: float,
+) -> None:  # fmt: skip
+    """After a policy's sessions: an external recommender's record, and (local engine, LLM users) how busy the
+    endpoint was over the policy's `wall` seconds."""
+    if isinstance(recommender, ExternalRecommender):
+        console.print(f"{name:>9}: {record_external(recommender, policy_dir, resuming)}")
+    slots = runner_slots(config)
+    if call_log is not None and slots is not None and config.engine == "local":  # ray: per-shard call logs
+        share, latency = busy_share(policy_dir / "llm_calls", first_seq, slots, wall)
+        record_simulation(run_dir, name, {"wall_s": wall, "llm_latency_s": latency, "slots": slots,
+                                          "busy_share": share})  # fmt: skip
+        console.print(
+            f"{name:>9}: endpoint busy share {share:.2f} ({latency:.1f} s of LLM call latency / "
+            f"({slots} concurrent requests x {wall:.1f} s))"
+        )
 
 
 def _progress_bars(console: Console) -> Progress:

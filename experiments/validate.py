@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -150,12 +150,36 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
     """Simulate every policy, score it against the real held-out data, write validity.json/.md/.png.
 
     `resume` continues a crashed run: finished policies are re-read from their logs, not re-simulated."""
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    start = time.perf_counter()
+    world, run_dir, n_personas = _prepare(config, console, resume)
+    llm = build_llm(config) if config.users.writes_text else None
+    users = UserModelFactory(config, world, llm)
+    with training_progress(TrainingLog(console)):  # a line every few seconds while models train
+        user_model = users()
+    stack = getattr(getattr(user_model, "decider", None), "stack", None)  # agents.llm_feature (llm-grounded)
+    simulated = _simulate_all(config, world, users, user_model, stack, run_dir, n_personas, resume, console)
+    result = _validity_result(config, world, simulated, stack, start)
+    (run_dir / VALIDITY_FILE).write_text(json.dumps(result, indent=2, default=_json_default))
+    from experiments.validity_report import write_validity_report
+
+    report = write_validity_report(run_dir, result, simulated.labelled)
+    print_headline(console, result)
+    if result["time_capped"]:
+        console.print(
+            f"[bold yellow]WARNING[/] stopped by the time cap, so not reproducible: {', '.join(result['time_capped'])}"
+        )
+    console.print(f"report: {report}")
+    return run_dir
+
+
+def _prepare(config: ExperimentConfig, console: Console, resume: bool) -> tuple[World, Path, int]:
+    """Every check that can fail before anything is written (names, caches, endpoint, data, sizes, specs), then
+    the run directory: (world, run directory, persona cap)."""
     from experiments.compare import prepare_run_dir  # the same run-directory rules as compare
     from experiments.model_cache import check_caches
     from experiments.preflight import check_endpoint, check_sizes
 
-    console = console or Console(width=None if sys.stdout.isatty() else 160)
-    start = time.perf_counter()
     section = config.validity
     check_policy_names(section.policies, labels_of(config))
     check_caches(config)
@@ -171,12 +195,34 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
         f"[bold]simrec validate[/] → {run_dir}: {world.dataset.name}, {len(world.personas)} personas, "
         f"{len(section.policies)} policies, {config.users.kind} users"
     )
-    needs_llm = config.users.writes_text
-    llm = build_llm(config) if needs_llm else None
-    users = UserModelFactory(config, world, llm)
-    with training_progress(TrainingLog(console)):  # a line every few seconds while models train
-        user_model = users()
-    stack = getattr(getattr(user_model, "decider", None), "stack", None)  # agents.llm_feature (llm-grounded)
+    return world, run_dir, n_personas
+
+
+@dataclass(frozen=True)
+class _Simulated:
+    """Every policy's labelled events, offline recall and training summary; the left-out refits' events."""
+
+    labelled_parts: list[pd.DataFrame]
+    recall: dict[str, Any]
+    training: dict[str, Any]
+    left_out_parts: dict[str, pd.DataFrame]
+    left_out: dict[str, str]
+    labelled: pd.DataFrame  # the parts in one frame
+
+
+def _simulate_all(
+    config: ExperimentConfig,
+    world: World,
+    users: UserModelFactory,
+    user_model: UserModel,
+    stack: Any,
+    run_dir: Path,
+    n_personas: int,
+    resume: bool,
+    console: Console,
+) -> _Simulated:
+    """Every policy by the configured user model, then (fitted kinds) each fit-source policy by a user fitted
+    without its family; a stop (fallback share, Ctrl-C) says how to resume."""
     try:
         labelled_parts, recall, training = _simulate(
             config, world, users, user_model, stack, run_dir, n_personas, resume, console
@@ -193,16 +239,25 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
             f"resume with: simrec resume {run_dir}"
         ) from None
     labelled = pd.concat(labelled_parts, ignore_index=True)
+    return _Simulated(labelled_parts, recall, training, left_out_parts, left_out, labelled)
+
+
+def _validity_result(
+    config: ExperimentConfig, world: World, simulated: _Simulated, stack: Any, start: float
+) -> dict[str, Any]:
+    """The validity.json contract: the scores in and out of sample, training, wall time and the LLM's part."""
+    section = config.validity
+    labelled, recall, training = simulated.labelled, simulated.recall, simulated.training
     pop_cf = [p for p in POP_CF if p in section.policies]
     body = score_validity(labelled, pop_cf, recall, n_boot=section.bootstrap, seed=config.run.seed)
-    if left_out_parts:
+    if simulated.left_out_parts:
         out_of_sample = pd.concat(
-            [part for part in labelled_parts if part["policy"].iloc[0] not in left_out_parts]
-            + list(left_out_parts.values()),
+            [part for part in simulated.labelled_parts if part["policy"].iloc[0] not in simulated.left_out_parts]
+            + list(simulated.left_out_parts.values()),
             ignore_index=True,
         )
         body["leave_one_source_out"] = {
-            "left_out_family": left_out,
+            "left_out_family": simulated.left_out,
             **score_validity(out_of_sample, pop_cf, recall, n_boot=section.bootstrap, seed=config.run.seed),
         }
     result = {
@@ -218,18 +273,8 @@ def run_validate(config: ExperimentConfig, console: Console | None = None, resum
     if stack is not None:
         fit = {**asdict(stack.report), "run_llm_calls": stack.answers.n_calls, "run_answers": len(stack.answers)}
         fit["run_failed_items"] = stack.answers.n_failed_items
-        result["llm_feature"] = llm_contribution(labelled, [p for p in POP_CF if p in section.policies], fit)
-    (run_dir / VALIDITY_FILE).write_text(json.dumps(result, indent=2, default=_json_default))
-    from experiments.validity_report import write_validity_report
-
-    report = write_validity_report(run_dir, result, labelled)
-    print_headline(console, result)
-    if result["time_capped"]:
-        console.print(
-            f"[bold yellow]WARNING[/] stopped by the time cap, so not reproducible: {', '.join(result['time_capped'])}"
-        )
-    console.print(f"report: {report}")
-    return run_dir
+        result["llm_feature"] = llm_contribution(labelled, pop_cf, fit)
+    return result
 
 
 def _json_default(value: Any) -> Any:

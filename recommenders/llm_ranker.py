@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 
 from recommenders.base import BaseRecommender, RecommenderConfig
+from recommenders.llm_rerank_spec import RERANK
 from simenv.data.dataset import Dataset
 from simenv.llm.prompt_spec import prompt_example
 from simenv.llm.schemas import check_rerank, rerank_schema
-from simenv.llm.specs import RERANK
 from simenv.llm.structured import StructuredResult, ask_json, decode_json
 from simenv.llm.templates import load_template
 from simenv.llm.types import LLM, LLMRequest

@@ -26,7 +26,7 @@ observations outside an env.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -36,7 +36,7 @@ import pandas as pd
 
 from simenv.data.dataset import Dataset
 from simenv.protocols import CandidateFeaturizer
-from simenv.records import PageFeedback, Persona
+from simenv.records import ItemReaction, PageFeedback, Persona
 
 N_TRAIT_FEATURES = 9
 N_SESSION_FEATURES = 6
@@ -267,6 +267,23 @@ class SessionState:
         Pages hold a handful of items and this runs on every env step: one Python pass over the reactions, scalar
         writes for the flags, and one `take` of precomputed history rows (no shifting of older rows).
         """
+        items = self._mark_shown(chosen)
+        rows, odd, page_watched = self._read_reactions(chosen, items, feedback.reactions)
+        self.shown_items.extend(items)
+        n = len(chosen)
+        if self._history_len and n:
+            self._push_history(rows, odd)
+        self.n_shown += n
+        self.n_watched += page_watched
+        self.page_index += 1
+        s = self._session
+        s[2] = self.n_watched / self.n_shown
+        s[3] = self.n_liked / self.n_shown
+        s[4] = (self.rating_sum / self.n_rated / 5.0) if self.n_rated else 0.0
+        s[5] = page_watched / n if n else 0.0
+
+    def _mark_shown(self, chosen: list[int]) -> list[int]:
+        """Flag the chosen candidates shown (and no longer pending or available); their item ids, page order."""
         shown, cand = self.shown, self._candidates
         shown_col = cand.shape[1] - 2
         item_list = self.candidate_list
@@ -280,14 +297,19 @@ class SessionState:
         if self.pending:
             cand[self.pending, -1] = 0.0
             self.pending = []
-        reactions = feedback.reactions
-        n = len(chosen)
-        rows: list[int] = []  # history_rows indices, page order
-        odd: list[tuple[int, float]] = []  # (position, rating) of ratings outside 1..5 integers
+        if self.feature_table is not None:
+            self.feature_table[chosen, -3] = 1.0
+        return items
+
+    def _read_reactions(
+        self, chosen: list[int], items: list[int], reactions: Sequence[ItemReaction]
+    ) -> tuple[list[int], list[tuple[int, float]], int]:
+        """Count the page's watches and ratings and pick each item's history row: (history_rows indices in page
+        order, (position, rating) of ratings outside 1..5 integers, number watched)."""
+        rows: list[int] = []
+        odd: list[tuple[int, float]] = []
         page_watched = 0
         table = self.feature_table
-        if table is not None:
-            table[chosen, -3] = 1.0
         for j, (item, reaction) in enumerate(zip(items, reactions, strict=True)):
             if reaction.watched:
                 if table is not None:
@@ -310,24 +332,17 @@ class SessionState:
             else:
                 variant = 0
             rows.append(N_HISTORY_VARIANTS * item + variant)
-        self.shown_items.extend(items)
-        h = self._history_len
-        if h and n:
-            for j, r in odd:  # rare: a rating outside 1..5 integers gets a row of its own
-                row = self._history_rows[rows[j]].copy()
-                row[self._g + 1] = _scaled_rating(r)
-                self._odd_rows.append(row)
-                rows[j] = -len(self._odd_rows)
-            rows.reverse()  # most recent first: the page's last item goes on top
-            self._recent = (rows + self._recent)[:h]
-        self.n_shown += n
-        self.n_watched += page_watched
-        self.page_index += 1
-        s = self._session
-        s[2] = self.n_watched / self.n_shown
-        s[3] = self.n_liked / self.n_shown
-        s[4] = (self.rating_sum / self.n_rated / 5.0) if self.n_rated else 0.0
-        s[5] = page_watched / n if n else 0.0
+        return rows, odd, page_watched
+
+    def _push_history(self, rows: list[int], odd: list[tuple[int, float]]) -> None:
+        """Put the page's history rows on top of the recent history (most recent first), capped at its length."""
+        for j, r in odd:  # rare: a rating outside 1..5 integers gets a row of its own
+            row = self._history_rows[rows[j]].copy()
+            row[self._g + 1] = _scaled_rating(r)
+            self._odd_rows.append(row)
+            rows[j] = -len(self._odd_rows)
+        rows.reverse()  # most recent first: the page's last item goes on top
+        self._recent = (rows + self._recent)[: self._history_len]
 
     def observation(self) -> dict[str, np.ndarray]:
         """A fresh copy of the current observation (safe to keep across steps)."""

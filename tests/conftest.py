@@ -29,24 +29,28 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Idle OpenMP threads spin-wait by default; under load that multiplies torch and llama.cpp CPU time.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+pytest_plugins = ("tests.fixtures_cache",)  # `fitted_response`, which needs `worker_cache` below
 _FRESH_CACHE: list[Path] = []
-# Longest first (seconds per module on 2 busy cores, `--durations`): the default ML-100K world fitted cold (~130), a
-# Ray cluster and four engine comparisons (~125), SmolLM2 behind llama.cpp's server (~90), compare runs with plugins,
-# files and services (~70), real processes interrupted by signals (~70), the transformers GGUF load (~65), RL
-# training (~40-70 each; the first RL module of a worker also fits the synthetic world, see `worker_cache`).
+# Longest first (seconds per module, `--durations` on 2 cores shared with other jobs, load ~8): the Ray cluster and
+# four engine comparisons (~200), real processes interrupted by signals (~170), the default ML-100K world fitted
+# cold (~150), SmolLM2 behind llama.cpp's server (~150), the transformers GGUF load (~125), the experiment commands
+# and RL training (~70-100 each), damaged caches rebuilt and the demo (~65). Modules that run the default synthetic
+# world load its response model from `fitted_response` (tests/fixtures_cache.py), fitted once per worker.
 LONGEST_MODULES = (
-    "test_env_registered.py",
     "test_ray_engine.py",
-    "test_llm_server_fallbacks.py",
-    "test_recommender_specs.py",
     "test_interrupt.py",
+    "test_env_registered.py",
+    "test_llm_server_fallbacks.py",
     "test_llm_local_models.py",
-    "test_evaluate_rl.py",
-    "test_rl_outcomes.py",
-    "test_sb3.py",
     "test_experiments.py",
     "test_offline_rl.py",
+    "test_evaluate_rl.py",
+    "test_cache_damage.py",
     "test_demo.py",
+    "test_recommender_specs.py",
+    "test_rl_outcomes.py",
+    "test_sb3.py",
+    "test_validity.py",
     "test_response.py",
 )
 

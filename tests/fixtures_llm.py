@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
+import agents.llm_user.specs  # noqa: F401  (registers page_decision, which `page_request` asks, for the mock)
 from simenv.llm.local_server import llama_server as local_llama_server
 from simenv.llm.schemas import page_decision_schema
 from simenv.llm.types import LLMError, LLMRequest, LLMResponse, Message

@@ -14,11 +14,11 @@ from agents.config import ConfigError, DecisionConfig, LLMUserConfig, MemoryConf
 from agents.embedding import HashingEmbedder
 from agents.llm_user import FEELING_BY_RATING, LLMUserModel, persona_system_prompt, summarise_tastes
 from agents.llm_user.fallbacks import INTERVIEW_NO_ANSWER_REASON
+from agents.llm_user.specs import LEAVE_OPENING, OPENINGS, feeling_pool, spec_for
 from agents.memory import MemoryRecord
 from simenv.data.synthetic import make_synthetic
 from simenv.llm.mock import FaultConfig, MockLLM
 from simenv.llm.prompt_spec import opening_of
-from simenv.llm.specs import LEAVE_OPENING, OPENINGS, feeling_pool, spec_for
 from simenv.llm.types import LLMResponse
 from simenv.protocols import UserModel, UserSession
 from simenv.records import Page, PageFeedback

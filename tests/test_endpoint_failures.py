@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from experiments.cli import app
+from tests.fixtures_cache import seed_response_cache
 from tests.servers.fault_server import FaultServer
 
 KEY = "sk-test-right-key-0123456789"
@@ -139,7 +140,9 @@ def test_sizes_are_checked_before_anything_is_written(tmp_path: Path, capsys, ca
     assert not (tmp_path / "runs").exists()
 
 
-def test_more_personas_than_available_is_one_warning_and_the_count_run_is_recorded(tmp_path: Path, caplog) -> None:
+def test_more_personas_than_available_is_one_warning_and_the_count_run_is_recorded(
+    tmp_path: Path, caplog, fitted_response: Path
+) -> None:
     args = [
         "compare",
         *FAST,
@@ -154,7 +157,7 @@ def test_more_personas_than_available_is_one_warning_and_the_count_run_is_record
         "--run.out-dir",
         str(tmp_path / "runs"),
         "--data.cache-dir",
-        str(tmp_path / "c"),
+        str(seed_response_cache(tmp_path / "c", fitted_response)),
     ]
     # fmt: skip
     with caplog.at_level(logging.WARNING, logger="experiments.preflight"):

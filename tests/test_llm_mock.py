@@ -8,6 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
+import agents.llm_user.specs  # noqa: F401  (registers the user templates the mock answers below)
+import recommenders.llm_rerank_spec  # noqa: F401  (registers rerank)
 from simenv.llm.mock import FAULT_KINDS, FaultConfig, MockLLM
 from simenv.llm.schemas import (
     check_page_decision,

@@ -112,7 +112,7 @@ def test_fast_validation_on_other_schemas(schema: dict[str, Any], good: Any, bad
 def test_forced_openings_agree_with_jsonschema_and_share_one_compiled_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     """page_reaction schemas differ per page in their ratings' openings and lengths; the fast path checks those
     itself, so one compiled shape serves every rating combination, with jsonschema's verdicts."""
-    from simenv.llm.specs import LEAVE_OPENING, OPENINGS, reaction_schema
+    from agents.llm_user.specs import LEAVE_OPENING, OPENINGS, reaction_schema
 
     compiled: list[Any] = []  # every jsonschema_rs validator built while the 60 schemas are checked
     real = jsonschema_rs.Draft202012Validator

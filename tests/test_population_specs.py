@@ -13,15 +13,16 @@ import pytest
 from experiments.cli import app
 from simenv.data import load_dataset
 from simenv.eventlog import read_table
+from tests.fixtures_cache import seed_response_cache
 from tests.fixtures_plugins import PlainPop
 
 MODULE = "tests.fixtures_plugins"
 
 
 @pytest.fixture(scope="module", name="cache")
-def cache_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache for the module: the synthetic world's response model is fitted once, not once per test."""
-    return tmp_path_factory.mktemp("population-cache")
+def cache_fixture(tmp_path_factory: pytest.TempPathFactory, fitted_response: Path) -> Path:
+    """One cache for the module, starting with the synthetic world's fitted response model (`fixtures_cache`)."""
+    return seed_response_cache(tmp_path_factory.mktemp("population-cache"), fitted_response)
 
 
 def _flags(tmp_path: Path, cache: Path) -> list[str]:

@@ -3,17 +3,22 @@ check); the mock answers every spec validly without copying the example the prom
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import inspect
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import simenv.llm.mock as mock_module
+from agents.llm_user.specs import SPECS as USER_SPECS
+from recommenders.llm_rerank_spec import RERANK
 from simenv.llm.mock import MockLLM
 from simenv.llm.prompt_spec import example_answer, forced_string, opening_of, prompt_example, string_leaves
-from simenv.llm.specs import SPECS
+from simenv.llm.spec_registry import register_specs, registered_spec
 from simenv.llm.structured import validate_answer
 from simenv.llm.types import LLMRequest, Message
 
@@ -44,6 +49,7 @@ CONTEXTS = {
     "rerank": [{"candidate_ids": [4, 8, 15], "candidate_genres": [["Drama"], ["Comedy"], []],
                 "history_genres": ["Drama"]}],
 }  # fmt: skip
+SPECS = {**USER_SPECS, RERANK.name: RERANK}
 CASES = [(name, ctx) for name, contexts in CONTEXTS.items() for ctx in contexts]
 
 
@@ -109,3 +115,35 @@ def test_the_mock_draws_depend_on_the_seed() -> None:
     context = CONTEXTS["page_reaction"][0]
     drawn = {tuple(spec.example(context, np.random.default_rng(s))["feelings"]) for s in range(8)}
     assert len(drawn) > 1
+
+
+def _code_strings(path: Path) -> list[str]:
+    """The string constants of a module's code (docstrings left out: they may name an owner's template)."""
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+    }  # fmt: skip
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
+
+
+def test_the_core_names_no_owners_template_nor_module() -> None:
+    """simenv answers the owners' templates through the registry: its code names none of them, and no owner
+    module even as a string (import-linter sees only import statements)."""
+    core = Path(mock_module.__file__).parents[1]
+    for path in sorted(core.rglob("*.py")):
+        for text in _code_strings(path):
+            assert text not in SPECS, f"{path} names the template {text!r}"
+            assert not re.match(r"(agents|recommenders|experiments)(\.|$)", text), f"{path}: {text!r}"
+
+
+def test_the_mock_answers_through_the_registered_specs() -> None:
+    assert {name: registered_spec(name) for name in SPECS} == SPECS
+    with pytest.raises(ValueError, match="registered by 'agents', not 'recommenders'"):
+        register_specs(dataclasses.replace(SPECS["interview"], package="recommenders"))

@@ -30,6 +30,7 @@ from simenv.eventlog import read_table
 from simenv.llm import LLMRequest, Message
 from simenv.metrics import run_metrics
 from simenv.runner import run_sessions
+from tests.fixtures_cache import seed_response_cache
 from tests.fixtures_env import NoisyUser, tiny_world
 from tests.ray_helpers import SleepLLM, max_overlap
 
@@ -56,8 +57,9 @@ def cluster_fixture():
 
 
 @pytest.fixture(scope="module", name="root")
-def root_fixture(tmp_path_factory) -> Path:
+def root_fixture(tmp_path_factory, fitted_response: Path) -> Path:
     root = tmp_path_factory.mktemp("ray_engine")
+    seed_response_cache(root / "cache", fitted_response)  # the runs load the fitted response model
     (root / "models.toml").write_text(
         f'[models.kill]\nmarker = "{root / "kill.marker"}"\nmode = "kill"\n'
         f'[models.fail]\nmarker = "{root / "fail.marker"}"\nmode = "raise"\n'

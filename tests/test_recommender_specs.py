@@ -23,6 +23,7 @@ from recommenders.ranking_file import RankingFileError, RankingFileRecommender, 
 from simenv.data import load_dataset
 from simenv.eventlog import read_table
 from simenv.runner import run_sessions
+from tests.fixtures_cache import seed_response_cache
 from tests.fixtures_env import NoisyUser, tiny_world
 from tests.fixtures_plugins import PlainPop
 from tests.servers.recommender_server import RecommenderServer
@@ -40,11 +41,12 @@ class SeededScores(BaseRecommender):
 
 
 @pytest.fixture(name="flags")
-def flags_fixture(tmp_path: Path) -> list[str]:
+def flags_fixture(tmp_path: Path, fitted_response: Path) -> list[str]:
+    """The runs' cache starts with the fitted response model only: plugins are trained (and counted) here."""
     return [
         "--data.dataset", "synthetic",
         "--data.n-personas", "6",
-        "--data.cache-dir", str(tmp_path / "cache"),
+        "--data.cache-dir", str(seed_response_cache(tmp_path / "cache", fitted_response)),
         "--llm.backend", "mock",
         "--users.embedder", "hashing",
         "--simulation.pages", "3",

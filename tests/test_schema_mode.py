@@ -8,9 +8,9 @@ import json
 import re
 from typing import Any
 
+from agents.llm_user.specs import decision_schema
 from simenv.llm import OpenAIBackend, ask_json_batch
 from simenv.llm.schemas import check_page_decision, without_prefix_items
-from simenv.llm.specs import decision_schema
 from simenv.llm.types import LLMRequest, Message
 from tests.servers.fault_server import FaultServer
 

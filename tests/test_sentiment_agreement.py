@@ -7,9 +7,9 @@ import math
 import pandas as pd
 import pytest
 
+from agents.llm_user.specs import check_feelings_agree, feeling_pool
 from experiments.text_quality import feelings_frame, own_text_table, sentiment_table
 from simenv.llm.sentiment import agreement, compound, verdict, without
-from simenv.llm.specs import check_feelings_agree, feeling_pool
 
 
 @pytest.mark.parametrize(

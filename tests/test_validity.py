@@ -10,6 +10,7 @@ import pytest
 
 from experiments.config import load_config
 from experiments.validity import agreement, bias, label_shown, lift_agreement, score_validity
+from tests.fixtures_cache import seed_response_cache
 
 
 def planted_events(quality: dict[str, float], sim_noise: float, n_users: int = 300, seed: int = 0):
@@ -108,7 +109,7 @@ def test_lift_agreement_measures_overpredicted_lifts() -> None:
 
 
 @pytest.mark.slow
-def test_validate_command_on_synthetic_data(tmp_path) -> None:
+def test_validate_command_on_synthetic_data(tmp_path, fitted_response) -> None:
     """End to end on the synthetic dataset with the fast user and the fitted response model: the JSON
     contract, and the planted structure (Random and the popularity band are worse than MF, really and in sim)."""
     from experiments.validate import run_validate
@@ -117,7 +118,10 @@ def test_validate_command_on_synthetic_data(tmp_path) -> None:
         None,
         {
             "run": {"name": "v", "out_dir": str(tmp_path / "runs")},
-            "data": {"dataset": "synthetic", "cache_dir": str(tmp_path / "cache")},
+            "data": {
+                "dataset": "synthetic",
+                "cache_dir": str(seed_response_cache(tmp_path / "cache", fitted_response)),
+            },
             "users": {"kind": "fitted", "embedder": "hashing"},
             "llm": {"backend": "mock"},
             "validity": {

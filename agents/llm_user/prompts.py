@@ -1,5 +1,5 @@
 """The persona user's LLM requests: the persona system prompt and one request builder per template. Each
-template's schema, example, check and token budget come from its spec (`simenv.llm.specs`); builders are pure:
+template's schema, example, check and token budget come from its spec (`agents.llm_user.specs`); builders are pure:
 callers draw the seeds and retrieve the memories.
 
 `context` follows docs/CONTRACTS.md (the mock reads it); every request starts with the persona's byte-identical
@@ -16,12 +16,7 @@ from typing import Any
 import numpy as np
 
 from agents.config import LLMUserConfig
-from agents.llm_user.views import SessionView
-from agents.memory import MemoryRecord
-from agents.signals import stats_interview_score
-from simenv.data.dataset import Dataset
-from simenv.llm.prompt_spec import PromptSpec, masked, prompt_example
-from simenv.llm.specs import (
+from agents.llm_user.specs import (
     FEELING_MAX_CHARS,
     INTERVIEW,
     INTERVIEW_REASON_MAX_CHARS,
@@ -39,6 +34,11 @@ from simenv.llm.specs import (
     TASTE_SUMMARY_MAX_TOKENS,
     decision_schema,
 )
+from agents.llm_user.views import SessionView
+from agents.memory import MemoryRecord
+from agents.signals import stats_interview_score
+from simenv.data.dataset import Dataset
+from simenv.llm.prompt_spec import PromptSpec, masked, prompt_example
 from simenv.llm.templates import PromptTemplate, load_template
 from simenv.llm.types import LLMRequest, Message
 from simenv.records import Item, Page, Persona

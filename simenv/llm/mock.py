@@ -1,8 +1,9 @@
 """A deterministic, seeded, offline stand-in for a language model (the test double of the whole project).
 
-It answers each contract template (docs/CONTRACTS.md) with valid JSON decided by the template's spec
-(`simenv.llm.specs`: one small readable rule per template, texts from the spec's samples), from `request.context`
-only — never by parsing prompt text; this module holds no domain strings of its own. Each answer is drawn from
+It answers each contract template (docs/CONTRACTS.md) with valid JSON decided by the template's spec, as its
+owner registered it (`simenv.llm.spec_registry`: one small readable rule per template, texts from the spec's
+samples), from `request.context` only — never by parsing prompt text; this module holds no domain strings of its
+own. Each answer is drawn from
 a generator seeded by (seed, request.cache_key()), so answers do not depend on call order or batching
 (the attempt number is mixed in, so a re-sent request after an injected exception gets a fresh draw). `FaultConfig`
 injects malformed JSON, out-of-range values, unknown ids or exceptions at a given rate, for tests of the
@@ -17,13 +18,12 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import orjson
 
 from simenv.llm.prompt_spec import Rule
-from simenv.llm.specs import SPECS
+from simenv.llm.spec_registry import registered_names, registered_spec
 from simenv.llm.types import LLMError, LLMRequest, LLMResponse
 
 _ENCODER = json.JSONEncoder(check_circular=False)  # fallback for what orjson refuses (e.g. ints beyond 64 bits)
@@ -49,37 +49,6 @@ class FaultConfig:
             raise ValueError(f"FaultConfig.kinds has unknown kinds {unknown}; known: {list(FAULT_KINDS)}")
 
 
-DEFAULT_RULES: dict[str, Rule] = {name: spec.mock for name, spec in SPECS.items()}
-
-
-def _out_of_range(template: str, answer: dict[str, Any]) -> bool:
-    """Break a bound of the template's schema in place; False if the template has no such bound."""
-    if template == "page_decision" and answer["items"]:
-        answer["items"][0]["rating"] = 7
-    elif template == "page_reaction":
-        answer["feelings"] = [*answer["feelings"], *answer["feelings"][:1], ""]
-    elif template == "interview":
-        answer["score"] = 11
-    elif template == "reflection":
-        answer["insights"] = []
-    elif template == "rerank":
-        answer["ranking"] = answer["ranking"] + answer["ranking"][:1]
-    else:
-        return False
-    return True
-
-
-def _unknown_id(template: str, answer: dict[str, Any]) -> bool:
-    """Replace one id by an id that was not shown; False if the template has no ids."""
-    if template == "page_decision" and answer["items"]:
-        answer["items"][0]["id"] = max(e["id"] for e in answer["items"]) + 100_000
-    elif template == "rerank" and answer["ranking"]:
-        answer["ranking"][0] = max(answer["ranking"]) + 100_000
-    else:
-        return False
-    return True
-
-
 class MockLLM:
     """Deterministic seeded fake LLM: same (seed, request) -> same answer, whatever the call order."""
 
@@ -94,7 +63,7 @@ class MockLLM:
     ) -> None:
         self.seed = int(seed)
         self.faults = faults or FaultConfig()
-        self.rules: dict[str, Rule] = {**DEFAULT_RULES, **(rules or {})}
+        self.rules: dict[str, Rule] = dict(rules or {})  # these first, then the registered specs' rules
         self._local = threading.local()
         self._key_prefix = f"{self.seed}:".encode()  # the generator is seeded by "<seed>:<cache key>:<attempt>"
 
@@ -127,9 +96,15 @@ class MockLLM:
 
     def _answer(self, request: LLMRequest) -> LLMResponse:
         start = time.perf_counter()
-        rule = self.rules.get(request.template)
+        template = request.template
+        spec = registered_spec(template)
+        rule = self.rules.get(template) or (spec.mock if spec is not None else None)
         if rule is None:
-            raise ValueError(f"MockLLM has no rule for template {request.template!r}; known: {sorted(self.rules)}")
+            known = sorted({*self.rules, *registered_names()})
+            raise ValueError(
+                f"MockLLM has no rule for template {template!r}; known: {known} (a template's owner registers "
+                "its spec when its spec module is imported)"
+            )
         key = request.cache_key()
         rng = self._rng(key, request.attempt)
         fault = None
@@ -138,11 +113,11 @@ class MockLLM:
         answer = rule(request.context, rng)
         if fault is not None:
             if fault == "exception":
-                raise LLMError(f"mock: injected failure for template {request.template!r}")
-            if fault == "out_of_range":
-                _out_of_range(request.template, answer)
-            elif fault == "unknown_id":
-                _unknown_id(request.template, answer)
+                raise LLMError(f"mock: injected failure for template {template!r}")
+            breakers = {"out_of_range": spec.mock_out_of_range, "unknown_id": spec.mock_unknown_id} if spec else {}
+            breaker = breakers.get(fault)
+            if breaker is not None:
+                breaker(answer)
         try:
             text = orjson.dumps(answer).decode()  # compact JSON; ~10x cheaper than the json module
         except (orjson.JSONEncodeError, TypeError):

@@ -1,9 +1,9 @@
-"""The contract templates' specs (docs/CONTRACTS.md): page_decision, page_pick, page_reaction, reflection,
-interview, taste_summary (agents/prompts/) and rerank (recommenders/prompts/), each a `PromptSpec`.
+"""The user simulation's prompt specs (docs/CONTRACTS.md): page_decision, page_pick, page_reaction, reflection,
+interview and taste_summary (templates in agents/prompts/), each a `PromptSpec`, registered for the mock at import.
 
 Every domain string the mock answers with lives here, as the specs' samples; the mock's rules are the specs'
 `mock` functions. Feelings and reasons whose sentiment is known in advance (the rating or satisfaction score is
-in the context) start with a forced opening that says it (`OPENINGS`, `INTERVIEW_OPENINGS`), and feelings must
+in the context) start with a forced opening that says it (`OPENINGS`, `interview_opening`), and feelings must
 not contradict their rating (`simenv.llm.sentiment`).
 """
 
@@ -14,19 +14,18 @@ from typing import Any
 
 import numpy as np
 
-from simenv.llm.prompt_spec import Context, PromptSpec, Samples, example_answer, forced_string
+from simenv.llm.prompt_spec import Context, PromptSpec, Samples, example_answer, forced_string, require_keys
 from simenv.llm.schemas import (
     check_page_decision,
     check_page_pick,
-    check_rerank,
     interview_schema,
     page_decision_schema,
     page_pick_schema,
     reflection_schema,
-    rerank_schema,
     taste_summary_schema,
 )
 from simenv.llm.sentiment import compound, verdict, without
+from simenv.llm.spec_registry import register_specs
 
 FEELING_MAX_CHARS = 40  # a feeling's free part; tighter than the contract's caps: short strings decode fast
 REASON_MAX_CHARS = 60
@@ -95,16 +94,10 @@ def feeling_pool(rating: int) -> tuple[str, ...]:
     return tuple(OPENINGS[int(rating)] + r for r in _BECAUSE[_tone(int(rating))])
 
 
-def _need(context: Context, template: str, *keys: str) -> None:
-    missing = [k for k in keys if k not in context]
-    if missing:
-        raise ValueError(f"template {template!r}: request.context lacks keys {missing}")
-
-
 # ---- page_reaction --------------------------------------------------------------------------------------------
 def reaction_schema(context: Context) -> dict[str, Any]:
     """`{"feelings": [one per watched movie, opened by its rating's OPENINGS], "reason": (when leaving)}`."""
-    _need(context, "page_reaction", "ratings", "left")
+    require_keys(context, "page_reaction", "ratings", "left")
     feelings = [forced_string(OPENINGS[int(r)], MIN_OWN_CHARS, FEELING_MAX_CHARS) for r in context["ratings"]]
     n = len(feelings)
     array: dict[str, Any] = {"type": "array", "prefixItems": feelings, "items": False, "minItems": n, "maxItems": n}
@@ -147,6 +140,11 @@ def reaction_budget(context: Context) -> int:
     return 12 + per_feeling * n + (8 + len(LEAVE_OPENING) + REASON_MAX_CHARS if context["left"] else 0)
 
 
+def reaction_out_of_range(answer: dict[str, Any]) -> None:
+    """A mock fault: one feeling too many, and an empty one."""
+    answer["feelings"] = [*answer["feelings"], *answer["feelings"][:1], ""]
+
+
 PAGE_REACTION = PromptSpec(
     name="page_reaction",
     package="agents",
@@ -156,6 +154,7 @@ PAGE_REACTION = PromptSpec(
     check=lambda context: check_feelings_agree(context["ratings"], context.get("data_words", ())),
     data_vars=("taste", "memories", "watched", "skipped"),
     max_tokens=reaction_budget,
+    mock_out_of_range=reaction_out_of_range,
 )
 
 
@@ -163,7 +162,7 @@ PAGE_REACTION = PromptSpec(
 def decision_schema(context: Context) -> dict[str, Any]:
     """The contract's page_decision schema with each position's id fixed (`prefixItems` + `const`), so
     grammar-constrained backends cannot write an unknown or out-of-order id."""
-    _need(context, "page_decision", "item_ids")
+    require_keys(context, "page_decision", "item_ids")
     ids = [int(i) for i in context["item_ids"]]
     schema = page_decision_schema(len(ids))
     item = schema["properties"]["items"]["items"]
@@ -201,7 +200,7 @@ def decision_mock(ctx: Context, rng: np.random.Generator) -> dict[str, Any]:
         activity_shift = int(ctx["activity"]) - 2  # -1, 0, +1 for low, mid, high activity
         page_index = int(ctx["page_index"])
     except KeyError:
-        _need(ctx, "page_decision", *_PAGE_KEYS)
+        require_keys(ctx, "page_decision", *_PAGE_KEYS)
         raise
     n = len(ids)
     if len(genres_per_item) != n:
@@ -227,6 +226,18 @@ def decision_mock(ctx: Context, rng: np.random.Generator) -> dict[str, Any]:
     return {"items": items, "leave": leave, "reason": reason}
 
 
+def decision_out_of_range(answer: dict[str, Any]) -> None:
+    """A mock fault: the first rating out of 1..5."""
+    if answer["items"]:
+        answer["items"][0]["rating"] = 7
+
+
+def decision_unknown_id(answer: dict[str, Any]) -> None:
+    """A mock fault: the first id replaced by one the page did not show."""
+    if answer["items"]:
+        answer["items"][0]["id"] = max(e["id"] for e in answer["items"]) + 100_000
+
+
 PAGE_DECISION = PromptSpec(
     name="page_decision",
     package="agents",
@@ -236,6 +247,8 @@ PAGE_DECISION = PromptSpec(
     check=lambda context: check_page_decision(context["item_ids"]),
     data_vars=("taste", "memories", "items"),
     max_tokens=lambda context: PAGE_MAX_TOKENS_BASE + PAGE_MAX_TOKENS_PER_ITEM * len(context["item_ids"]),
+    mock_out_of_range=decision_out_of_range,
+    mock_unknown_id=decision_unknown_id,
 )
 
 
@@ -246,7 +259,7 @@ def pick_samples(context: Context) -> Samples:
 
 def pick_mock(ctx: Context, rng: np.random.Generator) -> dict[str, Any]:
     """The k items whose genres overlap the liked genres most (minus disliked ones), ties at random; page order."""
-    _need(ctx, "page_pick", "item_ids", "item_genres", "liked_genres", "disliked_genres", "watched_count")
+    require_keys(ctx, "page_pick", "item_ids", "item_genres", "liked_genres", "disliked_genres", "watched_count")
     ids = [int(i) for i in ctx["item_ids"]]
     liked, disliked = set(ctx["liked_genres"]), set(ctx["disliked_genres"])
     if len(ctx["item_genres"]) != len(ids):
@@ -283,7 +296,7 @@ def insights_samples(context: Context) -> Samples:
 
 def reflection_mock(ctx: Context, rng: np.random.Generator) -> dict[str, Any]:
     """One insight per ten memories (1..3); the first names the tone the mean rating sets."""
-    _need(ctx, "reflection", "n_memories", "mean_rating")
+    require_keys(ctx, "reflection", "n_memories", "mean_rating")
     n = min(max(1 + int(ctx["n_memories"]) // 10, 1), 3)
     mean = ctx["mean_rating"]
     first = _INSIGHTS[1] if mean is not None and mean >= 3.5 else _INSIGHTS[2]
@@ -300,6 +313,7 @@ REFLECTION = PromptSpec(
     mock=reflection_mock,
     data_vars=("taste", "memories"),
     max_tokens=lambda context: REFLECTION_MAX_TOKENS,
+    mock_out_of_range=lambda answer: answer.update(insights=[]),  # a mock fault: no insight at all
 )
 
 
@@ -335,7 +349,7 @@ def interview_samples(context: Context) -> Samples:
 def interview_mock(ctx: Context, rng: np.random.Generator) -> dict[str, Any]:
     """The fixed score when the context has one, else 1 + 9 x (share of shown items liked, blended with share
     watched) plus -1/0/+1 noise; a reason in the score's tone."""
-    _need(ctx, "interview", "n_shown", "n_watched", "n_liked", "mean_rating")
+    require_keys(ctx, "interview", "n_shown", "n_watched", "n_liked", "mean_rating")
     drawn = _stats_score(ctx, rng)
     score = int(ctx["score"]) if ctx.get("score") is not None else drawn
     pool = _SATISFACTION[_score_tone(score)]
@@ -352,6 +366,7 @@ INTERVIEW = PromptSpec(
     samples=interview_samples,
     mock=interview_mock,
     data_vars=("taste", "memories"),
+    mock_out_of_range=lambda answer: answer.update(score=11),  # a mock fault: a score beyond 1..10
 )
 
 
@@ -372,7 +387,7 @@ def summary_samples(context: Context) -> Samples:
 
 def summary_mock(ctx: Context, rng: np.random.Generator) -> dict[str, Any]:
     """A sentence naming the liked and disliked genres."""
-    _need(ctx, "taste_summary", "liked_genres", "disliked_genres")
+    require_keys(ctx, "taste_summary", "liked_genres", "disliked_genres")
     return example_answer(taste_summary_schema(), summary_samples(ctx), rng)
 
 
@@ -387,41 +402,13 @@ TASTE_SUMMARY = PromptSpec(
 )
 
 
-# ---- rerank ---------------------------------------------------------------------------------------------------
-def rerank_samples(context: Context) -> Samples:
-    return {"ranking": [(int(i),) for i in context.get("candidate_ids", ())] or [(0,)]}
-
-
-def rerank_mock(ctx: Context, rng: np.random.Generator) -> dict[str, Any]:
-    """Candidates sorted by how many of their genres appear in the history, ties broken at random."""
-    _need(ctx, "rerank", "candidate_ids", "candidate_genres", "history_genres")
-    history = set(ctx["history_genres"])
-    ids = [int(i) for i in ctx["candidate_ids"]]
-    overlap = [len(set(g) & history) for g in ctx["candidate_genres"]]
-    if len(overlap) != len(ids):
-        raise ValueError(f"mock rule for 'rerank': {len(ids)} candidate_ids but {len(overlap)} candidate_genres")
-    tiebreak = rng.random(len(ids))
-    order = sorted(range(len(ids)), key=lambda i: (-overlap[i], tiebreak[i]))
-    return {"ranking": [ids[i] for i in order]}
-
-
-RERANK = PromptSpec(
-    name="rerank",
-    package="recommenders",
-    schema=lambda context: rerank_schema(len(context["candidate_ids"])),
-    samples=rerank_samples,
-    mock=rerank_mock,
-    check=lambda context: check_rerank(context["candidate_ids"]),
-    data_vars=("history", "candidates"),
+SPECS: Mapping[str, PromptSpec] = register_specs(
+    PAGE_DECISION, PAGE_PICK, PAGE_REACTION, REFLECTION, INTERVIEW, TASTE_SUMMARY
 )
-
-SPECS: Mapping[str, PromptSpec] = {
-    s.name: s for s in (PAGE_DECISION, PAGE_PICK, PAGE_REACTION, REFLECTION, INTERVIEW, TASTE_SUMMARY, RERANK)
-}
 
 
 def spec_for(template: str) -> PromptSpec:
-    """The spec of a contract template, by name."""
+    """The spec of a user-simulation template, by name."""
     try:
         return SPECS[template]
     except KeyError:

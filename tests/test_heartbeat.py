@@ -1,5 +1,5 @@
-"""`experiments.heartbeat.Heartbeat`: a quiet stretch of a command gets a progress line (stdout) naming its last output; a command
-that keeps talking gets none; the streams are restored."""
+"""`experiments.heartbeat.Heartbeat`: a quiet stretch of a command gets a progress line (stdout) naming its last
+output; a command that keeps talking gets none; the streams are restored."""
 
 from __future__ import annotations
 

@@ -45,6 +45,7 @@ LONGEST_MODULES = (
     "test_experiments.py",
     "test_offline_rl.py",
     "test_evaluate_rl.py",
+    "test_rl_script_eval.py",
     "test_cache_damage.py",
     "test_demo.py",
     "test_recommender_specs.py",

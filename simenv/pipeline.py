@@ -10,11 +10,16 @@ How: the recommender, the logs and every choice of what runs next stay on the ca
 model's reactions (`react_batch` for one session, then its exit interview when the episode ends) run on
 `concurrency` worker threads (`_Workers`: daemon threads, so Ctrl-C never waits for a call in flight; after an
 error, e.g. the fallback-share stop, the reactions in flight end first). Either way their pages are dropped like a
-crash's: the run resumes from its last checkpoint. A page goes to a worker and its reaction comes back through one
-queue each (a `ThreadPool` passed both through a handler thread of its own: two more thread hand-offs per page,
-~0.3 ms of client CPU per call at 128 in flight), and the calling thread handles every reaction that has arrived
-before it waits again. A user model allows this by setting
-`concurrent_sessions` (`simenv.protocols.UserModel`): its sessions may react from different threads at once.
+crash's: the run resumes from its last checkpoint. A user model allows this by setting `concurrent_sessions`
+(`simenv.protocols.UserModel`): its sessions may react from different threads at once. A page goes to a worker and
+its reaction comes back through one queue each (a `ThreadPool` passed both through a handler thread of its own:
+two more thread hand-offs per page), and the calling thread handles every reaction that has arrived before it
+writes and waits again.
+
+Not done: handing one worker the pages of several sessions that became ready together (one `react_batch`, one
+`complete_batch`). It cut the client CPU per call at 128 in flight (2.5 -> 1.2 ms, load 5-6) but each group waits
+for its slowest call, and the busy share fell (0.70 -> 0.30; grouping only when the calling thread had fallen
+behind, load 10: 2.1 -> 1.8 ms, 0.58 -> 0.45 in `bench_llm`'s runner with half its episodes).
 
 Determinism: results do not depend on arrival order or on `concurrency`, and equal the page-by-page loop's.
 - An episode draws only from its own generators (`simenv.kernel.episode_rngs(seed, episode)`), and its pages,

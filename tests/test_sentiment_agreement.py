@@ -89,3 +89,17 @@ def test_report_tables_from_logged_rows() -> None:
     row = table.loc["llama-cpp"]
     assert (row["feelings"], row["own"]) == (3, 2)
     assert row["own_agree"] == 0.5 and row["own_contradict"] == 0.5 and row["all_agree"] == round(2 / 3, 3)
+
+
+def test_phrases_are_removed_longest_first_whatever_their_order() -> None:
+    """The compiled patterns are cached per phrase set: the same text comes out for the phrases in any order or
+    container, and equal-length phrases go in a fixed order (before: the set's hash order)."""
+    text = "Alien vs Predator: the alien is great"
+    out = without(text, ["Alien", "Alien vs Predator", "Predator"])
+    assert out.split() == [":", "the", "is", "great"]
+    assert (
+        without(text, ("Predator", "Alien vs Predator", "Alien"))
+        == out
+        == without(text, {"Alien", "Predator", "Alien vs Predator"})
+    )
+    assert without("abc", ["ab", "bc"]) == without("abc", ["bc", "ab"]) == " c"  # "ab" before "bc": alphabetical

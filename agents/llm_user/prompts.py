@@ -83,9 +83,27 @@ def _render(
     full = {**variables, "example": prompt_example(spec.example(context, schema=schema), schema)}
 
     def own_words() -> str:
-        return "\n".join(m.content for m in template.render(**masked(full, spec.data_vars)))
+        return _own_words(template, masked(full, spec.data_vars))
 
     return template.render(**full), schema, own_words
+
+
+_OWN_WORDS: dict[tuple[PromptTemplate, str], str] = {}
+_OWN_WORDS_MAX = 4096
+
+
+def _own_words(template: PromptTemplate, variables: dict[str, Any]) -> str:
+    """The template rendered with its data masked, remembered by the variables' repr (plain str, int, float, bool,
+    None, lists, tuples and dicts here, so equal reprs render equal words): with the data masked, pages that differ
+    only in titles, taste and memories render the same words (one render instead of one per answer)."""
+    key = (template, repr(variables))
+    text = _OWN_WORDS.get(key)
+    if text is None:
+        text = "\n".join(m.content for m in template.render(**variables))
+        if len(_OWN_WORDS) >= _OWN_WORDS_MAX:
+            _OWN_WORDS.clear()
+        _OWN_WORDS[key] = text
+    return text
 
 
 def persona_system_prompt(persona: Persona, version: int = 1) -> Message:

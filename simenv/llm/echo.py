@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 MASK = "\u2016"  # stands in for data in the masked prompt; never a word, so no run crosses it
 MIN_WORDS = 5
@@ -64,16 +65,21 @@ def repeated_run(tokens: Sequence[str], n: int = REPEAT_WORDS) -> str:
     return ""
 
 
+@lru_cache(maxsize=1024)
+def _index(prompt_text: str, n: int) -> tuple[tuple[str, ...], str, frozenset[tuple[str, ...]]]:
+    """A prompt's words, their text and their `n`-word runs, remembered: the masked prompts of one template repeat
+    (every answer is checked against its prompt's own words)."""
+    tokens = tuple(words(prompt_text))
+    return tokens, " ".join(tokens), frozenset(tokens[i : i + n] for i in range(len(tokens) - n + 1))
+
+
 class EchoSource:
     """The prompt's own words (data masked), indexed for `find`."""
 
     def __init__(self, prompt_text: str, key_names: Iterable[str] = (), min_words: int = MIN_WORDS) -> None:
         self.min_words = min_words
-        self.tokens = words(prompt_text)
-        self.text = " ".join(self.tokens)
+        self.tokens, self.text, self.ngrams = _index(prompt_text, min_words)
         self.key_names = frozenset(k.lower() for k in key_names)
-        n = min_words
-        self.ngrams = {tuple(self.tokens[i : i + n]) for i in range(len(self.tokens) - n + 1)}
 
     def _contains(self, run: Sequence[str]) -> bool:
         return MASK not in run and f" {' '.join(run)} " in f" {self.text} "

@@ -382,14 +382,15 @@ class OpenAIBackend:
             return response
         return dataclasses.replace(response, retries=len(kinds), attempt_errors=tuple(kinds), retry_wait_s=waited)
 
-    async def _batch(self, session: _Session, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
-        async def one(request: LLMRequest) -> LLMResponse:
-            try:
-                return await self._call(session, request)
-            except LLMError as exc:
-                return failed_response(request, self.name, request.model or self.model, exc)
+    async def _one(self, session: _Session, request: LLMRequest) -> LLMResponse:
+        """One call of a batch: a failed call becomes a failed response."""
+        try:
+            return await self._call(session, request)
+        except LLMError as exc:
+            return failed_response(request, self.name, request.model or self.model, exc)
 
-        return list(await asyncio.gather(*(one(r) for r in requests)))
+    async def _batch(self, session: _Session, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
+        return list(await asyncio.gather(*(self._one(session, r) for r in requests)))
 
     def complete(self, request: LLMRequest) -> LLMResponse:
         session = self._get_session()
@@ -400,6 +401,8 @@ class OpenAIBackend:
         if not requests:
             return []
         session = self._get_session()
+        if len(requests) == 1:  # a pipelined session's call: no gather (one task fewer per call)
+            return [session.loop.run(self._one(session, requests[0]))]
         return session.loop.run(self._batch(session, requests))
 
     # -- pre-flight -------------------------------------------------------------------------------------------

@@ -35,9 +35,17 @@ def compound(text: str) -> float:
 def without(text: str, phrases: Iterable[str]) -> str:
     """`text` with every occurrence of `phrases` (titles, genre names: data, not sentiment) removed, longest first,
     ignoring case: VADER reads "Star Wars" or "Horror" as negative words."""
-    for phrase in sorted({p for p in phrases if p.strip()}, key=len, reverse=True):
-        text = re.sub(re.escape(phrase), " ", text, flags=re.IGNORECASE)
+    for pattern in _patterns(frozenset(phrases)):
+        text = pattern.sub(" ", text)
     return text
+
+
+@lru_cache(maxsize=4096)
+def _patterns(phrases: frozenset[str]) -> tuple[re.Pattern[str], ...]:
+    """The compiled patterns of `without`, longest phrase first (a page's feelings share its phrases: compiled
+    once, not escaped and looked up per feeling)."""
+    ordered = sorted({p for p in phrases if p.strip()}, key=lambda p: (-len(p), p))
+    return tuple(re.compile(re.escape(p), re.IGNORECASE) for p in ordered)
 
 
 def verdict(rating: int, score: float) -> str:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from agents.llm_user import prompts
+from agents.llm_user.specs import PAGE_REACTION
 from simenv.llm.prompt_spec import masked
-from simenv.llm.specs import PAGE_REACTION
 
 
 def _variables(title: str, page_number: int) -> dict:

@@ -23,6 +23,14 @@ def prose(body: dict) -> str:
     return "These all look fine."
 
 
+def _as_from_a_terminal() -> None:
+    """The child starts with SIGINT and SIGTERM delivered and SIGINT's default action, as a command typed in a shell
+    does: an ignored or blocked SIGINT is inherited through exec, and in the full suite under xdist the worker's
+    state made the child ignore Ctrl-C (the run went on to exit 0)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(
     ("command", "sig"), [("compare", signal.SIGINT), ("compare", signal.SIGTERM), ("validate", signal.SIGINT)]
 )
@@ -36,7 +44,9 @@ def test_signal_during_a_run_prints_the_resume_command_and_exits_130(tmp_path: P
                 "--llm.max-fallback-share", "1", "--data.n-personas", "40", "--llm.concurrency", "2", "--run.name", "r",
                 "--run.out-dir", str(tmp_path / "runs"), "--data.cache-dir", str(tmp_path / "cache")]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OPENAI_API_KEY": "k"}
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_as_from_a_terminal
+        )
         pages = run_dir / "policies" / "random" / "pages"
         deadline = time.monotonic() + 240
         while not (pages.is_dir() and any(pages.iterdir())) and time.monotonic() < deadline and proc.poll() is None:

@@ -41,7 +41,7 @@ def test_signal_during_a_run_prints_the_resume_command_and_exits_130(tmp_path: P
                 "--validity.policies", '["random", "pop"]', "--validity.n-personas", "40", "--validity.bootstrap", "20",
                 "--data.dataset", "synthetic", "--recommenders.names", '["random"]', "--users.kind", "llm-only",
                 "--llm.backend", "openai", "--llm.model", "m", "--llm.base-url", server.base_url,
-                "--llm.max-fallback-share", "1", "--data.n-personas", "40", "--llm.concurrency", "2", "--run.name", "r",
+                "--llm.max-fallback-share", "1", "--data.n-personas", "40", "--llm.concurrency", "4", "--run.name", "r",
                 "--run.out-dir", str(tmp_path / "runs"), "--data.cache-dir", str(tmp_path / "cache")]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OPENAI_API_KEY": "k"}
         proc = subprocess.Popen(
@@ -50,8 +50,8 @@ def test_signal_during_a_run_prints_the_resume_command_and_exits_130(tmp_path: P
         pages = run_dir / "policies" / "random" / "pages"
         deadline = time.monotonic() + 240
         while not (pages.is_dir() and any(pages.iterdir())) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)  # until the first page step is logged: the run is mid-way (3 chunks of 16 personas at
-            # concurrency 2; with one chunk of all 40 the first step was written near the end, and under load the
+            time.sleep(0.2)  # until the first page step is logged: the run is mid-way (2 chunks, 32 + 8 personas, at
+            # concurrency 4; with one chunk of all 40 the first step was written near the end, and under load the
             # signal could land after the run had finished)
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(sig)

@@ -2,9 +2,10 @@
 
 The CLI wraps every command in `Heartbeat`. Phases that report their own progress (recommender epochs, response
 folds, sessions) reset the clock with each line they print; a phase that has no progress of its own (a fold of
-the response model, predicting plans, a long batch) gets `  … 14 s since: <its last line>` instead of minutes of
-nothing. The line goes to stdout with the other progress lines (stderr keeps the one-line errors).
-`SIMREC_HEARTBEAT_S` sets the quiet time before a line (default 7 s; 0 turns it off).
+the response model, predicting plans, a long batch) gets `  … 14 s since: <its last progress line>` instead of
+minutes of nothing (stderr output restarts the clock but is never quoted). The line goes to stdout with the other
+progress lines (stderr keeps the one-line errors). `SIMREC_HEARTBEAT_S` sets the quiet time before a line
+(default 7 s; 0 turns it off).
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ MAX_LINE = 100
 
 
 class _Tap:
-    """A text stream that forwards everything to `stream` and tells the heartbeat it was written to."""
+    """A text stream that forwards everything to `stream` and tells the heartbeat it was written to (`quote`: its
+    lines may be quoted; stderr's are not, as libraries write there what a command may silence at the fd level)."""
 
-    def __init__(self, stream: TextIO, beat: Heartbeat) -> None:
+    def __init__(self, stream: TextIO, beat: Heartbeat, quote: bool) -> None:
         self._stream = stream
         self._beat = beat
+        self._quote = quote
 
     def write(self, text: str) -> int:
-        self._beat.saw(text)
+        self._beat.saw(text if self._quote else "")
         return self._stream.write(text)
 
     def flush(self) -> None:
@@ -56,7 +59,7 @@ class Heartbeat:
         self._streams: tuple[Any, Any] | None = None
 
     def saw(self, text: str) -> None:
-        """Output happened: restart the quiet clock and remember the last non-empty line."""
+        """Output happened: restart the quiet clock and remember the last non-empty line of `text`."""
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         with self._lock:
             self._last = time.monotonic()
@@ -67,8 +70,8 @@ class Heartbeat:
         if self.after_s <= 0:
             return self
         self._streams = (sys.stdout, sys.stderr)
-        sys.stdout = _Tap(sys.stdout, self)  # type: ignore[assignment]
-        sys.stderr = _Tap(sys.stderr, self)  # type: ignore[assignment]
+        sys.stdout = _Tap(sys.stdout, self, quote=True)  # type: ignore[assignment]
+        sys.stderr = _Tap(sys.stderr, self, quote=False)  # type: ignore[assignment]
         self._thread = threading.Thread(target=self._run, name="simrec-heartbeat", daemon=True)
         self._thread.start()
         return self

@@ -22,6 +22,15 @@ def test_a_quiet_stretch_gets_lines_naming_the_last_output(capsys: pytest.Captur
     assert all(ln.strip().startswith("…") and ln.endswith("since: fitting 2 folds") for ln in lines)
 
 
+def test_stderr_restarts_the_clock_but_is_never_quoted(capsys: pytest.CaptureFixture) -> None:
+    with Heartbeat(after_s=0.3, poll_s=0.05):
+        print("fitting 2 folds")
+        print("libllama: quant size = 256 MiB", file=sys.stderr)  # a library's line, maybe silenced at the fd
+        time.sleep(0.8)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "since:" in ln]
+    assert lines and all(ln.endswith("since: fitting 2 folds") for ln in lines)
+
+
 def test_no_line_while_output_keeps_coming_and_streams_are_restored(capsys: pytest.CaptureFixture) -> None:
     out, err = sys.stdout, sys.stderr
     with Heartbeat(after_s=0.4, poll_s=0.05) as beat:

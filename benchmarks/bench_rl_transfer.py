@@ -32,12 +32,18 @@ from experiments.train_rl import run_train_rl
 DEFAULT_RUNS = ("ml-100k:0:mf", "ml-100k:1:mf", "ml-1m:0:mf", "ml-100k:0:lightgcn")
 
 
-RANK_SOURCES: list[str] | None = None  # --rank-sources: the candidate features' rank columns (None = the default)
-
-
-def config_of(spec: str, out: Path, steps: int, budget: float, fold: int = 0, eval_personas: int | None = None):
+def config_of(
+    spec: str,
+    out: Path,
+    steps: int,
+    budget: float,
+    fold: int = 0,
+    eval_personas: int | None = None,
+    rank_sources: list[str] | None = None,
+):
+    """The train-rl config of one run; `rank_sources` None keeps the default rank columns."""
     dataset, seed, base = spec.split(":")
-    extra = {} if RANK_SOURCES is None else {"rank_sources": RANK_SOURCES}
+    extra = {} if rank_sources is None else {"rank_sources": rank_sources}
     return load_config(
         None,
         {
@@ -55,11 +61,13 @@ def config_of(spec: str, out: Path, steps: int, budget: float, fold: int = 0, ev
     )
 
 
-def run_folds(spec: str, out: Path, steps: int, budget: float, folds: int, train: bool) -> list[Path]:
+def run_folds(
+    spec: str, out: Path, steps: int, budget: float, folds: int, train: bool, rank_sources: list[str] | None
+) -> list[Path]:
     """Train and evaluate `folds` policies whose held-out blocks cover every persona; their run directories."""
     n_users = len(build_world(config_of(spec, out, steps, budget)).population)
     size = -(-n_users // folds)
-    configs = [config_of(spec, out, steps, budget, fold, size) for fold in range(folds)]
+    configs = [config_of(spec, out, steps, budget, fold, size, rank_sources) for fold in range(folds)]
     for config in configs if train else ():
         run_train_rl(config)
     return [out / config.run.name for config in configs]
@@ -115,17 +123,17 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=1, help="cross-fit: K policies whose held-out folds cover all")
     parser.add_argument("--rank-sources", nargs="*", help="[rl] rank_sources (none given: no rank columns)")
     args = parser.parse_args()
-    global RANK_SOURCES
-    RANK_SOURCES = args.rank_sources
     results = []
     for spec in args.runs:
         if args.folds > 1:
-            directories = run_folds(spec, args.out, args.steps, args.budget, args.folds, not args.table_only)
+            directories = run_folds(
+                spec, args.out, args.steps, args.budget, args.folds, not args.table_only, args.rank_sources
+            )
             if all((d / EVALUATE_FILE).is_file() for d in directories):
                 results.append(pool_folds(directories))
             continue
         if not args.table_only:
-            run_train_rl(config_of(spec, args.out, args.steps, args.budget))
+            run_train_rl(config_of(spec, args.out, args.steps, args.budget, rank_sources=args.rank_sources))
         path = args.out / name_of(spec) / EVALUATE_FILE
         if path.is_file():
             results.append(json.loads(path.read_text()))

@@ -27,6 +27,7 @@ from experiments.engine import make_engine
 from experiments.model_cache import cache_root, recommender_settings
 from experiments.recommender_store import train_recommender
 from experiments.world import World
+from recommenders.candidate_features import unseen_log_ranks
 from simenv.data import Dataset, Split, agent4rec_split, load_dataset
 from simenv.llm import LLM, LLMConfig, make_llm
 from simenv.protocols import Recommender, UserModel
@@ -277,12 +278,7 @@ def source_rankings(
             scores = np.array(score_batch(chunk), dtype=np.float64)
         else:
             scores = np.stack([np.asarray(recommender.score(int(u), ()), dtype=np.float64) for u in chunk])
-        for row, u in enumerate(chunk.tolist()):
-            scores[row, seen.get(u, empty)] = -np.inf
-        order = np.argsort(-scores, axis=1, kind="stable")  # ties to the lower id
-        position = np.empty(order.shape, dtype=np.float64)
-        np.put_along_axis(position, order, np.arange(n_items, dtype=np.float64)[None, :], axis=1)
-        ranks[chunk] = np.log1p(position)
+        order, ranks[chunk] = unseen_log_ranks(scores, [seen.get(u, empty) for u in chunk.tolist()])
         for row, u in enumerate(chunk.tolist()):
             out[u] = order[row, :k]
     return out, ranks

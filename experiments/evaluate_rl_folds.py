@@ -19,6 +19,7 @@ import pandas as pd
 
 from experiments.evaluate_rl import (
     EVALUATE_FILE,
+    GREEDY,
     PER_PERSONA_FILE,
     comparisons,
     load_per_persona,
@@ -49,7 +50,7 @@ def pool_folds(directories: Sequence[Path], n_boot: int = 1000) -> dict[str, Any
     labels = {key: first["policies"][first["algo"]][key]["user_model"] for key in pooled}
     recall = {name: _mean_recall(results, name) for name in names}
     scores = policy_scores(pooled, labels, names, recall)
-    recommenders = [n for n in names if n not in (first["algo"], "sim-greedy")]
+    recommenders = [n for n in names if n not in (first["algo"], GREEDY)]
     return {
         "checkpoints": [str(d) for d in directories],
         "dataset": first["dataset"],

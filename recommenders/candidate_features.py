@@ -166,21 +166,29 @@ class TrainCandidateFeatures:
         return np.clip(out, -BOUND, BOUND).astype(np.float32)
 
     def _log_rank(self, recommender: Recommender, user: int, seen: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        """log1p of each candidate's rank among the user's unseen items by `recommender` (ties to the lower id,
-        seen items last), over log1p(n_items - 1): the response model's rank features, scaled to [0, 1]."""
-        scores = np.array(recommender.score(user, ()), dtype=np.float64)
-        scores = np.nan_to_num(scores, nan=-np.inf)
-        scores[seen] = -np.inf
-        order = np.argsort(-scores, kind="stable")
-        position = np.empty(self.n_items, dtype=np.float64)
-        position[order] = np.arange(self.n_items, dtype=np.float64)
-        return np.log1p(position[ids]) / np.log1p(max(self.n_items - 1, 1))
+        """The response model's rank feature of each candidate (`unseen_log_ranks`), scaled to [0, 1]."""
+        scores = np.nan_to_num(np.asarray(recommender.score(user, ()), dtype=np.float64), nan=-np.inf)
+        _, log_ranks = unseen_log_ranks(scores[None, :], [seen])
+        return log_ranks[0, ids] / np.log1p(max(self.n_items - 1, 1))
 
     def _genre_lift(self, items: np.ndarray, smoothing: float = 5.0) -> np.ndarray:
         """Per catalog item: its genres' mean log lift of the user's smoothed train genre share over the population."""
         counts = self._genres[items].sum(axis=0)
         share = (counts + smoothing * self._genre_share) / (len(items) + smoothing)
         return self._genres @ np.log(share / self._genre_share)
+
+
+def unseen_log_ranks(scores: np.ndarray, seen: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(order, log ranks), both (B, n_items): row b's items by `scores` (B, n_items), best first, and log1p of each
+    item's rank, both among the items not in `seen[b]`, ties to the lower id, seen items last. The rank features of
+    the response model (`agents.features`) and of the candidate features (`rank:<name>`)."""
+    scores = np.array(scores, dtype=np.float64)
+    for row, items in enumerate(seen):
+        scores[row, items] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")
+    position = np.empty(order.shape, dtype=np.float64)
+    np.put_along_axis(position, order, np.arange(scores.shape[1], dtype=np.float64)[None, :], axis=1)
+    return order, np.log1p(position)
 
 
 def _top_right_singular(x: np.ndarray, rank: int, rng: np.random.Generator, n_iter: int = 4) -> np.ndarray:

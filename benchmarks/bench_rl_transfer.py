@@ -40,10 +40,13 @@ def config_of(
     fold: int = 0,
     eval_personas: int | None = None,
     rank_sources: list[str] | None = None,
+    action: str | None = None,
 ):
-    """The train-rl config of one run; `rank_sources` None keeps the default rank columns."""
+    """The train-rl config of one run; `rank_sources` / `action` None keep the defaults."""
     dataset, seed, base = spec.split(":")
-    extra = {} if rank_sources is None else {"rank_sources": rank_sources}
+    extra: dict = {} if rank_sources is None else {"rank_sources": rank_sources}
+    if action is not None:
+        extra["action"] = action
     return load_config(
         None,
         {
@@ -62,12 +65,19 @@ def config_of(
 
 
 def run_folds(
-    spec: str, out: Path, steps: int, budget: float, folds: int, train: bool, rank_sources: list[str] | None
+    spec: str,
+    out: Path,
+    steps: int,
+    budget: float,
+    folds: int,
+    train: bool,
+    rank_sources: list[str] | None,
+    action: str | None = None,
 ) -> list[Path]:
     """Train and evaluate `folds` policies whose held-out blocks cover every persona; their run directories."""
     n_users = len(build_world(config_of(spec, out, steps, budget)).population)
     size = -(-n_users // folds)
-    configs = [config_of(spec, out, steps, budget, fold, size, rank_sources) for fold in range(folds)]
+    configs = [config_of(spec, out, steps, budget, fold, size, rank_sources, action) for fold in range(folds)]
     for config in configs if train else ():
         run_train_rl(config)
     return [out / config.run.name for config in configs]
@@ -122,18 +132,21 @@ def main() -> None:
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--folds", type=int, default=1, help="cross-fit: K policies whose held-out folds cover all")
     parser.add_argument("--rank-sources", nargs="*", help="[rl] rank_sources (none given: no rank columns)")
+    parser.add_argument("--action", choices=["weights", "ranking", "slate"], help="[rl] action (default: the config's)")
     args = parser.parse_args()
     results = []
     for spec in args.runs:
         if args.folds > 1:
             directories = run_folds(
-                spec, args.out, args.steps, args.budget, args.folds, not args.table_only, args.rank_sources
+                spec, args.out, args.steps, args.budget, args.folds, not args.table_only, args.rank_sources, args.action
             )
             if all((d / EVALUATE_FILE).is_file() for d in directories):
                 results.append(pool_folds(directories))
             continue
         if not args.table_only:
-            run_train_rl(config_of(spec, args.out, args.steps, args.budget, rank_sources=args.rank_sources))
+            run_train_rl(
+                config_of(spec, args.out, args.steps, args.budget, rank_sources=args.rank_sources, action=args.action)
+            )
         path = args.out / name_of(spec) / EVALUATE_FILE
         if path.is_file():
             results.append(json.loads(path.read_text()))

@@ -175,10 +175,12 @@ class RLSection(Section):
     rank_sources: tuple[str, ...] = ("mf", "multvae", "lightgcn", "sasrec")
     """Recommenders (registry names, trained on TRAIN) whose catalog rank of each candidate is a candidate feature
     (`rank:<name>` columns of `recommenders.candidate_features`); () = none."""
-    action: Literal["weights", "slate"] = "weights"
+    action: Literal["weights", "ranking", "slate"] = "weights"
     """ppo / a2c: the action. weights = a weight per candidate feature, the page = the top candidates by base score +
-    w . x (one policy scores every candidate: experiments.rl.policy); slate = a candidate index per slot
-    (MultiDiscrete, SB3's default MLP). dqn and the offline algorithms choose slot by slot."""
+    w . x (one policy scores every candidate: experiments.rl.policy); ranking = a page of candidate indices drawn
+    Plackett-Luce from base score + one item-wise network's score per candidate (experiments.rl.policy.
+    CandidateScoringPolicy); slate = a candidate index per slot (MultiDiscrete, SB3's default MLP). dqn and the
+    offline algorithms choose slot by slot."""
     members: tuple[int, ...] = (0, 1, 2)
     """Response-model ensemble members trained against (one drawn per episode; 0 = the validated model, others
     refitted with other seeds). One member = no ensemble."""

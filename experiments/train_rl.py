@@ -149,22 +149,28 @@ def make_training_env(
 
 
 def action_mode(config: ExperimentConfig) -> str:
-    """The env action mode of `[rl] algo` and `[rl] action` (weights or slate for ppo / a2c)."""
+    """The env action mode of `[rl] algo` and `[rl] action` (weights or slate for ppo / a2c; ranking is a slate)."""
     default = ALGOS[config.rl.algo][1]
-    return config.rl.action if default == "slate" else default
+    if default != "slate":
+        return default
+    return "slate" if config.rl.action == "ranking" else config.rl.action
 
 
-def build_model(algo: str, env: VecEnv, seed: int, tensorboard_log: Path | None = None, mode: str = "slate") -> Any:
-    """The SB3 model; in weights mode with the shared candidate scorer (`experiments.rl.policy.policy_kwargs`)."""
+def build_model(
+    algo: str, env: VecEnv, seed: int, tensorboard_log: Path | None = None, mode: str = "slate", ranking: bool = False
+) -> Any:
+    """The SB3 model; in weights mode with the shared candidate scorer (`experiments.rl.policy.policy_kwargs`), with
+    `ranking` the item-wise Plackett-Luce `experiments.rl.policy.CandidateScoringPolicy` (a slate-mode env)."""
     import stable_baselines3
 
-    from experiments.rl.policy import policy_kwargs
+    from experiments.rl.policy import CandidateScoringPolicy, policy_kwargs
 
     sb3_class = getattr(stable_baselines3, ALGOS[algo][0])
     log = str(tensorboard_log) if tensorboard_log else None
     extra = {"policy_kwargs": policy_kwargs()} if mode == "weights" else {}
+    policy: Any = CandidateScoringPolicy if ranking else "MultiInputPolicy"
     return sb3_class(
-        "MultiInputPolicy",
+        policy,
         env,
         seed=seed,
         device="cpu",
@@ -235,7 +241,8 @@ def train_online_policy(
     section = config.rl
     mode = action_mode(config)
     env, page = make_training_env(config, world, base, mode, out / MONITOR_FILE)
-    model = build_model(section.algo, env, config.run.seed, out / TENSORBOARD_DIR, mode)
+    ranking = section.action == "ranking" and ALGOS[section.algo][1] == "slate"
+    model = build_model(section.algo, env, config.run.seed, out / TENSORBOARD_DIR, mode, ranking)
     budget = TimeBudget(section.time_budget)
     bar = sys.stderr.isatty()  # SB3's progress bar on a terminal, progress lines in logs
     callbacks: list[BaseCallback] = [budget] if bar else [budget, TrainProgress(section.timesteps, section.algo)]

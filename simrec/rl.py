@@ -16,8 +16,15 @@ result = simrec.rl.evaluate(model, "simrec/FastRecRank-v1", "runs/my-ppo")  # he
 
 from __future__ import annotations
 
-from experiments.rl.policy import CandidateSetExtractor, policy_kwargs
+from experiments.rl.policy import CandidateScoringPolicy, CandidateSetExtractor, policy_kwargs
 from experiments.rl.sb3_vec import SB3VectorEnv, make_sb3_vec_env
 from simrec.rl_evaluate import evaluate
 
-__all__ = ["CandidateSetExtractor", "SB3VectorEnv", "evaluate", "make_sb3_vec_env", "policy_kwargs"]
+__all__ = [
+    "CandidateScoringPolicy",
+    "CandidateSetExtractor",
+    "SB3VectorEnv",
+    "evaluate",
+    "make_sb3_vec_env",
+    "policy_kwargs",
+]

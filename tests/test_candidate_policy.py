@@ -2,8 +2,9 @@
 
 A scripted user watches exactly the items whose planted feature is positive; the base score is unrelated to it.
 The weights action with the shared per-candidate scorer (`simrec.rl.policy_kwargs`) learns a positive weight on the
-planted column and beats the MultiDiscrete slate policy (SB3's default MLP over the same observation) trained for
-the same number of steps with the same hyperparameters. Real SB3 PPO, a few thousand env steps each.
+planted column, the item-wise Plackett-Luce policy (`simrec.rl.CandidateScoringPolicy`) learns to put planted
+candidates on its pages, and both beat the MultiDiscrete slate policy (SB3's default MLP over the same observation)
+trained for the same number of steps with the same hyperparameters. Real SB3 PPO, a few thousand env steps each.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pytest
 import torch
 from stable_baselines3 import PPO
 
@@ -90,15 +92,22 @@ def _mean_return(model: PPO, mode: str, n: int = 64) -> float:
     return float(np.mean(done[:n]))
 
 
-def test_shared_candidate_scorer_learns_the_planted_feature_and_the_slate_mlp_does_not() -> None:
+def test_shared_candidate_scorers_learn_the_planted_feature_and_the_slate_mlp_does_not() -> None:
     torch.manual_seed(0)
     weights = PPO("MultiInputPolicy", _env("weights", 0), policy_kwargs=simrec.rl.policy_kwargs(), **PPO_ARGS)
     untrained = _mean_return(weights, "weights")  # starts at the base order (weights near 0)
     weights.learn(STEPS)
     torch.manual_seed(0)
     slate = PPO("MultiInputPolicy", _env("slate", 0), **PPO_ARGS).learn(STEPS)
+    torch.manual_seed(0)
+    ranking = PPO(simrec.rl.CandidateScoringPolicy, _env("slate", 0), **PPO_ARGS)
+    assert _mean_return(ranking, "slate") == pytest.approx(untrained, abs=0.2)  # untrained: about the base order
+    ranking.learn(STEPS)
 
     learned, baseline = _mean_return(weights, "weights"), _mean_return(slate, "slate")
+    ranked = _mean_return(ranking, "slate")
+    # measured at these settings: untrained 3.6, ranking 5.8 watches per session
+    assert ranked > untrained + 1.0 and ranked > baseline + 1.0, (ranked, untrained, baseline)
     obs = _env("weights", 5).reset()
     w = weights.predict(obs, deterministic=True)[0]
     assert (w[:, 2] > 0).all() and w[:, 2].mean() > 2 * np.abs(w[:, 1]).mean(), w  # the planted column dominates

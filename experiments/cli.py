@@ -114,8 +114,9 @@ class EvaluateRL(BaseModel):
 
 
 class ExportPolicy(BaseModel):
-    """Export a weights-mode `train-rl` checkpoint as a recommender (`recommenders.weight_reranker`): the policy's
-    mean feature weights re-rank its base's top candidates for any user, numpy only; prints the spec and the
+    """Export a `train-rl` checkpoint as a recommender: a weights-mode policy's mean feature weights re-rank its
+    base's top candidates for any user, numpy only (`recommenders.weight_reranker`); any other policy (the ranking
+    policy) serves page by page as in evaluate-rl (`experiments.rl.policy_ranker`). Prints the spec and the
     recommenders config file to pass to `--recommenders.names` / `check-recommender`."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
@@ -124,13 +125,14 @@ class ExportPolicy(BaseModel):
     label: str | None = None
     """The recommender's label (default: the run directory's name)."""
     sessions: int = Field(400, ge=1)
-    """Training-persona sessions whose deterministic actions are averaged into the exported weights."""
+    """Weights mode: training-persona sessions whose deterministic actions are averaged into the exported weights."""
 
     def cli_cmd(self) -> None:
         from experiments.rl.export import export_policy
 
         out = export_policy(self.checkpoint, self.label, self.sessions)
-        print(f"weights: {out['weights']}")
+        if "weights" in out:
+            print(f"weights: {out['weights']}")
         print(f"use: --recommenders.names {out['spec']} --recommenders.config-file {out['config_file']}")
 
 

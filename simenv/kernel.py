@@ -43,6 +43,10 @@ class InvalidActionError(ValueError):
     """An action outside the action space, or (in strict mode) a duplicate or already-shown candidate."""
 
 
+class NoCandidateLeftError(RuntimeError):
+    """A page cannot be filled: every candidate of the session was shown or is excluded."""
+
+
 # -- settings -----------------------------------------------------------------------------------------------
 
 
@@ -248,7 +252,7 @@ def repair_slates(
         if len(todo):
             pick = np.argmax(free[todo], axis=1)  # the lowest-index (best-ranked) free candidate
             if not free[todo, pick].all():
-                raise RuntimeError("no candidate left to show; n_candidates must be >= page_size * max_pages")
+                raise NoCandidateLeftError("no candidate left to show; n_candidates must be >= page_size * max_pages")
             sub[todo, j] = pick
             free[todo, pick] = False
     out = chosen.copy()

@@ -158,3 +158,40 @@ def test_exported_policy_round_trips_through_check_recommender(trained: Checkpoi
     )
     report = run_check(config, out["spec"])
     assert report.ok, report
+
+
+def test_ranking_policy_trains_evaluates_and_exports_as_a_recommender(tmp_path: Path, worker_cache: Path) -> None:
+    from experiments.check_recommender import run_check
+    from experiments.rl.export import export_policy
+    from experiments.rl.policy import CandidateScoringPolicy
+    from experiments.rl.policy_ranker import PolicyRanker
+    from experiments.train_rl import run_train_rl
+
+    result = run_train_rl(_config(tmp_path, worker_cache, "ranking", timesteps=256, action="ranking"))
+    checkpoint = Checkpoint.load(tmp_path / "runs" / "ranking")
+    assert checkpoint.action_mode == "slate" and checkpoint.config["rl"]["action"] == "ranking"
+    assert isinstance(checkpoint.load_model().policy, CandidateScoringPolicy)
+    assert result["policies"]["ppo"]["real"]["shown"] >= 6 * 4  # evaluate-rl served its pages
+
+    out = export_policy(Path(checkpoint.directory), label="ranked")
+    assert out["spec"] == "ranked=experiments.rl.policy_ranker:PolicyRanker" and "weights" not in out
+    config = checkpoint.experiment()
+    config = config.model_copy(
+        update={"recommenders": config.recommenders.model_copy(update={"config_file": Path(out["config_file"])})}
+    )
+    report = run_check(config, out["spec"])
+    assert report.ok, report
+    # a session: each page is new, never a train item; the catalog scores are the same on every call
+    from experiments.build import build_world
+
+    world = build_world(config)
+    ranker = PolicyRanker(Path(checkpoint.directory) / "export", world.dataset).fit(
+        world.split.train, world.dataset.n_users, world.dataset.n_items
+    )
+    user = checkpoint.eval_users[0]
+    shown = set(world.population[user].train_items)
+    for _ in range(3):
+        page = ranker.recommend(user, 4, shown, np.random.default_rng(0)).item_ids
+        assert len(set(page)) == 4 and not set(page) & shown
+        shown |= set(page)
+    assert np.array_equal(ranker.score(user), ranker.score(user))

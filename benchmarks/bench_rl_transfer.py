@@ -4,8 +4,9 @@
     .venv/bin/python -m benchmarks.bench_rl_transfer --table-only --out runs/bench24   # re-print from the JSONs
     .venv/bin/python -m benchmarks.bench_rl_transfer --folds 2 --runs ml-100k:0:mf     # cross-fitted: every persona
 
-Each run is `simrec train-rl` with the defaults (PPO, weights action with the shared candidate scorer, trained
-against response members 0-2 for 20,000 steps or `--budget` seconds) on `dataset:seed:base`, held-out personas
+Each run is `simrec train-rl` with the defaults (PPO, the item-wise ranking policy, trained against response
+members 0-2 for 100,000 steps or `--budget` seconds; `--action weights` for the weights action) on
+`dataset:seed:base`, held-out personas
 (200 on ML-100K, 300 on ML-1M), then `simrec evaluate-rl` (scored in-simulator with response member 3, in the
 persona user, and on the real TEST ratings of what was shown). Printed per run: learned − base real hit with its
 persona-bootstrap 95% interval, sim-greedy − base, the share of the greedy gain reached, learned − base real like,
@@ -127,8 +128,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS), help="dataset:seed:base")
     parser.add_argument("--out", type=Path, default=Path("runs/bench24"))
-    parser.add_argument("--steps", type=int, default=20_000)
-    parser.add_argument("--budget", type=float, default=600.0)
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--budget", type=float, default=900.0)
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--folds", type=int, default=1, help="cross-fit: K policies whose held-out folds cover all")
     parser.add_argument("--rank-sources", nargs="*", help="[rl] rank_sources (none given: no rank columns)")

@@ -156,6 +156,8 @@ class UserModelFactory:
                         tops[name], ranks[name] = source_rankings(recommender, world, users, rc.top_n)
                     return FitSources(tops, ranks if rc.source_ranks else {})
 
+            if vectors is not None:  # the item vectors are features: a model fitted on MiniLM's is not hashing's
+                key = f"{key}|embedder={self.config.users.embedder}"
             self._responses[(feature_set, member, sources)] = load_or_fit(
                 cache_root(self.config) / "response",
                 world.split,

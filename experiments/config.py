@@ -164,7 +164,7 @@ class RLSection(Section):
     algo: Literal["ppo", "a2c", "dqn", "bc", "cql", "bcq"] = "ppo"
     """SB3 algorithm: ppo or a2c (MultiDiscrete slate), dqn (Discrete, slot by slot); or offline from logged
     sessions (d3rlpy, slot by slot): bc (behaviour cloning), cql, bcq."""
-    timesteps: int = Field(20_000, ge=1)
+    timesteps: int = Field(100_000, ge=1)
     """Training timesteps (offline algorithms: gradient steps)."""
     behaviour: tuple[str, ...] = ("random", "pop", "mf")
     """Offline algorithms: the policies whose logged sessions they learn from (registry names; random = uniform)."""
@@ -175,7 +175,7 @@ class RLSection(Section):
     rank_sources: tuple[str, ...] = ("mf", "multvae", "lightgcn", "sasrec")
     """Recommenders (registry names, trained on TRAIN) whose catalog rank of each candidate is a candidate feature
     (`rank:<name>` columns of `recommenders.candidate_features`); () = none."""
-    action: Literal["weights", "ranking", "slate"] = "weights"
+    action: Literal["weights", "ranking", "slate"] = "ranking"
     """ppo / a2c: the action. weights = a weight per candidate feature, the page = the top candidates by base score +
     w . x (one policy scores every candidate: experiments.rl.policy); ranking = a page of candidate indices drawn
     Plackett-Luce from base score + one item-wise network's score per candidate (experiments.rl.policy.

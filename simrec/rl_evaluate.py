@@ -59,6 +59,7 @@ def evaluate(
             "rl": config.rl.model_copy(
                 update={
                     "algo": algo,
+                    "action": _action(model, env.action_mode),
                     "base": base,
                     "eval_personas": n_eval,
                     "eval_fold": eval_fold,
@@ -87,3 +88,12 @@ def evaluate(
         eval_member=eval_member,
     ).save(out)
     return evaluate_rl(out, console, n_boot=n_bootstrap)
+
+
+def _action(model: Any, action_mode: str) -> str:
+    """The `[rl] action` a script's model corresponds to: weights, ranking (the item-wise policy) or slate."""
+    from experiments.rl.policy import CandidateScoringPolicy
+
+    if action_mode == "slate" and isinstance(getattr(model, "policy", None), CandidateScoringPolicy):
+        return "ranking"
+    return action_mode if action_mode in ("weights", "slate") else "slate"

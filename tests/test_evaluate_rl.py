@@ -35,7 +35,7 @@ def _config(root: Path, cache: Path, name: str, **rl: object):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, worker_cache: Path) -> Checkpoint:
-    return train_rl(_config(tmp_path_factory.mktemp("rl"), worker_cache, "ppo"))
+    return train_rl(_config(tmp_path_factory.mktemp("rl"), worker_cache, "ppo", action="weights"))
 
 
 def test_checkpoint_holds_model_monitor_and_a_disjoint_persona_split(trained: Checkpoint) -> None:

@@ -1,7 +1,7 @@
 """Issue 15: what a training run and the evaluation measure, not just that they run.
 
-- A tiny seeded PPO run (feature weights) re-ranking Pop's candidates earns more return per session than uniformly
-  random pages on the same held-out personas and episode seeds (two measured means compared; no threshold).
+- A tiny seeded PPO run (the default ranking policy) re-ranking Pop's candidates earns more return per session than
+  uniformly random pages on the same held-out personas and episode seeds (two measured means compared; no threshold).
 - `evaluate-rl` scores a hand-made page policy whose real held-out hits are known by construction: every page
   holds one liked TEST item, one TEST item rated <= 3 and two items the persona never rated, so its real hit is
   exactly 1/2, real like 1/4 and held-out hit 1/2 for every persona, however long the session lasts.
@@ -67,9 +67,9 @@ def test_a_tiny_ppo_run_earns_more_than_random_pages_on_held_out_personas(tmp_pa
     held_out = with_personas(build_world(config), checkpoint.eval_users)
     space = kernel.action_space("slate", defaults.PAGE_SIZE, checkpoint.env["n_candidates"])
     space.seed(7)
-    assert checkpoint.action_mode == "weights"  # the default: feature weights, the shared candidate scorer
-    trained = _returns(config, held_out, lambda obs: model.predict(obs, deterministic=True)[0], 400, tmp_path,
-                       "weights")  # fmt: skip
+    # the default: the item-wise ranking policy, pages of candidate indices
+    assert (checkpoint.config["rl"]["action"], checkpoint.action_mode) == ("ranking", "slate")
+    trained = _returns(config, held_out, lambda obs: model.predict(obs, deterministic=True)[0], 400, tmp_path)
     random = _returns(config, held_out, lambda obs: np.stack([space.sample() for _ in range(len(obs["session"]))]),
                       400, tmp_path)  # fmt: skip
     assert trained.mean() > random.mean(), (trained.mean(), random.mean())

@@ -19,6 +19,7 @@ from simrec.envs import default_world
 
 pytestmark = pytest.mark.slow
 ENV = "simrec/FastRecRank-v1"
+RANKING_ENV, MF = "simrec/FastRec-v1", {"recommender": "mf"}
 SMALL = {"dataset": "synthetic", "eval_personas": 8}
 
 
@@ -35,11 +36,11 @@ def test_train_and_held_out_personas_partition_the_population() -> None:
 
 
 def test_a_script_trained_policy_is_scored_on_personas_it_never_met(tmp_path: Path) -> None:
-    env = simrec.rl.make_sb3_vec_env(ENV, n_envs=4, seed=0, personas="train", **SMALL)
+    env = simrec.rl.make_sb3_vec_env(RANKING_ENV, n_envs=4, seed=0, personas="train", **SMALL, **MF)
     trained_on = set(env.get_attr("personas")[0])
-    model = PPO("MultiInputPolicy", env, policy_kwargs=simrec.rl.policy_kwargs(), n_steps=32, batch_size=64, seed=0)
+    model = PPO(simrec.rl.CandidateScoringPolicy, env, n_steps=32, batch_size=64, seed=0)  # the README's path
     model.learn(256)
-    result = simrec.rl.evaluate(model, ENV, tmp_path / "mine", n_bootstrap=50, **SMALL)
+    result = simrec.rl.evaluate(model, RANKING_ENV, tmp_path / "mine", n_bootstrap=50, **SMALL, **MF)
     assert json.loads((tmp_path / "mine" / EVALUATE_FILE).read_text()) == json.loads(json.dumps(result))
     assert len(result["eval_personas"]) == 8 and not set(result["eval_personas"]) & trained_on
     assert set(result["policies"]) == {"ppo", "sim-greedy", "mf", "pop", "random"}
@@ -47,12 +48,13 @@ def test_a_script_trained_policy_is_scored_on_personas_it_never_met(tmp_path: Pa
     checkpoint = Checkpoint.load(tmp_path / "mine")
     assert (checkpoint.algo, checkpoint.action_mode, checkpoint.base, checkpoint.members) == (
         "ppo",
-        "weights",
+        "slate",
         "mf",
         (0,),
     )
+    assert checkpoint.config["rl"]["action"] == "ranking"
     with pytest.raises(ValueError, match="eval_member=0"):
-        simrec.rl.evaluate(model, ENV, tmp_path / "again", eval_member=0, **SMALL)
+        simrec.rl.evaluate(model, RANKING_ENV, tmp_path / "again", eval_member=0, **SMALL, **MF)
 
 
 def test_the_readme_example_compiles_and_calls_only_what_simrec_rl_exports() -> None:
@@ -61,6 +63,6 @@ def test_the_readme_example_compiles_and_calls_only_what_simrec_rl_exports() -> 
     code = readme_snippet()
     compile(code, "README.md", "exec")
     called = set(re.findall(r"simrec\.rl\.(\w+)", code))
-    assert called == {"make_sb3_vec_env", "policy_kwargs", "evaluate"}
+    assert called == {"make_sb3_vec_env", "CandidateScoringPolicy", "evaluate"}
     assert called <= set(simrec.rl.__all__)
     assert 'personas="train"' in code  # trains on the personas `evaluate` holds out

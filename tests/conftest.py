@@ -35,28 +35,34 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 pytest_plugins = ("tests.fixtures_cache",)  # `worker_cache` and `fitted_response`
 _FRESH_CACHE: list[Path] = []
-# Longest first (seconds per module, `--durations` on 2 cores shared with other jobs, load ~8): the Ray cluster and
-# four engine comparisons (~200), real processes interrupted by signals (~170), the default ML-100K world fitted
-# cold (~150), SmolLM2 behind llama.cpp's server (~150), the transformers GGUF load (~125), the experiment commands
-# and RL training (~70-100 each), damaged caches rebuilt and the demo (~65). Modules that run the default synthetic
-# world load its response model from `fitted_response` (tests/fixtures_cache.py), fitted once per run.
+# Longest first (seconds per module, `--durations` on 2 cores shared with other jobs, load 4-8): the Ray cluster and
+# four engine comparisons (~80-160), the default ML-100K world fitted cold (~130-180), SmolLM2 behind llama.cpp's
+# server (~105-130), the statistical comparison of the vector env (~65-115), the transformers GGUF load (~85-110),
+# real processes interrupted by signals (~65), damaged caches rebuilt, the demo, offline RL and the experiment
+# commands (~50 each). Modules that run the default synthetic world load its response model, fitted once per run
+# (tests/fixtures_cache.py).
 LONGEST_MODULES = (
-    "test_ray_engine.py",
-    "test_interrupt.py",
     "test_env_registered.py",
+    "test_ray_engine.py",
     "test_llm_server_fallbacks.py",
+    "test_vector_env.py",
     "test_llm_local_models.py",
-    "test_experiments.py",
-    "test_offline_rl.py",
-    "test_evaluate_rl.py",
-    "test_rl_script_eval.py",
+    "test_interrupt.py",
     "test_cache_damage.py",
     "test_demo.py",
+    "test_offline_rl.py",
+    "test_experiments.py",
     "test_recommender_specs.py",
-    "test_rl_outcomes.py",
-    "test_sb3.py",
+    "test_hostile_input.py",
     "test_validity.py",
+    "test_dry_run.py",
+    "test_llm_feature.py",
+    "test_evaluate_rl.py",
+    "test_external_record.py",
     "test_response.py",
+    "test_sb3.py",
+    "test_rl_outcomes.py",
+    "test_rl_script_eval.py",
 )
 
 

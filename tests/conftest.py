@@ -9,6 +9,10 @@ model-directory writers are not safe against a concurrent writer of the same ent
 fresh machine has. To keep the fitted worlds between runs (faster repeated runs), set `SIMREC_TEST_CACHE_DIR`:
 each worker then uses `$SIMREC_TEST_CACHE_DIR/<worker>` (do not point two concurrent test runs at the same one).
 
+What every worker would fit alike (the default synthetic world's response model, tests/fixtures_cache.py) is fitted
+once per run, under a file lock, in `$SIMREC_TEST_SHARED_DIR` (made by the first process, inherited by the
+workers; `$SIMREC_TEST_CACHE_DIR/shared` when kept), and copied from there into each worker's own cache.
+
 The modules that take longest (measured with `--durations`) are handed out first (`--no-loadscope-reorder` in
 pyproject's addopts keeps this order; xdist would otherwise hand out the modules with most tests first), so that the
 two workers finish together instead of one starting the Ray engine's module when the other is nearly done.
@@ -29,30 +33,36 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Idle OpenMP threads spin-wait by default; under load that multiplies torch and llama.cpp CPU time.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-pytest_plugins = ("tests.fixtures_cache",)  # `fitted_response`, which needs `worker_cache` below
+pytest_plugins = ("tests.fixtures_cache",)  # `worker_cache` and `fitted_response`
 _FRESH_CACHE: list[Path] = []
-# Longest first (seconds per module, `--durations` on 2 cores shared with other jobs, load ~8): the Ray cluster and
-# four engine comparisons (~200), real processes interrupted by signals (~170), the default ML-100K world fitted
-# cold (~150), SmolLM2 behind llama.cpp's server (~150), the transformers GGUF load (~125), the experiment commands
-# and RL training (~70-100 each), damaged caches rebuilt and the demo (~65). Modules that run the default synthetic
-# world load its response model from `fitted_response` (tests/fixtures_cache.py), fitted once per worker.
+# Longest first (seconds per module, `--durations` on 2 cores shared with other jobs, load 4-8): the Ray cluster and
+# four engine comparisons (~80-160), the default ML-100K world fitted cold (~130-180), SmolLM2 behind llama.cpp's
+# server (~105-130), the statistical comparison of the vector env (~65-115), the transformers GGUF load (~85-110),
+# real processes interrupted by signals (~65), damaged caches rebuilt, the demo, offline RL and the experiment
+# commands (~50 each). Modules that run the default synthetic world load its response model, fitted once per run
+# (tests/fixtures_cache.py).
 LONGEST_MODULES = (
-    "test_ray_engine.py",
-    "test_interrupt.py",
     "test_env_registered.py",
+    "test_ray_engine.py",
     "test_llm_server_fallbacks.py",
+    "test_vector_env.py",
     "test_llm_local_models.py",
-    "test_experiments.py",
-    "test_offline_rl.py",
-    "test_evaluate_rl.py",
-    "test_rl_script_eval.py",
+    "test_interrupt.py",
     "test_cache_damage.py",
     "test_demo.py",
+    "test_offline_rl.py",
+    "test_experiments.py",
     "test_recommender_specs.py",
-    "test_rl_outcomes.py",
-    "test_sb3.py",
+    "test_hostile_input.py",
     "test_validity.py",
+    "test_dry_run.py",
+    "test_llm_feature.py",
+    "test_evaluate_rl.py",
+    "test_external_record.py",
     "test_response.py",
+    "test_sb3.py",
+    "test_rl_outcomes.py",
+    "test_rl_script_eval.py",
 )
 
 
@@ -66,15 +76,14 @@ def pytest_configure(config: pytest.Config) -> None:
         cache = Path(tempfile.mkdtemp(prefix=f"simrec-test-cache-{worker}-"))
         _FRESH_CACHE.append(cache)
     os.environ["SIMREC_CACHE_DIR"] = str(cache)
-
-
-@pytest.fixture(scope="session", name="worker_cache")
-def worker_cache_fixture() -> Path:
-    """This test process's cache (`$SIMREC_CACHE_DIR`, set above) for tests whose point is not the cache: the
-    synthetic world's recommenders and response model, fitted cold by the first such test of the process (tens of
-    seconds), are loaded by the next ones. Tests about caching (damage, isolation, what gets written) use their
-    own `tmp_path` cache. Safe because a process runs its tests one after another (no concurrent writer)."""
-    return Path(os.environ["SIMREC_CACHE_DIR"])
+    if "SIMREC_TEST_SHARED_DIR" not in os.environ:  # the first process (xdist's controller); workers inherit it
+        if kept:
+            shared = Path(kept).expanduser() / "shared"
+            shared.mkdir(parents=True, exist_ok=True)
+        else:
+            shared = Path(tempfile.mkdtemp(prefix="simrec-test-shared-"))
+            _FRESH_CACHE.append(shared)
+        os.environ["SIMREC_TEST_SHARED_DIR"] = str(shared)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import gymnasium as gym
 import jsonschema
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -165,15 +166,19 @@ def test_repair_changes_exactly_the_invalid_slots(case: tuple[list[int], set[int
         assert not invalid
 
 
-ENV = gym.make("simrec/FastRec-v1", dataset="synthetic", invalid_action="repair")
+@pytest.fixture(scope="module", name="env")
+def env_fixture(worker_cache: Path) -> gym.Env:
+    """Built when the test runs (not at import, in every process that collects the suite), from the process's
+    cache (`$SIMREC_CACHE_DIR`), which holds the synthetic world's fitted response model."""
+    return gym.make("simrec/FastRec-v1", dataset="synthetic", invalid_action="repair")
 
 
 @FUZZ
-@given(actions | st.lists(st.integers(0, 9), min_size=4, max_size=4))
-def test_env_step_raises_only_invalid_action_error(action: object) -> None:
-    ENV.reset(seed=0)
+@given(action=actions | st.lists(st.integers(0, 9), min_size=4, max_size=4))
+def test_env_step_raises_only_invalid_action_error(env: gym.Env, action: object) -> None:
+    env.reset(seed=0)
     try:
-        _, _, _, _, info = ENV.step(action)
+        _, _, _, _, info = env.step(action)
     except InvalidActionError:
         return
     assert 0 <= info["n_repaired"] <= 4 and len(set(info["page_items"].tolist())) == 4

@@ -117,9 +117,17 @@ class UserItems:
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k highest scores, best first; ties go to the lower id (stable, deterministic)."""
-    order = np.argsort(-scores, kind="stable")
-    return order[:k]
+    """Indices of the k highest scores, best first; ties go to the lower id (stable, deterministic).
+
+    The full stable sort's first k, found by sorting only the scores at or above the k-th highest (a partition
+    finds it): a page step needs 4-10 of ~1,700-3,700 items, and the full sort was half of `recommend`."""
+    neg = -np.asarray(scores)
+    if 0 < k < neg.size:
+        kth = np.partition(neg, k - 1)[k - 1]
+        if kth == kth:  # else fewer than k scores are not NaN: the full sort's order below
+            head = np.flatnonzero(neg <= kth)  # every score tied with the k-th highest too, in id order
+            return head[np.argsort(neg[head], kind="stable")][:k]
+    return np.argsort(neg, kind="stable")[:k]
 
 
 class BaseRecommender:
@@ -300,7 +308,7 @@ class BaseRecommender:
             raise ValueError(f"{self.name}: user_id {user_id} is outside 0..{self.n_users - 1}")
 
     def _check_items(self, ids: Collection[int], what: str) -> np.ndarray:
-        arr = np.fromiter((int(i) for i in ids), dtype=np.int64, count=len(ids))
+        arr = np.fromiter(ids, dtype=np.int64, count=len(ids))
         bad = arr[(arr < 0) | (arr >= self.n_items)]
         if bad.size:
             raise ValueError(f"{self.name}: {what} holds item id {bad[0]} outside 0..{self.n_items - 1}")

@@ -11,12 +11,13 @@ Run: `.venv/bin/python -m benchmarks.bench_llm [--skip-embedded] [--skip-http] [
   a 1 s endpoint. Efficiency = achieved calls/s / ideal (C x endpoints / latency), median round; target >= 0.9.
   Client CPU per call (this process, all threads) and the servers' CPU per call are printed. `--cpu-hogs K` runs
   K busy loops meanwhile. Figures need an idle machine: on 2 shared cores read ratios within one run.
-- Runner: the LLM persona user (mock answers, hashing embedder) in `simenv.runner.run_sessions` behind an
-  in-process endpoint stand-in with seeded lognormal latency (mean 250 ms, sigma 0.5) at each concurrency, 16 x
-  concurrency episodes (ML-100K's 703 personas, cycled): the endpoint's busy share (sum of latencies /
-  (concurrency x wall)) of the page-by-page loop in chunks of `concurrency` (before: what `simrec compare` ran)
-  and of the pipelined loop (after). Target >= 0.9 at 32, >= 0.8 at 128. A whole run ends by draining its last
-  sessions, so fewer episodes per concurrent request mean a lower share.
+- Runner: the LLM persona user (`--runner-kind`, default handset; mock answers, hashing embedder) in
+  `simenv.runner.run_sessions` behind an in-process endpoint stand-in with seeded lognormal latency (mean 250 ms,
+  sigma 0.5) at each concurrency, 16 x concurrency episodes (ML-100K's 703 personas, cycled): the endpoint's busy
+  share (sum of latencies / (concurrency x wall)) of the page-by-page loop in chunks of `concurrency` (before: what
+  `simrec compare` ran) and of the pipelined loop (after; `--runner-loops pipelined`: only this one). Target >= 0.9
+  at 32, >= 0.8 at 128. A whole run ends by draining its last sessions, so fewer episodes per concurrent request
+  mean a lower share.
 - Embedded: one page decision with a ~500-token prompt (persona system prompt + page) and a fixed-key JSON
   answer; cold (fresh model, nothing cached) and warm (same persona prefix, a new page each call).
   Target <= 1 s warm. Once per weights format (`--gguf-formats`): the shipped Q4_1 file and the F16 re-encoding
@@ -191,12 +192,14 @@ class DelayedLLM(LLMWrapper):
 
 
 def bench_runner(
-    n_users: int, concurrency: int, latency_s: float, sigma: float, pipelined: bool, pages: int = 5
+    n_users: int, concurrency: int, latency_s: float, sigma: float, pipelined: bool, pages: int = 5, kind: str = ""
 ) -> dict[str, float]:
     """The LLM persona user (mock answers, hashing embedder) in `simenv.runner.run_sessions` against a
     `DelayedLLM`: how much of the endpoint's capacity (concurrency / latency) a whole run uses. Page by page
     (before): chunks of `concurrency` personas (what `simrec compare` ran), each page step waiting for its slowest
-    call. Pipelined (after): `concurrency` sessions in flight, one chunk (`simrec compare` chunks 8 x concurrency)."""
+    call. Pipelined (after): `concurrency` sessions in flight, one chunk (`simrec compare` chunks 8 x concurrency).
+    `kind`: the user kind (`agents.config.load_user`; "": the model's default, handset, narrate mode)."""
+    from agents.config import load_user
     from agents.embedding import HashingEmbedder
     from agents.llm_user import LLMUserModel
     from recommenders.registry import make
@@ -206,7 +209,8 @@ def bench_runner(
     ds, train = world.dataset, world.split.train
     ids = (sorted(world.personas) * -(-n_users // len(world.personas)))[:n_users]  # episodes; personas cycled
     llm = DelayedLLM(MockLLM(seed=0), latency_s, sigma, concurrency)
-    user_model = LLMUserModel(ds, llm, HashingEmbedder(), train=train)
+    config = load_user(kind).user if kind else None
+    user_model = LLMUserModel(ds, llm, HashingEmbedder(), config, train=train)
     rec = make("pop").fit(train, ds.n_users, ds.n_items)
     with tempfile.TemporaryDirectory() as tmp:
         start, cpu = time.perf_counter(), time.process_time()
@@ -369,6 +373,8 @@ def main() -> None:
     parser.add_argument("--server", choices=("latency", "fault"), default="latency")
     parser.add_argument("--cpu-hogs", type=int, default=0, help="busy-loop processes during the concurrency run")
     parser.add_argument("--runner-episodes", type=int, default=0, help="runner episodes (default 16 x concurrency)")
+    parser.add_argument("--runner-loops", choices=("both", "pipelined"), default="both", help="pipelined: no barrier")
+    parser.add_argument("--runner-kind", default="", help="runner user kind, e.g. llm-only (default: handset)")
     parser.add_argument("--warm-calls", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--gguf-formats", default="source,f16", help="embedded weights: source (Q4_1), f16, q8_0")
@@ -407,11 +413,14 @@ def main() -> None:
     if not args.skip_runner:
         for concurrency in args.concurrency:
             n_users = args.runner_episodes or 16 * concurrency
-            for pipelined in (False, True):
-                r = bench_runner(n_users, concurrency, args.latency, sigma=0.5, pipelined=pipelined)
+            for pipelined in (True,) if args.runner_loops == "pipelined" else (False, True):
+                r = bench_runner(
+                    n_users, concurrency, args.latency, sigma=0.5, pipelined=pipelined, kind=args.runner_kind
+                )
                 loop = "pipelined (after)" if pipelined else f"page by page, batch {concurrency} (before)"
                 print(
-                    f"runner (LLM user, mock answers behind a lognormal {args.latency * 1000:.0f} ms +-50% endpoint, "
+                    f"runner ({args.runner_kind or 'handset'} LLM user, mock answers behind a lognormal "
+                    f"{args.latency * 1000:.0f} ms +-50% endpoint, "
                     f"concurrency {concurrency}): {r['users']} episodes, {loop}: {r['calls']} calls, "
                     f"{r['pages']} pages in {r['wall_s']:.1f} s = {r['calls_per_s']:.1f} calls/s vs ideal "
                     f"{r['ideal']:.0f} -> endpoint busy share {r['eff']:.2f} (target >= 0.9 at 32, >= 0.8 at 128); "

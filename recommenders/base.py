@@ -300,7 +300,7 @@ class BaseRecommender:
             raise ValueError(f"{self.name}: user_id {user_id} is outside 0..{self.n_users - 1}")
 
     def _check_items(self, ids: Collection[int], what: str) -> np.ndarray:
-        arr = np.fromiter((int(i) for i in ids), dtype=np.int64, count=len(ids))
+        arr = np.fromiter(ids, dtype=np.int64, count=len(ids))
         bad = arr[(arr < 0) | (arr >= self.n_items)]
         if bad.size:
             raise ValueError(f"{self.name}: {what} holds item id {bad[0]} outside 0..{self.n_items - 1}")

@@ -68,7 +68,10 @@ def test_persona_env_reproduces_episode_with_mock_llm():
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_make_vec(mode):
-    envs = gym.make_vec("simrec/FastRec-v1", num_envs=2, vectorization_mode=mode, **SMALL)
+    # async workers are spawned: a forked child deadlocks in torch's thread pool once the parent has used it (the
+    # rank columns score with SASRec/LightGCN), which other tests in this process may have done
+    extra = {"vector_kwargs": {"context": "spawn"}} if mode == "async" else {}
+    envs = gym.make_vec("simrec/FastRec-v1", num_envs=2, vectorization_mode=mode, **SMALL, **extra)
     obs, info = envs.reset(seed=[1, 2])
     assert obs["candidates"].shape[0] == 2
     rng = np.random.default_rng(0)

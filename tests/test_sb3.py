@@ -1,5 +1,6 @@
-"""SB3 through `simrec train-rl`: A2C (feature weights) and DQN (slot by slot) train a few hundred steps on the fast
-users, and the saved checkpoint's model serves pages through `SB3Recommender` in the mode it was trained in."""
+"""SB3 through `simrec train-rl`: A2C (feature weights, asked for: the default is the ranking policy) and DQN (slot
+by slot) train a few hundred steps on the fast users, and the saved checkpoint's model serves pages through
+`SB3Recommender` in the mode it was trained in."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def test_train_rl_algorithms_save_a_model_that_serves_pages(
         {
             "data": {"dataset": "synthetic", "cache_dir": str(worker_cache)},
             "run": {"out_dir": str(tmp_path / "runs"), "name": algo},
-            "rl": {"algo": algo, "timesteps": 300, "eval_personas": 4, "base": "pop"},
+            "rl": {"algo": algo, "action": "weights", "timesteps": 300, "eval_personas": 4, "base": "pop"},
         },
     )
     checkpoint = Checkpoint.load(Path(train_rl(config).directory))

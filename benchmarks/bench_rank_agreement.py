@@ -81,7 +81,8 @@ def main() -> None:
         "linear": lambda: Ridge(alpha=1.0),
         "trees": lambda: HistGradientBoostingRegressor(max_iter=200, max_leaf_nodes=15, random_state=0),
         "mlp": lambda: make_pipeline(
-            StandardScaler(), MLPRegressor(hidden_layer_sizes=(32, 32), alpha=1e-3, max_iter=300, early_stopping=True, random_state=0)
+            StandardScaler(),
+            MLPRegressor(hidden_layer_sizes=(32, 32), alpha=1e-3, max_iter=300, early_stopping=True, random_state=0),
         ),
     }
     out = {}

@@ -10,6 +10,11 @@ activity). A per-candidate scorer (ridge regression, a small gradient-boosted tr
 shape of the ranking policy's row network) is fitted on half the users to the response model's watch logit and
 scored on the other half: mean per-user Spearman correlation between its scores and the watch probability over the
 candidate set. Goal (issue 24): >= 0.95 with the new observation.
+
+Two reference rows say where the ceiling is: `response_features_*` fits the same scorers on the response model's
+own train-only feature columns (`agents.features.PairFeatures`) at the candidates, and `twin_fold_models` is the
+agreement of the persona's cross-fitted watch model with the model fitted on the other fold (same candidates):
+how far the simulator's order is reproducible from the data at all.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from agents.response import ResponseModel
 from experiments.build import train_recommender
 from experiments.rl.features import candidate_featurizer
 from simenv.candidates import candidate_set
+from simenv.records import Persona
 from simenv.spaces import ItemFeatures
 from simrec.envs import _world_and_users, env_config
 
@@ -42,22 +49,36 @@ def collect(dataset: str, seed: int, n_users: int) -> dict[str, np.ndarray]:
     item_features = ItemFeatures.from_train(world.dataset, world.split.train)
     rng = np.random.default_rng([seed, 24, 1])
     users = rng.permutation(sorted(world.population))[:n_users]
-    old, new, target, group = [], [], [], []
+    response = decider.response  # the fitted watch model's own train-only features: the scorer's ceiling
+    old, new, own, target, group, twin = [], [], [], [], [], []
     for g, u in enumerate(users.tolist()):
         persona = world.population[u]
         ids = candidate_set(persona, 40, 10, rng, item_features, base)
         rank = np.arange(len(ids), dtype=np.float32)[:, None] / (len(ids) - 1)
         old.append(np.hstack([item_features.table[ids], rank]))
         new.append(featurizer.features(persona, ids))
+        if response is not None:
+            own.append(response.features.matrix(persona)[ids])
+            twin.append(_twin_agreement(response, persona, own[-1]))
         p = np.clip(decider.watch_probability(persona, ids), 1e-6, 1 - 1e-6)
         target.append(np.log(p / (1 - p)))
         group.append(np.full(len(ids), g))
     return {
         "old": np.concatenate(old),
         "new": np.concatenate(new),
+        **({"response_features": np.concatenate(own)} if own else {}),
         "target": np.concatenate(target),
         "group": np.concatenate(group),
+        "twin": np.asarray(twin, dtype=np.float64),
     }
+
+
+def _twin_agreement(response: ResponseModel, persona: Persona, x: np.ndarray) -> float:
+    """Spearman between the persona's own cross-fitted watch model and the other folds' models on its candidates."""
+    probs = [model.watch.predict_proba(x)[:, 1] for model in response.models]
+    own = response.fold_of(persona)
+    others = [spearmanr(probs[own], probs[k])[0] for k in range(len(probs)) if k != own]
+    return float(np.mean(others)) if others else float("nan")
 
 
 def agreement(x: np.ndarray, y: np.ndarray, group: np.ndarray, model: object) -> float:
@@ -86,9 +107,11 @@ def main() -> None:
         ),
     }
     out = {}
-    for obs in ("old", "new"):
+    for obs in [k for k in ("old", "new", "response_features") if k in data]:
         for name, make in scorers.items():
             out[f"{obs}_{name}"] = round(agreement(data[obs], data["target"], data["group"], make()), 4)
+    if len(data["twin"]):
+        out["twin_fold_models"] = round(float(np.nanmean(data["twin"])), 4)
     out["seconds"] = round(time.perf_counter() - start, 1)
     print(json.dumps({"dataset": args.dataset, "seed": args.seed, "users": args.users, **out}, indent=2))
 

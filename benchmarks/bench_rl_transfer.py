@@ -6,12 +6,12 @@
 
 Each run is `simrec train-rl` with the defaults (PPO, the item-wise ranking policy, trained against response
 members 0-2 for 100,000 steps or `--budget` seconds; `--action weights` for the weights action) on
-`dataset:seed:base`, held-out personas
-(200 on ML-100K, 300 on ML-1M), then `simrec evaluate-rl` (scored in-simulator with response member 3, in the
-persona user, and on the real TEST ratings of what was shown). Printed per run: learned − base real hit with its
-persona-bootstrap 95% interval, sim-greedy − base, the share of the greedy gain reached, learned − base real like,
-the in-sim / real lift ratio (watches per session vs real hit, relative to the base), learned / base likes per
-session in the persona user, and the training wall time.
+`dataset:seed:base`, held-out personas (200 on ML-100K, 300 on ML-1M, or `--eval-personas N`), then
+`simrec evaluate-rl` (scored in-simulator with response member 3, in the persona user, and on the real TEST
+ratings of what was shown). Printed per run: learned − base real hit with its persona-bootstrap 95% interval,
+sim-greedy − base, the share of the greedy gain reached, learned − base real like, the in-sim / real lift ratio
+(watches per session vs real hit, relative to the base), learned / base likes per session in the persona user,
+and the training wall time.
 
 `--folds K` cross-fits instead: K policies per run, fold k holding out block k of ceil(N / K) personas
 (`[rl] eval_fold`), so all N personas are scored by a policy never trained on them and the row pools the K
@@ -133,6 +133,7 @@ def main() -> None:
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--folds", type=int, default=1, help="cross-fit: K policies whose held-out folds cover all")
     parser.add_argument("--rank-sources", nargs="*", help="[rl] rank_sources (none given: no rank columns)")
+    parser.add_argument("--eval-personas", type=int, help="held-out personas of a single fold (default 200 / 300)")
     parser.add_argument("--action", choices=["weights", "ranking", "slate"], help="[rl] action (default: the config's)")
     args = parser.parse_args()
     results = []
@@ -145,10 +146,11 @@ def main() -> None:
                 results.append(pool_folds(directories))
             continue
         if not args.table_only:
-            run_train_rl(
-                config_of(spec, args.out, args.steps, args.budget, rank_sources=args.rank_sources, action=args.action)
+            config = config_of(
+                spec, args.out, args.steps, args.budget, 0, args.eval_personas, args.rank_sources, args.action
             )
-        path = args.out / name_of(spec) / EVALUATE_FILE
+            run_train_rl(config)
+        path = args.out / name_of(spec, 0 if args.eval_personas else None) / EVALUATE_FILE
         if path.is_file():
             results.append(json.loads(path.read_text()))
     print(HEADER)

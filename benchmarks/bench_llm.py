@@ -67,14 +67,17 @@ def _process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _start_servers(n: int, latency_s: float, server: str) -> tuple[list[subprocess.Popen], list[str]]:
+def _start_servers(
+    n: int, latency_s: float, server: str, extra: Sequence[str] = ()
+) -> tuple[list[subprocess.Popen], list[str]]:
     """`n` loopback server processes (`latency`: tests/servers/latency_server.py, `fault`: the aiohttp fault
-    server with no faults), each answering after `latency_s`; returns them and their base URLs once all answer."""
+    server with no faults), each answering after `latency_s` (`extra`: more arguments for the server); returns
+    them and their base URLs once all answer."""
     module = "tests.servers.latency_server" if server == "latency" else "tests.servers.fault_server"
     procs, urls = [], []
     for _ in range(n):
         port = free_port()
-        cmd = [sys.executable, "-m", module, "--port", str(port), "--latency", str(latency_s)]
+        cmd = [sys.executable, "-m", module, "--port", str(port), "--latency", str(latency_s), *extra]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         urls.append(f"http://127.0.0.1:{port}/v1")
     for url in urls:

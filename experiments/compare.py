@@ -36,6 +36,7 @@ from experiments.build import (
 )
 from experiments.config import ConfigError, ExperimentConfig, format_validation_error
 from experiments.engine import PolicyRecipe
+from experiments.engine.shards import call_latency_s
 from experiments.preflight import check_sizes, preflight
 from experiments.recommender_specs import check_recommender_specs
 from experiments.report import EXTERNAL_FILE, build_report, llm_summary, metrics_table, read_run
@@ -43,7 +44,7 @@ from experiments.training_log import TrainingLog, training_summary, warn_if_time
 from recommenders.external import ExternalRecommender
 from recommenders.training import training_progress
 from simenv.errors import FallbackShareExceeded, RunInterrupted
-from simenv.llm import LLM, CallLogLLM, read_call_log
+from simenv.llm import LLM, CallLogLLM
 from simenv.llm.openai_backend import endpoint_urls
 from simenv.llm.secrets import REDACTED, redact_urls
 from simenv.metrics import METRICS
@@ -67,26 +68,28 @@ def runner_slots(config: ExperimentConfig) -> int | None:
 
 
 def runner_batch(config: ExperimentConfig) -> int:
-    """Personas per chunk (checkpoint): `RUNNER_BATCH`; for pipelined LLM users on the local engine
+    """Personas per chunk (checkpoint): `RUNNER_BATCH`; for pipelined LLM users on the local and processes engines
     `PIPELINE_CHUNK` x the sessions in flight (a chunk ends by draining its last sessions, ~1/16 of its time at
-    part load, and a crash redoes at most one chunk); for other runs against an endpoint, and on the ray engine
-    (whose shards are made of chunks, so smaller chunks keep more workers busy), enough to fill the endpoints'
-    concurrency (a page step sends one call per live persona and waits for the slowest)."""
+    part load, and a crash redoes at most one chunk; the processes engine keeps the local chunks, so its run
+    directory is the local one's); for other runs against an endpoint, and on the ray engine (whose shards are made
+    of chunks, so smaller chunks keep more workers busy), enough to fill the endpoints' concurrency (a page step
+    sends one call per live persona and waits for the slowest)."""
     slots = runner_slots(config)
-    if slots is not None and config.engine == "local":
+    if slots is not None and config.engine in ("local", "processes"):
         return max(RUNNER_BATCH, PIPELINE_CHUNK * slots)
     if config.llm.backend != "openai":
         return RUNNER_BATCH
     return max(RUNNER_BATCH, config.llm.concurrency * len(endpoint_urls(config.llm.base_url)))
 
 
-def busy_share(calls_dir: Path, first_seq: int, slots: int, wall_s: float) -> tuple[float, float]:
-    """(share of the endpoints' capacity a policy's simulation used, seconds of LLM latency it counts): the latency
-    of the calls this process logged from `first_seq` on (cache hits excluded) / (`slots` x `wall_s`)."""
-    calls = read_call_log(calls_dir)
-    calls = calls[(calls["seq"] >= first_seq) & ~calls["cache_hit"]]
-    latency = float(calls["latency_s"].sum())
-    return latency / (slots * max(wall_s, 1e-9)), latency
+def policy_latency(config: ExperimentConfig, world: World, policy_dir: Path, first_seq: int) -> float:
+    """Seconds of LLM call latency this process's run of a policy spent (cache hits excluded): on the local engine
+    the policy's call log from `first_seq` on; on a sharded engine the sum over the shards it ran (each shard's
+    call log from where that attempt began; shards finished before a resume are not counted)."""
+    if config.engine == "local":
+        return call_latency_s(policy_dir / "llm_calls", first_seq)
+    stats = getattr(world.engine, "last", None)
+    return float(stats.llm_latency_s) if stats is not None else 0.0
 
 
 def reference_stats(world: World, user_model: str) -> dict:
@@ -208,11 +211,11 @@ def _run_policies(
             first_seq = 0 if call_log is None else call_log.n_calls
             _policy_sessions(config, world, name, recommender, user_model, policy_dir, resuming, llm, on_page, run_dir)
             wall = time.perf_counter() - t0
+            latency = None
             if call_log is not None:
                 call_log.close()
-            _record_policy_run(
-                config, console, run_dir, name, recommender, policy_dir, resuming, call_log, first_seq, wall
-            )
+                latency = policy_latency(config, world, policy_dir, first_seq)
+            _record_policy_run(config, console, run_dir, name, recommender, policy_dir, resuming, latency, wall)
             simulate_s += time.perf_counter() - t0
             progress.update(task, completed=len(world.personas), description=f"{name:>9}: done")
     _table_and_report(config, run_dir, console, start, train_s, simulate_s)
@@ -246,20 +249,21 @@ def _policy_sessions(
 
 def _record_policy_run(
     config: ExperimentConfig, console: Console, run_dir: Path, name: str, recommender: Recommender,
-    policy_dir: Path, resuming: bool, call_log: CallLogLLM | None, first_seq: int, wall: float,
+    policy_dir: Path, resuming: bool, latency: float | None, wall: float,
 ) -> None:  # fmt: skip
-    """After a policy's sessions: an external recommender's record, and (local engine, LLM users) how busy the
-    endpoint was over the policy's `wall` seconds."""
+    """After a policy's sessions: an external recommender's record, and (LLM users on an endpoint) how busy the
+    endpoint was over the policy's `wall` seconds: `latency` (seconds of LLM calls, every shard's on a sharded
+    engine) / (the concurrent requests configured x `wall`)."""
     if isinstance(recommender, ExternalRecommender):
         console.print(f"{name:>9}: {record_external(recommender, policy_dir, resuming)}")
     slots = runner_slots(config)
-    if call_log is not None and slots is not None and config.engine == "local":  # ray: per-shard call logs
-        share, latency = busy_share(policy_dir / "llm_calls", first_seq, slots, wall)
+    if latency is not None and slots is not None:
+        share = latency / (slots * max(wall, 1e-9))
         record_simulation(run_dir, name, {"wall_s": wall, "llm_latency_s": latency, "slots": slots,
-                                          "busy_share": share})  # fmt: skip
+                                          "busy_share": share, "engine": config.engine})  # fmt: skip
         console.print(
             f"{name:>9}: endpoint busy share {share:.2f} ({latency:.1f} s of LLM call latency / "
-            f"({slots} concurrent requests x {wall:.1f} s))"
+            f"({slots} concurrent requests x {wall:.1f} s), {config.engine} engine)"
         )
 
 
@@ -303,8 +307,8 @@ def record_training(run_dir: Path, name: str, recommender: Recommender) -> None:
     os.replace(tmp, path)
 
 
-def record_simulation(run_dir: Path, name: str, stats: dict[str, float | int]) -> None:
-    """Add the policy's simulation figures (wall time, LLM latency, concurrent requests, endpoint busy share) to
+def record_simulation(run_dir: Path, name: str, stats: dict[str, float | int | str]) -> None:
+    """Add the policy's simulation figures (wall time, LLM latency, concurrent requests, endpoint busy share, engine) to
     `simulation.json` in the run directory (this process's part of the policy's run on resume)."""
     path = run_dir / SIMULATION_FILE
     data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

@@ -251,6 +251,14 @@ class RaySection(Section):
     """LLM requests in flight per endpoint over the whole cluster (default [llm] concurrency, for endpoints)."""
 
 
+class ProcessesSection(Section):
+    workers: int = Field(2, ge=1)
+    """Worker processes of `--engine processes` on this machine (spawned once per command, kept across policies);
+    each runs its shards with 1/workers of the sessions in flight and of `[llm] concurrency` (at least one each)."""
+    shards_per_worker: int = Field(4, ge=1)
+    """Shards per worker and policy (a shard is whole runner chunks; a policy with fewer chunks has fewer shards)."""
+
+
 class ExperimentConfig(Section):
     """Everything one command needs. Sections a command does not use are ignored by it."""
 
@@ -265,9 +273,11 @@ class ExperimentConfig(Section):
     rl: RLSection = RLSection()
     population: PopulationSection = PopulationSection()
     validity: ValiditySection = ValiditySection()
-    engine: Literal["local", "ray"] = "local"
-    """Where sessions run: local (this process) or ray (personas sharded over a Ray cluster, same results)."""
+    engine: Literal["local", "processes", "ray"] = "local"
+    """Where sessions run: local (this process), processes (personas sharded over `[processes] workers` processes
+    of this machine) or ray (over a Ray cluster); the same results either way."""
     ray: RaySection = RaySection()
+    processes: ProcessesSection = ProcessesSection()
 
 
 DEFAULTS = ExperimentConfig()

@@ -38,9 +38,9 @@ _FRESH_CACHE: list[Path] = []
 # Longest first (seconds per module, `--durations` on 2 cores shared with other jobs, load 4-8): the Ray cluster and
 # four engine comparisons (~80-160), the default ML-100K world fitted cold (~130-180), SmolLM2 behind llama.cpp's
 # server (~105-130), the statistical comparison of the vector env (~65-115), the transformers GGUF load (~85-110),
-# real processes interrupted by signals (~65), damaged caches rebuilt, the demo, offline RL and the experiment
-# commands (~50 each). Modules that run the default synthetic world load its response model, fitted once per run
-# (tests/fixtures_cache.py).
+# real processes interrupted by signals (~65), the processes engine's compares (~70), damaged caches rebuilt, the
+# demo, offline RL and the experiment commands (~50 each). Modules that run the default synthetic world load its
+# response model, fitted once per run (tests/fixtures_cache.py).
 LONGEST_MODULES = (
     "test_env_registered.py",
     "test_ray_engine.py",
@@ -48,6 +48,7 @@ LONGEST_MODULES = (
     "test_vector_env.py",
     "test_llm_local_models.py",
     "test_interrupt.py",
+    "test_process_engine.py",
     "test_cache_damage.py",
     "test_demo.py",
     "test_offline_rl.py",

@@ -1,9 +1,10 @@
-"""Parts that Ray workers import by name in tests/test_ray_engine.py: a popularity recommender that fails inside
-a Ray worker (kills its own process once, or raises until a marker file exists) and a slow LLM that records when
-each of its calls was in flight."""
+"""Parts that engine workers import by name in tests/test_ray_engine.py and tests/test_process_engine.py: a
+popularity recommender that fails inside a worker (a Ray worker or a spawned worker process: kills its own process
+once, or raises until a marker file exists) and a slow LLM that records when each of its calls was in flight."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 from collections import Counter
@@ -23,8 +24,13 @@ def in_ray_worker() -> bool:
     return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
 
 
+def in_engine_worker() -> bool:
+    """In a Ray worker or a worker process of the processes engine (a child `multiprocessing` started)."""
+    return multiprocessing.parent_process() is not None or in_ray_worker()
+
+
 class FaultyPop:
-    """Train popularity (the registry `pop`'s ranking); in a Ray worker, on the second page of the 17th user it
+    """Train popularity (the registry `pop`'s ranking); in an engine worker, on the second page of the 17th user it
     serves (so inside the shard's second chunk, after a checkpoint): `mode="kill"` creates `marker` and kills its
     own process (once: not again while the marker exists); `mode="raise"` raises while `marker` does not exist."""
 
@@ -46,7 +52,7 @@ class FaultyPop:
 
     def recommend(self, user_id, k, exclude: Collection[int], rng, history=()) -> Recommendation:
         self.calls[user_id] += 1
-        if len(self.calls) > self.after_users and self.calls[user_id] == 2 and in_ray_worker():
+        if len(self.calls) > self.after_users and self.calls[user_id] == 2 and in_engine_worker():
             if self.mode == "kill" and not self.marker.exists():
                 self.marker.touch()
                 os._exit(1)

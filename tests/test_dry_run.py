@@ -105,3 +105,5 @@ def test_compare_pipelines_llm_users_on_endpoints() -> None:
     assert runner_slots(mock) is None and runner_batch(mock) == RUNNER_BATCH
     ray = config.model_copy(update={"engine": "ray"})  # shards are made of chunks: keep them small
     assert runner_slots(ray) == 32 and runner_batch(ray) == 32
+    processes = config.model_copy(update={"engine": "processes"})  # the local chunks: the local run directory
+    assert runner_slots(processes) == 32 and runner_batch(processes) == PIPELINE_CHUNK * 32

@@ -65,8 +65,9 @@ class PolicyRecipe:
 
 def context_key(setup: Callable[..., Any], config: ExperimentConfig, n_personas: int | None) -> str:
     """What a worker's context depends on: the setup function, the persona count and the config without the
-    settings that only say where and how a run executes (run name and directory, engine, [ray])."""
-    dumped = config.model_dump(mode="json", exclude={"run": {"name", "out_dir"}, "engine": True, "ray": True})
+    settings that only say where and how a run executes (run name and directory, engine, [ray], [processes])."""
+    where = {"run": {"name", "out_dir"}, "engine": True, "ray": True, "processes": True}
+    dumped = config.model_dump(mode="json", exclude=where)
     return f"{setup.__module__}.{setup.__qualname__}|{n_personas}|{json.dumps(dumped, sort_keys=True)}"
 
 

@@ -10,13 +10,10 @@ worker killed mid-shard is restarted and the shard retried, resuming from its ch
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +21,9 @@ from experiments.config import ConfigError, ExperimentConfig, RaySection
 from experiments.engine.base import PolicyRecipe, SessionWorld, Setup
 from experiments.engine.limits import NAMESPACE, EndpointSlots, slots_name
 from experiments.engine.local import LocalEngine
-from experiments.engine.shards import (
-    ShardResult,
-    is_complete,
-    merge_shards,
-    plan_shards,
-    receive_files,
-    shard_root,
-)
+from experiments.engine.shards import EngineStats, Shard, run_sharded
+from experiments.engine.shards import run_on_pool as run_on_any_pool
 from experiments.engine.worker import ShardWorker
-from recommenders.external import ExternalRecommender
 from simenv.llm import LLM
 from simenv.llm.openai_backend import endpoint_urls
 from simenv.protocols import PagePolicy, UserModel
@@ -41,7 +31,6 @@ from simenv.runner import RunSummary
 
 log = logging.getLogger(__name__)
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a single-node cluster on 127.0.0.1 (Ray's own switch)
-ENGINE_FILE = "engine.json"
 FORWARDED_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SIMREC_CACHE_DIR", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
@@ -85,16 +74,6 @@ def connect(section: RaySection) -> Any:
     return ray
 
 
-@dataclass
-class EngineStats:
-    """What the last policy run cost: each shard's result, the driver's merge seconds, the whole wall time."""
-
-    shards: list[ShardResult] = field(default_factory=list)
-    merge_s: float = 0.0
-    wall_s: float = 0.0
-    dispatch_s: dict[int, float] = field(default_factory=dict)  # shard -> seconds from submission to its start
-
-
 class _Pool:
     """The live worker actors (one pool per process; replaced when the settings change)."""
 
@@ -111,31 +90,6 @@ def stop_workers() -> None:
     for actor in [*_Pool.actors, *_Pool.slots]:
         ray.kill(actor)
     _Pool.actors, _Pool.slots, _Pool.settings = [], [], None
-
-
-def absorb_reports(policy: PagePolicy, results: list[ShardResult]) -> None:
-    """Add the workers' counters of a ranking file or service to the driver's instance, so `simrec compare`
-    writes the run's external.json as a local run would."""
-    if isinstance(policy, ExternalRecommender):
-        for r in results:
-            policy.stats.update(r.policy_report)
-            policy.fallback_users.update(r.fallback_users)
-
-
-def write_stats(policy_dir: Path, stats: EngineStats) -> None:
-    """`<policy_dir>/engine.json`: per shard its worker, start-up and run seconds; the merge and wall seconds."""
-    payload = {
-        "engine": "ray",
-        "wall_s": round(stats.wall_s, 3),
-        "merge_s": round(stats.merge_s, 3),
-        "shards": [
-            {k: v for k, v in asdict(r).items() if k != "files"} | {"dispatch_s": round(stats.dispatch_s[r.index], 3)}
-            for r in stats.shards
-        ],
-    }
-    tmp = policy_dir / ".engine.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, policy_dir / ENGINE_FILE)
 
 
 class RayEngine:
@@ -214,52 +168,24 @@ class RayEngine:
         if recipe is None:  # train-rl / evaluate-rl: an SB3 policy is not rebuilt from a recipe on workers
             log.warning("--engine ray: %s runs its sessions in this process (no worker recipe)", policy_dir.name)
             return LocalEngine().run_policy(world, policy, user_model, policy_dir, recipe, run)
-        start = time.perf_counter()
-        run = dict(run)
-        progress: Callable[[int, int], None] | None = run.pop("progress", None)
-        resume = bool(run.pop("resume", False))
-        users = run.get("users")
-        n = len(world.personas) if users is None else len(users)
-        batch_size = int(run.get("batch_size", 1000))
-        policy_dir = Path(policy_dir).resolve()  # workers on other machines write the same absolute path
-        if (policy_dir / "config.json").is_file() and not resume:
-            raise FileExistsError(f"{policy_dir}: already holds a run; pass resume=True or use a new directory")
-        if resume and is_complete(policy_dir, n):
-            return RunSummary(policy_dir, n, n, 0)
-        if not resume:
-            shutil.rmtree(shard_root(policy_dir), ignore_errors=True)
-        shards = plan_shards(policy_dir, n, batch_size, self.section.num_workers * self.section.shards_per_worker)
         ray = import_ray()
-        recipe_ref = ray.put(recipe)
-        results: list[ShardResult] = []
-        submitted: dict[int, float] = {}
 
-        def submit(actor: Any, shard: Any) -> Any:
-            submitted[shard.index] = time.time()
-            return actor.run_shard.remote(recipe_ref, shard, run)
+        def execute(shards: list[Shard], run: dict[str, Any], submitted: dict[int, float]) -> Any:
+            actors = self.workers()  # connects first: `ray.put` would otherwise start a default (not loopback) Ray
+            recipe_ref = ray.put(recipe)
 
-        done = pages = 0
-        try:
-            for result in run_on_pool(self.workers(), submit, shards):
-                receive_files(shards[result.index].directory, result.files)
-                result = replace(result, files={})
-                results.append(result)
-                shard = shards[result.index]
-                done += min(n, shard.end_chunk * batch_size) - shard.first_chunk * batch_size
-                pages += result.n_pages
-                if progress is not None:
-                    progress(done, pages)
-        except (KeyboardInterrupt, SystemExit):
-            stop_workers()  # no shard keeps writing after the driver gave up
-            raise
-        absorb_reports(policy, results)
-        merge_start = time.perf_counter()
-        merge_shards(policy_dir, shards, n)
-        end = time.perf_counter()
-        dispatch = {r.index: r.started - submitted[r.index] for r in results}
-        self.last = EngineStats(sorted(results, key=lambda r: r.index), end - merge_start, end - start, dispatch)
-        write_stats(policy_dir, self.last)
-        return RunSummary(policy_dir, n, 0, pages)
+            def submit(actor: Any, shard: Shard) -> Any:
+                submitted[shard.index] = time.time()
+                return actor.run_shard.remote(recipe_ref, shard, run)
+
+            return run_on_pool(actors, submit, shards)
+
+        n_shards = self.section.num_workers * self.section.shards_per_worker
+        policy_dir = Path(policy_dir).resolve()  # workers on other machines write the same absolute path
+        summary, self.last = run_sharded(
+            self.name, len(world.personas), policy, policy_dir, run, n_shards, execute, stop_workers
+        )
+        return summary
 
     def map(
         self,
@@ -281,29 +207,10 @@ class RayEngine:
 
 
 def run_on_pool(actors: list[Any], submit: Callable[[Any, Any], Any], items: list[Any], indexed: bool = False):
-    """Yield `submit(actor, item)`'s results as they finish, one item per idle actor at a time (`(index, result)`
-    pairs if `indexed`). After a failure nothing new starts; the shards in flight finish (their checkpoints are
-    what a resume continues from) and the first error is raised."""
+    """`shards.run_on_pool` over Ray actors: `submit(actor, item)` returns an object ref."""
     import ray
 
-    idle, pending, queue = list(actors), {}, list(enumerate(items))
-    error: BaseException | None = None
-    while queue or pending:
-        while idle and queue and error is None:
-            actor = idle.pop()
-            index, item = queue.pop(0)
-            pending[submit(actor, item)] = (actor, index)
-        if not pending:
-            break
-        [ready], _ = ray.wait(list(pending), num_returns=1)
-        actor, index = pending.pop(ready)
-        idle.append(actor)
-        try:
-            result = ray.get(ready)
-        except Exception as exc:  # noqa: BLE001 - kept and raised once the shards in flight are done
-            error = error or exc
-            continue
-        if error is None:
-            yield (index, result) if indexed else result
-    if error is not None:
-        raise error
+    def wait(refs: list[Any]) -> Any:
+        return ray.wait(refs, num_returns=1)[0][0]
+
+    return run_on_any_pool(actors, submit, items, wait, ray.get, indexed)

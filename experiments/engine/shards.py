@@ -9,22 +9,34 @@ Concatenating the shards' part files in chunk order reproduces the parts an unsh
 `events`, `pages` and `interviews` are the local run's, file for file. The call log's `seq` is renumbered to
 run on across shards. Parts are hard-linked before the shard directories are removed, so a driver that dies
 mid-merge finds the shards intact and merges again.
+
+`run_sharded` is the driver's side every sharded engine (ray, processes) shares: plan, run the shards through the
+engine's `execute`, report progress, merge, record `engine.json`; `run_on_pool` hands the shards to idle workers.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any, Protocol
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from recommenders.external import ExternalRecommender
 from simenv.eventlog import CONFIG_FILE, RunLog
+from simenv.llm import read_call_log
+from simenv.protocols import PagePolicy
+from simenv.runner import RunSummary
 
 CALL_LOG = "llm_calls"
+ENGINE_FILE = "engine.json"
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,15 @@ class ShardResult:
     policy_report: dict[str, int] = field(default_factory=dict)  # the policy's `report()` counters for this shard
     fallback_users: tuple[int, ...] = ()  # users an external source did not know (ExternalRecommender)
     files: dict[str, bytes] = field(default_factory=dict, repr=False)  # the finished shard directory's files
+    llm_latency_s: float = 0.0  # the latency of the LLM calls this attempt made (cache hits excluded)
+
+
+def call_latency_s(calls_dir: Path, first_seq: int = 0) -> float:
+    """Seconds of LLM call latency a call log holds from row `first_seq` on, cache hits excluded: the endpoint time
+    a run used (the numerator of `simrec compare`'s busy share)."""
+    calls = read_call_log(calls_dir)
+    calls = calls[(calls["seq"] >= first_seq) & ~calls["cache_hit"]]
+    return float(calls["latency_s"].sum())
 
 
 def shard_files(directory: Path) -> dict[str, bytes]:
@@ -161,3 +182,130 @@ def _renumbered_call_log(src: Path, dest: Path, seq: int) -> int:
     pq.write_table(table.set_column(column, table.schema.field(column), shifted), tmp)
     os.replace(tmp, dest)
     return seq + table.num_rows
+
+
+@dataclass
+class EngineStats:
+    """What the last policy run cost: each shard's result, the driver's merge seconds, the whole wall time."""
+
+    shards: list[ShardResult] = field(default_factory=list)
+    merge_s: float = 0.0
+    wall_s: float = 0.0
+    dispatch_s: dict[int, float] = field(default_factory=dict)  # shard -> seconds from submission to its start
+
+    @property
+    def llm_latency_s(self) -> float:
+        """The latency of the LLM calls the shards made in this run (a resumed run's earlier shards excluded)."""
+        return sum(r.llm_latency_s for r in self.shards)
+
+
+def write_stats(policy_dir: Path, stats: EngineStats, engine: str) -> None:
+    """`<policy_dir>/engine.json`: per shard its worker, start-up and run seconds; the merge and wall seconds."""
+    payload = {
+        "engine": engine,
+        "wall_s": round(stats.wall_s, 3),
+        "merge_s": round(stats.merge_s, 3),
+        "shards": [
+            {k: v for k, v in asdict(r).items() if k != "files"} | {"dispatch_s": round(stats.dispatch_s[r.index], 3)}
+            for r in stats.shards
+        ],
+    }
+    tmp = policy_dir / ".engine.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, policy_dir / ENGINE_FILE)
+
+
+def absorb_reports(policy: PagePolicy, results: list[ShardResult]) -> None:
+    """Add the workers' counters of a ranking file or service to the driver's instance, so `simrec compare`
+    writes the run's external.json as a local run would."""
+    if isinstance(policy, ExternalRecommender):
+        for r in results:
+            policy.stats.update(r.policy_report)
+            policy.fallback_users.update(r.fallback_users)
+
+
+class Execute(Protocol):
+    """An engine's way to run shards: yield each shard's result as it finishes, with `run` (the runner settings
+    without `progress` and `resume`); record each shard's submission time (time.time) in `submitted`."""
+
+    def __call__(
+        self, shards: list[Shard], run: dict[str, Any], submitted: dict[int, float]
+    ) -> Iterable[ShardResult]: ...
+
+
+def run_sharded(
+    engine: str, n_personas: int, policy: PagePolicy, policy_dir: Path, run: Mapping[str, Any], n_shards: int,
+    execute: Execute, stop: Callable[[], None],
+) -> tuple[RunSummary, EngineStats]:  # fmt: skip
+    """The driver's side of a sharded engine: cut `policy_dir`'s episodes into at most `n_shards` shards, run them
+    through `execute`, write the files a worker streamed back, report progress, merge in chunk order and write
+    `engine.json`. A resumed run keeps its finished shards (a complete policy returns at once); Ctrl-C calls `stop`
+    so that no worker keeps writing after the driver gave up."""
+    start = time.perf_counter()
+    run = dict(run)
+    progress: Callable[[int, int], None] | None = run.pop("progress", None)
+    resume = bool(run.pop("resume", False))
+    users = run.get("users")
+    n = n_personas if users is None else len(users)
+    batch_size = int(run.get("batch_size", 1000))
+    if (policy_dir / CONFIG_FILE).is_file() and not resume:
+        raise FileExistsError(f"{policy_dir}: already holds a run; pass resume=True or use a new directory")
+    if resume and is_complete(policy_dir, n):
+        return RunSummary(policy_dir, n, n, 0), EngineStats()
+    if not resume:
+        shutil.rmtree(shard_root(policy_dir), ignore_errors=True)
+    shards = plan_shards(policy_dir, n, batch_size, n_shards)
+    results: list[ShardResult] = []
+    submitted: dict[int, float] = {}
+    done = pages = 0
+    try:
+        for result in execute(shards, run, submitted):
+            shard = shards[result.index]
+            receive_files(shard.directory, result.files)
+            results.append(replace(result, files={}))
+            done += min(n, shard.end_chunk * batch_size) - shard.first_chunk * batch_size
+            pages += result.n_pages
+            if progress is not None:
+                progress(done, pages)
+    except (KeyboardInterrupt, SystemExit):
+        stop()
+        raise
+    absorb_reports(policy, results)
+    merge_start = time.perf_counter()
+    merge_shards(policy_dir, shards, n)
+    end = time.perf_counter()
+    dispatch = {r.index: r.started - submitted[r.index] for r in results}
+    stats = EngineStats(sorted(results, key=lambda r: r.index), end - merge_start, end - start, dispatch)
+    write_stats(policy_dir, stats, engine)
+    return RunSummary(policy_dir, n, 0, pages), stats
+
+
+def run_on_pool(
+    workers: list[Any], submit: Callable[[Any, Any], Hashable], items: list[Any], wait: Callable[[list], Hashable],
+    get: Callable[[Any], Any], indexed: bool = False,
+) -> Iterator[Any]:  # fmt: skip
+    """Yield the results of `submit(worker, item)` as they finish, one item per idle worker at a time (`(index,
+    result)` pairs if `indexed`); `wait(handles)` returns one finished handle, `get(handle)` its result or raises
+    its error. After a failure nothing new starts; the items in flight finish (a shard's checkpoints are what a
+    resume continues from) and the first error is raised."""
+    idle, pending, queue = list(workers), {}, list(enumerate(items))
+    error: BaseException | None = None
+    while queue or pending:
+        while idle and queue and error is None:
+            worker = idle.pop()
+            index, item = queue.pop(0)
+            pending[submit(worker, item)] = (worker, index)
+        if not pending:
+            break
+        ready = wait(list(pending))
+        worker, index = pending.pop(ready)
+        idle.append(worker)
+        try:
+            result = get(ready)
+        except Exception as exc:  # noqa: BLE001 - kept and raised once the items in flight are done
+            error = error or exc
+            continue
+        if error is None:
+            yield (index, result) if indexed else result
+    if error is not None:
+        raise error

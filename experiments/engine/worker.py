@@ -18,7 +18,7 @@ from typing import Any
 from experiments.config import ExperimentConfig
 from experiments.engine.base import PolicyRecipe, WorkerContext, context_key
 from experiments.engine.limits import NAMESPACE, ClusterLimitedLLM
-from experiments.engine.shards import Shard, ShardResult, shard_files
+from experiments.engine.shards import CALL_LOG, Shard, ShardResult, call_latency_s, shard_files
 from simenv.llm import LLM, CallLogLLM, LLMWrapper
 from simenv.protocols import PagePolicy, UserModel
 from simenv.runner import rollback_to_checkpoint
@@ -37,13 +37,25 @@ class SwitchLLM(LLMWrapper):
 
 class ShardWorker:
     """Worker `index` of a pool; `endpoint` is the LLM base URL it uses (None: the config's), `slots` the name of
-    that endpoint's `EndpointSlots` actor (None: no cluster-wide limit)."""
+    that endpoint's `EndpointSlots` actor (None: no cluster-wide limit); `llm_concurrency` this worker's part of
+    `[llm] concurrency` (the processes engine shares it out; None: the config's); `stream_files`: return a finished
+    shard's files with its result (for a driver on another machine; False when it shares this file system)."""
 
-    def __init__(self, index: int, endpoint: str | None = None, slots: str | None = None, concurrency: int = 1):
+    def __init__(
+        self,
+        index: int,
+        endpoint: str | None = None,
+        slots: str | None = None,
+        concurrency: int = 1,
+        llm_concurrency: int | None = None,
+        stream_files: bool = True,
+    ):
         self.index = index
         self.endpoint = endpoint
         self.slots_name = slots
         self.concurrency = concurrency
+        self.llm_concurrency = llm_concurrency
+        self.stream_files = stream_files
         self._contexts: dict[str, WorkerContext] = {}
         self._llms: dict[str, LLM] = {}
         self._parts: dict[str, tuple[SwitchLLM, PagePolicy, UserModel]] = {}
@@ -71,6 +83,9 @@ class ShardWorker:
         """The worker's LLM for `config` (its endpoint, the cluster-wide limit around it), built once."""
         if self.endpoint is not None:
             config = config.model_copy(update={"llm": config.llm.model_copy(update={"base_url": self.endpoint})})
+        if self.llm_concurrency is not None:
+            llm = config.llm.model_copy(update={"concurrency": self.llm_concurrency})
+            config = config.model_copy(update={"llm": llm})
         key = config.llm.model_dump_json()
         if key not in self._llms:
             llm = make_llm(config)
@@ -97,8 +112,9 @@ class ShardWorker:
             rollback_to_checkpoint(shard.directory)
         call_log = None
         if switch is not None and base is not None:
-            call_log = CallLogLLM(base, shard.directory / "llm_calls") if recipe.call_log else None
+            call_log = CallLogLLM(base, shard.directory / CALL_LOG) if recipe.call_log else None
             switch.inner = call_log or base
+        first_call = call_log.n_calls if call_log is not None else 0  # a retried shard's log holds earlier calls
         built = time.perf_counter()
         before, users_before = _counters(policy)
         summary = context.world.run_sessions(
@@ -118,7 +134,8 @@ class ShardWorker:
             started=started,
             policy_report={k: v - before.get(k, 0) for k, v in after.items() if k != "fallback_users"},
             fallback_users=tuple(sorted(users_after - users_before)),
-            files=shard_files(shard.directory),
+            files=shard_files(shard.directory) if self.stream_files else {},
+            llm_latency_s=call_latency_s(shard.directory / CALL_LOG, first_call) if call_log is not None else 0.0,
         )
 
     def call(self, setup: Callable[[ExperimentConfig, int | None], WorkerContext], config, fn, item, make_llm) -> Any:

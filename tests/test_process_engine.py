@@ -22,7 +22,7 @@ from experiments.engine.processes import share, stop_workers
 from experiments.engine.shards import call_latency_s, shard_root
 from simenv.llm import CallLogLLM
 from tests.fixtures_cache import seed_response_cache
-from tests.test_ray_engine import BOTH, FAIL, KILL, assert_same_policy, flags
+from tests.fixtures_engine import BOTH, FAIL, KILL, assert_same_policy, flags, write_fault_models
 
 SECRET = "sk-test-process-engine-0123456789"
 
@@ -33,10 +33,7 @@ def root_fixture(tmp_path_factory, fitted_response: Path):
     first test that needs them, kept for the module as a command keeps them for its policies) end with it."""
     root = tmp_path_factory.mktemp("process_engine")
     seed_response_cache(root / "cache", fitted_response)
-    (root / "models.toml").write_text(
-        f'[models.kill]\nmarker = "{root / "kill.marker"}"\nmode = "kill"\n'
-        f'[models.fail]\nmarker = "{root / "fail.marker"}"\nmode = "raise"\n'
-    )
+    write_fault_models(root)
     yield root
     stop_workers()
 

@@ -5,7 +5,6 @@ holds across workers; the cluster listens on 127.0.0.1 only and API keys reach w
 
 from __future__ import annotations
 
-import filecmp
 import ipaddress
 import json
 import os
@@ -26,19 +25,14 @@ from experiments.engine.limits import ClusterLimitedLLM, EndpointSlots
 from experiments.engine.ray_engine import connect, stop_workers
 from experiments.engine.shards import merge_shards, plan_shards, receive_files, shard_files, shard_root
 from recommenders.random_policy import RandomRecommender
-from simenv.eventlog import read_table
 from simenv.llm import LLMRequest, Message
-from simenv.metrics import run_metrics
 from simenv.runner import run_sessions
 from tests.fixtures_cache import seed_response_cache
+from tests.fixtures_engine import BOTH, FAIL, KILL, assert_same_policy, flags, write_fault_models
 from tests.fixtures_env import NoisyUser, tiny_world
 from tests.ray_helpers import SleepLLM, max_overlap
 
 SECRET = "sk-test-ray-engine-0123456789"
-KILL = '["kill=tests.ray_helpers:FaultyPop"]'
-FAIL = '["fail=tests.ray_helpers:FaultyPop"]'
-BOTH = '["kill=tests.ray_helpers:FaultyPop","fail=tests.ray_helpers:FaultyPop"]'
-TABLES = ("events", "pages", "interviews")
 EXTERNAL = "policies/rank/external.json"
 
 
@@ -60,62 +54,29 @@ def cluster_fixture():
 def root_fixture(tmp_path_factory, fitted_response: Path) -> Path:
     root = tmp_path_factory.mktemp("ray_engine")
     seed_response_cache(root / "cache", fitted_response)  # the runs load the fitted response model
-    (root / "models.toml").write_text(
-        f'[models.kill]\nmarker = "{root / "kill.marker"}"\nmode = "kill"\n'
-        f'[models.fail]\nmarker = "{root / "fail.marker"}"\nmode = "raise"\n'
-    )
+    write_fault_models(root)
     return root
 
 
-def flags(root: Path, name: str, policies: str, *extra: str) -> list[str]:
-    """A seconds-long compare: 40 personas of the synthetic data (3 chunks of 16), LLM users on the mock LLM."""
-    return [
-        "--data.dataset", "synthetic",
-        "--data.n-personas", "40",
-        "--data.cache-dir", str(root / "cache"),
-        "--llm.backend", "mock",
-        "--users.embedder", "hashing",
-        "--simulation.pages", "3",
-        "--run.out-dir", str(root / "runs"),
-        "--run.name", name,
-        "--recommenders.config-file", str(root / "models.toml"),
-        "--recommenders.names", policies,
-        *extra,
-    ]  # fmt: skip
-
-
-def assert_same_policy(local: Path, other: Path) -> None:
-    """Same part files byte for byte (hence the same rows in the same order) and the same per-user metrics."""
-    for table in TABLES:
-        a, b = sorted((local / table).iterdir()), sorted((other / table).iterdir())
-        assert [p.name for p in a] == [p.name for p in b], table
-        assert all(filecmp.cmp(x, y, shallow=False) for x, y in zip(a, b, strict=True)), table
-        pd.testing.assert_frame_equal(read_table(local, table), read_table(other, table))
-    pd.testing.assert_frame_equal(run_metrics(local, rng=None, method="t"), run_metrics(other, rng=None, method="t"))
-    assert not shard_root(other).exists()  # merged shards are removed
-
-
-def test_ray_matches_local_with_one_and_two_workers(cluster, root: Path) -> None:
+def test_ray_matches_local_with_two_workers(cluster, root: Path) -> None:
+    """The shared shard driver's one-worker case is covered by tests/test_process_engine.py; here the Ray side."""
     # a ranking file for the even users only: the others get the fallback, which external.json counts
     ranking = root / "ranking.csv"
     rows = [(u, (u * 7 + j) % 300, 30 - j) for u in range(0, 200, 2) for j in range(30)]
     pd.DataFrame(rows, columns=["user_id", "item_id", "score"]).to_csv(ranking, index=False)
     policies = f'["random","pop","rank=file:{ranking}?ids=dense&fallback=random"]'
     app(["compare", *flags(root, "local", policies)])
-    for workers in ("2", "1"):  # the one-worker run uses the first actor of the two-worker pool
-        name = f"ray{workers}"
-        extra = ("--engine", "ray", "--ray.num-workers", workers, "--ray.shards-per-worker", "2")
-        app(["compare", *flags(root, name, policies, *extra)])
-        for policy in ("random", "pop", "rank"):
-            assert_same_policy(root / "runs/local/policies" / policy, root / "runs" / name / "policies" / policy)
-        external = [json.loads((root / "runs" / r / EXTERNAL).read_text()) for r in ("local", name)]
-        assert external[0] == external[1] and external[0]["fallback_users"] > 0
-        local_metrics = pd.read_csv(root / "runs/local/report/metrics.csv")
-        pd.testing.assert_frame_equal(local_metrics, pd.read_csv(root / "runs" / name / "report/metrics.csv"))
-    # two workers ran 3 shards (one chunk each) between them; one worker ran 2 shards (chunks 0 and 1-2)
-    two, one = (json.loads((root / "runs" / r / "policies/pop/engine.json").read_text()) for r in ("ray2", "ray1"))
+    extra = ("--engine", "ray", "--ray.num-workers", "2", "--ray.shards-per-worker", "2")
+    app(["compare", *flags(root, "ray2", policies, *extra)])
+    for policy in ("random", "pop", "rank"):
+        assert_same_policy(root / "runs/local/policies" / policy, root / "runs/ray2/policies" / policy)
+    external = [json.loads((root / "runs" / r / EXTERNAL).read_text()) for r in ("local", "ray2")]
+    assert external[0] == external[1] and external[0]["fallback_users"] > 0
+    local_metrics = pd.read_csv(root / "runs/local/report/metrics.csv")
+    pd.testing.assert_frame_equal(local_metrics, pd.read_csv(root / "runs/ray2/report/metrics.csv"))
+    # two workers ran 3 shards (one chunk each) between them
+    two = json.loads((root / "runs/ray2/policies/pop/engine.json").read_text())
     assert len({s["worker"] for s in two["shards"]}) == 2 and len(two["shards"]) == 3
-    assert {s["worker"] for s in one["shards"]} == {0} and len(one["shards"]) == 2
 
 
 def test_killed_worker_is_retried_and_output_identical(cluster, root: Path) -> None:

@@ -1,5 +1,5 @@
 """The Ray engine on a real local 2-CPU cluster (one per module): `--engine ray` writes the same events, pages,
-interviews and metrics as `--engine local` with 1 and 2 workers; a worker killed mid-shard is retried and the
+interviews and metrics as `--engine local` with 2 workers; a worker killed mid-shard is retried and the
 output is still identical; `simrec resume` finishes a Ray run that failed mid-policy; the per-endpoint LLM limit
 holds across workers; the cluster listens on 127.0.0.1 only and API keys reach workers through the environment."""
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from simenv.llm import CacheLLM, OpenAIBackend, ask_json_batch
+from simenv.llm.cache import open_store
 from simenv.llm.structured import repair_request
 from simenv.llm.types import LLMRequest, LLMResponse, Message
 from tests.servers.fault_server import FaultServer
@@ -75,6 +76,7 @@ def test_only_validated_answers_are_cached_and_replayed(tmp_path: Path) -> None:
 def test_repairs_are_keyed_apart_and_stale_entries_are_ignored_and_counted(tmp_path: Path) -> None:
     with FaultServer(responder=responder) as server:
         cache = CacheLLM(OpenAIBackend(model="m", base_url=server.base_url, max_retries=0), tmp_path / "llm")
+        older = open_store(tmp_path / "llm")  # a second handle on the same store: what an older version wrote
         first = request(4)
         bad = LLMResponse(text="not json", backend="openai", model="m")
         assert cache.key(repair_request(first, bad, "it is not valid JSON", 1)) != cache.key(first)
@@ -82,9 +84,10 @@ def test_repairs_are_keyed_apart_and_stale_entries_are_ignored_and_counted(tmp_p
             req = request(100 + 5 * i + 4)  # answered well by the server
             stored = {"text": text, "backend": "openai", "model": "m", "prompt_tokens": 1, "completion_tokens": 1,
                       "latency_s": 0.0, "parsed": None}  # fmt: skip
-            cache._store.set(cache.key(req), json.dumps(stored))
+            older.set(cache.key(req), json.dumps(stored))
             response = cache.complete(req)
             assert not response.cache_hit and json.loads(response.text) == {"id": 100 + 5 * i + 4}
             assert cache.complete(req).cache_hit  # the good answer replaced the stale entry
         assert cache.stale == 4 and cache.misses == 4 and cache.hits == 4
         cache.close()
+        older.close()

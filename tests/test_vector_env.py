@@ -377,13 +377,17 @@ def test_statistics_match_the_single_env(single_env_episodes):
     assert max(abs(v) for v in z.values()) < 4.0, z
 
 
-@pytest.mark.parametrize("drift", [{"fatigue": 0.0}, {"base": -0.6}, {"satisfaction": -6.0}])
-def test_a_drifted_user_model_fails_the_comparison(single_env_episodes, drift):
-    """The comparison above has the power to see the leave rule's terms: change one and it fails."""
+@pytest.mark.parametrize(
+    ("drift", "n_vector"), [({"fatigue": 0.0}, N_EPISODES), ({"base": -0.6}, 1000), ({"satisfaction": -6.0}, 1000)]
+)
+def test_a_drifted_user_model_fails_the_comparison(single_env_episodes, drift, n_vector):
+    """The comparison above has the power to see the leave rule's terms: change one and it fails. The two coarse
+    drifts are seen from 1,000 vector episodes (largest |z| ~14 and ~20 there, ~33 and ~47 from 5,000); the
+    fatigue term needs all 5,000 (|z| ~9; ~4 from 1,000)."""
     venv = _vec(num_envs=100, reward=REWARD)
     decider = venv.user_model.decider
     config = dataclasses.replace(decider.config, leave=dataclasses.replace(decider.config.leave, **drift))
     drifted = GroundedDecider(decider.dataset, pd.DataFrame(), config, stats=decider.stats, response=decider.response)
     venv.user_model = SilentUserModel(drifted)
-    z = _z_scores(single_env_episodes, _vector_env_episodes(N_EPISODES, seed=1, venv=venv))
+    z = _z_scores(single_env_episodes, _vector_env_episodes(n_vector, seed=1, venv=venv))
     assert max(abs(v) for v in z.values()) > 4.0, z

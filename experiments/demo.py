@@ -21,10 +21,12 @@ make is never removed (compare refuses to overwrite a run in it, as always).
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +53,7 @@ from simenv.eventlog import RunLog, event_rows, interview_row, page_row, read_ta
 from simenv.kernel import episode_rngs
 from simenv.llm import CallLogLLM
 from simenv.llm.calllog import read_call_log
+from simenv.protocols import UserModel
 from simenv.records import Page
 from simenv.rewards import item_rewards, page_reward, reward_config
 
@@ -172,6 +175,36 @@ def narrate(config: ExperimentConfig, world: World, compare_dir: Path, policy: s
     )  # fmt: skip
     call_log = CallLogLLM(build_llm(config), out_dir / "llm_calls")
     model = UserModelFactory(config, world, call_log)(call_log)
+    with _quiet_fallbacks():  # the transcript marks every fallback and its summary counts them
+        _replay(config, world, logged, model, log, policy, users)
+    write_user_events(out_dir, model.events)
+    call_log.close()
+    return out_dir
+
+
+@contextmanager
+def _quiet_fallbacks() -> Iterator[None]:
+    """Fallback warnings off the console while narrating (they stay in the run's user events)."""
+    fallback_log = logging.getLogger("agents.llm_user.fallbacks")
+    previous = fallback_log.level
+    fallback_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        fallback_log.setLevel(previous)
+
+
+def _replay(
+    config: ExperimentConfig,
+    world: World,
+    logged: pd.DataFrame,
+    model: UserModel,
+    log: RunLog,
+    policy: str,
+    users: Sequence[int],
+) -> None:
+    """The narrated pass: each user's logged pages again, with the LLM writing; users whose decisions differ from
+    the decisions pass are listed in `mismatched.json`."""
     rcfg = reward_config(None)
     sessions, pages = [], []
     for user in users:
@@ -207,11 +240,8 @@ def narrate(config: ExperimentConfig, world: World, compare_dir: Path, policy: s
             for s, iv in zip(sessions, interviews, strict=True)
         ],
     )
-    write_user_events(out_dir, model.events)
-    call_log.close()
     if mismatched:
-        (out_dir / "mismatched.json").write_text(json.dumps(sorted(mismatched)))
-    return out_dir
+        (log.run_dir / "mismatched.json").write_text(json.dumps(sorted(mismatched)))
 
 
 def run_demo(config: ExperimentConfig, console: Console | None = None, start: float | None = None) -> tuple[Path, Path]:

@@ -7,7 +7,9 @@ import filecmp
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
+from experiments.cli import app
 from experiments.engine.shards import shard_root
 from simenv.eventlog import read_table
 from simenv.metrics import run_metrics
@@ -52,3 +54,17 @@ def assert_same_policy(local: Path, other: Path) -> None:
         pd.testing.assert_frame_equal(read_table(local, table), read_table(other, table))
     pd.testing.assert_frame_equal(run_metrics(local, rng=None, method="t"), run_metrics(other, rng=None, method="t"))
     assert not shard_root(other).exists()  # merged shards are removed
+
+
+def assert_failed_run_resumes(root: Path, *extra: str) -> None:
+    """A compare whose `fail` policy raises inside a worker exits 1 with no policy checkpoint but the failed shard's
+    finished chunk kept; once the fault is fixed, `simrec resume` finishes it as the local run ("faults-local")."""
+    with pytest.raises(SystemExit) as failed:
+        app(["compare", *flags(root, "fail", FAIL, *extra)])
+    assert failed.value.code == 1
+    policy_dir = root / "runs/fail/policies/fail"
+    assert not (policy_dir / "checkpoint.json").exists()
+    assert any(shard_root(policy_dir).glob("*/fail/checkpoint.json"))  # the failed shard's finished chunk stays
+    (root / "fail.marker").touch()  # the fault is fixed
+    app(["resume", str(root / "runs/fail")])
+    assert_same_policy(root / "runs/faults-local/policies/fail", policy_dir)

@@ -19,10 +19,17 @@ from experiments.compare import policy_parts, runner_batch
 from experiments.config import load_config
 from experiments.engine import LocalEngine, PolicyRecipe, ProcessEngine
 from experiments.engine.processes import share, stop_workers
-from experiments.engine.shards import call_latency_s, shard_root
+from experiments.engine.shards import call_latency_s
 from simenv.llm import CallLogLLM
 from tests.fixtures_cache import seed_response_cache
-from tests.fixtures_engine import BOTH, FAIL, KILL, assert_same_policy, flags, write_fault_models
+from tests.fixtures_engine import (
+    BOTH,
+    KILL,
+    assert_failed_run_resumes,
+    assert_same_policy,
+    flags,
+    write_fault_models,
+)
 
 SECRET = "sk-test-process-engine-0123456789"
 
@@ -67,16 +74,7 @@ def test_processes_match_local_with_one_and_two_workers(root: Path) -> None:
 
 def test_a_failing_shard_fails_the_command_and_resume_finishes_it(root: Path) -> None:
     app(["compare", *flags(root, "faults-local", BOTH)])  # faults fire only inside worker processes
-    extra = ("--engine", "processes", "--processes.shards-per-worker", "1")
-    with pytest.raises(SystemExit) as failed:
-        app(["compare", *flags(root, "fail", FAIL, *extra)])
-    assert failed.value.code == 1
-    policy_dir = root / "runs/fail/policies/fail"
-    assert not (policy_dir / "checkpoint.json").exists()
-    assert any(shard_root(policy_dir).glob("*/fail/checkpoint.json"))  # the failed shard's finished chunk stays
-    (root / "fail.marker").touch()  # the fault is fixed
-    app(["resume", str(root / "runs/fail")])
-    assert_same_policy(root / "runs/faults-local/policies/fail", policy_dir)
+    assert_failed_run_resumes(root, "--engine", "processes", "--processes.shards-per-worker", "1")
 
 
 def test_a_dead_worker_process_fails_the_command_and_resume_finishes_it(root: Path) -> None:

@@ -23,12 +23,19 @@ from experiments.config import RaySection, load_config
 from experiments.engine import PolicyRecipe, RayEngine
 from experiments.engine.limits import ClusterLimitedLLM, EndpointSlots
 from experiments.engine.ray_engine import connect, stop_workers
-from experiments.engine.shards import merge_shards, plan_shards, receive_files, shard_files, shard_root
+from experiments.engine.shards import merge_shards, plan_shards, receive_files, shard_files
 from recommenders.random_policy import RandomRecommender
 from simenv.llm import LLMRequest, Message
 from simenv.runner import run_sessions
 from tests.fixtures_cache import seed_response_cache
-from tests.fixtures_engine import BOTH, FAIL, KILL, assert_same_policy, flags, write_fault_models
+from tests.fixtures_engine import (
+    BOTH,
+    KILL,
+    assert_failed_run_resumes,
+    assert_same_policy,
+    flags,
+    write_fault_models,
+)
 from tests.fixtures_env import NoisyUser, tiny_world
 from tests.ray_helpers import SleepLLM, max_overlap
 
@@ -90,16 +97,7 @@ def test_killed_worker_is_retried_and_output_identical(cluster, root: Path) -> N
 
 
 def test_resume_finishes_a_failed_ray_run(cluster, root: Path) -> None:
-    extra = ("--engine", "ray", "--ray.shards-per-worker", "1")
-    with pytest.raises(SystemExit) as failed:
-        app(["compare", *flags(root, "fail", FAIL, *extra)])
-    assert failed.value.code == 1
-    policy_dir = root / "runs/fail/policies/fail"
-    assert not (policy_dir / "checkpoint.json").exists()
-    assert any(shard_root(policy_dir).glob("*/fail/checkpoint.json"))  # the failed shard's finished chunk stays
-    (root / "fail.marker").touch()  # the fault is fixed
-    app(["resume", str(root / "runs/fail")])
-    assert_same_policy(root / "runs/faults-local/policies/fail", policy_dir)
+    assert_failed_run_resumes(root, "--engine", "ray", "--ray.shards-per-worker", "1")
 
 
 def test_endpoint_limit_holds_across_workers(cluster, root: Path) -> None:

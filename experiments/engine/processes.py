@@ -21,7 +21,6 @@ checkpoints; a worker process that dies is not restarted (the Ray engine restart
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import time
 from collections.abc import Mapping
@@ -32,13 +31,11 @@ from typing import Any
 
 from experiments.config import ExperimentConfig
 from experiments.engine.base import PolicyRecipe, SessionWorld
-from experiments.engine.local import LocalEngine
-from experiments.engine.shards import EngineStats, Shard, ShardResult, run_on_pool, run_sharded
+from experiments.engine.shards import EngineStats, Shard, ShardedEngine, ShardResult, run_on_pool, run_sharded
 from experiments.engine.worker import ShardWorker
-from simenv.protocols import PagePolicy, UserModel
+from simenv.protocols import PagePolicy
 from simenv.runner import RunSummary
 
-log = logging.getLogger(__name__)
 _WORKER: list[ShardWorker] = []  # in a worker process: its one ShardWorker
 
 
@@ -78,7 +75,7 @@ def _first_done(futures: list[Future]) -> Future:
     return next(iter(wait(futures, return_when=FIRST_COMPLETED).done))
 
 
-class ProcessEngine:
+class ProcessEngine(ShardedEngine):
     """Runs a policy's shards on `[processes] workers` spawned processes; identical output to the local engine."""
 
     name = "processes"
@@ -99,19 +96,10 @@ class ProcessEngine:
             ]
         return _Pool.lanes
 
-    def run_policy(
-        self,
-        world: SessionWorld,
-        policy: PagePolicy,
-        user_model: UserModel,
-        policy_dir: Path,
-        recipe: PolicyRecipe | None,
-        run: Mapping[str, Any],
+    def run_shards(
+        self, world: SessionWorld, policy: PagePolicy, policy_dir: Path, recipe: PolicyRecipe, run: Mapping[str, Any]
     ) -> RunSummary:
-        """Shard the policy's episodes, run the shards on the worker processes, merge them into `policy_dir`."""
-        if recipe is None:  # train-rl / evaluate-rl: an SB3 policy is not rebuilt from a recipe in a worker
-            log.warning("--engine processes: %s runs its sessions in this process (no worker recipe)", policy_dir.name)
-            return LocalEngine().run_policy(world, policy, user_model, policy_dir, recipe, run)
+        """Run the policy's shards on the worker processes and merge them into `policy_dir`."""
 
         def execute(shards: list[Shard], run: dict[str, Any], submitted: dict[int, float]) -> Any:
             lanes = self.lanes()[: len(shards)]
@@ -127,7 +115,7 @@ class ProcessEngine:
         n_shards = self.section.workers * self.section.shards_per_worker
         try:
             summary, self.last = run_sharded(
-                self.name, len(world.personas), policy, Path(policy_dir).resolve(), run, n_shards, execute, stop_workers
+                self.name, len(world.personas), policy, policy_dir, run, n_shards, execute, stop_workers
             )
         except BrokenProcessPool as exc:
             stop_workers()  # the next run starts fresh processes

@@ -10,7 +10,6 @@ worker killed mid-shard is restarted and the shard retried, resuming from its ch
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -20,16 +19,14 @@ from typing import Any
 from experiments.config import ConfigError, ExperimentConfig, RaySection
 from experiments.engine.base import PolicyRecipe, SessionWorld, Setup
 from experiments.engine.limits import NAMESPACE, EndpointSlots, slots_name
-from experiments.engine.local import LocalEngine
-from experiments.engine.shards import EngineStats, Shard, run_sharded
+from experiments.engine.shards import EngineStats, Shard, ShardedEngine, run_sharded
 from experiments.engine.shards import run_on_pool as run_on_any_pool
 from experiments.engine.worker import ShardWorker
 from simenv.llm import LLM
 from simenv.llm.openai_backend import endpoint_urls
-from simenv.protocols import PagePolicy, UserModel
+from simenv.protocols import PagePolicy
 from simenv.runner import RunSummary
 
-log = logging.getLogger(__name__)
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a single-node cluster on 127.0.0.1 (Ray's own switch)
 FORWARDED_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SIMREC_CACHE_DIR", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
@@ -92,7 +89,7 @@ def stop_workers() -> None:
     _Pool.actors, _Pool.slots, _Pool.settings = [], [], None
 
 
-class RayEngine:
+class RayEngine(ShardedEngine):
     """Runs a policy's shards on `[ray] num_workers` worker actors; identical output to the local engine."""
 
     name = "ray"
@@ -155,19 +152,10 @@ class RayEngine:
         return endpoint or self.config.llm.backend  # no URL: the backend's default endpoint
 
     # -- runs ------------------------------------------------------------------------------------------------
-    def run_policy(
-        self,
-        world: SessionWorld,
-        policy: PagePolicy,
-        user_model: UserModel,
-        policy_dir: Path,
-        recipe: PolicyRecipe | None,
-        run: Mapping[str, Any],
+    def run_shards(
+        self, world: SessionWorld, policy: PagePolicy, policy_dir: Path, recipe: PolicyRecipe, run: Mapping[str, Any]
     ) -> RunSummary:
-        """Shard the policy's episodes, run the shards on the workers, merge them into `policy_dir`."""
-        if recipe is None:  # train-rl / evaluate-rl: an SB3 policy is not rebuilt from a recipe on workers
-            log.warning("--engine ray: %s runs its sessions in this process (no worker recipe)", policy_dir.name)
-            return LocalEngine().run_policy(world, policy, user_model, policy_dir, recipe, run)
+        """Run the policy's shards on the worker actors and merge them into `policy_dir`."""
         ray = import_ray()
 
         def execute(shards: list[Shard], run: dict[str, Any], submitted: dict[int, float]) -> Any:
@@ -181,7 +169,6 @@ class RayEngine:
             return run_on_pool(actors, submit, shards)
 
         n_shards = self.section.num_workers * self.section.shards_per_worker
-        policy_dir = Path(policy_dir).resolve()  # workers on other machines write the same absolute path
         summary, self.last = run_sharded(
             self.name, len(world.personas), policy, policy_dir, run, n_shards, execute, stop_workers
         )

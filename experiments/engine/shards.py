@@ -17,6 +17,7 @@ engine's `execute`, report progress, merge, record `engine.json`; `run_on_pool` 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -29,12 +30,15 @@ from typing import Any, Protocol
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from experiments.engine.base import PolicyRecipe, SessionWorld
+from experiments.engine.local import LocalEngine
 from recommenders.external import ExternalRecommender
 from simenv.eventlog import CONFIG_FILE, RunLog
 from simenv.llm import read_call_log
-from simenv.protocols import PagePolicy
+from simenv.protocols import PagePolicy, UserModel
 from simenv.runner import RunSummary
 
+log = logging.getLogger(__name__)
 CALL_LOG = "llm_calls"
 ENGINE_FILE = "engine.json"
 
@@ -309,3 +313,32 @@ def run_on_pool(
             yield (index, result) if indexed else result
     if error is not None:
         raise error
+
+
+class ShardedEngine:
+    """What the sharded engines (ray, processes) share: a run without a worker recipe (train-rl, evaluate-rl: an SB3
+    policy is not rebuilt from a recipe on a worker) stays in this process; any other runs the engine's
+    `run_shards` with the policy directory made absolute (workers elsewhere write the same path)."""
+
+    name: str
+
+    def run_policy(
+        self,
+        world: SessionWorld,
+        policy: PagePolicy,
+        user_model: UserModel,
+        policy_dir: Path,
+        recipe: PolicyRecipe | None,
+        run: Mapping[str, Any],
+    ) -> RunSummary:
+        """Shard the policy's episodes, run the shards on the engine's workers, merge them into `policy_dir`."""
+        if recipe is None:
+            name = policy_dir.name
+            log.warning("--engine %s: %s runs its sessions in this process (no worker recipe)", self.name, name)
+            return LocalEngine().run_policy(world, policy, user_model, policy_dir, recipe, run)
+        return self.run_shards(world, policy, Path(policy_dir).resolve(), recipe, run)
+
+    def run_shards(
+        self, world: SessionWorld, policy: PagePolicy, policy_dir: Path, recipe: PolicyRecipe, run: Mapping[str, Any]
+    ) -> RunSummary:
+        raise NotImplementedError

@@ -49,10 +49,8 @@ def env_steps_per_second(
     inner = env.unwrapped
     rng = np.random.default_rng(seed)
     env.reset(seed=seed)
-    plan = getattr(inner.user_model, "plan", None)
-    for persona in inner.personas.values():  # warm the per-persona caches (fast user plans, candidate bases)
-        if plan is not None:
-            plan(persona)
+    inner.user_model.prepare(list(inner.personas.values()))  # warm the per-persona caches: plans, candidate bases,
+    for persona in inner.personas.values():  # the featurizer's per-user columns
         env.reset(options={"user_id": persona.user_id})
     steps = episodes = 0
     start, cpu = time.perf_counter(), time.process_time()
@@ -101,7 +99,7 @@ def vector_user_steps_per_second(num_envs: int, n_steps: int, seed: int = 0) -> 
 
 
 def ppo_learn_steps_per_second(vec: str, n_envs: int, budget: int, seed: int = 0) -> float:
-    """Env steps/s of SB3 PPO `learn(budget)` on FastRec-v0 (policy, rollouts and updates included), `vec` =
+    """Env steps/s of SB3 PPO `learn(budget)` on FastRec-v1 (policy, rollouts and updates included), `vec` =
     "native" (`experiments.rl.sb3_vec` over the vector entry point) or "dummy" (`DummyVecEnv` of `n_envs`
     `gym.make` envs with `Monitor`, as SB3's `make_vec_env`). Steady state: per-persona caches filled first (the 16
     single envs share one filled plan cache: same data and config, so the same plans), then one untimed rollout."""
@@ -121,12 +119,9 @@ def ppo_learn_steps_per_second(vec: str, n_envs: int, budget: int, seed: int = 0
     else:
         env = DummyVecEnv([lambda: Monitor(gym.make("simrec/FastRec-v1")) for _ in range(n_envs)])
         env.seed(seed)
-        inners = [e.unwrapped for e in env.envs]
-        for persona in inners[0].personas.values():
-            inners[0].user_model.plan(persona)
-        for inner in inners:
-            inner.user_model._plans = inners[0].user_model._plans
-            for persona in inner.personas.values():  # candidate bases
+        for inner in (e.unwrapped for e in env.envs):
+            inner.user_model.prepare(list(inner.personas.values()))
+            for persona in inner.personas.values():  # candidate bases and features
                 inner.reset(options={"user_id": persona.user_id})
     n_steps = 64
     model = PPO("MultiInputPolicy", env, n_steps=n_steps, batch_size=256, n_epochs=2, seed=seed, device="cpu")
@@ -139,19 +134,18 @@ def ppo_learn_steps_per_second(vec: str, n_envs: int, budget: int, seed: int = 0
 
 
 def loopback_responder(body: dict[str, Any]) -> str:
-    """A valid answer for each agents template, from the prompt text (ids listed as `[id] title`; the
-    page_reaction prompt ends with its answer's JSON skeleton)."""
+    """A valid answer for each agents template, from the prompt text: every prompt that ends with its answer's JSON
+    example (`JSON: {...}`) gets that example back (the page_reaction skeleton and the interview's reason filled
+    in); reflections get an insight."""
     text = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
-    if "Movies shown:" in text:
-        ids = [int(x) for x in re.findall(r"^\[(\d+)\]", text, flags=re.MULTILINE)]
-        items = [{"id": i, "watch": k % 2 == 0, "rating": 4, "feeling": "fine"} for k, i in enumerate(ids)]
-        return json.dumps({"items": items, "leave": False, "reason": ""})
-    if '{"feelings"' in text:  # page_reaction (narrate mode): fill the JSON skeleton the prompt ends with
-        skeleton = json.loads(text[text.rindex("JSON: ") + len("JSON: ") :].strip())
-        return json.dumps({key: ["fine"] * len(v) if isinstance(v, list) else "ok" for key, v in skeleton.items()})
-    if "How satisfied" in text:
-        return json.dumps({"score": 6, "reason": "ok"})
-    return json.dumps({"insights": ["I like a mix of genres."]})
+    if "JSON: " not in text:
+        return json.dumps({"insights": ["I like a mix of genres."]})
+    example = json.loads(text[text.rindex("JSON: ") + len("JSON: ") :].strip())
+    if "feelings" in example:  # page_reaction (narrate mode): a skeleton to fill
+        return json.dumps({key: ["fine"] * len(v) if isinstance(v, list) else "ok" for key, v in example.items()})
+    if example.get("reason"):  # the interview's reason: a forced opening, then words of the user's own
+        example["reason"] += " the picks were fine"
+    return json.dumps(example)
 
 
 def _serve_loopback(plan: Any, conn: Any) -> None:
@@ -164,13 +158,11 @@ def _serve_loopback(plan: Any, conn: Any) -> None:
         conn.send(dict(server.stats))
 
 
-def runner_seconds(
-    user_model: Any, n_users: int, n_pages: int, world: tuple, seed: int = 0
-) -> tuple[float, float, int]:
-    """(wall seconds, CPU seconds, pages shown) of one `run_sessions` call."""
+def runner_seconds(user_model: Any, n_users: int, n_pages: int, world: Any, seed: int = 0) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, pages shown) of one `run_sessions` call over `world` (an `experiments.world.World`)."""
     from recommenders.registry import make
 
-    ds, split, personas = world
+    ds, split, personas = world.dataset, world.split, world.personas
     ids = sorted(personas)
     users = [ids[e % len(ids)] for e in range(n_users)]
     rec = make("pop").fit(split.train, ds.n_users, ds.n_items)
@@ -210,7 +202,7 @@ def main() -> None:
     for num_envs in (64, 256):
         rate, cpu_rate, reset_share = vector_user_steps_per_second(num_envs, 4 * n_steps)
         print(
-            f"FastRec-v0 vector entry point ({num_envs} envs): {rate:,.0f} user-steps/s wall, {cpu_rate:,.0f} per "
+            f"FastRec-v1 vector entry point ({num_envs} envs): {rate:,.0f} user-steps/s wall, {cpu_rate:,.0f} per "
             f"CPU-second ({reset_share:.0%} of them autoresets, so {rate * (1 - reset_share):,.0f} pages/s wall; "
             "random valid pages; target >= 20,000)"
         )
@@ -225,7 +217,7 @@ def main() -> None:
     from simenv.llm import LLMConfig, make_llm
 
     world = build_world("ml-100k")
-    ds, split, _ = world
+    ds, split = world.dataset, world.split
     n_users = 200 if args.quick else 1000
     mock_user = LLMUserModel(ds, make_llm(LLMConfig(backend="mock")), HashingEmbedder(), train=split.train)
     seconds, cpu, pages = runner_seconds(mock_user, n_users, 5, world)

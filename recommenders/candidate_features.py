@@ -24,11 +24,15 @@ is never read) and nothing held out (VALID and TEST ratings never enter):
 
 "catalog z": standardised over the whole catalog for this user, as the collaborative scores of
 `agents.features` are, so a weight means the same for every user. The item-item matrices are computed once at
-construction (dense n_items x n_items float32; ML-1M: ~55 MB each); a call costs a few small gathers.
+construction (dense n_items x n_items float32; ML-1M: ~55 MB each). The per-user catalog columns (the collaborative
+scores, genre lift and `rank:` columns, which depend on the user's train items only) are computed on a user's first
+call and kept in a least-recently-used memo bounded by `memo_mb`, so an env's later resets of that user cost a few
+gathers instead of a forward pass of every rank source.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -51,6 +55,7 @@ FEATURE_NAMES = (
 )
 RANK_PREFIX = "rank:"  # an `others` recommender's rank column
 BOUND = 5.0  # every value is clipped to [-BOUND, BOUND] (the envs' observation bound)
+CATALOG_COLUMNS = (2, 3, 4, 5)  # knn, ease, svd, genre_lift: per-user catalog vectors (memoised with the rank columns)
 
 
 def _zscore(x: np.ndarray) -> np.ndarray:
@@ -70,6 +75,7 @@ class TrainCandidateFeatures:
     `genres` is the dataset's (n_items, G) genre matrix. `svd_rank`, `ease_l2` and `shrink` (pseudo-ratings at the
     global mean in `mean_rating`) are the usual knobs; the defaults are the response model's feature settings.
     `others` are further recommenders trained on the same split whose catalog ranks become `rank:<name>` columns.
+    `memo_mb` bounds the memo of per-user catalog columns (0 = recompute on every call; the values are the same).
     """
 
     def __init__(
@@ -85,6 +91,7 @@ class TrainCandidateFeatures:
         seed: int = 0,
         neighbours: int = 100,
         others: Mapping[str, Recommender] | None = None,
+        memo_mb: float = 256.0,
     ) -> None:
         self.base = base
         self.n_items = n_items
@@ -132,6 +139,9 @@ class TrainCandidateFeatures:
         sd = float(present.std() or 1.0)
         self._conformity = np.where(per_user > 0, (conformity - float(present.mean())) / sd, 0.0)
         self._pop_score = log_pop  # the base score without a base recommender
+        per_user = n_items * (len(CATALOG_COLUMNS) + len(self.others)) * 4  # bytes of one user's float32 block
+        self._memo_users = int(memo_mb * 2**20 // max(per_user, 1))
+        self._memo: OrderedDict[tuple[int, bytes], np.ndarray] = OrderedDict()
 
     def features(self, persona: Persona, candidate_ids: np.ndarray) -> np.ndarray:
         """(C, len(names)) float32: the module docstring's columns for `persona`'s candidates, in order."""
@@ -149,27 +159,52 @@ class TrainCandidateFeatures:
         rank = np.empty(c, dtype=np.float64)
         rank[order] = np.arange(c)
         out[:, 1] = rank / max(c - 1, 1)
-        row = np.zeros(self.n_items, dtype=np.float32)
-        row[items] = 1.0
-        out[:, 2] = _zscore(np.log1p(self._knn[items].sum(axis=0, dtype=np.float64)))[ids]
-        out[:, 3] = _zscore(self._ease[items].sum(axis=0, dtype=np.float64))[ids]
-        out[:, 4] = _zscore((row @ self._svd) @ self._svd.T)[ids]
-        out[:, 5] = _zscore(self._genre_lift(items))[ids]
+        user = int(persona.user_id)
+        catalog = self._user_catalog(user, items)[ids]
+        out[:, list(CATALOG_COLUMNS)] = catalog[:, : len(CATALOG_COLUMNS)]
         out[:, 6] = self._log_pop[ids]
         out[:, 7] = self._mean_rating[ids]
         mean, sd = self._activity
         out[:, 8] = (np.log(max(len(items), 1)) - mean) / sd
-        user = int(persona.user_id)
         out[:, 9] = self._conformity[user] if 0 <= user < len(self._conformity) else 0.0
-        for j, recommender in enumerate(self.others.values(), len(FEATURE_NAMES)):
-            out[:, j] = self._log_rank(recommender, user, items, ids)
+        out[:, len(FEATURE_NAMES) :] = catalog[:, len(CATALOG_COLUMNS) :]
         return np.clip(out, -BOUND, BOUND).astype(np.float32)
 
-    def _log_rank(self, recommender: Recommender, user: int, seen: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        """The response model's rank feature of each candidate (`unseen_log_ranks`), scaled to [0, 1]."""
+    @property
+    def memoised_users(self) -> int:
+        """How many users' catalog columns the memo holds (at most what `memo_mb` allows)."""
+        return len(self._memo)
+
+    def _user_catalog(self, user: int, items: np.ndarray) -> np.ndarray:
+        """(n_items, 4 + len(others)) float32: knn, ease, svd, genre lift and the rank columns of every catalog item
+        for a user with train `items` (memoised per user and train items, least recently used first out)."""
+        key = (user, items.tobytes())
+        block = self._memo.get(key)
+        if block is not None:
+            self._memo.move_to_end(key)
+            return block
+        row = np.zeros(self.n_items, dtype=np.float32)
+        row[items] = 1.0
+        columns = [
+            _zscore(np.log1p(self._knn[items].sum(axis=0, dtype=np.float64))),
+            _zscore(self._ease[items].sum(axis=0, dtype=np.float64)),
+            _zscore((row @ self._svd) @ self._svd.T),
+            _zscore(self._genre_lift(items)),
+        ]
+        columns += [self._log_rank(recommender, user, items) for recommender in self.others.values()]
+        # float32 after the float64 arithmetic: features() clips and casts to float32, so its values are unchanged
+        block = np.column_stack(columns).astype(np.float32)
+        if self._memo_users > 0:
+            self._memo[key] = block
+            while len(self._memo) > self._memo_users:
+                self._memo.popitem(last=False)
+        return block
+
+    def _log_rank(self, recommender: Recommender, user: int, seen: np.ndarray) -> np.ndarray:
+        """The response model's rank feature of every catalog item (`unseen_log_ranks`), scaled to [0, 1]."""
         scores = np.nan_to_num(np.asarray(recommender.score(user, ()), dtype=np.float64), nan=-np.inf)
         _, log_ranks = unseen_log_ranks(scores[None, :], [seen])
-        return log_ranks[0, ids] / np.log1p(max(self.n_items - 1, 1))
+        return log_ranks[0] / np.log1p(max(self.n_items - 1, 1))
 
     def _genre_lift(self, items: np.ndarray, smoothing: float = 5.0) -> np.ndarray:
         """Per catalog item: its genres' mean log lift of the user's smoothed train genre share over the population."""

@@ -125,3 +125,29 @@ def test_weights_rule_ranks_by_prior_plus_weighted_features_ties_by_index() -> N
     assert page.tolist() == [[2, 0, 1]]  # base order; 3 is unavailable; 0 before 1 (tie, lower index)
     page = kernel.rank_by_weights(np.array([[0.0, 1.0]]), x, available, 3, prior_column=0)
     assert page.tolist() == [[0, 1, 2]]  # 0 rises to 1.0; 1, 2 (fallen from 1.0) and 4 tie at 0: lower index first
+
+
+def test_memoised_user_columns_give_the_same_features_and_stay_within_their_bound() -> None:
+    """The per-user catalog columns are computed once per user (and train items) and kept up to `memo_mb`: the
+    features equal those of a featurizer that recomputes every call, a user whose train items differ is not served
+    another's columns, and the memo never holds more users than its bound allows."""
+    from recommenders.candidate_features import CATALOG_COLUMNS, TrainCandidateFeatures
+    from recommenders.mf import MFRecommender
+
+    ds, personas, split = tiny_world()
+    mf = MFRecommender(epochs=2, seed=0).fit(split.train, ds.n_users, ds.n_items)
+    args = (split.train, ds.n_users, ds.n_items, ds.genre_matrix, mf)
+    block_mb = ds.n_items * (len(CATALOG_COLUMNS) + 1) * 4 / 2**20  # one user's float32 block
+    memo = TrainCandidateFeatures(*args, others={"mf": mf}, memo_mb=3.5 * block_mb)  # room for 3 users
+    fresh = TrainCandidateFeatures(*args, others={"mf": mf}, memo_mb=0)
+    rng = np.random.default_rng(0)
+    users = list(personas.values())
+    for persona in users * 3:
+        ids = rng.choice(ds.n_items, 12, replace=False)
+        np.testing.assert_array_equal(memo.features(persona, ids), fresh.features(persona, ids))
+    assert len(users) > 3 and memo.memoised_users == 3 and fresh.memoised_users == 0
+    ids = np.arange(ds.n_items)
+    original = memo.features(users[0], ids)  # now memoised
+    changed = replace(users[0], train_items=tuple(users[0].train_items[:-1]))
+    np.testing.assert_array_equal(memo.features(changed, ids), fresh.features(changed, ids))
+    assert not np.array_equal(memo.features(changed, ids), original)

@@ -22,7 +22,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import re
 import tempfile
 import time
 from typing import Any
@@ -159,7 +158,7 @@ def _serve_loopback(plan: Any, conn: Any) -> None:
 
 
 def runner_seconds(user_model: Any, n_users: int, n_pages: int, world: Any, seed: int = 0) -> tuple[float, float, int]:
-    """(wall seconds, CPU seconds, pages shown) of one `run_sessions` call over `world` (an `experiments.world.World`)."""
+    """(wall seconds, CPU seconds, pages shown) of one `run_sessions` call over `world` (experiments.world.World)."""
     from recommenders.registry import make
 
     ds, split, personas = world.dataset, world.split, world.personas

@@ -32,38 +32,43 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Idle OpenMP threads spin-wait by default; under load that multiplies torch and llama.cpp CPU time.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # xdist runs one test process per core; torch's and BLAS's own thread pools on top of that oversubscribe the
+    # cores (measured on 2 cores: the suite took 324 s with them and 243 s without, and half the system CPU). Set
+    # here, before any test imports numpy or torch; subprocesses the tests start inherit it.
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 pytest_plugins = ("tests.fixtures_cache",)  # `worker_cache` and `fitted_response`
 _FRESH_CACHE: list[Path] = []
-# Longest first (seconds per module, `--durations` on 2 cores shared with other jobs, load 4-8): the Ray cluster and
-# four engine comparisons (~80-160), the default ML-100K world fitted cold (~130-180), SmolLM2 behind llama.cpp's
-# server (~105-130), the statistical comparison of the vector env (~65-115), the transformers GGUF load (~85-110),
-# real processes interrupted by signals (~65), the processes engine's compares (~70), damaged caches rebuilt, the
-# demo, offline RL and the experiment commands (~50 each). Modules that run the default synthetic world load its
-# response model, fitted once per run (tests/fixtures_cache.py).
+# Longest first (seconds per module, `--durations=0` on 2 cores, one thread per worker): the default ML-100K world
+# fitted cold (~75), the Ray cluster and its engine comparisons (~60), real processes interrupted by signals (~45),
+# the transformers GGUF load (~35), SmolLM2 behind llama.cpp's server and the processes engine's compares (~22 each),
+# then the demo, damaged caches rebuilt, offline RL, recommender specs, validate and the experiment commands (~12-14
+# each). Modules that run the default synthetic world load its response model, fitted once per run
+# (tests/fixtures_cache.py).
 LONGEST_MODULES = (
     "test_env_registered.py",
     "test_ray_engine.py",
-    "test_llm_server_fallbacks.py",
-    "test_vector_env.py",
-    "test_llm_local_models.py",
     "test_interrupt.py",
+    "test_llm_local_models.py",
+    "test_llm_server_fallbacks.py",
     "test_process_engine.py",
-    "test_cache_damage.py",
     "test_demo.py",
+    "test_cache_damage.py",
     "test_offline_rl.py",
-    "test_experiments.py",
     "test_recommender_specs.py",
-    "test_hostile_input.py",
     "test_validity.py",
-    "test_dry_run.py",
-    "test_llm_feature.py",
-    "test_evaluate_rl.py",
-    "test_external_record.py",
+    "test_experiments.py",
+    "test_llm_openai.py",
     "test_response.py",
-    "test_sb3.py",
-    "test_rl_outcomes.py",
-    "test_rl_script_eval.py",
+    "test_candidate_policy.py",
+    "test_hostile_input.py",
+    "test_evaluate_rl.py",
+    "test_dry_run.py",
+    "test_agents_real.py",
+    "test_llm_feature.py",
+    "test_vector_env.py",
 )
 
 

@@ -20,7 +20,7 @@ from simenv.llm.types import LLMRequest, LLMResponse
 from simenv.records import Page
 from tests.fixtures_llm import llama_server  # noqa: F401  (pytest fixture)
 
-N_PERSONAS = 4  # a page and an interview each: enough to check what the server answers
+N_PERSONAS = 2  # a page and an interview each: enough to check what the server answers (8 ratings)
 
 
 class Recording:

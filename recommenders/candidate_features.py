@@ -32,6 +32,7 @@ gathers instead of a forward pass of every rank source.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
@@ -142,6 +143,16 @@ class TrainCandidateFeatures:
         per_user = n_items * (len(CATALOG_COLUMNS) + len(self.others)) * 4  # bytes of one user's float32 block
         self._memo_users = int(memo_mb * 2**20 // max(per_user, 1))
         self._memo: OrderedDict[tuple[int, bytes], np.ndarray] = OrderedDict()
+        self._memo_lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        """Pickled (e.g. shipped to an engine's worker) without the memo, which the copy refills."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_memo", "_memo_lock")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._memo = OrderedDict()
+        self._memo_lock = threading.Lock()
 
     def features(self, persona: Persona, candidate_ids: np.ndarray) -> np.ndarray:
         """(C, len(names)) float32: the module docstring's columns for `persona`'s candidates, in order."""
@@ -179,10 +190,11 @@ class TrainCandidateFeatures:
         """(n_items, 4 + len(others)) float32: knn, ease, svd, genre lift and the rank columns of every catalog item
         for a user with train `items` (memoised per user and train items, least recently used first out)."""
         key = (user, items.tobytes())
-        block = self._memo.get(key)
-        if block is not None:
-            self._memo.move_to_end(key)
-            return block
+        with self._memo_lock:
+            block = self._memo.get(key)
+            if block is not None:
+                self._memo.move_to_end(key)
+                return block
         row = np.zeros(self.n_items, dtype=np.float32)
         row[items] = 1.0
         columns = [
@@ -195,9 +207,10 @@ class TrainCandidateFeatures:
         # float32 after the float64 arithmetic: features() clips and casts to float32, so its values are unchanged
         block = np.column_stack(columns).astype(np.float32)
         if self._memo_users > 0:
-            self._memo[key] = block
-            while len(self._memo) > self._memo_users:
-                self._memo.popitem(last=False)
+            with self._memo_lock:
+                self._memo[key] = block
+                while len(self._memo) > self._memo_users:
+                    self._memo.popitem(last=False)
         return block
 
     def _log_rank(self, recommender: Recommender, user: int, seen: np.ndarray) -> np.ndarray:

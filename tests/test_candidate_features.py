@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import replace
 
 import numpy as np
@@ -151,3 +152,7 @@ def test_memoised_user_columns_give_the_same_features_and_stay_within_their_boun
     changed = replace(users[0], train_items=tuple(users[0].train_items[:-1]))
     np.testing.assert_array_equal(memo.features(changed, ids), fresh.features(changed, ids))
     assert not np.array_equal(memo.features(changed, ids), original)
+    copy = pickle.loads(pickle.dumps(memo))  # shipped without its memo, which it refills
+    assert copy.memoised_users == 0
+    np.testing.assert_array_equal(copy.features(users[0], ids), original)
+    assert copy.memoised_users == 1

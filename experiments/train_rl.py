@@ -261,7 +261,6 @@ def train_rl(config: ExperimentConfig, console: Console | None = None) -> Checkp
     start = time.perf_counter()
     out = Path(config.run.out_dir) / config.run.name
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)  # a small MLP trains faster on one thread than on two contended ones
     world = build_world(config)
     train_users, eval_users = split_personas(
         world.population, section.eval_personas, config.run.seed, section.eval_fold
@@ -277,11 +276,19 @@ def train_rl(config: ExperimentConfig, console: Console | None = None) -> Checkp
         + (f"; offline, from the logged sessions of {', '.join(section.behaviour)}" if offline else "")
     )
     offline_data = None
-    if offline:
-        page, run, offline_data = train_offline_policy(config, world, base, out, console)
-        timesteps, stopped, train_seconds = run.steps, run.stopped_by_budget, run.train_seconds
-    else:
-        page, timesteps, stopped, train_seconds = train_online_policy(config, world, base, out)
+    threads = torch.get_num_threads()
+    # The policy's small network trains faster on one thread than on two contended ones. Only the policy: the world
+    # and the recommenders above train with every thread (a cold cache's recommenders must not depend on whether
+    # train-rl or another command built them).
+    torch.set_num_threads(1)
+    try:
+        if offline:
+            page, run, offline_data = train_offline_policy(config, world, base, out, console)
+            timesteps, stopped, train_seconds = run.steps, run.stopped_by_budget, run.train_seconds
+        else:
+            page, timesteps, stopped, train_seconds = train_online_policy(config, world, base, out)
+    finally:
+        torch.set_num_threads(threads)
     checkpoint = Checkpoint(
         algo=section.algo,
         base=section.base,

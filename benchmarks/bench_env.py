@@ -34,6 +34,14 @@ from simenv.runner import run_sessions
 from simrec.envs import default_world as build_world
 
 
+def warm_per_persona_caches(inner: Any) -> None:
+    """Fill a single env's per-persona caches (the user model's plans, candidate bases, the featurizer's per-user
+    columns) so that a timed loop measures the steady state."""
+    inner.user_model.prepare(list(inner.personas.values()))
+    for persona in inner.personas.values():
+        inner.reset(options={"user_id": persona.user_id})
+
+
 def env_steps_per_second(
     env_id: str, n_steps: int, seed: int = 0, unwrapped: bool = False
 ) -> tuple[float, float, float]:
@@ -48,9 +56,7 @@ def env_steps_per_second(
     inner = env.unwrapped
     rng = np.random.default_rng(seed)
     env.reset(seed=seed)
-    inner.user_model.prepare(list(inner.personas.values()))  # warm the per-persona caches: plans, candidate bases,
-    for persona in inner.personas.values():  # the featurizer's per-user columns
-        env.reset(options={"user_id": persona.user_id})
+    warm_per_persona_caches(inner)
     steps = episodes = 0
     start, cpu = time.perf_counter(), time.process_time()
     while steps < n_steps:
@@ -100,8 +106,8 @@ def vector_user_steps_per_second(num_envs: int, n_steps: int, seed: int = 0) -> 
 def ppo_learn_steps_per_second(vec: str, n_envs: int, budget: int, seed: int = 0) -> float:
     """Env steps/s of SB3 PPO `learn(budget)` on FastRec-v1 (policy, rollouts and updates included), `vec` =
     "native" (`experiments.rl.sb3_vec` over the vector entry point) or "dummy" (`DummyVecEnv` of `n_envs`
-    `gym.make` envs with `Monitor`, as SB3's `make_vec_env`). Steady state: per-persona caches filled first (the 16
-    single envs share one filled plan cache: same data and config, so the same plans), then one untimed rollout."""
+    `gym.make` envs with `Monitor`, as SB3's `make_vec_env`). Steady state: per-persona caches filled first (each
+    single env's plans and candidate bases; the featurizer is shared by the process), then one untimed rollout."""
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.monitor import Monitor
@@ -118,10 +124,8 @@ def ppo_learn_steps_per_second(vec: str, n_envs: int, budget: int, seed: int = 0
     else:
         env = DummyVecEnv([lambda: Monitor(gym.make("simrec/FastRec-v1")) for _ in range(n_envs)])
         env.seed(seed)
-        for inner in (e.unwrapped for e in env.envs):
-            inner.user_model.prepare(list(inner.personas.values()))
-            for persona in inner.personas.values():  # candidate bases and features
-                inner.reset(options={"user_id": persona.user_id})
+        for e in env.envs:
+            warm_per_persona_caches(e.unwrapped)
     n_steps = 64
     model = PPO("MultiInputPolicy", env, n_steps=n_steps, batch_size=256, n_epochs=2, seed=seed, device="cpu")
     model.learn(n_steps * n_envs)

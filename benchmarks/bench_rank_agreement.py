@@ -1,6 +1,6 @@
 """How well can a policy reading the observation rank candidates as the simulator does? (issue 24 §2)
 
-    .venv/bin/python -m benchmarks.bench_rank_agreement [--dataset ml-100k] [--seed 0] [--users 400]
+    .venv/bin/python -m benchmarks.bench_rank_agreement [--dataset ml-100k] [--seed 0] [--users 400] [--members 0,1,2]
 
 For each of `--users` split users: the env's candidate set (base MF's top 30 unseen + 10 random), the fitted
 response model's watch probability of each candidate (member 0, the validated user), and two observations of the
@@ -15,6 +15,11 @@ Two reference rows say where the ceiling is: `response_features_*` fits the same
 own train-only feature columns (`agents.features.PairFeatures`) at the candidates, and `twin_fold_models` is the
 agreement of the persona's cross-fitted watch model with the model fitted on the other fold (same candidates):
 how far the simulator's order is reproducible from the data at all.
+
+`--members` (default `[rl] members`, 0,1,2) adds the target a policy trained by `simrec train-rl` actually
+optimises: the env draws one response member per episode, so the expected watch probability of a candidate is the
+mean over the members. `new_*_vs_members_mean` are the same scorers fitted to the logit of that mean, and
+`twin_members` the agreement of member 0 with each other member (the spread the mean averages out).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from sklearn.preprocessing import StandardScaler
 
 from agents.response import ResponseModel
 from experiments.build import train_recommender
+from experiments.config import RLSection
 from experiments.rl.features import candidate_featurizer
 from simenv.candidates import candidate_set
 from simenv.records import Persona
@@ -40,7 +46,7 @@ from simenv.spaces import ItemFeatures
 from simrec.envs import _world_and_users, env_config
 
 
-def collect(dataset: str, seed: int, n_users: int) -> dict[str, np.ndarray]:
+def collect(dataset: str, seed: int, n_users: int, members: tuple[int, ...]) -> dict[str, np.ndarray]:
     config = env_config(dataset, seed)
     world, factory = _world_and_users(config)
     base = train_recommender(config, world, "mf")[0]
@@ -50,7 +56,9 @@ def collect(dataset: str, seed: int, n_users: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([seed, 24, 1])
     users = rng.permutation(sorted(world.population))[:n_users]
     response = decider.response  # the fitted watch model's own train-only features: the scorer's ceiling
+    others = [factory.decider(factory.spec("fitted"), member=m) for m in members if m != 0]
     old, new, own, target, group, twin = [], [], [], [], [], []
+    mean_target, twin_members = [], []
     for g, u in enumerate(users.tolist()):
         persona = world.population[u]
         ids = candidate_set(persona, 40, 10, rng, item_features, base)
@@ -62,14 +70,21 @@ def collect(dataset: str, seed: int, n_users: int) -> dict[str, np.ndarray]:
             twin.append(_twin_agreement(response, persona, own[-1]))
         p = np.clip(decider.watch_probability(persona, ids), 1e-6, 1 - 1e-6)
         target.append(np.log(p / (1 - p)))
+        if others:
+            ps = [p] + [np.clip(d.watch_probability(persona, ids), 1e-6, 1 - 1e-6) for d in others]
+            mean = np.mean(ps, axis=0)
+            mean_target.append(np.log(mean / (1 - mean)))
+            twin_members.append(np.mean([spearmanr(p, q)[0] for q in ps[1:]]))
         group.append(np.full(len(ids), g))
     return {
         "old": np.concatenate(old),
         "new": np.concatenate(new),
         **({"response_features": np.concatenate(own)} if own else {}),
         "target": np.concatenate(target),
+        **({"members_mean": np.concatenate(mean_target)} if mean_target else {}),
         "group": np.concatenate(group),
         "twin": np.asarray(twin, dtype=np.float64),
+        "twin_members": np.asarray(twin_members, dtype=np.float64),
     }
 
 
@@ -95,9 +110,11 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--users", type=int, default=400)
+    parser.add_argument("--members", default=",".join(map(str, RLSection().members)), help="e.g. 0,1,2; 0 = none")
     args = parser.parse_args()
+    members = tuple(int(m) for m in args.members.split(","))
     start = time.perf_counter()
-    data = collect(args.dataset, args.seed, args.users)
+    data = collect(args.dataset, args.seed, args.users, members)
     scorers = {
         "linear": lambda: Ridge(alpha=1.0),
         "trees": lambda: HistGradientBoostingRegressor(max_iter=200, max_leaf_nodes=15, random_state=0),
@@ -110,10 +127,17 @@ def main() -> None:
     for obs in [k for k in ("old", "new", "response_features") if k in data]:
         for name, make in scorers.items():
             out[f"{obs}_{name}"] = round(agreement(data[obs], data["target"], data["group"], make()), 4)
+    if "members_mean" in data:
+        for name, make in scorers.items():
+            rho = agreement(data["new"], data["members_mean"], data["group"], make())
+            out[f"new_{name}_vs_members_mean"] = round(rho, 4)
     if len(data["twin"]):
         out["twin_fold_models"] = round(float(np.nanmean(data["twin"])), 4)
+    if len(data["twin_members"]):
+        out["twin_members"] = round(float(np.nanmean(data["twin_members"])), 4)
     out["seconds"] = round(time.perf_counter() - start, 1)
-    print(json.dumps({"dataset": args.dataset, "seed": args.seed, "users": args.users, **out}, indent=2))
+    head = {"dataset": args.dataset, "seed": args.seed, "users": args.users, "members": members}
+    print(json.dumps({**head, **out}, indent=2))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -238,15 +238,21 @@ class UserModelFactory:
         llm: LLM | None = None,
         *,
         kind: str | None = None,
-        member: int = 0,
+        member: int | Sequence[int] = 0,
         sources: tuple[str, ...] | None = None,
     ) -> UserModel:
         """A fresh user model of `kind` (default: the config's `[users] kind`): a `SilentUserModel` for the
         no-text kinds, an `LLMUserModel` (memory, words) for the others; both decide by `decider(spec)`, whose
         response model is ensemble member `member` (0 = the validated one), fitted on the impressions of
-        `sources` (default: the config's)."""
+        `sources` (default: the config's). Several members (no-text kinds only) give an `EnsembleUserModel` that
+        decides each session by one of them, drawn per episode: what `simrec train-rl` trains against."""
         spec = self.spec(kind)
         world = self.world
+        if not isinstance(member, int):
+            members = tuple(int(m) for m in member)
+            if len(members) != 1:
+                return self._ensemble(spec, members, sources)
+            member = members[0]
         if not spec.writes_text:
             return SilentUserModel(self.decider(spec, member=member, sources=sources), world.personas.values())
         llm = llm or self.llm
@@ -255,6 +261,20 @@ class UserModelFactory:
         self._vectors()
         decider = self.decider(spec, self.llm or llm, member, sources)
         return LLMUserModel(world.dataset, llm, self._embedder, spec.user, train=world.split.train, decider=decider)
+
+    def _ensemble(self, spec: UserSpec, members: tuple[int, ...], sources: tuple[str, ...] | None) -> UserModel:
+        if not members:
+            raise ValueError("response members: none given")
+        if spec.writes_text:
+            raise ValueError(
+                f"response members {list(members)}: an ensemble needs a no-text user kind, not {spec.kind!r}"
+            )
+        from agents.ensemble_user import EnsembleUserModel
+
+        personas = self.world.personas.values()
+        return EnsembleUserModel(
+            [SilentUserModel(self.decider(spec, member=m, sources=sources), personas) for m in members]
+        )
 
 
 def top_unseen(recommender: Recommender, world: World, users: np.ndarray, k: int) -> dict[int, np.ndarray]:

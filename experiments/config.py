@@ -188,7 +188,7 @@ class RLSection(Section):
     """The member `evaluate-rl` scores the in-simulator metrics with: one the policy was not trained against."""
     time_budget: float | None = Field(None, gt=0)
     """Stop training cleanly after this many seconds (the model trained so far is saved and evaluated)."""
-    eval_personas: int = Field(50, ge=1)
+    eval_personas: int = Field(defaults.EVAL_PERSONAS, ge=1)
     """Personas held out from training (a seeded draw) on which `evaluate-rl` scores every policy."""
     eval_fold: int = Field(0, ge=0)
     """Which block of `eval_personas` personas of the seeded permutation is held out: folds 0..K-1 with

@@ -46,7 +46,7 @@ from experiments.rl.checkpoint import (
 )
 from experiments.rl.features import candidate_featurizer
 from experiments.rl.offline import OfflineRun, behaviour_policies, export_behaviour, mdp_dataset, train_offline
-from simenv.protocols import Recommender, UserModel
+from simenv.protocols import Recommender
 
 N_ENVS = 8  # fast user: sessions stepped together
 # Hyperparameters per SB3 algorithm (PPO: rollouts of 8 x 32 steps). Offline ones: experiments.rl.offline.
@@ -108,16 +108,6 @@ def env_settings(config: ExperimentConfig, action_mode: str) -> dict[str, Any]:
     return {"page_size": config.simulation.page_size, "max_pages": config.simulation.pages, "action_mode": action_mode}
 
 
-def training_user(factory: UserModelFactory, members: tuple[int, ...]) -> UserModel:
-    """The training user: the config's kind, deciding by one response-model member, or by one member drawn per
-    episode from several (`agents.ensemble_user`; no-text kinds only)."""
-    if len(members) == 1:
-        return factory(member=members[0])
-    from agents.ensemble_user import EnsembleUserModel
-
-    return EnsembleUserModel([factory(member=m) for m in members])  # type: ignore[misc]
-
-
 def make_training_env(
     config: ExperimentConfig, world: World, base: Recommender, action_mode: str, monitor: Path
 ) -> tuple[VecEnv, dict[str, Any]]:
@@ -131,7 +121,7 @@ def make_training_env(
     if not config.users.writes_text:
         from simenv.vector_env import FastRecVectorEnv
 
-        user = training_user(factory, config.rl.members)
+        user = factory(member=config.rl.members)  # one member drawn per episode when there are several
         inner: Any = FastRecVectorEnv(
             N_ENVS, world.dataset, world.personas, user, world.split.train, base, featurizer, **settings
         )

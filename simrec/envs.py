@@ -16,7 +16,7 @@ script can train on the first and score its policy on real held-out data with `s
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from simenv.vector_env import FastRecVectorEnv
 # RecEnv options that need records or text, which the vectorised env does not keep.
 _SINGLE_ENV_ONLY = ("log", "policy_name", "render_mode", "persistent_memory")
 PERSONAS = ("all", "train", "held_out")
-EVAL_PERSONAS = 200  # the held-out block's default size (ML-100K: 200 of 703)
+EVAL_PERSONAS = defaults.EVAL_PERSONAS  # the held-out block's default size (ML-100K: 350 of 703)
 
 
 def select_personas(world: World, personas: str, eval_personas: int, eval_fold: int, seed: int) -> World:
@@ -90,10 +90,10 @@ def build_world_cached(config: ExperimentConfig) -> World:
 
 
 def build_parts(
-    config: ExperimentConfig, recommender: str | Recommender | None, member: int = 0
+    config: ExperimentConfig, recommender: str | Recommender | None, member: int | Sequence[int] = 0
 ) -> tuple[World, UserModel, Recommender | None]:
-    """(world, a fresh user model of the config's kind deciding by response-model ensemble member `member`, the
-    candidate recommender) for one env."""
+    """(world, a fresh user model of the config's kind deciding by response-model ensemble member `member` (or by
+    one of several members, drawn per episode), the candidate recommender) for one env."""
     world, factory = _world_and_users(config)
     rec = recommender
     if isinstance(recommender, str):
@@ -126,7 +126,7 @@ def make_env(
     cache_dir: str | Path | None = None,
     users_file: str | Path | None = None,
     candidate_features: bool = True,
-    member: int = 0,
+    member: int | Sequence[int] = 0,
     personas: str = "all",
     eval_personas: int = EVAL_PERSONAS,
     eval_fold: int = 0,
@@ -142,7 +142,9 @@ def make_env(
     (`recommenders.candidate_features`: base score and rank, item-kNN, EASE, SVD, genre lift, popularity, mean
     rating) as the `candidate_features` key; `action_mode="weights"` needs them. `member` picks the fitted
     response model's ensemble member the user decides by (0 = the validated one; others are refitted with
-    other seeds: `experiments.build.UserModelFactory.response_model`). `personas` ("all", "train", "held_out"),
+    other seeds: `experiments.build.UserModelFactory.response_model`); several members (e.g. `(0, 1, 2)`, what
+    `simrec train-rl` trains against; no-text kinds only) decide each episode by one drawn at reset, so a policy
+    trained on them cannot exploit one member's errors. `personas` ("all", "train", "held_out"),
     `eval_personas` and `eval_fold` choose the side of the RL persona split sessions are drawn from (module
     docstring). Everything else goes to `RecEnv` (page_size, max_pages, n_candidates, reward, action_mode, ...).
     """
@@ -187,7 +189,7 @@ def make_vector_env(
     cache_dir: str | Path | None = None,
     users_file: str | Path | None = None,
     candidate_features: bool = True,
-    member: int = 0,
+    member: int | Sequence[int] = 0,
     personas: str = "all",
     eval_personas: int = EVAL_PERSONAS,
     eval_fold: int = 0,

@@ -28,7 +28,7 @@ def evaluate(
     *,
     eval_personas: int | None = None,
     eval_fold: int = 0,
-    members: tuple[int, ...] = (0,),
+    members: tuple[int, ...] | None = None,
     eval_member: int = 3,
     n_bootstrap: int = 1000,
     console: Console | None = None,
@@ -37,11 +37,14 @@ def evaluate(
     """Evaluate `model` (SB3 PPO, A2C or DQN) trained in `gym.make(env_id, **env_kwargs)` on the personas that
     env's `personas="train"` leaves out; writes the checkpoint and `evaluate_rl.json` to `out` and returns it.
 
-    `members` are the response members it was trained against (`member=` of the env; 0 by default), so that
-    `eval_member` is one it never saw. `env_kwargs` are the ones given to `gym.make` / `make_sb3_vec_env`."""
+    `members` are the response members it was trained against (default: the env's `member=`, 0 unless given),
+    so that `eval_member` is one it never saw. `env_kwargs` are the ones given to `gym.make` / `make_sb3_vec_env`."""
     algo = type(model).__name__.lower()
     if algo not in ALGOS or ALGOS[algo][0] == "d3rlpy":
         raise ValueError(f"{type(model).__name__}: simrec.rl.evaluate scores SB3 PPO, A2C or DQN models")
+    if members is None:
+        member = env_kwargs.get("member", 0)
+        members = (member,) if isinstance(member, int) else tuple(int(m) for m in member)
     if eval_member in members:
         raise ValueError(f"eval_member={eval_member} is one of the members {members} the policy trained against")
     kwargs = {**gym.spec(env_id).kwargs, **env_kwargs}

@@ -66,6 +66,17 @@ def test_session_defaults_written_once():
     )
 
 
+def test_rl_held_out_personas_written_once():
+    """train-rl, the gym ids' persona split and `simrec.rl.evaluate` hold out the same personas by default."""
+    import simrec.envs
+    import simrec.rl_evaluate
+
+    assert DEFAULTS.rl.eval_personas == defaults.EVAL_PERSONAS
+    for func in (simrec.envs.make_env, simrec.envs.make_vector_env):
+        assert _default(func, "eval_personas") == defaults.EVAL_PERSONAS
+    assert _default(simrec.rl_evaluate.evaluate, "eval_personas") in (None, defaults.EVAL_PERSONAS)
+
+
 def test_sb3_recommender_is_a_page_policy_not_a_recommender():
     policy = SB3Recommender.__new__(SB3Recommender)  # the protocol check needs only its attributes
     policy.name = "sb3"

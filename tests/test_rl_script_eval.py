@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import pytest
 from stable_baselines3 import PPO
 
@@ -20,6 +21,7 @@ from simrec.envs import default_world
 pytestmark = pytest.mark.slow
 ENV = "simrec/FastRecRank-v1"
 RANKING_ENV, MF = "simrec/FastRec-v1", {"recommender": "mf"}
+ENSEMBLE = {"member": (0, 1, 2)}  # the README's: one response member per episode, as `simrec train-rl`
 SMALL = {"dataset": "synthetic", "eval_personas": 8}
 
 
@@ -36,11 +38,11 @@ def test_train_and_held_out_personas_partition_the_population() -> None:
 
 
 def test_a_script_trained_policy_is_scored_on_personas_it_never_met(tmp_path: Path) -> None:
-    env = simrec.rl.make_sb3_vec_env(RANKING_ENV, n_envs=4, seed=0, personas="train", **SMALL, **MF)
+    env = simrec.rl.make_sb3_vec_env(RANKING_ENV, n_envs=4, seed=0, personas="train", **SMALL, **MF, **ENSEMBLE)
     trained_on = set(env.get_attr("personas")[0])
     model = PPO(simrec.rl.CandidateScoringPolicy, env, n_steps=32, batch_size=64, seed=0)  # the README's path
     model.learn(256)
-    result = simrec.rl.evaluate(model, RANKING_ENV, tmp_path / "mine", n_bootstrap=50, **SMALL, **MF)
+    result = simrec.rl.evaluate(model, RANKING_ENV, tmp_path / "mine", n_bootstrap=50, **SMALL, **MF, **ENSEMBLE)
     assert json.loads((tmp_path / "mine" / EVALUATE_FILE).read_text()) == json.loads(json.dumps(result))
     assert len(result["eval_personas"]) == 8 and not set(result["eval_personas"]) & trained_on
     assert set(result["policies"]) == {"ppo", "sim-greedy", "mf", "pop", "random"}
@@ -50,11 +52,26 @@ def test_a_script_trained_policy_is_scored_on_personas_it_never_met(tmp_path: Pa
         "ppo",
         "slate",
         "mf",
-        (0,),
+        (0, 1, 2),  # read from the env's member=, so member 3 scores a policy that never trained against it
     )
     assert checkpoint.config["rl"]["action"] == "ranking"
     with pytest.raises(ValueError, match="eval_member=0"):
         simrec.rl.evaluate(model, RANKING_ENV, tmp_path / "again", eval_member=0, **SMALL, **MF)
+
+
+def test_several_members_draw_one_response_member_per_episode() -> None:
+    from agents.ensemble_user import EnsembleUserModel
+
+    env = gym.make(RANKING_ENV, **SMALL, **MF, **ENSEMBLE).unwrapped
+    user = env.user_model
+    assert isinstance(user, EnsembleUserModel) and len(user.members) == 3
+    assert len({id(m.decider.response) for m in user.members}) == 3  # three fitted response models
+    persona = next(iter(env.personas.values()))
+    drawn = {user.start_session(persona, 0, np.random.default_rng(s)).model for s in range(24)}
+    assert len(drawn) == 3
+    assert not isinstance(gym.make(RANKING_ENV, member=1, **SMALL, **MF).unwrapped.user_model, EnsembleUserModel)
+    with pytest.raises(ValueError, match="no-text user kind"):
+        gym.make("simrec/PersonaRec-v1", user="persona", **SMALL, **ENSEMBLE)
 
 
 def test_the_readme_example_compiles_and_calls_only_what_simrec_rl_exports() -> None:

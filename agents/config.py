@@ -130,7 +130,8 @@ class ResponseConfig:
     "scorers" on the train-only scorers' top items; both plus `n_random` random unseen items. `source_ranks`
     (with "recommenders"): each source's rank of every unseen item is also a feature (agents.features). The
     rating is a like classifier with an ordinal star distribution on its logit (agents.rating_model), with the
-    same boosting settings; it has no settings of its own.
+    same boosting settings; `rating_factors` is the rank of the TRAIN-rating factorisation whose prediction is one
+    of its features (agents.rating_factors; 0 = none).
     """
 
     feature_set: str = "full"
@@ -139,6 +140,7 @@ class ResponseConfig:
     candidates: Literal["recommenders", "scorers"] = "recommenders"
     sources: tuple[str, ...] = ("pop", "mf", "multvae", "lightgcn", "sasrec")
     source_ranks: bool = True
+    rating_factors: int = 10
     folds: int = 2
     top_n: int = 20
     n_random: int = 100
@@ -156,6 +158,8 @@ class ResponseConfig:
             raise ValueError(f"response candidates must be 'recommenders' or 'scorers', got {self.candidates!r}")
         if self.folds < 2:
             raise ValueError(f"response folds must be >= 2 (cross-fitting), got {self.folds}")
+        if self.rating_factors < 0:
+            raise ValueError(f"response rating_factors must be >= 0 (0 = none), got {self.rating_factors}")
 
     @property
     def scale(self) -> float:

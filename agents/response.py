@@ -12,9 +12,10 @@ What it is (RecSim's "response model", fitted to real consumption instead of set
   `heldout_scale` (valid and test are equal random shares of the held-out ratings in the Agent4Rec split, so
   2.0) to the held-out consumption level, P(in valid or test | shown); `level = "valid"` keeps it.
 - rating (given watch): agents.rating_model: a like classifier of "the VALIDATION rating is >= 4" on the same
-  features plus the rating baseline (agents.signals.rating_plan), and stars drawn from an ordinal distribution
-  on its logit whose cut points are fitted by maximum likelihood on the fit users' out-of-fold logits, so
-  P(stars >= 4) is the like classifier's probability. like = stars >= 4.
+  features plus the rating baseline (agents.signals.rating_plan) and, with `rating_factors` > 0, the persona's
+  predicted rating by a factorisation of the TRAIN ratings (agents.rating_factors); stars are drawn from an
+  ordinal distribution on its logit whose cut points are fitted by maximum likelihood on the fit users'
+  out-of-fold logits, so P(stars >= 4) is the like classifier's probability. like = stars >= 4.
 - Position on the page and page index are not identifiable from rating logs (no impressions); they enter the
   user models as documented priors, not fitted weights.
 Scores on TEST are never read here; `simrec validate` (experiments.validate) does that.
@@ -38,8 +39,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from agents.config import ResponseConfig
 from agents.features import COLLAB, PairFeatures, feature_names
+from agents.rating_factors import RatingFactors, fit_rating_factors
 from agents.rating_model import ORDINAL_SCALE, fit_like_classifier, fit_ordinal_cuts, like_logit
-from agents.signals import RatingPlan, TrainStats, rating_plan
+from agents.signals import RatingPlan, TrainStats, persona_arrays, rating_plan
 from simenv.data.dataset import Split
 from simenv.records import Persona
 
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
     from agents.decision import ItemVectors
 
 log = logging.getLogger(__name__)
-MODEL_VERSION = 3  # 3: the rating is a like classifier + ordinal star distribution (agents.rating_model)
+MODEL_VERSION = 4  # 3: like classifier + ordinal stars (agents.rating_model); 4: + the rating-factors column
 # Watch probabilities are clipped to [1 - MAX_WATCH, MAX_WATCH] before the logit. The floor must sit below the
 # real consumption rate of the least likely items (ML-100K: ~0.006 for the bottom half of unseen items); a floor
 # of 0.02 lifted random and under-trained policies' P_view by ~10% and their sim/real ratio with it.
@@ -128,6 +130,7 @@ class ResponseModel:
         models: list[FoldModel],
         cuts: np.ndarray,
         report: FitReport,
+        factors: RatingFactors | None = None,
     ) -> None:
         self.config = config
         self.features = features
@@ -135,6 +138,7 @@ class ResponseModel:
         self.models = models
         self.cuts = cuts
         self.report = report
+        self.factors = factors  # the rating factorisation (None when `rating_factors` = 0)
         self._plans: dict[int, ResponsePlan] = {}
 
     @property
@@ -165,9 +169,9 @@ class ResponseModel:
             for start in range(0, len(group), chunk):
                 part = group[start : start + chunk]
                 x = np.concatenate([self.features.matrix(p) for p in part])
-                baseline = np.concatenate([self._baseline(p) for p in part])
+                extra = np.concatenate([rating_columns(self.features.stats, self.factors, p) for p in part])
                 p_valid = model.watch.predict_proba(x)[:, 1]
-                rating = like_logit(model.rating, np.column_stack([x, baseline]))
+                rating = like_logit(model.rating, np.column_stack([x, extra]))
                 for i, persona in enumerate(part):
                     rows = slice(i * n, (i + 1) * n)
                     prob = np.clip(self.config.scale * p_valid[rows], 1.0 - MAX_WATCH, MAX_WATCH)
@@ -180,8 +184,14 @@ class ResponseModel:
     def watch_probability(self, persona: Persona, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         return self.plan(persona).watch_probability[np.asarray(item_ids, dtype=np.int64)]
 
-    def _baseline(self, persona: Persona) -> np.ndarray:
-        return rating_plan(self.features.stats, persona).prediction.astype(np.float32)
+
+def rating_columns(stats: TrainStats, factors: RatingFactors | None, persona: Persona) -> np.ndarray:
+    """The like model's columns beyond the pair features, (n_items, 1 or 2) float32: the rating baseline
+    (agents.signals.rating_plan) and, with `factors`, the persona's factorisation prediction; TRAIN only."""
+    columns = [rating_plan(stats, persona).prediction.astype(np.float32)]
+    if factors is not None:
+        columns.append(factors.predict(*persona_arrays(persona)))
+    return np.column_stack(columns)
 
 
 def fit_response_model(
@@ -211,8 +221,11 @@ def fit_response_model(
     if not population:
         raise ValueError("fit_response_model: no personas to fit on")
     features.set_conformity_scale(population)
+    factors = None
+    if config.rating_factors:
+        factors = fit_rating_factors(split.train, split.dataset.n_items, config.rating_factors, seed=config.seed)
     folds = user_folds(np.array(sorted(personas)), config.folds, config.seed)
-    blocks = _fit_blocks(features, population, _user_items(split.valid), folds, config, candidates)
+    blocks = _fit_blocks(features, factors, population, _user_items(split.valid), folds, config, candidates)
     models = [_fit_fold(blocks, fold, config) for fold in range(config.folds)]
     cuts = _fit_star_cuts(blocks, models)
     x_rows = sum(len(b.label) for b in blocks)
@@ -226,7 +239,7 @@ def fit_response_model(
         cuts=[float(c) for c in cuts],
     )
     log.info("response model fitted: %s", report)
-    return ResponseModel(config, features, folds, models, cuts, report)
+    return ResponseModel(config, features, folds, models, cuts, report, factors)
 
 
 class _Block(NamedTuple):
@@ -241,6 +254,7 @@ class _Block(NamedTuple):
 
 def _fit_blocks(
     features: PairFeatures,
+    factors: RatingFactors | None,
     population: Sequence[Persona],
     valid: Mapping[int, Mapping[int, float]],
     folds: Mapping[int, int],
@@ -268,8 +282,7 @@ def _fit_blocks(
         label = np.array([i in held for i in shown.tolist()], dtype=np.int8)
         rated = np.fromiter(held.keys(), dtype=np.int64, count=len(held))
         stars = np.fromiter(held.values(), dtype=np.float64, count=len(held))
-        baseline = rating_plan(features.stats, persona).prediction[rated]
-        rating_x = np.column_stack([matrix[rated], baseline])
+        rating_x = np.column_stack([matrix[rated], rating_columns(features.stats, factors, persona)[rated]])
         blocks.append(_Block(folds[persona.user_id], matrix[shown], label, rating_x, stars))
     return blocks
 
@@ -385,7 +398,13 @@ def _load_fitted(path: Path, config: ResponseConfig, item_vectors: ItemVectors |
     with path.open("rb") as fh:
         fitted = pickle.load(fh)
     model = ResponseModel(
-        config, fitted["features"], fitted["folds"], fitted["models"], fitted["cuts"], fitted["report"]
+        config,
+        fitted["features"],
+        fitted["folds"],
+        fitted["models"],
+        fitted["cuts"],
+        fitted["report"],
+        fitted["factors"],
     )
     model._plans.update(fitted["plans"])
     if item_vectors is not None:
@@ -407,6 +426,7 @@ def _save_fitted(path: Path, model: ResponseModel) -> None:
                     "models": model.models,
                     "cuts": model.cuts,
                     "report": model.report,
+                    "factors": model.factors,
                     "plans": model._plans,
                 },
                 fh,

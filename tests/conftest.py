@@ -82,6 +82,7 @@ def pytest_configure(config: pytest.Config) -> None:
         cache = Path(tempfile.mkdtemp(prefix=f"simrec-test-cache-{worker}-"))
         _FRESH_CACHE.append(cache)
     os.environ["SIMREC_CACHE_DIR"] = str(cache)
+    os.environ["SB3_LOGDIR"] = str(cache / "sb3")  # SB3 models without a log dir make one here, not in /tmp
     if "SIMREC_TEST_SHARED_DIR" not in os.environ:  # the first process (xdist's controller); workers inherit it
         if kept:
             shared = Path(kept).expanduser() / "shared"

@@ -86,6 +86,7 @@ def evaluate(
         env=page,
         config=config.model_dump(mode="json"),
         timesteps=int(model.num_timesteps),
+        train_seconds=None,  # the script timed its own training, if it did
         action=env.action_mode,
         members=tuple(members),
         eval_member=eval_member,

@@ -55,6 +55,7 @@ def test_a_script_trained_policy_is_scored_on_personas_it_never_met(tmp_path: Pa
         (0, 1, 2),  # read from the env's member=, so member 3 scores a policy that never trained against it
     )
     assert checkpoint.config["rl"]["action"] == "ranking"
+    assert checkpoint.train_seconds is None and result["train_seconds"] is None  # not timed here, not a made-up 0
     with pytest.raises(ValueError, match="eval_member=0"):
         simrec.rl.evaluate(model, RANKING_ENV, tmp_path / "again", eval_member=0, **SMALL, **MF)
 

@@ -84,7 +84,7 @@ class Checkpoint:
     config: dict[str, Any]  # ExperimentConfig.model_dump(mode="json")
     timesteps: int = 0  # steps actually trained
     stopped_by_budget: bool = False
-    train_seconds: float = 0.0
+    train_seconds: float | None = 0.0  # None: trained outside train-rl (a script's model), not timed
     offline_data: dict[str, Any] | None = None  # offline algorithms: behaviour policies, episodes, transitions
     action: str = ""  # the env action mode trained in ("" = the algorithm's default, ALGOS)
     members: tuple[int, ...] = (0,)  # response-model ensemble members trained against

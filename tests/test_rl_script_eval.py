@@ -11,6 +11,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium.utils.env_checker import check_env
 from stable_baselines3 import PPO
 
 import simrec.rl
@@ -64,6 +65,7 @@ def test_several_members_draw_one_response_member_per_episode() -> None:
     from agents.ensemble_user import EnsembleUserModel
 
     env = gym.make(RANKING_ENV, **SMALL, **MF, **ENSEMBLE).unwrapped
+    check_env(env, skip_render_check=True)
     user = env.user_model
     assert isinstance(user, EnsembleUserModel) and len(user.members) == 3
     assert len({id(m.decider.response) for m in user.members}) == 3  # three fitted response models

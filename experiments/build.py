@@ -263,6 +263,7 @@ class UserModelFactory:
         return LLMUserModel(world.dataset, llm, self._embedder, spec.user, train=world.split.train, decider=decider)
 
     def _ensemble(self, spec: UserSpec, members: tuple[int, ...], sources: tuple[str, ...] | None) -> UserModel:
+        """The no-text kind `spec` deciding each session by one of `members`, drawn at its start."""
         if not members:
             raise ValueError("response members: none given")
         if spec.writes_text:

@@ -29,6 +29,7 @@ import json
 import time
 
 import numpy as np
+from scipy.special import logit
 from scipy.stats import spearmanr
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import Ridge
@@ -68,13 +69,11 @@ def collect(dataset: str, seed: int, n_users: int, members: tuple[int, ...]) -> 
         if response is not None:
             own.append(response.features.matrix(persona)[ids])
             twin.append(_twin_agreement(response, persona, own[-1]))
-        p = np.clip(decider.watch_probability(persona, ids), 1e-6, 1 - 1e-6)
-        target.append(np.log(p / (1 - p)))
-        if others:
-            ps = [p] + [np.clip(d.watch_probability(persona, ids), 1e-6, 1 - 1e-6) for d in others]
-            mean = np.mean(ps, axis=0)
-            mean_target.append(np.log(mean / (1 - mean)))
-            twin_members.append(np.mean([spearmanr(p, q)[0] for q in ps[1:]]))
+        p, *rest = [np.clip(d.watch_probability(persona, ids), 1e-6, 1 - 1e-6) for d in (decider, *others)]
+        target.append(logit(p))
+        if rest:
+            mean_target.append(logit(np.mean([p, *rest], axis=0)))
+            twin_members.append(np.mean([spearmanr(p, q)[0] for q in rest]))
         group.append(np.full(len(ids), g))
     return {
         "old": np.concatenate(old),

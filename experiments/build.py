@@ -98,6 +98,11 @@ def say(message: str) -> None:
     print(f"simrec: {message}", flush=True)
 
 
+def response_members(member: int | Sequence[int]) -> tuple[int, ...]:
+    """The response-model ensemble members a `member=` argument names: one int, or several."""
+    return (member,) if isinstance(member, int) else tuple(int(m) for m in member)
+
+
 class UserModelFactory:
     """Builds a fresh user model per policy (fresh memories), sharing the expensive parts across calls:
     the embedder and item embeddings once, the fitted response model once, one decider per user kind."""
@@ -248,11 +253,10 @@ class UserModelFactory:
         decides each session by one of them, drawn per episode: what `simrec train-rl` trains against."""
         spec = self.spec(kind)
         world = self.world
-        if not isinstance(member, int):
-            members = tuple(int(m) for m in member)
-            if len(members) != 1:
-                return self._ensemble(spec, members, sources)
-            member = members[0]
+        members = response_members(member)
+        if len(members) != 1:
+            return self._ensemble(spec, members, sources)
+        member = members[0]
         if not spec.writes_text:
             return SilentUserModel(self.decider(spec, member=member, sources=sources), world.personas.values())
         llm = llm or self.llm

@@ -14,6 +14,7 @@ from typing import Any
 import gymnasium as gym
 from rich.console import Console
 
+from experiments.build import response_members
 from experiments.evaluate_rl import evaluate_rl
 from experiments.rl.checkpoint import ALGOS, MODEL_FILE, Checkpoint, split_personas
 from simrec.envs import EVAL_PERSONAS, default_world, env_config
@@ -42,12 +43,11 @@ def evaluate(
     algo = type(model).__name__.lower()
     if algo not in ALGOS or ALGOS[algo][0] == "d3rlpy":
         raise ValueError(f"{type(model).__name__}: simrec.rl.evaluate scores SB3 PPO, A2C or DQN models")
+    kwargs = {**gym.spec(env_id).kwargs, **env_kwargs}
     if members is None:
-        member = env_kwargs.get("member", 0)
-        members = (member,) if isinstance(member, int) else tuple(int(m) for m in member)
+        members = response_members(kwargs.get("member", 0))
     if eval_member in members:
         raise ValueError(f"eval_member={eval_member} is one of the members {members} the policy trained against")
-    kwargs = {**gym.spec(env_id).kwargs, **env_kwargs}
     base = kwargs.get("recommender")
     if not isinstance(base, str):
         raise ValueError(f"{env_id}: evaluate needs a registry-named base recommender (recommender='mf'), got {base!r}")

@@ -10,9 +10,10 @@ What runs:
   seeded, drawn in arrival order) and sums the latencies it served (`GET /v1/stats`).
 - The client: LLM persona users of `--kind` (default llm-only: the LLM decides every page) with the hashing embedder,
   facing Pop, on ML-100K's personas cycled to 16 x concurrency episodes of <= 5 pages (bench_llm's runner workload).
-  Every LLM call goes to the endpoint as a real request through the openai backend (SDK on aiohttp, so the client's
-  HTTP work is in the figures); the endpoint cannot write a page decision, so once it has answered, the call's
-  answer is the mock LLM's to the same request (`PacedMockLLM`). The call log records the HTTP latency.
+  Every LLM call goes to the endpoint as a real request through the openai backend (`--http-client`, default auto:
+  the direct transport for a local server; aiohttp for the SDK), so the client's HTTP work is in the figures; the
+  endpoint cannot write a page decision, so once it has answered, the call's answer is the mock LLM's to the same
+  request (`PacedMockLLM`). The call log records the HTTP latency.
 - local: `simenv.runner.run_sessions` pipelined in this process with `concurrency` sessions in flight, in chunks of
   8 x concurrency (what `simrec compare` runs). processes: `ProcessEngine` with the same chunks, `concurrency /
   workers` sessions in flight per process, the shards merged (compared with the local files, byte for byte).
@@ -195,7 +196,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kind", default="llm-only")
     parser.add_argument("--latency", type=float, default=0.25)
     parser.add_argument("--sigma", type=float, default=0.5)
-    parser.add_argument("--http-client", default="auto", help="[llm] http_client: auto (the SDK, default) or direct")
+    parser.add_argument(
+        "--http-client", default="auto", help="[llm] http_client: auto (direct for this loopback server), aiohttp (SDK)"
+    )
     return parser.parse_args(argv)
 
 

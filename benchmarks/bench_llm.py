@@ -6,7 +6,8 @@ Run: `.venv/bin/python -m benchmarks.bench_llm [--skip-embedded] [--skip-http] [
 - Concurrency: loopback servers in subprocesses (tests/servers/latency_server.py: ~0.03 ms of server CPU per
   request, so the client is what is measured; `--server fault` uses the aiohttp fault server) answer after a fixed
   latency; the openai backend sends waves x C requests per round, three rounds on one backend, for each transport
-  (`--clients`: aiohttp = the openai SDK on its aiohttp transport, the default; direct = plain aiohttp) at each
+  (`--clients`: aiohttp = the openai SDK on its aiohttp transport, what "auto" picks for OpenAI's API; direct =
+  plain aiohttp, what "auto" picks for any other server, this loopback one included) at each
   concurrency (`--concurrency`, default 32 and 128), then two endpoints round-robin, then the SDK at 128 behind
   a 1 s endpoint. Efficiency = achieved calls/s / ideal (C x endpoints / latency), median round; target >= 0.9.
   Client CPU per call (this process, all threads) and the servers' CPU per call are printed. `--cpu-hogs K` runs

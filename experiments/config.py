@@ -102,8 +102,8 @@ class LLMSection(Section):
     """OpenAI-compatible endpoint(s) serving the same model, used round-robin (repeat the flag or separate by
     commas); default $OPENAI_BASE_URL. The API key is read from $OPENAI_API_KEY only."""
     http_client: Literal["auto", "aiohttp", "httpx", "direct"] = _LLM.http_client
-    """auto/aiohttp/httpx: the openai SDK (and its HTTP transport); direct: a plain aiohttp POST, ~3x less client CPU
-    per call, for fast local servers at high concurrency (see docs/LLM_ENDPOINTS.md)."""
+    """auto (default): the openai SDK for OpenAI's own API, direct for any other server; aiohttp/httpx: the SDK on that
+    HTTP transport; direct: a plain aiohttp POST, ~3-4x less client CPU per call (see docs/LLM_ENDPOINTS.md)."""
     structured_output: Literal["json_schema", "json_object"] = _LLM.structured_output
     """json_schema (OpenAI, vLLM) or json_object+schema (llama.cpp server)."""
     schema_mode: Literal["auto", "full", "plain"] = "auto"

@@ -1,4 +1,5 @@
-"""The openai backend with the real SDK: fault-injecting loopback server, request shapes, secrets, llama.cpp server."""
+"""The openai backend through the real SDK and the direct transport (what "auto" picks for any server but OpenAI's):
+fault-injecting loopback server, request shapes, secrets, llama.cpp server."""
 
 from __future__ import annotations
 
@@ -32,13 +33,15 @@ def _echo_check(i: int):
     return check
 
 
-def test_batch_of_200_through_faults_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("http_client", ["aiohttp", "direct"])
+def test_batch_of_200_through_faults_loses_and_duplicates_nothing(tmp_path: Path, http_client: str) -> None:
     plan = FaultPlan(rate=0.3, seed=7, slow_s=1.2)
     with FaultServer(plan) as server:
         config = LLMConfig(
             backend="openai",
             model="fault-model",
             base_url=server.base_url,
+            http_client=http_client,
             timeout_s=0.4,
             max_retries=2,
             concurrency=32,
@@ -105,8 +108,9 @@ def test_sync_call_failing_after_retries_raises_llm_error() -> None:
         backend.close()
 
 
+@pytest.mark.parametrize("http_client", ["aiohttp", "direct"])
 def test_api_key_never_reaches_logs_cache_or_reprs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, http_client: str
 ) -> None:
     secret = "sk-test-DO-NOT-LEAK-4f9a1c"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
@@ -116,6 +120,7 @@ def test_api_key_never_reaches_logs_cache_or_reprs(
             backend="openai",
             model="fault-model",
             base_url=server.base_url,
+            http_client=http_client,
             max_retries=1,
             cache_dir=str(tmp_path / "cache"),
             call_log_dir=str(tmp_path / "llm_calls"),
@@ -133,8 +138,20 @@ def test_api_key_never_reaches_logs_cache_or_reprs(
             assert secret.encode() not in path.read_bytes(), path
 
 
-def test_real_llama_cpp_server_schema_constrained_call(llama_server: str) -> None:  # noqa: F811
-    backend = OpenAIBackend(model="smollm2-135m", base_url=llama_server, structured_output="json_object", timeout_s=120)
+@pytest.mark.parametrize(("http_client", "transport"), [("aiohttp", "aiohttp"), ("auto", "direct")])
+def test_real_llama_cpp_server_schema_constrained_call(
+    llama_server: str,  # noqa: F811
+    http_client: str,
+    transport: str,
+) -> None:
+    backend = OpenAIBackend(
+        model="smollm2-135m",
+        base_url=llama_server,
+        structured_output="json_object",
+        timeout_s=120,
+        http_client=http_client,
+    )
+    assert backend.http_client == transport  # the SDK on request; "auto" goes direct to a local server
     schema = {
         "type": "object",
         "properties": {"score": {"type": "integer"}, "liked": {"type": "boolean"}},

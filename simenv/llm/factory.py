@@ -30,7 +30,7 @@ class LLMConfig:
     backend: Backend = "mock"
     model: str | None = None  # openai: model name; llama-cpp/transformers: use model_path
     base_url: str | tuple[str, ...] | None = None  # openai: one or several (round-robin); else OPENAI_BASE_URL
-    http_client: str = "auto"  # openai: auto | aiohttp | httpx (the SDK's transports) | direct (plain aiohttp)
+    http_client: str = "auto"  # openai: auto (SDK for api.openai.com, else direct) | aiohttp | httpx (SDK) | direct
     temperature: float = 0.0
     max_tokens: int = 256
     max_repairs: int = 2

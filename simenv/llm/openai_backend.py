@@ -10,9 +10,9 @@ the seconds spent waiting between them (`retry_wait_s`) — which the call log s
 Several base URLs are served round-robin (an attempt goes to the next endpoint with a free slot; a retry goes to
 another endpoint), with at most `concurrency` requests in flight per endpoint across all batches (one semaphore
 each). Every call runs on one event-loop thread per backend (`LoopThread`) where the transports live, so
-connections stay open between batches. The transport (`simenv.llm.chat_transport`) is the SDK's (`http_client`
-"auto": its aiohttp transport when aiohttp is installed, else httpx) or `direct`, a plain aiohttp POST with ~3x
-less client CPU per call, for fast local servers at high concurrency (`python -m benchmarks.bench_llm`).
+connections stay open between batches. The transport (`simenv.llm.chat_transport`) is the SDK's (`aiohttp`,
+`httpx`) or `direct`, a plain aiohttp POST with ~3-4x less client CPU per call (`python -m benchmarks.bench_llm`);
+`http_client` "auto" (the default) picks the SDK for OpenAI's own API and `direct` for every other server.
 `schema_mode` is for servers whose JSON-Schema support predates `prefixItems` (draft 2020-12; the page decision's
 schema fixes each position's id with it): `full` sends every schema as it is; `plain` sends it with `prefixItems`
 turned into `items: {"anyOf": ...}` (`simenv.llm.schemas.without_prefix_items`) while answers are validated against
@@ -49,7 +49,7 @@ from typing import Any
 import orjson
 
 from simenv.llm.batching import LoopThread, failed_response
-from simenv.llm.chat_transport import AttemptError, ChatTransport, DirectTransport, SDKTransport
+from simenv.llm.chat_transport import AttemptError, ChatTransport, DirectTransport, SDKTransport, is_openai_api
 from simenv.llm.schemas import grammar_friendly, without_prefix_items
 from simenv.llm.secrets import redact, url_userinfo
 from simenv.llm.structured import parse_if_json, with_json_instruction
@@ -60,7 +60,7 @@ logger = logging.getLogger(__name__)
 STRUCTURED_OUTPUT_FORMS = ("json_schema", "json_object", "none")
 SCHEMA_MODES = ("auto", "full", "plain")  # see `OpenAIBackend.schema_mode`
 _SCHEMA_WORDS = ("schema", "prefixitems", "response_format")  # a 400 naming one of these rejected the schema
-HTTP_CLIENTS = ("auto", "aiohttp", "httpx", "direct")  # the first three go through the openai SDK
+HTTP_CLIENTS = ("auto", "aiohttp", "httpx", "direct")  # aiohttp, httpx: the openai SDK; auto: see auto_http_client
 MAX_BACKOFF_S = 8.0
 _PLACEHOLDER_KEY = "no-key"  # local servers ignore the key, but the SDK insists on one
 
@@ -91,6 +91,16 @@ def endpoint_urls(base_url: str | Sequence[str] | None) -> tuple[str | None, ...
     if not urls or bad:
         raise ValueError(f"OpenAIBackend.base_url: expected http(s):// URLs, got {redact(repr(base_url))}")
     return urls
+
+
+def auto_http_client(urls: Sequence[str | None]) -> str:
+    """What `http_client="auto"` means for these endpoints: the SDK (on aiohttp) for OpenAI's own API, where its
+    headers and environment handling are worth its ~1 ms of client CPU per call; `direct` for any other server
+    (vLLM, llama.cpp, gateways), where that CPU is what bounds a fast endpoint's throughput at high concurrency."""
+    has_aiohttp = importlib.util.find_spec("aiohttp") is not None
+    if not has_aiohttp:
+        return "httpx"
+    return "aiohttp" if any(is_openai_api(url) for url in urls) else "direct"
 
 
 @dataclasses.dataclass
@@ -183,10 +193,10 @@ class OpenAIBackend:
                 f"OpenAIBackend: need concurrency >= 1, max_retries >= 0, timeout_s > 0, backoff_s >= 0; got "
                 f"{concurrency}, {max_retries}, {timeout_s}, {backoff_s}"
             )
-        if http_client == "auto":
-            http_client = "aiohttp" if importlib.util.find_spec("aiohttp") is not None else "httpx"
         self.model = model
         self.base_urls = endpoint_urls(base_url)
+        if http_client == "auto":
+            http_client = auto_http_client(self.base_urls)
         self.timeout_s = float(timeout_s)
         self.max_retries = int(max_retries)
         self.concurrency = int(concurrency)

@@ -57,6 +57,7 @@ TRAINING_FILE = "training.json"  # per policy: how its recommender's training st
 SIMULATION_FILE = "simulation.json"  # per policy: wall time and the endpoint's busy share (LLM users on an endpoint)
 RUNNER_BATCH = 16  # personas stepped together; a crash redoes at most one batch of one policy
 PIPELINE_CHUNK = 8  # a pipelined run's chunk (between checkpoints), in multiples of its sessions in flight
+BUSY_HINT_BELOW = 0.8  # a local run keeping its endpoint less busy than this at >= 32 in flight gets `busy_hint`
 
 
 def runner_slots(config: ExperimentConfig) -> int | None:
@@ -265,6 +266,20 @@ def _record_policy_run(
             f"{name:>9}: endpoint busy share {share:.2f} ({latency:.1f} s of LLM call latency / "
             f"({slots} concurrent requests x {wall:.1f} s), {config.engine} engine)"
         )
+        hint = busy_hint(share, slots, config.engine, os.cpu_count() or 1)
+        if hint:
+            console.print(f"{name:>9}: {hint}")
+
+
+def busy_hint(share: float, slots: int, engine: str, cpus: int) -> str | None:
+    """The advice for an endpoint left idle because one process cannot feed it: at >= 32 requests in flight one
+    Python process needs about a core (docs/LLM_ENDPOINTS.md), and `--engine processes` adds this machine's others."""
+    if engine != "local" or share >= BUSY_HINT_BELOW or slots < 32 or cpus < 2:
+        return None
+    return (
+        f"this process cannot keep {slots} requests in flight; --engine processes --processes.workers "
+        f"{min(cpus, 4)} runs the sessions on {min(cpus, 4)} processes of this machine (same results)"
+    )
 
 
 def _progress_bars(console: Console) -> Progress:

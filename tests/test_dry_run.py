@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from experiments.cli import app
-from experiments.compare import PIPELINE_CHUNK, RUNNER_BATCH, runner_batch, runner_slots
+from experiments.compare import BUSY_HINT_BELOW, PIPELINE_CHUNK, RUNNER_BATCH, busy_hint, runner_batch, runner_slots
 from experiments.config import load_config
 from experiments.dry_run import run_dry_run
 from experiments.report import read_run
@@ -107,3 +107,16 @@ def test_compare_pipelines_llm_users_on_endpoints() -> None:
     assert runner_slots(ray) == 32 and runner_batch(ray) == 32
     processes = config.model_copy(update={"engine": "processes"})  # the local chunks: the local run directory
     assert runner_slots(processes) == 32 and runner_batch(processes) == PIPELINE_CHUNK * 32
+
+
+def test_a_local_run_that_leaves_its_endpoint_idle_is_told_about_the_processes_engine() -> None:
+    """At >= 32 requests in flight one process can be what limits the endpoint (docs/LLM_ENDPOINTS.md): below
+    `BUSY_HINT_BELOW` busy, compare names the engine that adds this machine's other cores; nothing otherwise."""
+    low = BUSY_HINT_BELOW - 0.1
+    hint = busy_hint(low, 128, "local", cpus=2)
+    assert hint is not None and "--engine processes --processes.workers 2" in hint and "128" in hint
+    assert "--processes.workers 4" in (busy_hint(low, 128, "local", cpus=16) or "")
+    assert busy_hint(BUSY_HINT_BELOW + 0.05, 128, "local", cpus=2) is None  # busy enough
+    assert busy_hint(low, 16, "local", cpus=2) is None  # few in flight: the endpoint, not the client, is the limit
+    assert busy_hint(low, 128, "processes", cpus=2) is None  # already spread out
+    assert busy_hint(low, 128, "local", cpus=1) is None  # no other core to add

@@ -35,7 +35,7 @@ from experiments.build import (
     worker_setup,
 )
 from experiments.config import ConfigError, ExperimentConfig, format_validation_error
-from experiments.engine import PolicyRecipe
+from experiments.engine import PolicyRecipe, engine_name
 from experiments.engine.shards import call_latency_s
 from experiments.preflight import check_sizes, preflight
 from experiments.recommender_specs import check_recommender_specs
@@ -57,6 +57,7 @@ TRAINING_FILE = "training.json"  # per policy: how its recommender's training st
 SIMULATION_FILE = "simulation.json"  # per policy: wall time and the endpoint's busy share (LLM users on an endpoint)
 RUNNER_BATCH = 16  # personas stepped together; a crash redoes at most one batch of one policy
 PIPELINE_CHUNK = 8  # a pipelined run's chunk (between checkpoints), in multiples of its sessions in flight
+AUTO_PROCESSES_SLOTS = 32  # engine "auto": from this many requests in flight one process cannot feed the endpoint
 BUSY_HINT_BELOW = 0.8  # a local run keeping its endpoint less busy than this at >= 32 in flight gets `busy_hint`
 
 
@@ -68,6 +69,19 @@ def runner_slots(config: ExperimentConfig) -> int | None:
     return config.llm.concurrency * len(endpoint_urls(config.llm.base_url))
 
 
+def compare_engine(config: ExperimentConfig, cpus: int | None = None) -> str:
+    """The engine a compare runs on: `config.engine`, or for "auto" the processes engine when LLM users keep
+    >= `AUTO_PROCESSES_SLOTS` requests in flight and the machine has another core to give (one Python process
+    spends ~2.5 ms of CPU per call, so 128 requests behind a 250 ms endpoint need more than one core; the
+    processes engine writes the same files), else local."""
+    if config.engine != "auto":
+        return config.engine
+    slots = runner_slots(config)
+    if cpus is None:
+        cpus = os.cpu_count() or 1
+    return "processes" if slots is not None and slots >= AUTO_PROCESSES_SLOTS and cpus >= 2 else "local"
+
+
 def runner_batch(config: ExperimentConfig) -> int:
     """Personas per chunk (checkpoint): `RUNNER_BATCH`; for pipelined LLM users on the local and processes engines
     `PIPELINE_CHUNK` x the sessions in flight (a chunk ends by draining its last sessions, ~1/16 of its time at
@@ -76,7 +90,7 @@ def runner_batch(config: ExperimentConfig) -> int:
     of chunks, so smaller chunks keep more workers busy), enough to fill the endpoints' concurrency (a page step
     sends one call per live persona and waits for the slowest)."""
     slots = runner_slots(config)
-    if slots is not None and config.engine in ("local", "processes"):
+    if slots is not None and engine_name(config) in ("local", "processes"):
         return max(RUNNER_BATCH, PIPELINE_CHUNK * slots)
     if config.llm.backend != "openai":
         return RUNNER_BATCH
@@ -87,7 +101,7 @@ def policy_latency(config: ExperimentConfig, world: World, policy_dir: Path, fir
     """Seconds of LLM call latency this process's run of a policy spent (cache hits excluded): on the local engine
     the policy's call log from `first_seq` on; on a sharded engine the sum over the shards it ran (each shard's
     call log from where that attempt began; shards finished before a resume are not counted)."""
-    if config.engine == "local":
+    if engine_name(config) == "local":
         return call_latency_s(policy_dir / "llm_calls", first_seq)
     stats = getattr(world.engine, "last", None)
     return float(stats.llm_latency_s) if stats is not None else 0.0
@@ -145,6 +159,7 @@ def run_compare(config: ExperimentConfig, resume: bool = False, console: Console
     """Train/load each recommender, simulate every persona against it, print the table, write the report."""
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     start = time.perf_counter()
+    config = config.model_copy(update={"engine": compare_engine(config)})  # recorded as chosen; a resume keeps it
     needs_llm = config.users.writes_text or "llm-rank" in config.recommenders.names
     preflight(
         config,

@@ -273,9 +273,11 @@ class ExperimentConfig(Section):
     rl: RLSection = RLSection()
     population: PopulationSection = PopulationSection()
     validity: ValiditySection = ValiditySection()
-    engine: Literal["local", "processes", "ray"] = "local"
+    engine: Literal["auto", "local", "processes", "ray"] = "auto"
     """Where sessions run: local (this process), processes (personas sharded over `[processes] workers` processes
-    of this machine) or ray (over a Ray cluster); the same results either way."""
+    of this machine) or ray (over a Ray cluster); the same results either way. auto (default): processes for a
+    `compare` of LLM users on an endpoint with >= 32 requests in flight on a machine of >= 2 cores (one process
+    cannot feed them: docs/LLM_ENDPOINTS.md), local otherwise; the run records the engine it chose."""
     ray: RaySection = RaySection()
     processes: ProcessesSection = ProcessesSection()
 

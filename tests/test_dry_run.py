@@ -11,7 +11,16 @@ import pytest
 from rich.console import Console
 
 from experiments.cli import app
-from experiments.compare import BUSY_HINT_BELOW, PIPELINE_CHUNK, RUNNER_BATCH, busy_hint, runner_batch, runner_slots
+from experiments.compare import (
+    AUTO_PROCESSES_SLOTS,
+    BUSY_HINT_BELOW,
+    PIPELINE_CHUNK,
+    RUNNER_BATCH,
+    busy_hint,
+    compare_engine,
+    runner_batch,
+    runner_slots,
+)
 from experiments.config import load_config
 from experiments.dry_run import run_dry_run
 from experiments.report import read_run
@@ -120,3 +129,21 @@ def test_a_local_run_that_leaves_its_endpoint_idle_is_told_about_the_processes_e
     assert busy_hint(low, 16, "local", cpus=2) is None  # few in flight: the endpoint, not the client, is the limit
     assert busy_hint(low, 128, "processes", cpus=2) is None  # already spread out
     assert busy_hint(low, 128, "local", cpus=1) is None  # no other core to add
+
+
+def test_engine_auto_shards_a_compare_only_when_one_process_cannot_feed_the_endpoint() -> None:
+    """auto: the processes engine for LLM users on an endpoint with >= `AUTO_PROCESSES_SLOTS` requests in flight on
+    a machine of >= 2 cores; local otherwise; an engine named explicitly is kept."""
+    llm_users = {"users": {"kind": "llm-only"}}
+    many = {"llm": {"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:1/v1", "concurrency": 32}}
+    config = load_config(None, many | llm_users)
+    assert config.engine == "auto" and runner_slots(config) == AUTO_PROCESSES_SLOTS
+    assert compare_engine(config, cpus=2) == "processes"
+    assert compare_engine(config, cpus=1) == "local"  # no other core to add
+    few = load_config(None, {"llm": many["llm"] | {"concurrency": 8}} | llm_users)
+    assert compare_engine(few, cpus=8) == "local"  # the endpoint, not the client, is the limit
+    assert compare_engine(load_config(None, many), cpus=8) == "local"  # fitted users: no LLM call
+    assert compare_engine(load_config(None, {"llm": {"backend": "mock", "concurrency": 64}} | llm_users), 8) == "local"
+    assert compare_engine(config.model_copy(update={"engine": "local"}), cpus=8) == "local"
+    assert compare_engine(load_config(None, {"engine": "ray"}), cpus=8) == "ray"
+    assert runner_batch(config) == runner_batch(config.model_copy(update={"engine": "local"}))

@@ -30,6 +30,7 @@ from tests.fixtures_engine import (
     flags,
     write_fault_models,
 )
+from tests.servers.fault_server import FaultServer
 
 SECRET = "sk-test-process-engine-0123456789"
 
@@ -114,3 +115,20 @@ def test_pipelined_llm_users_are_shared_out_and_their_latency_counted(root: Path
     latency = call_latency_s(policy_dir / "llm_calls")
     assert latency > 0 and engine.last.llm_latency_s == pytest.approx(latency)
     assert [share(5, 2, i) for i in range(2)] == [3, 2] and [share(1, 2, i) for i in range(2)] == [1, 1]
+
+
+def test_engine_auto_shards_32_llm_requests_in_flight_and_records_the_choice(root: Path, monkeypatch) -> None:
+    """`--engine auto` (the default) with LLM users keeping 32 requests in flight on an endpoint: the processes
+    engine runs the sessions (one process cannot feed that many), and the run records the engine it chose, so a
+    resume runs on the same one."""
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    endpoint = ("--users.kind", "llm-only", "--llm.backend", "openai", "--llm.model", "m", "--llm.concurrency", "32",
+                "--llm.max-fallback-share", "1")  # fmt: skip
+    with FaultServer(responder=lambda body: "These all look fine.") as server:
+        app(["compare", *flags(root, "auto", '["pop"]'), *endpoint, "--llm.base-url", server.base_url])
+    run_dir = root / "runs" / "auto"
+    assert json.loads((run_dir / "experiment.json").read_text())["engine"] == "processes"
+    simulation = json.loads((run_dir / "simulation.json").read_text())
+    assert simulation["pop"]["engine"] == "processes" and simulation["pop"]["slots"] == 32
+    assert server.stats["ok"] > 0 and SECRET not in (run_dir / "experiment.json").read_text()

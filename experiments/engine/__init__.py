@@ -17,10 +17,16 @@ from experiments.engine.ray_engine import RayEngine
 
 def make_engine(config: ExperimentConfig) -> SessionEngine:
     """The engine `config.engine` names (the ray engine connects to its cluster, the processes engine starts its
-    processes, when first used)."""
-    if config.engine == "ray":
+    processes, when first used); "auto" is local here (`simrec compare` resolves it first: `compare_engine`)."""
+    name = engine_name(config)
+    if name == "ray":
         return RayEngine(config)
-    return ProcessEngine(config) if config.engine == "processes" else LocalEngine()
+    return ProcessEngine(config) if name == "processes" else LocalEngine()
+
+
+def engine_name(config: ExperimentConfig) -> str:
+    """The engine a command runs on: `config.engine`, with "auto" meaning local (compare resolves it itself)."""
+    return "local" if config.engine == "auto" else config.engine
 
 
 __all__ = [
@@ -31,5 +37,6 @@ __all__ = [
     "SessionEngine",
     "SessionWorld",
     "WorkerContext",
+    "engine_name",
     "make_engine",
 ]

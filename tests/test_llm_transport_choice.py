@@ -66,11 +66,15 @@ def test_direct_sends_no_organisation_headers_when_the_variables_are_unset(monke
 
 
 def test_the_direct_transport_takes_its_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "ALL_PROXY"):
+    for name in ("http_proxy", "https_proxy", "no_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
     assert env_proxy("https://vllm.lab.example/v1/chat/completions") is None
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.lab.example:3128")
     monkeypatch.setenv("NO_PROXY", "localhost,.internal.example")
     assert env_proxy("https://vllm.lab.example/v1/chat/completions") == "http://proxy.lab.example:3128"
     assert env_proxy("http://vllm.lab.example/v1/chat/completions") is None  # no HTTP_PROXY set
     assert env_proxy("https://gpu.internal.example/v1/chat/completions") is None  # exempt by NO_PROXY
+    monkeypatch.setenv("ALL_PROXY", "http://all.lab.example:3128")
+    assert env_proxy("http://vllm.lab.example/v1/chat/completions") == "http://all.lab.example:3128"
+    assert env_proxy("https://vllm.lab.example/v1/chat/completions") == "http://proxy.lab.example:3128"

@@ -10,7 +10,7 @@ retry: the SDK is built with `max_retries=0`, so every attempt is the backend's 
   hand-made body; it adds the SDK's headers (organisation, project, platform) and honours its env variables.
 - `DirectTransport` (`http_client` "direct"): an aiohttp session with a pooled connector and the bearer key in
   its default headers, plus the organisation and project headers from the SDK's variables (`OPENAI_ORG_ID`,
-  `OPENAI_PROJECT_ID`) and the proxy from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`. ~3-4x less client CPU per
+  `OPENAI_PROJECT_ID`) and the proxy from `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY`/`NO_PROXY`. ~3-4x less client CPU per
   call than the SDK path (`python -m benchmarks.bench_llm`), which matters against fast servers at high
   concurrency. `http_client` "auto" uses it for every endpoint other than OpenAI's own API (`is_openai_api`).
 
@@ -181,12 +181,13 @@ def sdk_headers(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def env_proxy(url: str) -> str | None:
-    """The proxy the environment names for `url` (`HTTPS_PROXY`/`HTTP_PROXY`, unless `NO_PROXY` exempts its host)."""
+    """The proxy the environment names for `url` (`HTTPS_PROXY`/`HTTP_PROXY`, else `ALL_PROXY`, unless `NO_PROXY`
+    exempts its host), as httpx under the SDK reads them."""
     parts = urllib.parse.urlsplit(url)
     proxies = urllib.request.getproxies_environment()
     if urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
         return None
-    return proxies.get(parts.scheme)
+    return proxies.get(parts.scheme) or proxies.get("all")
 
 
 def split_query(base_url: str | None) -> tuple[str | None, dict[str, str]]:

@@ -287,9 +287,9 @@ def _record_policy_run(
 
 
 def busy_hint(share: float, slots: int, engine: str, cpus: int) -> str | None:
-    """The advice for an endpoint left idle because one process cannot feed it: at >= 32 requests in flight one
-    Python process needs about a core (docs/LLM_ENDPOINTS.md), and `--engine processes` adds this machine's others."""
-    if engine != "local" or share >= BUSY_HINT_BELOW or slots < 32 or cpus < 2:
+    """The advice for an endpoint left idle because one process cannot feed it: at >= `AUTO_PROCESSES_SLOTS` requests
+    in flight one Python process needs about a core (docs/LLM_ENDPOINTS.md); `--engine processes` adds the others."""
+    if engine != "local" or share >= BUSY_HINT_BELOW or slots < AUTO_PROCESSES_SLOTS or cpus < 2:
         return None
     return (
         f"this process cannot keep {slots} requests in flight; --engine processes --processes.workers "

@@ -22,10 +22,11 @@ What runs:
 - Each engine's workers are started and have built their worlds before the timed runs (start-up printed apart);
   each timed run still loads Pop and builds a user model per worker, as a compare policy does.
 
-Printed per run: wall seconds; the endpoint busy share (its summed latencies / (concurrency x wall)) and the one
-`simrec compare` prints (the latencies the client measured: under CPU starvation they include the client's delay in
-taking the answer, so that figure reads higher); client CPU per call (this process plus the engine's worker
-processes; Ray's own daemons are not counted); each shard's run seconds; the load average at the start of the run.
+Printed per concurrency: the engine `simrec compare` picks by default (`--engine auto`) for this workload. Per run:
+wall seconds; the endpoint busy share (its summed latencies / (concurrency x wall)) and the one `simrec compare`
+prints (the latencies the client measured: under CPU starvation they include the client's delay in taking the
+answer, so that figure reads higher); client CPU per call (this process plus the engine's worker processes; Ray's
+own daemons are not counted); each shard's run seconds; the load average at the start of the run.
 Then, per concurrency, each engine's busy share over local's within each round. The machine is shared: read the
 ratios within a run, beside the load average.
 """
@@ -47,7 +48,7 @@ from typing import Any
 from benchmarks.bench_llm import _process_cpu_s, _start_servers
 from benchmarks.bench_ray import same_output
 from experiments.build import build_world, worker_setup
-from experiments.compare import policy_parts, runner_batch, runner_slots
+from experiments.compare import compare_engine, policy_parts, runner_batch, runner_slots
 from experiments.config import ExperimentConfig, RaySection, load_config
 from experiments.engine import LocalEngine, PolicyRecipe, ProcessEngine
 from experiments.engine.processes import _Pool, stop_workers
@@ -226,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
 def bench_concurrency(config: ExperimentConfig, url: str, root: Path, engines: list[str], rounds: int) -> None:
     """Start every engine, then `rounds` rounds of one run per engine (alternated); print each and the ratios."""
     runs = Runs(config, url, root / str(config.llm.concurrency))
+    print(f"  concurrency {runs.slots}: `simrec compare`'s default engine (auto) here: {compare_engine(config)}")
     for engine in (e for e in engines if e != "local"):
         seconds = runs.start(engine)
         print(f"  concurrency {runs.slots}: {engine} start-up (workers spawned, worlds built) {seconds:.1f} s")

@@ -25,6 +25,7 @@ from rich.console import Console
 from agents.config import load_response_config
 from agents.fidelity import watch_probability_of
 from experiments.build import UserModelFactory, World, build_llm, build_world, worker_setup
+from experiments.compare import runner_batch, runner_slots
 from experiments.config import ExperimentConfig
 from experiments.engine import PolicyRecipe
 from experiments.training_log import TrainingLog, training_summary, warn_if_time_capped
@@ -405,6 +406,7 @@ def _run_policy(
     if resume and policy_dir.is_dir():
         rollback_to_checkpoint(policy_dir)
     parts = policy_parts if sources is None else partial(policy_parts, sources=sources)
+    slots = runner_slots(config)  # LLM users on an endpoint run pipelined, as in compare (the same logs)
     world.run_sessions(
         policy,
         user_model,
@@ -414,7 +416,8 @@ def _run_policy(
         page_size=config.simulation.page_size,
         seed=config.run.seed,
         policy_name=name,
-        batch_size=64,
+        batch_size=64 if slots is None else runner_batch(config),
+        concurrency=slots,
         resume=resume and (policy_dir / "config.json").is_file(),
         max_fallback_share=config.llm.max_fallback_share if needs_llm else None,
     )

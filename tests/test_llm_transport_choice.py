@@ -52,6 +52,8 @@ def test_both_transports_send_the_organisation_and_project_from_the_sdk_variable
     assert response.ok and server.stats["ok"] == 1
     assert server.authorizations == {"Bearer sk-transport-test"}
     assert server.openai_headers == {("org-simrec", "proj-simrec")}
+    (agent,) = server.user_agents  # the SDK's own, or ours: never none (some gateways refuse a request without)
+    assert agent.startswith("AsyncOpenAI/Python" if http_client == "aiohttp" else "simrec")
 
 
 def test_direct_sends_no_organisation_headers_when_the_variables_are_unset(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,6 +22,7 @@ message and file (`simenv.llm.secrets.redact`).
 from __future__ import annotations
 
 import email.utils
+import importlib.metadata
 import inspect
 import math
 import os
@@ -36,6 +37,10 @@ CHAT_PATH = "chat/completions"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"  # the SDK's default, used by the direct transport too
 OPENAI_API_HOSTS = frozenset({"api.openai.com"})  # where "auto" keeps the SDK (its headers, its env handling)
 _SDK_HEADER_VARIABLES = {"OpenAI-Organization": "OPENAI_ORG_ID", "OpenAI-Project": "OPENAI_PROJECT_ID"}
+try:
+    USER_AGENT = f"simrec/{importlib.metadata.version('simrec')} (direct transport)"
+except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    USER_AGENT = "simrec (direct transport)"
 MAX_RETRY_AFTER_S = 60.0  # a longer Retry-After is ignored (backoff instead), as the SDK does
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 
@@ -146,9 +151,14 @@ class DirectTransport:
         if query:
             self.url += "?" + urllib.parse.urlencode(query)
         self._proxy = env_proxy(self.url)  # not aiohttp's trust_env: that also reads ~/.netrc credentials
-        headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json", **sdk_headers(os.environ)}
+        headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,  # some gateways' firewalls refuse requests without one
+            **sdk_headers(os.environ),
+        }
         connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, keepalive_timeout=30)
-        self._session = aiohttp.ClientSession(connector=connector, headers=headers, skip_auto_headers=("User-Agent",))
+        self._session = aiohttp.ClientSession(connector=connector, headers=headers)
 
     async def post(self, body: bytes, timeout_s: float) -> bytes:
         aiohttp = self._aiohttp

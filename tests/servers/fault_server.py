@@ -76,6 +76,7 @@ class FaultServer:
         self.stats: Counter[str] = Counter()
         self.authorizations: set[str] = set()  # Authorization headers seen (lets a test prove a key was sent)
         self.openai_headers: set[tuple[str, str]] = set()  # (OpenAI-Organization, OpenAI-Project) pairs seen
+        self.user_agents: set[str] = set()
         self.peers: set[tuple[str, int]] = set()  # client (host, port) pairs seen: one per TCP connection
         self.in_flight = 0
         self.max_in_flight = 0  # most chat requests handled at once (lets a test check a concurrency bound)
@@ -131,6 +132,7 @@ class FaultServer:
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.authorizations.add(request.headers.get("Authorization", ""))
+        self.user_agents.add(request.headers.get("User-Agent", ""))
         self.openai_headers.add(
             (request.headers.get("OpenAI-Organization", ""), request.headers.get("OpenAI-Project", ""))
         )

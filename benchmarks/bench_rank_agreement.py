@@ -39,7 +39,7 @@ from sklearn.preprocessing import StandardScaler
 
 from agents.response import ResponseModel
 from experiments.build import train_recommender
-from experiments.config import RLSection
+from experiments.config import DEFAULTS
 from experiments.rl.features import candidate_featurizer
 from simenv.candidates import candidate_set
 from simenv.records import Persona
@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--users", type=int, default=400)
-    parser.add_argument("--members", default=",".join(map(str, RLSection().members)), help="e.g. 0,1,2; 0 = none")
+    parser.add_argument("--members", default=",".join(map(str, DEFAULTS.rl.members)), help="e.g. 0,1,2; 0 = none")
     args = parser.parse_args()
     members = tuple(int(m) for m in args.members.split(","))
     start = time.perf_counter()

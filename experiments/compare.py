@@ -35,7 +35,7 @@ from experiments.build import (
     worker_setup,
 )
 from experiments.config import ConfigError, ExperimentConfig, format_validation_error
-from experiments.engine import PolicyRecipe, engine_name
+from experiments.engine import AUTO_PROCESSES_SLOTS, PolicyRecipe, engine_name
 from experiments.engine.shards import call_latency_s
 from experiments.preflight import check_sizes, preflight
 from experiments.recommender_specs import check_recommender_specs
@@ -57,7 +57,6 @@ TRAINING_FILE = "training.json"  # per policy: how its recommender's training st
 SIMULATION_FILE = "simulation.json"  # per policy: wall time and the endpoint's busy share (LLM users on an endpoint)
 RUNNER_BATCH = 16  # personas stepped together; a crash redoes at most one batch of one policy
 PIPELINE_CHUNK = 8  # a pipelined run's chunk (between checkpoints), in multiples of its sessions in flight
-AUTO_PROCESSES_SLOTS = 32  # engine "auto": from this many requests in flight one process cannot feed the endpoint
 BUSY_HINT_BELOW = 0.8  # a local run keeping its endpoint less busy than this at >= 32 in flight gets `busy_hint`
 
 
@@ -70,16 +69,8 @@ def runner_slots(config: ExperimentConfig) -> int | None:
 
 
 def compare_engine(config: ExperimentConfig, cpus: int | None = None) -> str:
-    """The engine a compare runs on: `config.engine`, or for "auto" the processes engine when LLM users keep
-    >= `AUTO_PROCESSES_SLOTS` requests in flight and the machine has another core to give (one Python process
-    spends ~2.5 ms of CPU per call, so 128 requests behind a 250 ms endpoint need more than one core; the
-    processes engine writes the same files), else local."""
-    if config.engine != "auto":
-        return config.engine
-    slots = runner_slots(config)
-    if cpus is None:
-        cpus = os.cpu_count() or 1
-    return "processes" if slots is not None and slots >= AUTO_PROCESSES_SLOTS and cpus >= 2 else "local"
+    """The engine a compare runs on: `engine_name` with the LLM sessions it keeps in flight (`runner_slots`)."""
+    return engine_name(config, runner_slots(config), cpus)
 
 
 def runner_batch(config: ExperimentConfig) -> int:

@@ -155,7 +155,7 @@ class DirectTransport:
             "Authorization": f"Bearer {api_key}",
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,  # some gateways' firewalls refuse requests without one
-            **sdk_headers(os.environ),
+            **sdk_headers(),
         }
         connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, keepalive_timeout=30)
         self._session = aiohttp.ClientSession(connector=connector, headers=headers)
@@ -185,9 +185,9 @@ def is_openai_api(base_url: str | None) -> bool:
     return (urllib.parse.urlsplit(base_url.strip()).hostname or "").lower() in OPENAI_API_HOSTS
 
 
-def sdk_headers(environ: Mapping[str, str]) -> dict[str, str]:
+def sdk_headers() -> dict[str, str]:
     """The organisation and project headers the SDK sends when its variables are set (same names, same headers)."""
-    return {header: environ[name] for header, name in _SDK_HEADER_VARIABLES.items() if environ.get(name)}
+    return {header: os.environ[name] for header, name in _SDK_HEADER_VARIABLES.items() if os.environ.get(name)}
 
 
 def env_proxy(url: str) -> str | None:

@@ -29,7 +29,7 @@ from experiments.compare import runner_batch, runner_slots
 from experiments.config import ExperimentConfig
 from experiments.engine import PolicyRecipe
 from experiments.training_log import TrainingLog, training_summary, warn_if_time_capped
-from experiments.validity import label_shown, llm_contribution, score_validity
+from experiments.validity import EXPECTED_BIAS, label_shown, llm_contribution, score_validity
 from experiments.validity_policies import VARIANTS, build_policy, family_of, policy_parts
 from recommenders.training import training_progress
 from simenv.errors import FallbackShareExceeded, RunInterrupted
@@ -296,6 +296,18 @@ def largest_bias(block: dict) -> tuple[str, float]:
     return worst, biases[worst]
 
 
+def bias_phrase(block: dict) -> str:
+    """'largest bias random +20% (95% CI [-1%, +46%], not significant; expected +10%)': the largest P_view bias,
+    its interval, and the part the per-item model makes (the expected P_view's bias) when it is known."""
+    worst, value = largest_bias(block)
+    entry = block["bias"]["p_view_vs_real_hit"][worst]
+    lo, hi = entry["ci"]
+    words = "significant" if entry.get("significant") else "not significant"
+    expected = block["bias"].get(EXPECTED_BIAS, {}).get(worst)
+    tail = f"; expected {expected['bias']:+.0%}" if expected else ""
+    return f"largest bias {worst} {value:+.0%} (95% CI [{lo:+.0%}, {hi:+.0%}], {words}{tail})"
+
+
 def out_of_sample_headline(result: dict) -> str | None:
     """One line: the leave-one-source-out figures (the headline a user should read first), or None."""
     loso = result.get("leave_one_source_out")
@@ -303,13 +315,12 @@ def out_of_sample_headline(result: dict) -> str | None:
         return None
     view = loso["agreement"]["p_view_vs_real_hit"]
     recall = result.get("offline_recall_vs_real_hit", {}).get("all", float("nan"))
-    worst, value = largest_bias(loso)
     lift = loso["lift_agreement"]["p_view_vs_real_hit"]
     return (
         f"out of sample (each fit-source policy scored by a user fitted without its family): Spearman P_view~real "
         f"hit all {view['all']['spearman']:+.2f} [{view['all']['ci'][0]:+.2f}, {view['all']['ci'][1]:+.2f}] "
         f"(offline recall@20: {recall:+.2f}), Pop+CF {view['pop_cf']['spearman']:+.2f}; significant pairs "
-        f"{_pairs(view['all'])}; largest bias {worst} {value:+.0%}; A/B lift error (median) "
+        f"{_pairs(view['all'])}; {bias_phrase(loso)}; A/B lift error (median) "
         f"{lift['median_relative_error']:.2f} over {lift['n_pairs']} pairs"
     )
 

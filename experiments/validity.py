@@ -9,9 +9,14 @@ Definitions (docs/USERS.md, "Validity"), all per persona and then averaged over 
 - significant-pair agreement: among policy pairs whose real difference has a bootstrap interval excluding 0,
   the share the simulator orders the same way; `inverted_pairs` lists the ones it orders the other way;
 - calibration: coefficient of variation of sim / real across policies; item level: pooled AUC of the
-  simulator's watch probability for test membership;
+  simulator's watch probability for test membership, over every shown pair (a pair shown by several policies
+  counts once per policy) and over the distinct (user, item) pairs;
 - quality-adjusted bias of a policy: its sim / real ratio over the median ratio of all policies, minus 1 (0 = the
-  simulator rates it as it rates the typical policy; +0.2 = 20% too generously), with a persona-bootstrap interval;
+  simulator rates it as it rates the typical policy; +0.2 = 20% too generously), with a persona-bootstrap interval
+  and whether that interval excludes 0 (`significant`);
+- expected P_view: the mean over personas of the user model's own watch probability of the pairs it was shown
+  (no sampling, no session dynamics); its bias beside the realized one splits a policy's bias into what the
+  per-item model predicts and what the sessions add (who leaves early, how many pages each persona sees);
 - A/B lift agreement: over the policy pairs whose real difference is significant, |sim lift - real lift| /
   |real lift| with lift = better / worse - 1 (better by the real outcome); the median is the headline.
 """
@@ -29,13 +34,15 @@ from sklearn.metrics import roc_auc_score
 
 LIKE_MIN = 4.0
 PAIRS = {"p_view_vs_real_hit": ("sim_p_view", "real_hit"), "p_like_vs_real_like": ("sim_p_like", "real_like")}
+EXPECTED_BIAS = "p_view_expected_vs_real_hit"  # the bias block of the expected P_view (module docstring)
 
 
 @dataclass(frozen=True)
 class PerUser:
     """(policy, user) rows: shown count and the per-user shares of every outcome."""
 
-    frame: pd.DataFrame  # columns policy, user, shown, sim_p_view, sim_p_like, real_hit, real_like, heldout_hit
+    frame: pd.DataFrame  # columns policy, user, shown, sim_p_view, sim_p_like, real_hit, real_like, heldout_hit,
+    # and sim_p_view_expected when every shown pair has a watch probability
 
 
 def label_shown(events: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
@@ -66,8 +73,15 @@ def per_user(labelled: pd.DataFrame) -> PerUser:
             "real_like": grouped["test_like"].mean(),
             "heldout_hit": grouped["in_heldout"].mean(),
         }
-    ).reset_index()
-    return PerUser(frame)
+    )
+    if has_expected(labelled):
+        frame["sim_p_view_expected"] = grouped["watch_probability"].mean()
+    return PerUser(frame.reset_index())
+
+
+def has_expected(labelled: pd.DataFrame) -> bool:
+    """True when every shown pair carries the user model's watch probability (the expected P_view is defined)."""
+    return "watch_probability" in labelled.columns and bool(np.isfinite(labelled["watch_probability"]).all())
 
 
 def _cube(table: PerUser, columns: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -136,10 +150,11 @@ def bias(sim: np.ndarray, real: np.ndarray, policies: Sequence[str], n_boot: int
     rng = np.random.default_rng([seed, 37])
     boot = np.stack([point(rng.integers(0, n_users, n_users)) for _ in range(n_boot)])
     values = point(slice(None))
-    return {
-        p: {"bias": float(values[i]), "ci": [float(q) for q in np.quantile(boot[:, i], [0.025, 0.975])]}
-        for i, p in enumerate(policies)
-    }
+    out = {}
+    for i, p in enumerate(policies):
+        lo, hi = (float(q) for q in np.quantile(boot[:, i], [0.025, 0.975]))
+        out[p] = {"bias": float(values[i]), "ci": [lo, hi], "significant": bool(lo > 0 or hi < 0)}
+    return out
 
 
 def lift_agreement(sim: np.ndarray, real: np.ndarray, policies: Sequence[str], n_boot: int, seed: int) -> dict:
@@ -171,10 +186,13 @@ def lift_agreement(sim: np.ndarray, real: np.ndarray, policies: Sequence[str], n
     }
 
 
-def auc_watch(labelled: pd.DataFrame, column: str = "watch_probability") -> float:
-    """Pooled AUC of a watch-probability column for test membership (NaN if one class is absent)."""
+def auc_watch(labelled: pd.DataFrame, column: str = "watch_probability", distinct: bool = False) -> float:
+    """Pooled AUC of a watch-probability column for test membership (NaN if one class is absent); `distinct`
+    counts each (user, item) pair once (its mean probability over the policies that showed it)."""
     if column not in labelled.columns:
         return float("nan")
+    if distinct:
+        labelled = labelled.groupby(["user", "item"], sort=False).agg({column: "mean", "in_test": "first"})
     score = labelled[column].to_numpy(np.float64)
     known = np.isfinite(score)
     y = labelled["in_test"].to_numpy()[known]
@@ -192,7 +210,9 @@ def score_validity(
 ) -> dict:
     """The `validity.json` body without the run header (dataset, personas, seed, user kind)."""
     table = per_user(labelled)
-    columns = ("sim_p_view", "sim_p_like", "real_hit", "real_like", "heldout_hit")
+    columns: tuple[str, ...] = ("sim_p_view", "sim_p_like", "real_hit", "real_like", "heldout_hit")
+    if "sim_p_view_expected" in table.frame.columns:
+        columns += ("sim_p_view_expected",)
     policies, users, values = _cube(table, columns)
     v = dict(zip(columns, values, strict=True))
     means = table.frame.groupby("policy")[list(columns)].mean()
@@ -228,7 +248,10 @@ def score_validity(
         "ratio_mean": float(ratios.mean()) if ratios.size else float("nan"),
     }
     result["auc_watch_test"] = auc_watch(labelled)
+    result["auc_watch_test_distinct"] = auc_watch(labelled, distinct=True)
     result["bias"] = {key: bias(v[sim], v[real], policies, n_boot, seed) for key, (sim, real) in PAIRS.items()}
+    if "sim_p_view_expected" in v:
+        result["bias"][EXPECTED_BIAS] = bias(v["sim_p_view_expected"], v["real_hit"], policies, n_boot, seed)
     result["lift_agreement"] = {
         key: lift_agreement(v[sim], v[real], policies, n_boot, seed) for key, (sim, real) in PAIRS.items()
     }

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from experiments.validity import per_user  # noqa: E402
+from experiments.validity import EXPECTED_BIAS, per_user  # noqa: E402
 
 
 def _intervals(labelled: pd.DataFrame, column: str, n_boot: int = 300, seed: int = 0) -> pd.DataFrame:
@@ -78,7 +78,8 @@ def write_validity_report(run_dir: Path, result: dict, labelled: pd.DataFrame) -
         "",
         f"Calibration: sim P_view / real hit, mean {cal['ratio_mean']:.2f}, CV {cal['ratio_cv']:.3f} (Pop + CF), "
         f"CV {cal['ratio_cv_all']:.3f} (all). Item-level AUC of the watch probability for test membership: "
-        f"{result['auc_watch_test']:.3f}.",
+        f"{result['auc_watch_test']:.3f} over every shown pair (a pair shown by several policies counts once per "
+        f"policy), {result.get('auc_watch_test_distinct', float('nan')):.3f} over the distinct (user, item) pairs.",
     ]
     if "offline_recall_vs_real_hit" in result:
         o = result["offline_recall_vs_real_hit"]
@@ -123,13 +124,25 @@ def generalisation_lines(result: dict) -> list[str]:
     else:
         lines.append("Leave-one-source-out: not run (the user kind has no response model, or it writes text).")
     blocks = [("in sample", result)] + ([("leave one source out", loso)] if loso else [])
-    lines += ["", "Quality-adjusted bias of P_view (sim/real over the median ratio, minus 1; 95% CI):", ""]
-    lines += ["| policy | " + " | ".join(name for name, _ in blocks) + " |", "|---" * (len(blocks) + 1) + "|"]
+    columns = [(name, block, "p_view_vs_real_hit") for name, block in blocks]
+    expected = EXPECTED_BIAS in result["bias"]
+    if expected:
+        columns += [(f"expected, {name}", block, EXPECTED_BIAS) for name, block in blocks if EXPECTED_BIAS in block["bias"]]
+    lines += [
+        "",
+        "Quality-adjusted bias of P_view (sim/real over the median ratio, minus 1; 95% CI; * = the interval excludes 0):",
+        "",
+    ]
+    if expected:
+        lines += [
+            "The expected column scores the user model's own watch probability of the same shown pairs instead of its "
+            "sampled decisions: the part of a bias the per-item model makes; the rest comes from the sessions (who "
+            "leaves early, how many pages each persona sees).",
+            "",
+        ]
+    lines += ["| policy | " + " | ".join(name for name, _, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for policy in sorted(result["bias"]["p_view_vs_real_hit"]):
-        cells = []
-        for _, block in blocks:
-            b = block["bias"]["p_view_vs_real_hit"][policy]
-            cells.append(f"{b['bias']:+.1%} [{b['ci'][0]:+.1%}, {b['ci'][1]:+.1%}]")
+        cells = [_bias_cell(block["bias"][key][policy]) for _, block, key in columns]
         lines.append(f"| {policy} | " + " | ".join(cells) + " |")
     lines += ["", "A/B lift agreement (median |sim lift - real lift| / |real lift| over significant real pairs):", ""]
     for name, block in blocks:
@@ -139,6 +152,11 @@ def generalisation_lines(result: dict) -> list[str]:
         )
         lines.append(f"- {name}: {lift['median_relative_error']:.2f} over {lift['n_pairs']} pairs; worst: {worst}")
     return lines
+
+
+def _bias_cell(b: dict) -> str:
+    mark = "*" if b.get("significant") else ""
+    return f"{b['bias']:+.1%}{mark} [{b['ci'][0]:+.1%}, {b['ci'][1]:+.1%}]"
 
 
 def llm_feature_lines(block: dict) -> list[str]:

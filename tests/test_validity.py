@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from experiments.config import load_config
-from experiments.validity import agreement, bias, label_shown, lift_agreement, score_validity
+from experiments.validity import EXPECTED_BIAS, agreement, auc_watch, bias, label_shown, lift_agreement, score_validity
 from tests.fixtures_cache import seed_response_cache
 
 
@@ -88,7 +88,52 @@ def test_bias_finds_the_policy_the_simulator_overrates() -> None:
     assert result["c"]["ci"][0] > 0.15
     for name in ("a", "b", "d", "e"):
         assert abs(result[name]["bias"]) < 0.06
+    assert result["c"]["significant"] and not any(result[name]["significant"] for name in ("a", "b", "d", "e"))
     assert bias(sim, real, names, n_boot=300, seed=0) == result
+
+
+def test_expected_bias_separates_the_model_from_the_sessions() -> None:
+    """Decisions drawn from a calibrated probability, except that one policy's users watch twice as often as that
+    probability says (what early leaving does to a realized share): the realized bias finds the policy, the
+    expected bias (the probability itself) does not; without a probability there is no expected block."""
+    rng = np.random.default_rng(4)
+    rows, test = [], []
+    item = 0
+    for policy, q in QUALITY.items():
+        for u in range(300):
+            for _ in range(8):
+                if rng.random() < q:
+                    test.append((u, item, 5.0))
+                watched = rng.random() < min(1.0, q * (2.0 if policy == "weak" else 1.0))
+                rows.append((policy, u, item, watched, 5.0 if watched else None, q))
+                item += 1
+    ev = pd.DataFrame(rows, columns=["policy", "user", "item", "watched", "rating", "watch_probability"])
+    valid = pd.DataFrame({"user_id": [0], "item_id": [-1], "rating": [4.0]})
+    test_frame = pd.DataFrame(test, columns=["user_id", "item_id", "rating"])
+    labelled = label_shown(ev, valid, test_frame)
+    result = score_validity(labelled, ["pop", "mf"], n_boot=200)
+    realized, expected = result["bias"]["p_view_vs_real_hit"], result["bias"][EXPECTED_BIAS]
+    assert realized["weak"]["bias"] > 0.7 and realized["weak"]["significant"]
+    assert abs(expected["weak"]["bias"]) < 0.15 and not expected["weak"]["significant"]
+    assert result["policies"]["weak"]["sim_p_view_expected"] == pytest.approx(QUALITY["weak"])
+    without = score_validity(label_shown(ev.drop(columns="watch_probability"), valid, test_frame), ["pop"], n_boot=50)
+    assert EXPECTED_BIAS not in without["bias"] and "sim_p_view_expected" not in without["policies"]["weak"]
+
+
+def test_distinct_auc_counts_each_pair_once() -> None:
+    """A pair shown by many policies weighs once per policy in the pooled AUC and once in the distinct one."""
+    labelled = pd.DataFrame(
+        {
+            "user": [0, 0, 0, 0, 0, 1],
+            "item": [1, 1, 1, 1, 2, 3],
+            "watch_probability": [0.9, 0.9, 0.9, 0.9, 0.5, 0.1],
+            "in_test": [False, False, False, False, True, False],
+        }
+    )
+    # pooled: the positive (0.5) beats the one 0.1 negative and loses to four 0.9 copies -> 1/5
+    assert auc_watch(labelled) == pytest.approx(1 / 5)
+    # distinct: one 0.9 negative and one 0.1 negative -> 1/2
+    assert auc_watch(labelled, distinct=True) == pytest.approx(1 / 2)
 
 
 def test_lift_agreement_measures_overpredicted_lifts() -> None:
@@ -169,5 +214,9 @@ def test_validate_command_on_synthetic_data(tmp_path, fitted_response) -> None:
     assert loso["policies"]["mf"]["sim_p_view"] != p["mf"]["sim_p_view"]
     for block in (result, loso):
         assert set(block["bias"]["p_view_vs_real_hit"]) == set(p)
+        # the fitted user exposes its watch probability: the expected P_view and its bias are reported too
+        assert set(block["bias"][EXPECTED_BIAS]) == set(p)
+        assert all(0 < row["sim_p_view_expected"] < 1 for row in block["policies"].values())
+        assert 0.5 < block["auc_watch_test_distinct"] <= 1
         assert 0 <= block["lift_agreement"]["p_view_vs_real_hit"]["median_relative_error"] < 10
     assert "Out of sample" in (run_dir / "validity.md").read_text()

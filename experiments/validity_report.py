@@ -127,10 +127,13 @@ def generalisation_lines(result: dict) -> list[str]:
     columns = [(name, block, "p_view_vs_real_hit") for name, block in blocks]
     expected = EXPECTED_BIAS in result["bias"]
     if expected:
-        columns += [(f"expected, {name}", block, EXPECTED_BIAS) for name, block in blocks if EXPECTED_BIAS in block["bias"]]
+        columns += [
+            (f"expected, {name}", block, EXPECTED_BIAS) for name, block in blocks if EXPECTED_BIAS in block["bias"]
+        ]
     lines += [
         "",
-        "Quality-adjusted bias of P_view (sim/real over the median ratio, minus 1; 95% CI; * = the interval excludes 0):",
+        "Quality-adjusted bias of P_view (sim/real over the median ratio, minus 1; 95% CI; "
+        "* = the interval excludes 0):",
         "",
     ]
     if expected:

@@ -313,15 +313,37 @@ class GroundedDecider:
         self._plans[persona.user_id] = plan
         return plan
 
+    def complete(self, personas: Sequence[Persona], item_ids: Sequence[np.ndarray]) -> None:
+        """Make sure the plans hold the given items (a lazy response model predicts them now, `ResponseModel.fill`),
+        and copy what was filled into the plan table's rows. A no-op for complete plans."""
+        if self.response is None or not self.response.lazy:
+            return
+        sources = [self._source_of(p) for p in personas]
+        filled = self.response.fill([(p, ids) for p, ids in zip(sources, item_ids, strict=True)])
+        for persona, new in zip(sources, filled, strict=True):
+            row = self.table.index.get(persona.user_id)
+            if new.size and row is not None:
+                plan = self.plan(persona)
+                self.table.base_logit[row, new] = plan.base_logit[new]
+                self.table.prediction[row, new] = plan.rating.prediction[new]
+
+    def base_logits(self, persona: Persona, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The plan's watch logits of items (no LLM term), completing a lazy plan first."""
+        ids = np.asarray(item_ids, dtype=np.int64)
+        self.complete([persona], [ids])
+        return self.plan(persona).base_logit[ids]
+
     def watch_probability(self, persona: Persona, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """P(watch) of items on a page with no LLM term (what `simrec validate` scores at item level)."""
-        return sigmoid(self.plan(persona).base_logit[np.asarray(item_ids, dtype=np.int64)])
+        return sigmoid(self.base_logits(persona, item_ids))
 
     def expected_rating(self, persona: Persona, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """The mean of the stars the persona would give items if watched (no LLM term): the rating plan's point
         prediction, what the fidelity harness measures rating RMSE on."""
+        ids = np.asarray(item_ids, dtype=np.int64)
+        self.complete([persona], [ids])
         rating = self.plan(persona).rating
-        return rating.expected(rating.prediction[np.asarray(item_ids, dtype=np.int64)])
+        return rating.expected(rating.prediction[ids])
 
     def pick_many(
         self, asks: Sequence[tuple[Persona, Sequence[int]]], ks: Sequence[int], rng: np.random.Generator
@@ -405,6 +427,7 @@ class GroundedDecider:
         sources = self._sources
         keys = [sources.get(p.user_id, p.user_id) for p in personas] if sources else [p.user_id for p in personas]
         rows = table.rows(personas, self.plan, keys)[:, None]
+        self.complete(personas, [ids[i, valid[i]] for i in range(b)])
         has = np.zeros(b, dtype=bool) if answers is None else answers.has
         logits = self.page_logits(personas, ids, valid, rows)
         if answers is not None and has.any():

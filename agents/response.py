@@ -28,6 +28,7 @@ import json
 import logging
 import pickle
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -140,6 +141,9 @@ class ResponseModel:
         self.report = report
         self.factors = factors  # the rating factorisation (None when `rating_factors` = 0)
         self._plans: dict[int, ResponsePlan] = {}
+        # lazy: plans start empty (NaN) and `fill` predicts only the items asked for (see `fill`)
+        self.lazy = False
+        self._rows: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()  # fill's recent feature rows
 
     @property
     def name(self) -> str:
@@ -158,31 +162,88 @@ class ResponseModel:
         return cached
 
     def prepare(self, personas: Iterable[Persona], chunk: int = 64) -> None:
-        """Compute the plans of personas not seen yet, predicting in chunks per fold model."""
+        """Compute the plans of personas not seen yet, predicting in chunks per fold model (a lazy model only
+        allocates them: `fill` predicts what is asked for)."""
         todo: dict[int, list[Persona]] = {}
         for p in personas:
             if p.user_id not in self._plans:
                 todo.setdefault(self.fold_of(p), []).append(p)
         n = self.features.dataset.n_items
+        if self.lazy:
+            for p in (p for group in todo.values() for p in group):
+                empty = np.full(n, np.nan, dtype=np.float32)
+                self._plans[p.user_id] = ResponsePlan(
+                    empty, empty.copy(), RatingPlan(empty.copy(), self.cuts, ORDINAL_SCALE)
+                )
+            return
         for fold, group in todo.items():
             model = self.models[fold]
             for start in range(0, len(group), chunk):
                 part = group[start : start + chunk]
                 x = np.concatenate([self.features.matrix(p) for p in part])
                 extra = np.concatenate([rating_columns(self.features.stats, self.factors, p) for p in part])
-                p_valid = model.watch.predict_proba(x)[:, 1]
-                rating = like_logit(model.rating, np.column_stack([x, extra]))
+                prob, logit, rating = self._predict(model, x, extra)
                 for i, persona in enumerate(part):
                     rows = slice(i * n, (i + 1) * n)
-                    prob = np.clip(self.config.scale * p_valid[rows], 1.0 - MAX_WATCH, MAX_WATCH)
                     self._plans[persona.user_id] = ResponsePlan(
-                        watch_probability=prob.astype(np.float32),
-                        watch_logit=np.log(prob / (1.0 - prob)).astype(np.float32),
-                        rating=RatingPlan(rating[rows].astype(np.float32), self.cuts, ORDINAL_SCALE),
+                        prob[rows], logit[rows], RatingPlan(rating[rows], self.cuts, ORDINAL_SCALE)
                     )
 
+    def _predict(self, model: FoldModel, x: np.ndarray, extra: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(watch probability, its logit, like logit) as float32 for feature rows `x` (and the rating columns
+        `extra`): the one place plans are predicted, so `fill` gives exactly what `prepare` gives (rows are
+        independent in the boosted trees)."""
+        prob = np.clip(self.config.scale * model.watch.predict_proba(x)[:, 1], 1.0 - MAX_WATCH, MAX_WATCH)
+        rating = like_logit(model.rating, np.column_stack([x, extra]))
+        return prob.astype(np.float32), np.log(prob / (1.0 - prob)).astype(np.float32), rating.astype(np.float32)
+
+    def fill(self, asks: Sequence[tuple[Persona, np.ndarray]]) -> list[np.ndarray]:
+        """Predict the items of each (persona, item ids) ask that its plan lacks, one call per fold model; returns
+        the item ids newly filled per ask. A no-op for complete plans, so callers may always call it.
+
+        Why lazy: `simrec validate`'s leave-one-source-out users score a few policies, whose sessions show each
+        persona tens of items; predicting the whole catalog for every persona was most of each refit's time."""
+        todo: dict[int, list[tuple[Persona, ResponsePlan, np.ndarray]]] = {}
+        out = []
+        for persona, ids in asks:
+            plan = self.plan(persona)
+            ids = np.unique(np.asarray(ids, dtype=np.int64))
+            missing = ids[np.isnan(plan.watch_logit[ids])]
+            out.append(missing)
+            if missing.size:
+                todo.setdefault(self.fold_of(persona), []).append((persona, plan, missing))
+        for fold, group in todo.items():
+            rows = [self._feature_rows(persona) for persona, _, _ in group]
+            x = np.concatenate([r[0][missing] for r, (_, _, missing) in zip(rows, group, strict=True)])
+            extra = np.concatenate([r[1][missing] for r, (_, _, missing) in zip(rows, group, strict=True)])
+            prob, logit, rating = self._predict(self.models[fold], x, extra)
+            start = 0
+            for _, plan, missing in group:
+                at = slice(start, start + missing.size)
+                plan.watch_probability[missing] = prob[at]
+                plan.watch_logit[missing] = logit[at]
+                plan.rating.prediction[missing] = rating[at]
+                start += missing.size
+        return out
+
+    def _feature_rows(self, persona: Persona, keep: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """The persona's catalog feature matrix and rating columns, kept for the last `keep` personas asked (a
+        session asks for its persona page after page)."""
+        rows = self._rows.get(persona.user_id)
+        if rows is None:
+            rows = (self.features.matrix(persona), rating_columns(self.features.stats, self.factors, persona))
+            self._rows[persona.user_id] = rows
+            if len(self._rows) > keep:
+                self._rows.popitem(last=False)
+        else:
+            self._rows.move_to_end(persona.user_id)
+        return rows
+
     def watch_probability(self, persona: Persona, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
-        return self.plan(persona).watch_probability[np.asarray(item_ids, dtype=np.int64)]
+        ids = np.asarray(item_ids, dtype=np.int64)
+        if self.lazy:
+            self.fill([(persona, ids)])
+        return self.plan(persona).watch_probability[ids]
 
 
 def rating_columns(stats: TrainStats, factors: RatingFactors | None, persona: Persona) -> np.ndarray:
@@ -362,11 +423,14 @@ def load_or_fit(
     candidate_key: str = "scorers",
     item_vectors: ItemVectors | None = None,
     progress: Callable[[str], None] | None = None,
+    lazy: bool = False,
 ) -> ResponseModel:
     """`fit_response_model`, cached as a pickle under `cache_dir` keyed by `response_cache_key`.
 
     `candidates` is called only on a cache miss (building them may mean training recommenders); `progress`
-    receives one line per phase of a fit (nothing on a cache hit)."""
+    receives one line per phase of a fit (nothing on a cache hit). A fresh fit predicts and caches every fitted
+    user's plan, unless `lazy`: then plans are predicted item by item as sessions ask (`ResponseModel.fill`) and
+    the cache holds the model alone (the same model: a later non-lazy load predicts whole plans from it)."""
     say = progress or (lambda message: None)
 
     def fit() -> ResponseModel:
@@ -378,17 +442,25 @@ def load_or_fit(
 
     start = time.perf_counter()
     if cache_dir is None:
-        return fit()
+        model = fit()
+        model.lazy = lazy
+        return model
     key = response_cache_key(split, config, candidate_key, list(personas))
     path = Path(cache_dir) / f"{split.dataset.name}-{config.feature_set}-{key}.pkl"
     if path.is_file():
-        return _load_fitted(path, config, item_vectors)
+        model = _load_fitted(path, config, item_vectors)
+        model.lazy = lazy
+        return model
     say(f"fitting the {config.feature_set} response model on {len(personas)} users (once; cached in {path.parent})")
     start = time.perf_counter()
     model = fit()
-    say(f"folds fitted ({time.perf_counter() - start:.0f} s); predicting every user's plan")
-    model.prepare(personas.values())  # every fitted user's plan is cached too: predicting is the slow part
-    say(f"response model ready ({time.perf_counter() - start:.0f} s)")
+    model.lazy = lazy
+    if lazy:
+        say(f"folds fitted ({time.perf_counter() - start:.0f} s); plans are predicted as sessions ask")
+    else:
+        say(f"folds fitted ({time.perf_counter() - start:.0f} s); predicting every user's plan")
+        model.prepare(personas.values())  # every fitted user's plan is cached too: predicting is the slow part
+        say(f"response model ready ({time.perf_counter() - start:.0f} s)")
     _save_fitted(path, model)
     return model
 

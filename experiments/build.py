@@ -172,6 +172,8 @@ class UserModelFactory:
                 key,
                 vectors,
                 self.progress,
+                # a left-out-family user scores a few policies: its plans are predicted as its sessions ask
+                lazy=sources is not None,
             )
         return self._responses[(feature_set, member, sources)]
 

@@ -201,3 +201,47 @@ def test_page_kernel_samples_stars_from_the_fitted_distribution(planted) -> None
         got = np.bincount(stars[:, k] - 1, minlength=5) / n
         np.testing.assert_allclose(got, want[k], atol=0.025)
     np.testing.assert_allclose(want[:, 3:].sum(axis=1), sigmoid(rating.prediction[ids]), rtol=1e-6)
+
+
+def test_lazy_plans_decide_exactly_as_whole_plans(planted, tmp_path) -> None:
+    """A lazy model (validate's leave-one-source-out users) predicts only the items sessions ask for, and the
+    pages decide exactly as with whole-catalog plans; its cache entry holds no plans, and loading that entry
+    without `lazy` predicts whole plans again."""
+    from agents.config import DecisionConfig
+    from agents.decision import GroundedDecider
+    from agents.response import load_or_fit
+
+    split, personas, _ = planted
+    whole = load_or_fit(tmp_path / "whole", split, personas, CONFIG)
+    lazy = load_or_fit(tmp_path / "lazy", split, personas, CONFIG, lazy=True)
+    assert lazy.lazy and not lazy._plans
+    config = DecisionConfig(response="nocollab")
+    deciders = [GroundedDecider(split.dataset, split.train, config, response=m) for m in (whole, lazy)]
+    people = [personas[u] for u in sorted(personas)[:12]]
+    page_rng = np.random.default_rng(5)
+    for page in range(3):
+        ids = np.stack([page_rng.choice(split.dataset.n_items, 6, replace=False) for _ in people])
+        sizes = np.full(len(people), 6)
+        sizes[::4] = 4  # padded rows: their tail is never predicted
+        index = np.full(len(people), page)
+        out = [
+            d.decide_batch(people, ids, sizes, index, [np.random.default_rng([7, page, i]) for i in range(len(people))])
+            for d in deciders
+        ]
+        for a, b in zip(*out, strict=True):
+            np.testing.assert_array_equal(a, b)
+    shown = people[1]
+    predicted = np.isfinite(lazy.plan(shown).watch_logit)
+    assert 0 < predicted.sum() <= 18 < split.dataset.n_items
+    np.testing.assert_array_equal(lazy.plan(shown).watch_logit[predicted], whole.plan(shown).watch_logit[predicted])
+    np.testing.assert_array_equal(
+        lazy.plan(shown).rating.prediction[predicted], whole.plan(shown).rating.prediction[predicted]
+    )
+    other = np.flatnonzero(~predicted)[:5]  # never shown: predicted on request, equal to the whole plan
+    np.testing.assert_array_equal(
+        deciders[1].watch_probability(shown, other), deciders[0].watch_probability(shown, other)
+    )
+    np.testing.assert_array_equal(deciders[1].expected_rating(shown, other), deciders[0].expected_rating(shown, other))
+    reloaded = load_or_fit(tmp_path / "lazy", split, personas, CONFIG)
+    assert not reloaded.lazy and not reloaded._plans
+    np.testing.assert_array_equal(reloaded.plan(shown).watch_logit, whole.plan(shown).watch_logit)

@@ -295,6 +295,6 @@ def pick_pages(
             out[n] = decider.fallback_decider().pick_many([asks[n]], [ks[n]], rng)[0]
             continue
         picked = np.isin(np.asarray(ids, dtype=np.int64), [int(i) for i in result.value["watched"]])
-        base = decider.plan(persona).base_logit[np.asarray(ids, dtype=np.int64)].astype(np.float64)
+        base = decider.base_logits(persona, ids).astype(np.float64)
         out[n] = top_k(base + 2.0 * w_llm * picked, ks[n])
     return [o for o in out if o is not None]

@@ -143,7 +143,10 @@ class ResponseModel:
         self._plans: dict[int, ResponsePlan] = {}
         # lazy: plans start empty (NaN) and `fill` predicts only the items asked for (see `fill`)
         self.lazy = False
-        self._rows: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()  # fill's recent feature rows
+        # fill's feature rows of the personas asked last: a session asks page after page, and a runner step asks
+        # for every session it steps (validate's STEP_BATCH), so this must hold at least one step's personas
+        self.feature_cache = 512
+        self._rows: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     @property
     def name(self) -> str:
@@ -226,14 +229,14 @@ class ResponseModel:
                 start += missing.size
         return out
 
-    def _feature_rows(self, persona: Persona, keep: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """The persona's catalog feature matrix and rating columns, kept for the last `keep` personas asked (a
-        session asks for its persona page after page)."""
+    def _feature_rows(self, persona: Persona) -> tuple[np.ndarray, np.ndarray]:
+        """The persona's catalog feature matrix and rating columns, kept for the last `feature_cache` personas
+        asked."""
         rows = self._rows.get(persona.user_id)
         if rows is None:
             rows = (self.features.matrix(persona), rating_columns(self.features.stats, self.factors, persona))
             self._rows[persona.user_id] = rows
-            if len(self._rows) > keep:
+            if len(self._rows) > self.feature_cache:
                 self._rows.popitem(last=False)
         else:
             self._rows.move_to_end(persona.user_id)

@@ -40,9 +40,9 @@ log = logging.getLogger(__name__)
 VALIDITY_FILE = "validity.json"
 COMMAND_FILE = "command"  # in a validate run directory: "validate" (a compare run has none)
 POP_CF = ("pop", "mf", "multvae", "lightgcn", "sasrec")
-# sessions stepped together page by page (users not on an endpoint): pages decide the same in any batch, and fewer, larger
-# steps cut the per-step cost (a lazy leave-one-source-out user predicts once per step and fold; ML-100K validate
-# 91 s at 64, 61 s at 256, identical validity.json). At most `ResponseModel.feature_cache` personas.
+# sessions stepped together page by page (users not on an endpoint): pages decide the same in any batch, and
+# fewer, larger steps cut the per-step cost (a lazy leave-one-source-out user predicts once per step and fold;
+# ML-100K validate 91 s at 64, 61 s at 256, identical validity.json). At most `ResponseModel.feature_cache`.
 STEP_BATCH = 256
 
 

@@ -14,6 +14,7 @@ BENCHMARKS = (
     ["benchmarks.bench_fidelity", "--seeds", "0"],
     ["benchmarks.bench_env"],
     ["benchmarks.bench_experiments"],
+    ["benchmarks.bench_unseen_validity"],  # validate with 12 recommenders it never saw (ML-100K seed 0)
     ["benchmarks.bench_recommenders"],
     ["benchmarks.bench_training"],
     ["benchmarks.bench_scale"],  # includes benchmarks.bench_ray when ray is installed

@@ -65,7 +65,9 @@ class _ItemItem(BaseRecommender):
 
     def _fit(self, valid: pd.DataFrame | None) -> None:
         self._x = None
-        self.w = self._matrix(_train_matrix_cached(self)).astype(np.float32)
+        # C order: a CSC product's toarray() is Fortran-ordered, and one user's sparse row @ an F-ordered matrix
+        # reads it column-strided (ML-1M CoCounts: 52 ms a user against 0.7 ms)
+        self.w = np.ascontiguousarray(self._matrix(_train_matrix_cached(self)), dtype=np.float32)
 
     def _restore(self, state: Mapping[str, torch.Tensor]) -> None:
         self._fit(None)

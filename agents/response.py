@@ -379,13 +379,21 @@ def _boosting(config: ResponseConfig) -> dict:
 
 
 def _fit_star_cuts(blocks: Sequence[_Block], models: list[FoldModel]) -> np.ndarray:
-    """Cut points of the star distribution, fitted on the fit users' out-of-fold like logits and real stars."""
-    logits, stars = [], []
-    for fold, _, _, rating_x, real in blocks:
-        if len(real):
-            logits.append(like_logit(models[fold].rating, rating_x))
-            stars.append(real)
-    return fit_ordinal_cuts(np.concatenate(logits), np.concatenate(stars))
+    """Cut points of the star distribution, fitted on the fit users' out-of-fold like logits and real stars.
+
+    One predict call per fold model, not per user: a call costs ~70 us per tree whatever its rows (ML-1M: 63 s of
+    a 109 s fit per user, 1 s per fold); the logits are put back in user order, as the cut fit reads them."""
+    rated = [b for b in blocks if len(b.stars)]
+    logits: list[np.ndarray] = [np.empty(0)] * len(rated)
+    for fold, model in enumerate(models):
+        mine = [i for i, b in enumerate(rated) if b.fold == fold]
+        if not mine:
+            continue
+        fold_logits = like_logit(model.rating, np.concatenate([rated[i].rating_x for i in mine]))
+        ends = np.cumsum([len(rated[i].stars) for i in mine])
+        for i, part in zip(mine, np.split(fold_logits, ends[:-1]), strict=True):
+            logits[i] = part
+    return fit_ordinal_cuts(np.concatenate(logits), np.concatenate([b.stars for b in rated]))
 
 
 def _user_items(frame: pd.DataFrame) -> dict[int, dict[int, float]]:

@@ -245,3 +245,22 @@ def test_lazy_plans_decide_exactly_as_whole_plans(planted, tmp_path) -> None:
     reloaded = load_or_fit(tmp_path / "lazy", split, personas, CONFIG)
     assert not reloaded.lazy and not reloaded._plans
     np.testing.assert_array_equal(reloaded.plan(shown).watch_logit, whole.plan(shown).watch_logit)
+
+
+def test_star_cuts_from_one_predict_per_fold_equal_the_per_user_ones(planted) -> None:
+    """The cut points are fitted on every fit user's out-of-fold like logits; predicting a fold's users in one call
+    (as the fit does) gives exactly the per-user logits, in user order."""
+    from agents.rating_model import fit_ordinal_cuts, like_logit
+    from agents.response import _fit_blocks, _fit_star_cuts, _user_items
+
+    split, personas, _ = planted
+    model = fit_response_model(split, personas, CONFIG)
+    population = [personas[u] for u in sorted(personas)]
+    valid = _user_items(split.valid)
+    blocks = _fit_blocks(model.features, model.factors, population, valid, model.folds, CONFIG, None)
+    rated = [b for b in blocks if len(b.stars)]
+    assert {b.fold for b in rated[:10]} == set(range(CONFIG.folds))  # the folds interleave in user order
+    per_user = [like_logit(model.models[b.fold].rating, b.rating_x) for b in rated]
+    expected = fit_ordinal_cuts(np.concatenate(per_user), np.concatenate([b.stars for b in rated]))
+    assert np.array_equal(_fit_star_cuts(blocks, model.models), expected)
+    assert np.array_equal(model.cuts, expected)

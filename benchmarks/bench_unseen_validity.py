@@ -26,14 +26,13 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from benchmarks.unseen_recommenders import UNSEEN
 from experiments.build import build_world
 from experiments.config import ExperimentConfig, ValiditySection, load_config
 from experiments.validate import VALIDITY_FILE, run_validate
-from experiments.validity import _cube, agreement, bias, label_shown, lift_agreement, per_user
+from experiments.validity import label_shown, score_validity
 
 STANDARD = ("random", "pop", "mf", "multvae", "lightgcn", "sasrec")
 MODULE = "benchmarks.unseen_recommenders"
@@ -65,32 +64,23 @@ def out_of_sample_events(run_dir: Path, config: ExperimentConfig) -> pd.DataFram
 
 
 def score_set(labelled: pd.DataFrame, names: list[str], recall: dict[str, float], n_boot: int, seed: int) -> dict:
-    table = per_user(labelled[labelled["policy"].isin(names)])
-    policies, _, values = _cube(table, ("sim_p_view", "sim_p_like", "real_hit", "real_like"))
-    view, like, hit, real_like = values
-    recall_vec = np.array([recall[p] for p in policies])
-    recall_rho = float(pd.Series(recall_vec).corr(pd.Series(hit.mean(axis=1)), method="spearman"))
-    p_view = agreement(view, hit, policies, policies, n_boot, seed)
-    biases = bias(view, hit, policies, n_boot, seed)
+    """validate's own scores (`score_validity`) over the policies `names`, and the figures this benchmark prints."""
+    chosen = labelled[labelled["policy"].isin(names)]
+    scored = score_validity(chosen, names, recall, n_boot=n_boot, seed=seed)  # pop_cf: any non-empty subset
+    p_view = scored["agreement"]["p_view_vs_real_hit"]["all"]
+    recall_rho = scored["offline_recall_vs_real_hit"]["all"]
+    biases = scored["bias"]["p_view_vs_real_hit"]
     worst = max(biases, key=lambda p: abs(biases[p]["bias"]))
     return {
-        "n": len(policies),
+        "n": len(biases),
         "p_view": p_view,
-        "p_like_spearman": agreement(like, real_like, policies, policies, n_boot, seed)["spearman"],
+        "p_like_spearman": scored["agreement"]["p_like_vs_real_like"]["all"]["spearman"],
         "recall_spearman": recall_rho,
         "sim_minus_recall": p_view["spearman"] - recall_rho,
         "largest_bias": {"policy": worst, **biases[worst]},
         "n_biases_within_5pct": sum(abs(b["bias"]) <= 0.05 for b in biases.values()),
-        "lift_error": lift_agreement(view, hit, policies, n_boot, seed)["median_relative_error"],
-        "per_policy": {
-            p: {
-                "sim_p_view": float(view[i].mean()),
-                "real_hit": float(hit[i].mean()),
-                "recall_at_20": recall[p],
-                "bias": biases[p]["bias"],
-            }  # fmt: skip
-            for i, p in enumerate(policies)
-        },
+        "lift_error": scored["lift_agreement"]["p_view_vs_real_hit"]["median_relative_error"],
+        "per_policy": {p: {**row, "bias": biases[p]["bias"]} for p, row in scored["policies"].items()},
     }
 
 

@@ -35,12 +35,13 @@ def _train_matrix(model: BaseRecommender) -> sp.csr_matrix:
 
 def _rows(model: BaseRecommender, user_ids: np.ndarray, histories: Sequence[Sequence[int]] | None) -> sp.csr_matrix:
     """The users' train rows with this session's watched items added (0/1, CSR)."""
-    x = _train_matrix_cached(model)[user_ids].tolil(copy=True)
-    if histories:
-        for row, items in enumerate(histories):
-            for item in items:
-                x[row, int(item)] = 1.0
-    return x.tocsr()
+    x = _train_matrix_cached(model)[user_ids]
+    if not histories or not any(len(h) for h in histories):
+        return x
+    rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
+    items = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories])
+    watched = sp.csr_matrix((np.ones(len(items), dtype=np.float32), (rows, items)), shape=x.shape)
+    return (x + watched).sign().tocsr()  # 0/1 however often an item was seen
 
 
 def _train_matrix_cached(model: BaseRecommender) -> sp.csr_matrix:
@@ -336,13 +337,14 @@ class NoisyConfig(RecommenderConfig):
     noise: float = 1.0
 
 
-class _Noisy:
-    """Mixin: each user's scores standardised, plus seeded N(0, noise^2) per (user, item), the same on every call."""
+class _Noisy(BaseRecommender):
+    """Mixin before a model: each user's scores standardised, plus seeded N(0, noise^2) per (user, item), the same
+    on every call."""
 
     config: NoisyConfig
-    n_items: int
 
-    def _noisy(self, scores: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
+    def score_batch(self, user_ids: np.ndarray, histories: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+        scores = super().score_batch(user_ids, histories)
         z = (scores - scores.mean(axis=1, keepdims=True)) / (scores.std(axis=1, keepdims=True) + 1e-9)
         for row, user in enumerate(user_ids):
             rng = np.random.default_rng([self.config.seed, int(user)])
@@ -361,9 +363,6 @@ class NoisyEASE(_Noisy, EASE):
     name = "ease-noise"
     Config: ClassVar[type[RecommenderConfig]] = NoisyEASEConfig
 
-    def score_batch(self, user_ids: np.ndarray, histories: Sequence[Sequence[int]] | None = None) -> np.ndarray:
-        return self._noisy(super().score_batch(user_ids, histories), user_ids)
-
 
 @dataclass(frozen=True)
 class NoisyItemKNNConfig(ItemKNNConfig, NoisyConfig):
@@ -375,9 +374,6 @@ class NoisyItemKNN(_Noisy, ItemKNN):
 
     name = "itemknn-noise"
     Config: ClassVar[type[RecommenderConfig]] = NoisyItemKNNConfig
-
-    def score_batch(self, user_ids: np.ndarray, histories: Sequence[Sequence[int]] | None = None) -> np.ndarray:
-        return self._noisy(super().score_batch(user_ids, histories), user_ids)
 
 
 # label -> class name, the order the benchmark runs them in

@@ -34,6 +34,7 @@ from experiments.validity_policies import VARIANTS, build_policy, family_of, pol
 from recommenders.training import training_progress
 from simenv.errors import FallbackShareExceeded, RunInterrupted
 from simenv.protocols import Recommender, UserModel
+from simenv.records import PageRequest
 from simenv.runner import rollback_to_checkpoint
 
 log = logging.getLogger(__name__)
@@ -108,15 +109,21 @@ def offline_recall(policy: Recommender, world: World, users: list[int], k: int =
     """Mean recall@k on TEST of the policy's top-k (train and valid items excluded), over `users`."""
     test = world.split.test.groupby("user_id")["item_id"].agg(set)
     seen = pd.concat([world.split.train, world.split.valid]).groupby("user_id")["item_id"].agg(list)
+    asked = [u for u in users if test.get(u)]
+    requests = [PageRequest(u, k, seen.get(u, []), np.random.default_rng([seed, u, 3])) for u in asked]
+    batch = getattr(policy, "recommend_batch", None)
     values = []
-    for u in users:
-        target = test.get(u)
-        if not target:
-            continue
-        rec = policy.recommend(u, k, seen.get(u, []), np.random.default_rng([seed, u, 3]))
-        values.append(len(target.intersection(rec.item_ids)) / len(target))
-        if hasattr(policy, "end_session"):
-            policy.end_session(u)
+    for start in range(0, len(requests), STEP_BATCH):
+        part = requests[start : start + STEP_BATCH]
+        if batch is not None:
+            recs = batch(part)
+        else:
+            recs = [policy.recommend(r.user_id, r.k, r.exclude, r.rng) for r in part]
+        for r, rec in zip(part, recs, strict=True):
+            target = test[r.user_id]
+            values.append(len(target.intersection(rec.item_ids)) / len(target))
+            if hasattr(policy, "end_session"):
+                policy.end_session(r.user_id)
     return float(np.mean(values)) if values else float("nan")
 
 

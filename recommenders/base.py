@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from simenv.records import Page, PageFeedback, Recommendation, as_int_tuple
+from simenv.records import Page, PageFeedback, PageRequest, Recommendation, as_int_tuple
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +118,32 @@ class UserItems:
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k highest scores, best first; ties go to the lower id (stable, deterministic)."""
-    order = np.argsort(-scores, kind="stable")
-    return order[:k]
+    """Indices of the k highest scores, best first; ties go to the lower id (stable, deterministic).
+
+    The same indices as `np.argsort(-scores, kind="stable")[:k]`, found by a partition and a sort of the items
+    at or above the k-th score only (a page from 3,706 items: ~25 us instead of ~230 us)."""
+    neg = -np.asarray(scores)
+    if k >= neg.size:
+        return np.argsort(neg, kind="stable")[:k]
+    kth = np.partition(neg, k - 1)[k - 1]
+    candidates = np.flatnonzero(neg <= kth)  # every item tied with the k-th too, in id order
+    if candidates.size < k:  # NaN scores: fewer comparable items than k
+        return np.argsort(neg, kind="stable")[:k]
+    return candidates[np.argsort(neg[candidates], kind="stable")[:k]]
+
+
+@contextmanager
+def evaluating(module: torch.nn.Module) -> Iterator[None]:
+    """The module in eval mode for the block, its training mode restored after. Switches only when it is
+    training: `Module.train` walks every submodule (~0.1 ms for SASRec, a tenth of its page)."""
+    training = module.training
+    if training:
+        module.eval()
+    try:
+        yield
+    finally:
+        if training:
+            module.train()
 
 
 class BaseRecommender:
@@ -133,6 +157,9 @@ class BaseRecommender:
     name: ClassVar[str] = "base"
     Config: ClassVar[type[RecommenderConfig]] = RecommenderConfig
     stochastic: ClassVar[bool] = False
+    # relative gap between neighbouring best scores below which `recommend_batch` re-scores a user alone (75x the
+    # largest batched-vs-one-row difference measured)
+    BATCH_TIE: ClassVar[float] = 1e-4
 
     def __init__(self, config: RecommenderConfig | Mapping[str, Any] | None = None, **overrides: Any) -> None:
         self.config = build_config(self.Config, config, overrides)
@@ -196,6 +223,38 @@ class BaseRecommender:
         masked = np.where(allowed, scores, -np.inf)
         chosen = top_k(masked, k)
         return Recommendation(item_ids=as_int_tuple(chosen), scores=tuple(float(scores[i]) for i in chosen))
+
+    def recommend_batch(self, requests: Sequence[PageRequest]) -> list[Recommendation]:
+        """`recommend` for many users with one `score_batch` call (`simenv.protocols.BatchPagePolicy`).
+
+        The pages are `recommend`'s: batched and one-row arithmetic differ by rounding (<= 1.3e-6 relative,
+        measured for MF, LightGCN, MultVAE and SASRec on ML-1M), so a user whose k + 1 best scores are closer
+        than `BATCH_TIE` (relative) anywhere is served by `recommend` alone. A subclass that overrides
+        `recommend` or `score` is served one request at a time."""
+        cls = type(self)
+        if (
+            cls.recommend is not BaseRecommender.recommend
+            or cls.score is not BaseRecommender.score
+            or len(requests) < 2
+        ):
+            return [self.recommend(r.user_id, r.k, r.exclude, r.rng, r.history) for r in requests]
+        self._check_fitted()
+        for r in requests:
+            self._check_user(r.user_id)
+        histories = [self._check_items(self.session_history(r.user_id, r.history), "history") for r in requests]
+        scores = self.score_batch(np.array([r.user_id for r in requests], dtype=np.int64), histories)
+        out = []
+        for r, row in zip(requests, scores, strict=True):
+            masked = np.where(self.allowed_mask(r.exclude, r.k), row, -np.inf)
+            chosen = top_k(masked, r.k + 1)
+            best = masked[chosen].astype(np.float64)
+            gaps = best[:-1] - best[1:]
+            if not np.all(gaps > self.BATCH_TIE * np.maximum(1.0, np.abs(best[:-1]))):
+                out.append(self.recommend(r.user_id, r.k, r.exclude, r.rng, r.history))
+                continue
+            chosen = chosen[: r.k]
+            out.append(Recommendation(item_ids=as_int_tuple(chosen), scores=tuple(float(row[i]) for i in chosen)))
+        return out
 
     def allowed_mask(self, exclude: Collection[int], k: int) -> np.ndarray:
         """Boolean mask of recommendable items; errors if fewer than k remain."""

@@ -10,6 +10,7 @@
 - never_excluded:  no id in `exclude`, also when all but a few items are excluded;
 - too_few_allowed: asking for k items when fewer are allowed raises instead of returning a bad page;
 - deterministic:   the same call with generators of the same seed gives the same page;
+- batched_pages:   `recommend_batch` (when present: every `BaseRecommender`) gives `recommend`'s pages;
 - propensities:    when given, one per position, each in (0, 1], position-0 propensities of the distinct
                    first items sum to at most 1 and match their observed frequency; a policy whose pages vary
                    with the generator must give them;
@@ -33,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from simenv.data import Dataset
-from simenv.records import ItemReaction, Page, PageFeedback, Recommendation
+from simenv.records import ItemReaction, Page, PageFeedback, PageRequest, Recommendation
 
 PROTOCOL_METHODS = ("fit", "score", "recommend", "observe", "save", "load")
 
@@ -207,6 +208,23 @@ def _deterministic(p: _Probe) -> str:
     return ""
 
 
+def _batched_pages(p: _Probe) -> str:
+    """A policy with `recommend_batch` (every `BaseRecommender`) serves the runner's sessions through it: its
+    pages must be `recommend`'s, so a `score_batch` that mixes up its rows fails here."""
+    batch = getattr(p.rec, "recommend_batch", None)
+    if batch is None:
+        return "no recommend_batch (served one page at a time)"
+    requests = [PageRequest(u, kk, p.consumed[u], np.random.default_rng(p.seed)) for u in p.users for kk in (1, p.k)]
+    pages = batch(requests)
+    if len(pages) != len(requests):
+        raise AssertionError(f"recommend_batch returned {len(pages)} pages for {len(requests)} requests")
+    for r, page in zip(requests, pages, strict=True):
+        want = p.page(r.user_id, r.k, p.consumed[r.user_id]).item_ids
+        if tuple(page.item_ids) != tuple(want):
+            raise AssertionError(f"user {r.user_id}, k={r.k}: recommend_batch gave {page.item_ids}, recommend {want}")
+    return f"{len(requests)} pages in one call"
+
+
 def _propensities(p: _Probe) -> str:
     user = p.users[0]
     pages = [p.page(user, p.k, p.consumed[user], p.seed + 1 + d) for d in range(p.n_draws)]
@@ -287,6 +305,7 @@ CHECKS: tuple[tuple[str, Callable[[_Probe], str]], ...] = (
     ("never_excluded", _never_excluded),
     ("too_few_allowed", _too_few_allowed),
     ("deterministic", _deterministic),
+    ("batched_pages", _batched_pages),
     ("propensities", _propensities),
     ("save_load", _save_load),
     ("observe", _observe),

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from recommenders.external import ExternalConfig, ExternalRecommender, IdMap
-from simenv.records import Recommendation
+from simenv.records import PageRequest, Recommendation
 
 log = logging.getLogger(__name__)
 
@@ -227,15 +227,18 @@ class HTTPRecommender(ExternalRecommender):
         with self._lock:
             return super().fill(user_id, chosen, k, allowed, rng)
 
-    def recommend_batch(
-        self, calls: Sequence[tuple[int, int, Collection[int], np.random.Generator, Sequence[int]]]
-    ) -> list[Recommendation]:
-        """`recommend(*call)` for each call, at most `concurrency` requests in flight; results in order.
-        Each call has its own generator, so the pages do not depend on completion order."""
-        if len(calls) <= 1 or self.config.concurrency == 1:
-            return [self.recommend(*call) for call in calls]
+    def recommend_batch(self, requests: Sequence[PageRequest]) -> list[Recommendation]:
+        """`recommend` for each request, at most `concurrency` requests in flight; results in order (the
+        runner's page-by-page loop serves a step's sessions this way). Each request has its own generator, so
+        the pages do not depend on completion order."""
+
+        def one(r: PageRequest) -> Recommendation:
+            return self.recommend(r.user_id, r.k, r.exclude, r.rng, r.history)
+
+        if len(requests) <= 1 or self.config.concurrency == 1:
+            return [one(r) for r in requests]
         with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
-            return list(pool.map(lambda call: self.recommend(*call), calls))
+            return list(pool.map(one, requests))
 
     def score_batch(self, user_ids: np.ndarray, histories: Sequence[Sequence[int]] | None = None) -> np.ndarray:
         base = (self.popularity / (float(self.popularity.max()) + 1.0)).astype(np.float32)

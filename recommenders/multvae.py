@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from recommenders.base import BaseRecommender
+from recommenders.base import BaseRecommender, evaluating
 from recommenders.training import TrainConfig, batch_done, train_with_early_stopping, valid_validator
 
 
@@ -101,10 +101,8 @@ class MultVAERecommender(BaseRecommender):
         for b, hist in enumerate(histories or ()):
             if len(hist):
                 rows[b, torch.as_tensor(list(hist), dtype=torch.long)] = 1.0
-        was_training = self.net.training
-        self.net.eval()
-        logits, _, _ = self.net(rows)
-        self.net.train(was_training)
+        with evaluating(self.net):
+            logits, _, _ = self.net(rows)
         return logits.numpy()
 
     def _state(self) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from recommenders.base import BaseRecommender
+from recommenders.base import BaseRecommender, evaluating
 from recommenders.training import TrainConfig, batch_done, train_with_early_stopping, valid_validator
 
 
@@ -167,10 +167,8 @@ class SASRecRecommender(BaseRecommender):
         for b, u in enumerate(user_ids):
             hist = np.asarray(histories[b] if histories else (), dtype=np.int64)
             seqs.append(np.concatenate([self.user_items.items(int(u)), hist]))
-        was_training = self.net.training
-        self.net.eval()
-        hidden = self.net(self._padded(seqs))[:, -1]
-        self.net.train(was_training)
+        with evaluating(self.net):
+            hidden = self.net(self._padded(seqs))[:, -1]
         return (hidden @ self.net.item_table().T).numpy()
 
     def _state(self) -> dict[str, torch.Tensor]:

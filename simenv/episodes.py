@@ -17,7 +17,7 @@ from simenv.errors import FallbackShareExceeded
 from simenv.eventlog import event_rows, page_row
 from simenv.kernel import check_feedback, episode_rngs
 from simenv.protocols import PagePolicy, UserModel, UserSession
-from simenv.records import Interview, Item, Page, PageFeedback, Persona
+from simenv.records import Interview, Item, Page, PageFeedback, PageRequest, Persona, Recommendation
 from simenv.rewards import RewardConfig, item_rewards, page_reward
 
 
@@ -60,8 +60,30 @@ def start(settings: StepSettings, persona: Persona, episode: int, seed: int) -> 
 
 def next_page(settings: StepSettings, lv: Live) -> Page:
     """The recommender's next page for `lv` (checked: k distinct ids, none excluded)."""
+    rec = settings.recommender.recommend(lv.persona.user_id, settings.page_size, lv.exclude, lv.rng, tuple(lv.history))
+    return _checked_page(settings, lv, rec)
+
+
+def next_pages(settings: StepSettings, lives: Sequence[Live]) -> list[Page]:
+    """`next_page` for every session in `lives`, in one `recommend_batch` call when the recommender has one
+    (`BatchPagePolicy`: the same pages, one scoring pass for all sessions instead of one per session)."""
+    batch = getattr(settings.recommender, "recommend_batch", None)
+    if batch is None or len(lives) < 2:
+        return [next_page(settings, lv) for lv in lives]
+    requests = [
+        PageRequest(lv.persona.user_id, settings.page_size, lv.exclude, lv.rng, tuple(lv.history)) for lv in lives
+    ]
+    recs = batch(requests)
+    if len(recs) != len(lives):
+        raise ValueError(
+            f"recommender {settings.policy!r}: recommend_batch returned {len(recs)} pages for {len(lives)}"
+        )
+    return [_checked_page(settings, lv, rec) for lv, rec in zip(lives, recs, strict=True)]
+
+
+def _checked_page(settings: StepSettings, lv: Live, rec: Recommendation) -> Page:
+    """The page of `rec` for `lv`, checked: k distinct ids, none excluded."""
     user, page_index, page_size = lv.persona.user_id, lv.pages, settings.page_size
-    rec = settings.recommender.recommend(user, page_size, lv.exclude, lv.rng, tuple(lv.history))
     ids = tuple(int(i) for i in rec.item_ids)
     bad = [i for i in ids if i in lv.exclude]
     if len(ids) != page_size or len(set(ids)) != page_size or bad:

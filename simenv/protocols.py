@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from simenv.records import Interview, Item, Page, PageFeedback, Persona, Recommendation
+from simenv.records import Interview, Item, Page, PageFeedback, PageRequest, Persona, Recommendation
 
 
 @runtime_checkable
@@ -96,6 +96,16 @@ class PagePolicy(Protocol):
     def observe(self, user_id: int, page: Page, feedback: PageFeedback) -> None:
         """Within-session feedback (sequential models append watched items)."""
         ...
+
+
+@runtime_checkable
+class BatchPagePolicy(PagePolicy, Protocol):
+    """A page policy that serves several sessions' next pages in one call; the runner's page-by-page loop uses
+    it when present. `recommend_batch(requests)[b]` must be the page `recommend` returns for `requests[b]`
+    (same ids, same order): batching is a speed-up, never a change of outcome. Every `BaseRecommender` is one.
+    """
+
+    def recommend_batch(self, requests: Sequence[PageRequest]) -> list[Recommendation]: ...
 
 
 @runtime_checkable

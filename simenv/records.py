@@ -6,6 +6,7 @@ Everything is immutable so a record can be logged, cached and compared safely.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -115,6 +116,18 @@ class Recommendation:
     item_ids: tuple[int, ...]
     propensities: tuple[float, ...] | None = None
     scores: tuple[float, ...] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """The arguments of one `recommend` call, for a policy that serves several sessions' pages in one call
+    (`simenv.protocols.BatchPagePolicy`)."""
+
+    user_id: int
+    k: int
+    exclude: Collection[int]
+    rng: np.random.Generator
+    history: tuple[int, ...] = ()
 
 
 def as_int_tuple(values: np.ndarray | list[int] | tuple[int, ...]) -> tuple[int, ...]:

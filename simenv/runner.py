@@ -33,7 +33,7 @@ import pandas as pd
 
 from simenv import defaults
 from simenv.data.dataset import Dataset
-from simenv.episodes import FallbackGuard, Live, StepSettings, finish_page, interviews, next_page, page_items, start
+from simenv.episodes import FallbackGuard, Live, StepSettings, finish_page, interviews, next_pages, page_items, start
 from simenv.errors import FallbackShareExceeded
 from simenv.eventlog import RunLog, interview_row
 from simenv.pipeline import run_pipelined
@@ -180,7 +180,7 @@ def _run_barrier(
         alive = [lv for lv in lives if not lv.done]
         if not alive:
             break
-        pages = [next_page(settings, lv) for lv in alive]
+        pages = next_pages(settings, alive)
         feedbacks = settings.user_model.react_batch(
             [lv.session for lv in alive], [page_items(settings, p) for p in pages]
         )

@@ -8,7 +8,7 @@ from collections.abc import Collection, Sequence
 import numpy as np
 import pytest
 
-from recommenders.base import top_k
+from recommenders.base import BaseRecommender, top_k
 from recommenders.conformance import ConformanceError, check_recommender, missing_methods
 from recommenders.popularity import PopRecommender
 from recommenders.random_policy import RandomRecommender
@@ -35,7 +35,7 @@ def test_every_registry_recommender_passes(name: str, fitted, random_split) -> N
         rec = fitted[name]
     report = check_recommender(rec, random_split.dataset, train=random_split.train, load_kwargs=load_kwargs)
     assert report.ok, str(report)
-    assert [c.name for c in report.checks][:2] == ["protocol", "score_shape"] and len(report.checks) == 10
+    assert [c.name for c in report.checks][:2] == ["protocol", "score_shape"] and len(report.checks) == 11
 
 
 # ---- planted defects: each breaks one rule -----------------------------------------------------------
@@ -124,6 +124,21 @@ class PadsWithExcluded(PopRecommender):
         return Recommendation(item_ids=tuple((allowed + padding)[:k]))
 
 
+class MixesRows(BaseRecommender):
+    """Scores the catalog per user, but its `score_batch` returns the rows in reverse order for several users."""
+
+    name = "mixes-rows"
+
+    def _fit(self, valid) -> None:
+        self.table = np.random.default_rng(0).normal(size=(self.n_users, self.n_items))
+
+    def _restore(self, state) -> None:
+        self._fit(None)
+
+    def score_batch(self, user_ids, histories=None) -> np.ndarray:
+        return self.table[np.asarray(user_ids)[::-1]]
+
+
 class NoObserve:
     """Has everything but observe."""
 
@@ -155,6 +170,7 @@ DEFECTS = {
     ForgetsOnLoad: {"save_load"},
     WrongScoreShape: {"score_shape"},
     PadsWithExcluded: {"too_few_allowed"},
+    MixesRows: {"batched_pages"},
 }
 
 

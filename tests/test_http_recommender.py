@@ -15,6 +15,7 @@ import pytest
 from recommenders.external import IdMap
 from recommenders.http_client import HTTPRecommender, HTTPRecommenderError
 from simenv.eventlog import read_table
+from simenv.records import PageRequest
 from simenv.runner import run_sessions
 from tests.fixtures_env import NoisyUser, tiny_world
 from tests.servers.recommender_server import RecommenderServer
@@ -128,13 +129,13 @@ def test_messages_name_ids_as_the_service_wrote_them(caplog) -> None:
 
 
 def test_concurrency_is_bounded() -> None:
-    calls = [(u, 4, set(PERSONAS[u].train_items), np.random.default_rng(u), ()) for u in range(12)]
+    calls = [PageRequest(u, 4, set(PERSONAS[u].train_items), np.random.default_rng(u)) for u in range(12)]
     # a generous timeout: a timed-out attempt is retried while the server still serves it (one more in flight)
     with RecommenderServer(ORDER_RAW, latency_s=0.1) as server:
         rec = client(server.url, concurrency=3, timeout_s=30.0)
         pages = rec.recommend_batch(calls)
     assert server.max_in_flight == 3
-    assert [p.item_ids for p in pages] == [expected_page(c[2], 4) for c in calls]
+    assert [p.item_ids for p in pages] == [expected_page(c.exclude, 4) for c in calls]
 
 
 def test_bad_settings_are_named() -> None:

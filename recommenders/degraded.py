@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Sequence
 import numpy as np
 import pandas as pd
 
+from recommenders.base import top_k
 from recommenders.sampling import sample_without_replacement
 from simenv.protocols import Recommender
 from simenv.records import Page, PageFeedback, Recommendation, as_int_tuple
@@ -89,7 +90,7 @@ class NoisyRanking(_Wrapper):
         allowed = self._allowed(exclude, k)
         scores = self.score(user_id, self.session_history(user_id, history))
         masked = np.where(allowed, scores, -np.inf)
-        chosen = np.argsort(-masked, kind="stable")[:k]
+        chosen = top_k(masked, k)
         return Recommendation(item_ids=as_int_tuple(chosen), scores=tuple(float(scores[i]) for i in chosen))
 
 
@@ -110,7 +111,7 @@ class TopNSampling(_Wrapper):
         allowed = self._allowed(exclude, k)
         scores = np.asarray(self.base.score(user_id, self.session_history(user_id, history)), dtype=np.float64)
         masked = np.where(allowed, scores, -np.inf)
-        head = np.argsort(-masked, kind="stable")[: max(self.pool, k)]
+        head = top_k(masked, max(self.pool, k))
         head = head[np.isfinite(masked[head])]
         picked, propensities = sample_without_replacement(head, np.ones(head.size), k, rng)
         return Recommendation(
@@ -142,7 +143,7 @@ class PopularityBand(_Wrapper):
         allowed = self._allowed(exclude, k)
         scores = self.score(user_id, history)
         masked = np.where(allowed, scores, -np.inf)
-        chosen = np.argsort(-masked, kind="stable")[:k]
+        chosen = top_k(masked, k)
         return Recommendation(item_ids=as_int_tuple(chosen), scores=tuple(float(scores[i]) for i in chosen))
 
 
@@ -163,5 +164,5 @@ class Rescored(_Wrapper):
         self, user_id: int, k: int, exclude: Collection[int], rng: np.random.Generator, history: Sequence[int] = ()
     ) -> Recommendation:
         scores = np.where(self._allowed(exclude, k), self.score(user_id), -np.inf)
-        chosen = np.argsort(-scores, kind="stable")[:k]
+        chosen = top_k(scores, k)
         return Recommendation(item_ids=as_int_tuple(chosen), scores=tuple(float(scores[i]) for i in chosen))

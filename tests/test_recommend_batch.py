@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from recommenders.base import BaseRecommender
+from recommenders.base import BaseRecommender, top_k
 from recommenders.mf import MFRecommender
 from simenv.eventlog import read_table
 from simenv.records import PageRequest
@@ -110,3 +110,18 @@ def test_subclass_overriding_recommend_is_served_one_request_at_a_time(random_sp
     assert [b.item_ids for b in batched] == [
         reversed_model.recommend(r.user_id, r.k, r.exclude, r.rng, r.history).item_ids for r in requests
     ]
+
+
+def test_top_k_is_the_stable_argsorts_head():
+    """`top_k` (a partition, then a sort of the head) picks what a full stable argsort does: ties to the lower id,
+    -inf last, NaN after everything."""
+    rng = np.random.default_rng(0)
+    for case in range(4000):
+        n = int(rng.integers(1, 60))
+        scores = np.round(rng.normal(size=n), int(case % 3))  # rounding to 0-2 decimals plants exact ties
+        scores[rng.random(n) < 0.2] = -np.inf
+        if case % 4 == 0:
+            scores[rng.random(n) < 0.2] = np.nan
+        k = int(rng.integers(1, n + 2))
+        for values in (scores, scores.astype(np.float32)):
+            assert top_k(values, k).tolist() == np.argsort(-values, kind="stable")[:k].tolist()

@@ -15,6 +15,7 @@ BENCHMARKS = (
     ["benchmarks.bench_env"],
     ["benchmarks.bench_experiments"],
     ["benchmarks.bench_unseen_validity"],  # validate with 12 recommenders it never saw (ML-100K seed 0)
+    ["benchmarks.bench_batched_pages"],  # one recommend_batch per page step vs one recommend per session
     ["benchmarks.bench_recommenders"],
     ["benchmarks.bench_training"],
     ["benchmarks.bench_scale"],  # includes benchmarks.bench_ray when ray is installed

@@ -144,8 +144,9 @@ class ResponseModel:
         # lazy: plans start empty (NaN) and `fill` predicts only the items asked for (see `fill`)
         self.lazy = False
         # fill's feature rows of the personas asked last: a session asks page after page, and a runner step asks
-        # for every session it steps (validate's STEP_BATCH), so this must hold at least one step's personas
-        self.feature_cache = 512
+        # for every session it steps (validate's STEP_BATCH), so this must hold at least one step's personas (ML-1M:
+        # ~0.3 MB a persona)
+        self.feature_cache = 1024
         self._rows: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     @property

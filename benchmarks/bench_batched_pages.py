@@ -1,7 +1,7 @@
 """Sessions served with one `recommend_batch` call per page step against one `recommend` call per session.
 
-For each recommender, the same sessions (every eligible persona, the validated `fitted` user, validate's step of
-256 sessions) are run twice in one process: as the runner serves them now (a `BaseRecommender`'s
+For each recommender, the same sessions (every eligible persona, the validated `fitted` user, validate's step,
+`STEP_BATCH` sessions) are run twice in one process: as the runner serves them now (a `BaseRecommender`'s
 `recommend_batch`: one `score_batch` for the step) and one page at a time (the same model with `recommend_batch`
 hidden). Printed per recommender: seconds of each, their ratio, and whether the two runs' events and pages are
 identical (they must be: batching may only change the speed).

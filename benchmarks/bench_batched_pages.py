@@ -43,9 +43,6 @@ class OneByOne:
     def observe(self, *args: Any) -> None:
         self.model.observe(*args)
 
-    def end_session(self, user_id: int | None = None) -> None:
-        self.model.end_session(user_id)
-
 
 def run(policy: Any, user_model: Any, world: Any, config: Any, out: Path) -> float:
     start = time.perf_counter()

@@ -32,6 +32,7 @@ from experiments.training_log import TrainingLog, training_summary, warn_if_time
 from experiments.validity import EXPECTED_BIAS, label_shown, llm_contribution, score_validity
 from experiments.validity_policies import VARIANTS, build_policy, family_of, policy_parts
 from recommenders.training import training_progress
+from simenv.episodes import serve_pages
 from simenv.errors import FallbackShareExceeded, RunInterrupted
 from simenv.protocols import Recommender, UserModel
 from simenv.records import PageRequest
@@ -113,15 +114,10 @@ def offline_recall(policy: Recommender, world: World, users: list[int], k: int =
     seen = pd.concat([world.split.train, world.split.valid]).groupby("user_id")["item_id"].agg(list)
     asked = [u for u in users if test.get(u)]
     requests = [PageRequest(u, k, seen.get(u, []), np.random.default_rng([seed, u, 3])) for u in asked]
-    batch = getattr(policy, "recommend_batch", None)
     values = []
     for start in range(0, len(requests), STEP_BATCH):
         part = requests[start : start + STEP_BATCH]
-        if batch is not None:
-            recs = batch(part)
-        else:
-            recs = [policy.recommend(r.user_id, r.k, r.exclude, r.rng) for r in part]
-        for r, rec in zip(part, recs, strict=True):
+        for r, rec in zip(part, serve_pages(policy, part, policy.name), strict=True):
             target = test[r.user_id]
             values.append(len(target.intersection(rec.item_ids)) / len(target))
             if hasattr(policy, "end_session"):

@@ -132,6 +132,18 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return candidates[np.argsort(neg[candidates], kind="stable")[:k]]
 
 
+def ranked_page(chosen: np.ndarray, scores: np.ndarray) -> Recommendation:
+    """The page of the item ids `chosen` (best first), with their scores."""
+    return Recommendation(item_ids=as_int_tuple(chosen), scores=tuple(float(scores[i]) for i in chosen))
+
+
+def _clearly_ordered(best: np.ndarray, tie: float) -> bool:
+    """Whether each of the sorted `best` scores exceeds the next by more than `tie` (relative, at least absolute):
+    an order rounding cannot change."""
+    best = best.astype(np.float64)
+    return bool(np.all(best[:-1] - best[1:] > tie * np.maximum(1.0, np.abs(best[:-1]))))
+
+
 @contextmanager
 def evaluating(module: torch.nn.Module) -> Iterator[None]:
     """The module in eval mode for the block, its training mode restored after. Switches only when it is
@@ -220,9 +232,7 @@ class BaseRecommender:
         """The k best-scored items not in `exclude`, best first (deterministic; `rng` unused here)."""
         allowed = self.allowed_mask(exclude, k)
         scores = self.score(user_id, self.session_history(user_id, history))
-        masked = np.where(allowed, scores, -np.inf)
-        chosen = top_k(masked, k)
-        return Recommendation(item_ids=as_int_tuple(chosen), scores=tuple(float(scores[i]) for i in chosen))
+        return ranked_page(top_k(np.where(allowed, scores, -np.inf), k), scores)
 
     def recommend_batch(self, requests: Sequence[PageRequest]) -> list[Recommendation]:
         """`recommend` for many users with one `score_batch` call (`simenv.protocols.BatchPagePolicy`).
@@ -247,13 +257,10 @@ class BaseRecommender:
         for r, row in zip(requests, scores, strict=True):
             masked = np.where(self.allowed_mask(r.exclude, r.k), row, -np.inf)
             chosen = top_k(masked, r.k + 1)
-            best = masked[chosen].astype(np.float64)
-            gaps = best[:-1] - best[1:]
-            if not np.all(gaps > self.BATCH_TIE * np.maximum(1.0, np.abs(best[:-1]))):
+            if _clearly_ordered(masked[chosen], self.BATCH_TIE):
+                out.append(ranked_page(chosen[: r.k], row))
+            else:
                 out.append(self.recommend(r.user_id, r.k, r.exclude, r.rng, r.history))
-                continue
-            chosen = chosen[: r.k]
-            out.append(Recommendation(item_ids=as_int_tuple(chosen), scores=tuple(float(row[i]) for i in chosen)))
         return out
 
     def allowed_mask(self, exclude: Collection[int], k: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Sequence
 import numpy as np
 import pandas as pd
 
-from recommenders.base import top_k
+from recommenders.base import ranked_page, top_k
 from recommenders.sampling import sample_without_replacement
 from simenv.protocols import Recommender
 from simenv.records import Page, PageFeedback, Recommendation, as_int_tuple
@@ -91,7 +91,7 @@ class NoisyRanking(_Wrapper):
         scores = self.score(user_id, self.session_history(user_id, history))
         masked = np.where(allowed, scores, -np.inf)
         chosen = top_k(masked, k)
-        return Recommendation(item_ids=as_int_tuple(chosen), scores=tuple(float(scores[i]) for i in chosen))
+        return ranked_page(chosen, scores)
 
 
 class TopNSampling(_Wrapper):
@@ -144,7 +144,7 @@ class PopularityBand(_Wrapper):
         scores = self.score(user_id, history)
         masked = np.where(allowed, scores, -np.inf)
         chosen = top_k(masked, k)
-        return Recommendation(item_ids=as_int_tuple(chosen), scores=tuple(float(scores[i]) for i in chosen))
+        return ranked_page(chosen, scores)
 
 
 class Rescored(_Wrapper):
@@ -165,4 +165,4 @@ class Rescored(_Wrapper):
     ) -> Recommendation:
         scores = np.where(self._allowed(exclude, k), self.score(user_id), -np.inf)
         chosen = top_k(scores, k)
-        return Recommendation(item_ids=as_int_tuple(chosen), scores=tuple(float(scores[i]) for i in chosen))
+        return ranked_page(chosen, scores)

@@ -60,25 +60,29 @@ def start(settings: StepSettings, persona: Persona, episode: int, seed: int) -> 
 
 def next_page(settings: StepSettings, lv: Live) -> Page:
     """The recommender's next page for `lv` (checked: k distinct ids, none excluded)."""
-    rec = settings.recommender.recommend(lv.persona.user_id, settings.page_size, lv.exclude, lv.rng, tuple(lv.history))
-    return _checked_page(settings, lv, rec)
+    return next_pages(settings, [lv])[0]
 
 
 def next_pages(settings: StepSettings, lives: Sequence[Live]) -> list[Page]:
     """`next_page` for every session in `lives`, in one `recommend_batch` call when the recommender has one
     (`BatchPagePolicy`: the same pages, one scoring pass for all sessions instead of one per session)."""
-    batch = getattr(settings.recommender, "recommend_batch", None)
-    if batch is None or len(lives) < 2:
-        return [next_page(settings, lv) for lv in lives]
     requests = [
         PageRequest(lv.persona.user_id, settings.page_size, lv.exclude, lv.rng, tuple(lv.history)) for lv in lives
     ]
-    recs = batch(requests)
-    if len(recs) != len(lives):
-        raise ValueError(
-            f"recommender {settings.policy!r}: recommend_batch returned {len(recs)} pages for {len(lives)}"
-        )
+    recs = serve_pages(settings.recommender, requests, settings.policy)
     return [_checked_page(settings, lv, rec) for lv, rec in zip(lives, recs, strict=True)]
+
+
+def serve_pages(policy: PagePolicy, requests: Sequence[PageRequest], name: str) -> list[Recommendation]:
+    """Each request's page, in order: one `recommend_batch` call when `policy` has one, else one `recommend` call
+    per request. `name` labels the error when a batch returns the wrong number of pages."""
+    batch = getattr(policy, "recommend_batch", None)
+    if batch is None:
+        return [policy.recommend(r.user_id, r.k, r.exclude, r.rng, r.history) for r in requests]
+    recs = list(batch(requests))
+    if len(recs) != len(requests):
+        raise ValueError(f"recommender {name!r}: recommend_batch returned {len(recs)} pages for {len(requests)}")
+    return recs
 
 
 def _checked_page(settings: StepSettings, lv: Live, rec: Recommendation) -> Page:

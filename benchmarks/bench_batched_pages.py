@@ -1,10 +1,10 @@
 """Sessions served with one `recommend_batch` call per page step against one `recommend` call per session.
 
-For each recommender, the same sessions (every eligible persona, the validated `fitted` user, validate's step,
-`STEP_BATCH` sessions) are run twice in one process: as the runner serves them now (a `BaseRecommender`'s
-`recommend_batch`: one `score_batch` for the step) and one page at a time (the same model with `recommend_batch`
-hidden). Printed per recommender: seconds of each, their ratio, and whether the two runs' events and pages are
-identical (they must be: batching may only change the speed).
+For each recommender (a registry model, or one of validate's variants such as mf-noise1), the same sessions (every
+eligible persona, the validated `fitted` user, validate's step, `STEP_BATCH` sessions) are run twice in one process:
+as the runner serves them now (`recommend_batch`: one batched scoring pass for the step) and one page at a time (the
+same model with `recommend_batch` hidden). Printed per recommender: seconds of each, their ratio, and whether the
+two runs' events and pages are identical (they must be: batching may only change the speed).
 
     .venv/bin/python -m benchmarks.bench_batched_pages                        # ML-100K
     .venv/bin/python -m benchmarks.bench_batched_pages --dataset ml-1m --models multvae sasrec
@@ -21,13 +21,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep
 from pathlib import Path
 from typing import Any
 
-from experiments.build import UserModelFactory, build_world, train_recommender
+from experiments.build import UserModelFactory, build_world
 from experiments.config import load_config
 from experiments.validate import STEP_BATCH
+from experiments.validity_policies import build_policy
 from simenv.eventlog import read_table
 from simenv.runner import run_sessions
 
-MODELS = ("mf", "lightgcn", "multvae", "sasrec")
+MODELS = ("mf", "lightgcn", "multvae", "sasrec", "mf-noise1")  # registry models or validate's variants
 
 
 class OneByOne:
@@ -76,9 +77,10 @@ def main() -> None:
     print(f"{args.dataset}: {len(world.personas)} personas, {config.simulation.pages} pages of "
           f"{config.simulation.page_size}, {STEP_BATCH} sessions a step")  # fmt: skip
     print(f"{'model':<10} {'one by one s':>12} {'batched s':>10} {'ratio':>6}  identical logs")
+    # mf-noise1 is validate's degraded MF (recommenders.degraded.NoisyRanking): batched through its base's scores
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            model = train_recommender(config, world, name)[0]
+            model = build_policy(factory, name)
             single = run(OneByOne(model), user_model, world, config, Path(tmp) / f"{name}-single")
             model.end_session()  # the runner keeps a user's session history across its episodes: start clean
             batched = run(model, user_model, world, config, Path(tmp) / f"{name}-batched")

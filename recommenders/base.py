@@ -137,6 +137,14 @@ def ranked_page(chosen: np.ndarray, scores: np.ndarray) -> Recommendation:
     return Recommendation(item_ids=as_int_tuple(chosen), scores=tuple(float(scores[i]) for i in chosen))
 
 
+def clear_page(scores: np.ndarray, allowed: np.ndarray, k: int, tie: float) -> Recommendation | None:
+    """The page of the k best allowed `scores`, or None when rounding could reorder its k + 1 best (neighbours
+    closer than `tie`, relative): a batched row then has to be re-served from its one-row scores."""
+    masked = np.where(allowed, scores, -np.inf)
+    chosen = top_k(masked, k + 1)
+    return ranked_page(chosen[:k], scores) if _clearly_ordered(masked[chosen], tie) else None
+
+
 def _clearly_ordered(best: np.ndarray, tie: float) -> bool:
     """Whether each of the sorted `best` scores exceeds the next by more than `tie` (relative, at least absolute):
     an order rounding cannot change."""
@@ -241,27 +249,26 @@ class BaseRecommender:
         measured for MF, LightGCN, MultVAE and SASRec on ML-1M), so a user whose k + 1 best scores are closer
         than `BATCH_TIE` (relative) anywhere is served by `recommend` alone. A subclass that overrides
         `recommend` or `score` is served one request at a time."""
-        cls = type(self)
-        if (
-            cls.recommend is not BaseRecommender.recommend
-            or cls.score is not BaseRecommender.score
-            or len(requests) < 2
-        ):
+        scores = self.batch_scores(requests) if type(self).recommend is BaseRecommender.recommend else None
+        if scores is None:
             return [self.recommend(r.user_id, r.k, r.exclude, r.rng, r.history) for r in requests]
+        out = []
+        for r, row in zip(requests, scores, strict=True):
+            page = clear_page(row, self.allowed_mask(r.exclude, r.k), r.k, self.BATCH_TIE)
+            out.append(page or self.recommend(r.user_id, r.k, r.exclude, r.rng, r.history))
+        return out
+
+    def batch_scores(self, requests: Sequence[PageRequest]) -> np.ndarray | None:
+        """`score(user, session history)` of every request's user in one `score_batch` call, or None when batching
+        cannot stand in for `score` (a subclass overrides it, or fewer than two requests). Rows equal `score`'s up
+        to rounding; callers serve near ties one by one (`clear_page`)."""
+        if type(self).score is not BaseRecommender.score or len(requests) < 2:
+            return None
         self._check_fitted()
         for r in requests:
             self._check_user(r.user_id)
         histories = [self._check_items(self.session_history(r.user_id, r.history), "history") for r in requests]
-        scores = self.score_batch(np.array([r.user_id for r in requests], dtype=np.int64), histories)
-        out = []
-        for r, row in zip(requests, scores, strict=True):
-            masked = np.where(self.allowed_mask(r.exclude, r.k), row, -np.inf)
-            chosen = top_k(masked, r.k + 1)
-            if _clearly_ordered(masked[chosen], self.BATCH_TIE):
-                out.append(ranked_page(chosen[: r.k], row))
-            else:
-                out.append(self.recommend(r.user_id, r.k, r.exclude, r.rng, r.history))
-        return out
+        return self.score_batch(np.array([r.user_id for r in requests], dtype=np.int64), histories)
 
     def allowed_mask(self, exclude: Collection[int], k: int) -> np.ndarray:
         """Boolean mask of recommendable items; errors if fewer than k remain."""

@@ -17,10 +17,10 @@ from collections.abc import Callable, Collection, Sequence
 import numpy as np
 import pandas as pd
 
-from recommenders.base import ranked_page, top_k
+from recommenders.base import clear_page, ranked_page, top_k
 from recommenders.sampling import sample_without_replacement
 from simenv.protocols import Recommender
-from simenv.records import Page, PageFeedback, Recommendation, as_int_tuple
+from simenv.records import Page, PageFeedback, PageRequest, Recommendation, as_int_tuple
 
 
 class _Wrapper:
@@ -74,7 +74,11 @@ class NoisyRanking(_Wrapper):
         self.noise = float(noise)
 
     def score(self, user_id: int, history: Sequence[int] = ()) -> np.ndarray:
-        raw = np.asarray(self.base.score(user_id, history), dtype=np.float64)
+        return self._noisy(user_id, self.base.score(user_id, history))
+
+    def _noisy(self, user_id: int, base_scores: np.ndarray) -> np.ndarray:
+        """The user's base scores standardised, plus the user's fixed noise (float32)."""
+        raw = np.asarray(base_scores, dtype=np.float64)
         finite = np.isfinite(raw)
         z = np.zeros_like(raw)
         if finite.any():
@@ -92,6 +96,20 @@ class NoisyRanking(_Wrapper):
         masked = np.where(allowed, scores, -np.inf)
         chosen = top_k(masked, k)
         return ranked_page(chosen, scores)
+
+    def recommend_batch(self, requests: Sequence[PageRequest]) -> list[Recommendation]:
+        """`recommend` for many users from one batched scoring pass of the base (`BaseRecommender.batch_scores`),
+        the same pages: a user whose k + 1 best noisy scores are within rounding of each other is served alone."""
+        batch_scores = getattr(self.base, "batch_scores", None)
+        rows = batch_scores(requests) if batch_scores is not None else None
+        if rows is None:
+            return [self.recommend(r.user_id, r.k, r.exclude, r.rng, r.history) for r in requests]
+        out = []
+        for r, raw in zip(requests, rows, strict=True):
+            scores = self._noisy(r.user_id, raw)
+            page = clear_page(scores, self._allowed(r.exclude, r.k), r.k, self.base.BATCH_TIE)  # type: ignore[attr-defined]
+            out.append(page or self.recommend(r.user_id, r.k, r.exclude, r.rng, r.history))
+        return out
 
 
 class TopNSampling(_Wrapper):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from recommenders.base import BaseRecommender, top_k
+from recommenders.degraded import NoisyRanking
 from recommenders.mf import MFRecommender
 from simenv.eventlog import read_table
 from simenv.records import PageRequest
@@ -73,6 +74,27 @@ def test_near_ties_are_served_as_one_row_would_be(random_split):
     model.BATCH_TIE = -1.0
     unguarded = model.recommend_batch(requests)
     assert [b.item_ids for b in unguarded] != [s.item_ids for s in single]
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_noisy_ranking_batched_pages_equal_one_by_one_pages(fitted, random_split, name):
+    noisy = NoisyRanking(fitted[name], f"{name}-noise1", noise=1.0, seed=2)
+    requests = _requests(noisy, random_split.dataset.n_users, seed=7)
+    batched = noisy.recommend_batch(requests)
+    assert [b.item_ids for b in batched] == [
+        noisy.recommend(r.user_id, r.k, r.exclude, r.rng, r.history).item_ids for r in requests
+    ]
+
+
+def test_noisy_ranking_serves_near_ties_as_one_row_would(random_split):
+    model = RoundingTies().fit(random_split.train, random_split.dataset.n_users, random_split.dataset.n_items)
+    noisy = NoisyRanking(model, "ties-noise", noise=0.0)  # no noise: the planted ties stay ties
+    requests = _requests(noisy, random_split.dataset.n_users, seed=8)
+    single = [noisy.recommend(r.user_id, r.k, r.exclude, r.rng, r.history).item_ids for r in requests]
+    assert [b.item_ids for b in noisy.recommend_batch(requests)] == single
+    assert model.batched_calls == 1
+    model.BATCH_TIE = -1.0  # the wrapper uses its base's guard: without it the planted ties reorder pages
+    assert [b.item_ids for b in noisy.recommend_batch(requests)] != single
 
 
 class OneByOne(MFRecommender):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -123,6 +125,26 @@ def test_f16_reencoding_is_cached_and_keeps_the_model(tmp_path) -> None:  # noqa
     assert f16.parent == tmp_path / "models" and f16.stat().st_size > source.stat().st_size
     mtime = f16.stat().st_mtime_ns
     assert converted_gguf(source, "f16", tmp_path) == f16 and f16.stat().st_mtime_ns == mtime  # made once
+    # the key is the content, not the install: a copy of the source with a new mtime (a fresh virtualenv's
+    # install) finds the same entry
+    reinstalled = tmp_path / "venv2" / source.name
+    reinstalled.parent.mkdir()
+    shutil.copyfile(source, reinstalled)
+    assert reinstalled.stat().st_mtime_ns != source.stat().st_mtime_ns
+    assert converted_gguf(reinstalled, "f16", tmp_path) == f16 and f16.stat().st_mtime_ns == mtime
+    # another version of the source (other bytes) gets its own entry, and the older version's entry is removed
+    other = tmp_path / "venv3" / source.name
+    other.parent.mkdir()
+    shutil.copyfile(source, other)
+    with other.open("r+b") as fh:  # the last byte of the last tensor's data: still a loadable GGUF
+        fh.seek(-1, os.SEEK_END)
+        last = fh.read(1)
+        fh.seek(-1, os.SEEK_END)
+        fh.write(bytes([last[0] ^ 1]))
+    newer = converted_gguf(other, "f16", tmp_path)
+    assert newer != f16 and newer.is_file() and not f16.exists()
+    assert sorted(p.name for p in (tmp_path / "models").glob("*.gguf")) == [newer.name]
+    f16 = converted_gguf(source, "f16", tmp_path)  # the shipped file again, for the comparison below
     assert converted_gguf(source, "source", tmp_path) == source
     with pytest.raises(ValueError, match="'q2'"):
         converted_gguf(source, "q2", tmp_path)

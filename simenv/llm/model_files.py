@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import hashlib
 import logging
 import os
 import sys
@@ -44,9 +46,19 @@ def _captured_stderr() -> Iterator[Path]:
             os.close(saved)
 
 
+@functools.lru_cache(maxsize=8)
+def _content_key(path: str, size: int, mtime_ns: int) -> str:
+    """The first 16 hex digits of the file's SHA-256 (~0.2 s for SmolLM2's 98 MB; once per process and file
+    version). Not size and mtime: every fresh install of the package gives the same file a new mtime, and such a
+    key made a new 271 MB F16 copy per virtualenv."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()[:16]
+
+
 def converted_gguf(source: str | Path, fmt: str, cache_dir: str | Path | None = None) -> Path:
     """`source` re-encoded as `fmt` ("f16" or "q8_0"; "source" returns it unchanged), cached under
-    `<cache root>/models/` keyed by the source's name, size and mtime, written atomically."""
+    `<cache root>/models/` keyed by the source's name and content, written atomically. Writing a new one removes
+    the same name and format's entries under other keys (older versions of the source): the cache keeps one."""
     source = Path(source)
     if fmt not in FORMATS:
         raise ValueError(f"GGUF format {fmt!r} is not one of {list(FORMATS)}")
@@ -56,7 +68,8 @@ def converted_gguf(source: str | Path, fmt: str, cache_dir: str | Path | None = 
         return source
     stat = source.stat()
     target_dir = cache_root(cache_dir) / "models"
-    target = target_dir / f"{source.stem}.{fmt.upper()}-{stat.st_size}-{stat.st_mtime_ns}.gguf"
+    key = _content_key(str(source.resolve()), stat.st_size, stat.st_mtime_ns)
+    target = target_dir / f"{source.stem}.{fmt.upper()}-{key}.gguf"
     if target.is_file():
         return target
     target_dir.mkdir(parents=True, exist_ok=True)
@@ -81,4 +94,8 @@ def converted_gguf(source: str | Path, fmt: str, cache_dir: str | Path | None = 
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    for stale in target_dir.glob(f"{source.stem}.{fmt.upper()}-*.gguf"):
+        if stale != target:  # a process still reading one keeps its open file (POSIX unlink)
+            logger.info("removing %s: a re-encoding of another version of %s", stale.name, source.name)
+            stale.unlink(missing_ok=True)
     return target

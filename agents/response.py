@@ -43,6 +43,7 @@ from agents.features import COLLAB, PairFeatures, feature_names
 from agents.rating_factors import RatingFactors, fit_rating_factors
 from agents.rating_model import ORDINAL_SCALE, fit_like_classifier, fit_ordinal_cuts, like_logit
 from agents.signals import RatingPlan, TrainStats, persona_arrays, rating_plan
+from simenv.data.cache import mark_used
 from simenv.data.dataset import Split
 from simenv.records import Persona
 
@@ -461,6 +462,7 @@ def load_or_fit(
     path = Path(cache_dir) / f"{split.dataset.name}-{config.feature_set}-{key}.pkl"
     if path.is_file():
         model = _load_fitted(path, config, item_vectors)
+        mark_used(path)
         model.lazy = lazy
         return model
     say(f"fitting the {config.feature_set} response model on {len(personas)} users (once; cached in {path.parent})")

@@ -42,6 +42,7 @@ from recommenders.conformance import missing_methods
 from recommenders.external import IdMap
 from recommenders.http_client import HTTPRecommender, HTTPRecommenderError
 from recommenders.ranking_file import RankingFileError, RankingFileRecommender, read_ranking_file
+from simenv.data.cache import mark_used
 from simenv.llm import LLM
 from simenv.protocols import Recommender
 
@@ -210,7 +211,9 @@ def train_plugin(
     )
     if (path / SPEC_MARKER).is_file():
         try:
-            return cls.load(path, **accepted_kwargs(cls.load, inject)), 0.0
+            loaded = cls.load(path, **accepted_kwargs(cls.load, inject))
+            mark_used(path)
+            return loaded, 0.0
         except Exception as exc:  # noqa: BLE001 - a broken cache entry is retrained, not fatal
             log.warning("recommender %r: cached model at %s did not load (%s); retraining", spec.text, path, exc)
     model = _build_plugin(spec, cls, settings, inject)

@@ -17,6 +17,7 @@ from experiments.model_cache import model_dir, recommender_settings
 from experiments.recommender_specs import build_file, build_http, find_spec, fit_external, train_plugin
 from experiments.world import World
 from recommenders import registry
+from simenv.data.cache import mark_used
 from simenv.llm import LLM
 from simenv.protocols import Recommender
 
@@ -49,7 +50,9 @@ def train_recommender(
         return ranker, seconds
     path, _ = model_dir(config, world, name, name=name, settings=settings)
     if (path / "config.json").is_file():
-        return registry.load(path), 0.0
+        model = registry.load(path)
+        mark_used(path)
+        return model, 0.0
     start = time.perf_counter()
     model = registry.make(name, **settings)
     model.fit(world.split.train, world.dataset.n_users, world.dataset.n_items, valid=world.split.valid)

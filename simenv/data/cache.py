@@ -36,6 +36,15 @@ def cache_root(cache_dir: str | Path | None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "simrec"
 
 
+def mark_used(path: Path) -> None:
+    """Record that a cache entry (file or directory) was just used: its mtime is its last use, which
+    `simrec cache --prune-days N` reads. Best effort: a read-only cache is still usable."""
+    try:
+        os.utime(path)
+    except OSError as exc:
+        log.debug("could not mark %s used: %s", path, exc)
+
+
 def cache_key(kind: str, files: list[Path]) -> str:
     """Hash of the loader version, the source kind and each file's absolute path, size and mtime."""
     parts: list[object] = [LOADER_VERSION, kind]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simenv.data import atomic, movielens
-from simenv.data.cache import cache_key, cache_root, entry_dir, read_entry, write_entry
+from simenv.data.cache import cache_key, cache_root, entry_dir, mark_used, read_entry, write_entry
 from simenv.data.dataset import DataError, Dataset
 from simenv.data.synthetic import make_synthetic
 
@@ -109,6 +109,7 @@ def load_dataset(
         cached = read_entry(entry)
         if cached is not None:
             log.debug("loaded %s from cache %s", name, entry)
+            mark_used(entry)
             return cached
     start = time.perf_counter()
     dataset = parse()

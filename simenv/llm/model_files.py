@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from simenv.data.cache import cache_root
+from simenv.data.cache import cache_root, mark_used
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ def converted_gguf(source: str | Path, fmt: str, cache_dir: str | Path | None = 
     key = _content_key(str(source.resolve()), stat.st_size, stat.st_mtime_ns)
     target = target_dir / f"{source.stem}.{fmt.upper()}-{key}.gguf"
     if target.is_file():
+        mark_used(target)
         return target
     target_dir.mkdir(parents=True, exist_ok=True)
     import llama_cpp  # lazy: heavy, and only needed the first time

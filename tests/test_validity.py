@@ -154,10 +154,17 @@ def test_lift_agreement_measures_overpredicted_lifts() -> None:
 
 
 @pytest.mark.slow
-def test_validate_command_on_synthetic_data(tmp_path, fitted_response) -> None:
+def test_validate_command_on_synthetic_data(tmp_path, fitted_response, monkeypatch) -> None:
     """End to end on the synthetic dataset with the fast user and the fitted response model: the JSON
     contract, and the planted structure (Random and the popularity band are worse than MF, really and in sim)."""
+    import experiments.build
     from experiments.validate import run_validate
+
+    ranked: list[str] = []  # each fit source's rankings, computed for the response fits of this run
+    rank_sources = experiments.build.source_rankings
+    monkeypatch.setattr(
+        experiments.build, "source_rankings", lambda rec, *a: ranked.append(rec.name) or rank_sources(rec, *a)
+    )
 
     config = load_config(
         None,
@@ -220,3 +227,5 @@ def test_validate_command_on_synthetic_data(tmp_path, fitted_response) -> None:
         assert 0.5 < block["auc_watch_test_distinct"] <= 1
         assert 0 <= block["lift_agreement"]["p_view_vs_real_hit"]["median_relative_error"] < 10
     assert "Out of sample" in (run_dir / "validity.md").read_text()
+    # three response fits (without pop, without mf, ensemble member 1 for sim-greedy) ranked each source once
+    assert sorted(ranked) == sorted(set(ranked)) and {"pop", "mf"} <= set(ranked)

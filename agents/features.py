@@ -28,6 +28,7 @@ no impressions, so their effect cannot be identified from this data (see agents.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -135,6 +136,16 @@ class PairFeatures:
         self._activity_mean, self._activity_sd = float(log_activity.mean()), float(log_activity.std() or 1.0)
         self._conformity: tuple[float, float] | None = None
         self._taste: dict[int, np.ndarray] = {}
+
+    def with_rankings(self, rankings: Mapping[str, np.ndarray] | None) -> PairFeatures:
+        """These features with other sources' rank columns: the train-only scorers (kNN, SVD, EASE, statistics)
+        are shared, not recomputed (a leave-one-source-out fit differs from the main fit only in its sources)."""
+        clone = copy.copy(self)
+        clone.rankings = {source: rankings[source] for source in sorted(rankings or {})}
+        base = tuple(name for name in self.names if not name.startswith(RANK_PREFIX))
+        clone.names = base + tuple(f"{RANK_PREFIX}{source}" for source in clone.rankings)
+        clone._taste = {}
+        return clone
 
     def set_conformity_scale(self, personas: Sequence[Persona]) -> None:
         """Mean and sd of the conformity trait over a population, for pop_x_conformity."""

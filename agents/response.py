@@ -267,29 +267,37 @@ def fit_response_model(
     candidates: Candidates | None = None,
     item_vectors: ItemVectors | None = None,
     rankings: Mapping[str, np.ndarray] | None = None,
+    base: ResponseModel | None = None,
 ) -> ResponseModel:
     """Fit the cross-fitted response model on `personas` (features from split.train, targets from split.valid).
 
     `candidates` maps a source name (e.g. a recommender) to each user's ranked unseen items; the first `top_n`
     of each become fit impressions. Without it, the train-only scorers' top items stand in. `rankings` (source
-    -> (n_users, n_items) log rank among unseen items) adds one rank feature per source.
+    -> (n_users, n_items) log rank among unseen items) adds one rank feature per source. `base`: a model fitted on
+    the same split and personas with the same feature set, seed and rating factors but other sources (validate's
+    main fit, for its leave-one-source-out fits): its train-only scorers and rating factorisation are reused.
     """
     config = config or ResponseConfig()
-    features = PairFeatures(
-        split.dataset,
-        split.train,
-        feature_names(config.feature_set),
-        item_vectors=item_vectors,
-        seed=config.seed,
-        rankings=rankings,
-    )
     population = [personas[u] for u in sorted(personas)]
     if not population:
         raise ValueError("fit_response_model: no personas to fit on")
+    if base is not None and _train_parts_key(base.config) == _train_parts_key(config):
+        features, factors = base.features.with_rankings(rankings), base.factors
+        if item_vectors is not None:
+            features.item_vectors = item_vectors
+    else:
+        features = PairFeatures(
+            split.dataset,
+            split.train,
+            feature_names(config.feature_set),
+            item_vectors=item_vectors,
+            seed=config.seed,
+            rankings=rankings,
+        )
+        factors = None
+        if config.rating_factors:
+            factors = fit_rating_factors(split.train, split.dataset.n_items, config.rating_factors, seed=config.seed)
     features.set_conformity_scale(population)
-    factors = None
-    if config.rating_factors:
-        factors = fit_rating_factors(split.train, split.dataset.n_items, config.rating_factors, seed=config.seed)
     folds = user_folds(np.array(sorted(personas)), config.folds, config.seed)
     blocks = _fit_blocks(features, factors, population, _user_items(split.valid), folds, config, candidates)
     models = [_fit_fold(blocks, fold, config) for fold in range(config.folds)]
@@ -306,6 +314,11 @@ def fit_response_model(
     )
     log.info("response model fitted: %s", report)
     return ResponseModel(config, features, folds, models, cuts, report, factors)
+
+
+def _train_parts_key(config: ResponseConfig) -> tuple:
+    """What the train-only parts of a fit (pair-feature scorers, rating factorisation) depend on besides the data."""
+    return (config.feature_set, config.seed, config.rating_factors)
 
 
 class _Block(NamedTuple):
@@ -437,11 +450,13 @@ def load_or_fit(
     item_vectors: ItemVectors | None = None,
     progress: Callable[[str], None] | None = None,
     lazy: bool = False,
+    base: Callable[[], ResponseModel] | None = None,
 ) -> ResponseModel:
     """`fit_response_model`, cached as a pickle under `cache_dir` keyed by `response_cache_key`.
 
-    `candidates` is called only on a cache miss (building them may mean training recommenders); `progress`
-    receives one line per phase of a fit (nothing on a cache hit). A fresh fit predicts and caches every fitted
+    `candidates` and `base` (a model whose train-only parts a fit may reuse, see `fit_response_model`) are called
+    only on a cache miss (building them may mean training recommenders); `progress` receives one line per phase of
+    a fit (nothing on a cache hit). A fresh fit predicts and caches every fitted
     user's plan, unless `lazy`: then plans are predicted item by item as sessions ask (`ResponseModel.fill`) and
     the cache holds the model alone (the same model: a later non-lazy load predicts whole plans from it)."""
     say = progress or (lambda message: None)
@@ -450,7 +465,13 @@ def load_or_fit(
         sources = candidates() if candidates else FitSources({})
         say(f"fit impressions ready ({time.perf_counter() - start:.0f} s); fitting {config.folds} folds")
         return fit_response_model(
-            split, personas, config, sources.candidates or None, item_vectors, sources.rankings or None
+            split,
+            personas,
+            config,
+            sources.candidates or None,
+            item_vectors,
+            sources.rankings or None,
+            base() if base else None,
         )
 
     start = time.perf_counter()

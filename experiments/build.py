@@ -173,6 +173,8 @@ class UserModelFactory:
                 self.progress,
                 # a left-out-family user scores a few policies: its plans are predicted as its sessions ask
                 lazy=sources is not None,
+                # and shares the full fit's train-only parts (scorers, rating factorisation): only sources differ
+                base=None if sources is None else lambda: self.response_model(feature_set, member),
             )
         return self._responses[(feature_set, member, sources)]
 

@@ -157,6 +157,7 @@ def test_lift_agreement_measures_overpredicted_lifts() -> None:
 def test_validate_command_on_synthetic_data(tmp_path, fitted_response, monkeypatch) -> None:
     """End to end on the synthetic dataset with the fast user and the fitted response model: the JSON
     contract, and the planted structure (Random and the popularity band are worse than MF, really and in sim)."""
+    import agents.features
     import experiments.build
     from experiments.validate import run_validate
 
@@ -165,6 +166,9 @@ def test_validate_command_on_synthetic_data(tmp_path, fitted_response, monkeypat
     monkeypatch.setattr(
         experiments.build, "source_rankings", lambda rec, *a: ranked.append(rec.name) or rank_sources(rec, *a)
     )
+    eased: list[int] = []  # EASE weights, computed for each response fit that does not share another's
+    ease = agents.features.ease_weights
+    monkeypatch.setattr(agents.features, "ease_weights", lambda *a: eased.append(1) or ease(*a))
 
     config = load_config(
         None,
@@ -229,3 +233,5 @@ def test_validate_command_on_synthetic_data(tmp_path, fitted_response, monkeypat
     assert "Out of sample" in (run_dir / "validity.md").read_text()
     # three response fits (without pop, without mf, ensemble member 1 for sim-greedy) ranked each source once
     assert sorted(ranked) == sorted(set(ranked)) and {"pop", "mf"} <= set(ranked)
+    # EASE for the main fit and ensemble member 1 (another seed); the two left-out fits reuse the main fit's
+    assert len(eased) == 2

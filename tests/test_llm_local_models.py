@@ -123,15 +123,17 @@ def test_f16_reencoding_is_cached_and_keeps_the_model(tmp_path) -> None:  # noqa
     source = smollm2_gguf_path()
     f16 = converted_gguf(source, "f16", tmp_path)
     assert f16.parent == tmp_path / "models" and f16.stat().st_size > source.stat().st_size
-    mtime = f16.stat().st_mtime_ns
-    assert converted_gguf(source, "f16", tmp_path) == f16 and f16.stat().st_mtime_ns == mtime  # made once
+    inode = f16.stat().st_ino  # a conversion writes a new file and renames it over: a new inode
+    os.utime(f16, (1e9, 1e9))  # as if last used in 2001
+    assert converted_gguf(source, "f16", tmp_path) == f16 and f16.stat().st_ino == inode  # made once
+    assert f16.stat().st_mtime > 1e9 + 1  # and marked used (its mtime is its last use, `simrec cache`)
     # the key is the content, not the install: a copy of the source with a new mtime (a fresh virtualenv's
     # install) finds the same entry
     reinstalled = tmp_path / "venv2" / source.name
     reinstalled.parent.mkdir()
     shutil.copyfile(source, reinstalled)
     assert reinstalled.stat().st_mtime_ns != source.stat().st_mtime_ns
-    assert converted_gguf(reinstalled, "f16", tmp_path) == f16 and f16.stat().st_mtime_ns == mtime
+    assert converted_gguf(reinstalled, "f16", tmp_path) == f16 and f16.stat().st_ino == inode
     # another version of the source (other bytes) gets its own entry, and the older version's entry is removed
     other = tmp_path / "venv3" / source.name
     other.parent.mkdir()

@@ -456,9 +456,9 @@ def load_or_fit(
 
     `candidates` and `base` (a model whose train-only parts a fit may reuse, see `fit_response_model`) are called
     only on a cache miss (building them may mean training recommenders); `progress` receives one line per phase of
-    a fit (nothing on a cache hit). A fresh fit predicts and caches every fitted
-    user's plan, unless `lazy`: then plans are predicted item by item as sessions ask (`ResponseModel.fill`) and
-    the cache holds the model alone (the same model: a later non-lazy load predicts whole plans from it)."""
+    a fit (nothing on a cache hit). A fresh fit predicts and caches every fitted user's plan, unless `lazy`: then
+    plans are predicted item by item as sessions ask (`ResponseModel.fill`) and the cache holds the model alone
+    (the same model: a later non-lazy load predicts whole plans from it)."""
     say = progress or (lambda message: None)
 
     def fit() -> ResponseModel:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +137,11 @@ def ranked_page(chosen: np.ndarray, scores: np.ndarray) -> Recommendation:
     return Recommendation(item_ids=as_int_tuple(chosen), scores=tuple(float(scores[i]) for i in chosen))
 
 
+def best_page(scores: np.ndarray, allowed: np.ndarray, k: int) -> Recommendation:
+    """The page of the k best allowed `scores`, best first (ties to the lower id), with their scores."""
+    return ranked_page(top_k(np.where(allowed, scores, -np.inf), k), scores)
+
+
 def clear_page(scores: np.ndarray, allowed: np.ndarray, k: int, tie: float) -> Recommendation | None:
     """The page of the k best allowed `scores`, or None when rounding could reorder its k + 1 best (neighbours
     closer than `tie`, relative): a batched row then has to be re-served from its one-row scores."""
@@ -150,6 +155,18 @@ def _clearly_ordered(best: np.ndarray, tie: float) -> bool:
     an order rounding cannot change."""
     best = best.astype(np.float64)
     return bool(np.all(best[:-1] - best[1:] > tie * np.maximum(1.0, np.abs(best[:-1]))))
+
+
+def batched_pages(
+    requests: Sequence[PageRequest],
+    rows: Iterable[np.ndarray],
+    allowed: Callable[[PageRequest], np.ndarray],
+    tie: float,
+    recommend: Callable[[PageRequest], Recommendation],
+) -> list[Recommendation]:
+    """Each request's page from its row of batched scores (`clear_page`), or `recommend(request)` where rounding
+    could reorder the row's best items: what a `recommend_batch` built on batched scoring returns."""
+    return [clear_page(row, allowed(r), r.k, tie) or recommend(r) for r, row in zip(requests, rows, strict=True)]
 
 
 @contextmanager
@@ -240,7 +257,7 @@ class BaseRecommender:
         """The k best-scored items not in `exclude`, best first (deterministic; `rng` unused here)."""
         allowed = self.allowed_mask(exclude, k)
         scores = self.score(user_id, self.session_history(user_id, history))
-        return ranked_page(top_k(np.where(allowed, scores, -np.inf), k), scores)
+        return best_page(scores, allowed, k)
 
     def recommend_batch(self, requests: Sequence[PageRequest]) -> list[Recommendation]:
         """`recommend` for many users with one `score_batch` call (`simenv.protocols.BatchPagePolicy`).
@@ -249,14 +266,14 @@ class BaseRecommender:
         measured for MF, LightGCN, MultVAE and SASRec on ML-1M), so a user whose k + 1 best scores are closer
         than `BATCH_TIE` (relative) anywhere is served by `recommend` alone. A subclass that overrides
         `recommend` or `score` is served one request at a time."""
+
+        def one(r: PageRequest) -> Recommendation:
+            return self.recommend(r.user_id, r.k, r.exclude, r.rng, r.history)
+
         scores = self.batch_scores(requests) if type(self).recommend is BaseRecommender.recommend else None
         if scores is None:
-            return [self.recommend(r.user_id, r.k, r.exclude, r.rng, r.history) for r in requests]
-        out = []
-        for r, row in zip(requests, scores, strict=True):
-            page = clear_page(row, self.allowed_mask(r.exclude, r.k), r.k, self.BATCH_TIE)
-            out.append(page or self.recommend(r.user_id, r.k, r.exclude, r.rng, r.history))
-        return out
+            return [one(r) for r in requests]
+        return batched_pages(requests, scores, lambda r: self.allowed_mask(r.exclude, r.k), self.BATCH_TIE, one)
 
     def batch_scores(self, requests: Sequence[PageRequest]) -> np.ndarray | None:
         """`score(user, session history)` of every request's user in one `score_batch` call, or None when batching

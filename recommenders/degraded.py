@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Sequence
 import numpy as np
 import pandas as pd
 
-from recommenders.base import clear_page, ranked_page, top_k
+from recommenders.base import batched_pages, best_page, top_k
 from recommenders.sampling import sample_without_replacement
 from simenv.protocols import Recommender
 from simenv.records import Page, PageFeedback, PageRequest, Recommendation, as_int_tuple
@@ -92,24 +92,22 @@ class NoisyRanking(_Wrapper):
         self, user_id: int, k: int, exclude: Collection[int], rng: np.random.Generator, history: Sequence[int] = ()
     ) -> Recommendation:
         allowed = self._allowed(exclude, k)
-        scores = self.score(user_id, self.session_history(user_id, history))
-        masked = np.where(allowed, scores, -np.inf)
-        chosen = top_k(masked, k)
-        return ranked_page(chosen, scores)
+        return best_page(self.score(user_id, self.session_history(user_id, history)), allowed, k)
 
     def recommend_batch(self, requests: Sequence[PageRequest]) -> list[Recommendation]:
         """`recommend` for many users from one batched scoring pass of the base (`BaseRecommender.batch_scores`),
         the same pages: a user whose k + 1 best noisy scores are within rounding of each other is served alone."""
+
+        def one(r: PageRequest) -> Recommendation:
+            return self.recommend(r.user_id, r.k, r.exclude, r.rng, r.history)
+
         batch_scores = getattr(self.base, "batch_scores", None)
         rows = batch_scores(requests) if batch_scores is not None else None
         if rows is None:
-            return [self.recommend(r.user_id, r.k, r.exclude, r.rng, r.history) for r in requests]
-        out = []
-        for r, raw in zip(requests, rows, strict=True):
-            scores = self._noisy(r.user_id, raw)
-            page = clear_page(scores, self._allowed(r.exclude, r.k), r.k, self.base.BATCH_TIE)  # type: ignore[attr-defined]
-            out.append(page or self.recommend(r.user_id, r.k, r.exclude, r.rng, r.history))
-        return out
+            return [one(r) for r in requests]
+        noisy = (self._noisy(r.user_id, raw) for r, raw in zip(requests, rows, strict=True))
+        tie = self.base.BATCH_TIE  # type: ignore[attr-defined]
+        return batched_pages(requests, noisy, lambda r: self._allowed(r.exclude, r.k), tie, one)
 
 
 class TopNSampling(_Wrapper):
@@ -159,10 +157,7 @@ class PopularityBand(_Wrapper):
         self, user_id: int, k: int, exclude: Collection[int], rng: np.random.Generator, history: Sequence[int] = ()
     ) -> Recommendation:
         allowed = self._allowed(exclude, k)
-        scores = self.score(user_id, history)
-        masked = np.where(allowed, scores, -np.inf)
-        chosen = top_k(masked, k)
-        return ranked_page(chosen, scores)
+        return best_page(self.score(user_id, history), allowed, k)
 
 
 class Rescored(_Wrapper):
@@ -181,6 +176,5 @@ class Rescored(_Wrapper):
     def recommend(
         self, user_id: int, k: int, exclude: Collection[int], rng: np.random.Generator, history: Sequence[int] = ()
     ) -> Recommendation:
-        scores = np.where(self._allowed(exclude, k), self.score(user_id), -np.inf)
-        chosen = top_k(scores, k)
-        return ranked_page(chosen, scores)
+        allowed = self._allowed(exclude, k)
+        return best_page(self.score(user_id), allowed, k)

@@ -5,7 +5,7 @@ file, recommender setting, response-model version or seed makes a new entry besi
 model is ~340 MB, ~630 MB with every persona's plan). Every load marks its entry used (`simenv.data.cache.mark_used`:
 the mtime), so "unused for N days" is counted from the last run that read it. Entry kinds, each a direct child of
 its folder:
-- datasets: parsed MovieLens copies (`data/datasets/`, and `datasets/` of older versions);
+- datasets: parsed MovieLens copies (`data/datasets/` for the CLI, `datasets/` for library calls without a cache dir);
 - models: trained recommenders (one folder each) and local GGUF re-encodings (`models/`);
 - response: fitted response models with their plans (`response/*.pkl`);
 - set aside: entries `check_caches` found damaged and renamed `*.corrupt-<time>`, kept for inspection.
